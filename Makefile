@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DEPS_STAMP := $(VENV)/.deps-stamp
+
+.PHONY: run test lint bench clean install ci
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+
+# Third-party dependencies change rarely: install them once per change of the project files.
+$(DEPS_STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
+	$(BIN)/pip install --quiet './clients/python' '.[dev]'
+	touch $@
+
+# Our own two distributions, reinstalled every time so tests always run the installed code.
+install: $(DEPS_STAMP)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --force-reinstall \
+		./clients/python .
+
+run: install
+	$(BIN)/busd
+
+test: install
+	$(BIN)/busd schemas check schemas
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check busd clients/python tests bench
+	$(BIN)/mypy busd clients/python/busd_client
+
+bench: install
+	$(BIN)/python -m bench
+
+ci: lint test
+
+clean:
+	rm -rf $(VENV) var build dist *.egg-info clients/python/build clients/python/*.egg-info \
+		.pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,136 @@
+"""The daemon: startup -> main loop -> shutdown, composing the layers.
+
+Startup binds every socket (failure here exits non-zero: a misconfigured busd must not look
+alive). The main loop runs the broker task and the supervised peripheral tasks. The first
+SIGTERM/SIGINT drains: stop taking publisher connections, answer every message read, close
+with a linger deadline, exit 0. A second signal forces an immediate exit. Nothing is kept
+in memory that a restart would need: operator state lives in files, so kill -9 is a normal
+stop and start-up is the recovery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from busd import __version__
+from busd.config import Config, describe
+from busd.kernel.admission import Admission
+from busd.ops.logs import get
+from busd.supervision.supervisor import GaveUp, Supervisor
+from busd.transport import monitor
+from busd.transport.broker import Broker
+
+_log = get("app")
+
+EXIT_OK = 0
+EXIT_FORCED = 1
+EXIT_USAGE = 2
+EXIT_SOFTWARE = 70  # a task failed past its restart budget, or the broker crashed
+EXIT_UNAVAILABLE = 69  # could not bind an endpoint at startup
+
+
+class App:
+    def __init__(self, config: Config):
+        self.config = config
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.admission = Admission()
+        self.broker = Broker(self.ctx, config, self.admission)
+        self.ingress = monitor.ConnectionStats()
+        self.egress = monitor.ConnectionStats()
+        self.supervisor = Supervisor(budget=config.restart_budget, window=config.restart_window)
+        self.reload_hooks: list[Callable[[], Any]] = []
+        self.draining = False
+        self._interrupts = 0
+
+    # -- startup ------------------------------------------------------------------------
+    def startup(self) -> None:
+        Path(self.config.var_dir).mkdir(parents=True, exist_ok=True)
+        self.broker.bind()
+        self.supervisor.add("monitor.ingress", lambda: monitor.watch(
+            self.broker.monitor_socket("ingress", monitor.EVENTS), self.ingress, "ingress"))
+        self.supervisor.add("monitor.egress", lambda: monitor.watch(
+            self.broker.monitor_socket("egress", monitor.EVENTS), self.egress, "egress"))
+
+    def statistics(self) -> dict[str, Any]:
+        """A snapshot of every counter, for the control socket and the metrics exporter."""
+        return {"broker": self.broker.stats.snapshot(), "ingress": self.ingress.snapshot(),
+                "egress": self.egress.snapshot(),
+                "restarts": dict(self.supervisor.restarts_total),
+                "draining": self.draining}
+
+    # -- main loop ----------------------------------------------------------------------
+    async def serve(self) -> int:
+        try:
+            self.startup()
+        except Exception as exc:
+            _log.error("startup failed", extra={"error": str(exc)})
+            self.ctx.destroy(linger=0)
+            return EXIT_UNAVAILABLE
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        _log.info("ready", extra={"version": __version__, "pid": os.getpid(),
+                                  "pub_endpoint": self.broker.pub_endpoint,
+                                  "sub_endpoint": self.broker.sub_endpoint,
+                                  "config": describe(self.config)})
+        try:
+            return await self._main_loop()
+        finally:
+            self._shutdown()
+
+    async def _main_loop(self) -> int:
+        broker = asyncio.create_task(self.broker.run(), name="broker")
+        supervised = asyncio.create_task(self.supervisor.run(), name="supervisor")
+        await asyncio.wait({broker, supervised}, return_when=asyncio.FIRST_COMPLETED)
+        status = EXIT_OK
+        if supervised.done():
+            exc = supervised.exception()
+            gave_up = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+            _log.error("supervisor gave up; draining", extra={"error": str(gave_up)})
+            status = EXIT_SOFTWARE
+            self.begin_drain()
+        try:
+            await broker
+        except Exception:
+            _log.exception("broker crashed")
+            status = EXIT_SOFTWARE
+        supervised.cancel()
+        with contextlib.suppress(asyncio.CancelledError, GaveUp, ExceptionGroup):
+            await supervised
+        return status
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            _log.info("draining", extra={"deadline_s": self.config.drain_timeout})
+            self.broker.drain()
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        # A second SIGINT (an operator's second Ctrl-C) forces. A repeated SIGTERM does not:
+        # `timeout` and some service managers deliver it to the process and its group.
+        if sig == signal.SIGINT:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                _log.warning("second SIGINT: forced exit")
+                os._exit(EXIT_FORCED)
+        self.begin_drain()
+
+    def _on_reload_signal(self) -> None:
+        _log.info("SIGHUP: reloading")
+        for hook in self.reload_hooks:
+            hook()
+
+    # -- shutdown -----------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self.broker.close(linger=self.config.linger)
+        self.ctx.destroy(linger=0)  # waits for the lingering sockets above
+        _log.info("stopped")

@@ -1,0 +1,56 @@
+"""The ``busd`` command: a thin entry point over ``busd.app``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from busd import __version__
+from busd.app import EXIT_USAGE, App
+from busd.config import ConfigError, add_arguments, describe, load
+from busd.ops import logs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="busd",
+        description="busd: a brokered publish/subscribe message bus over ZeroMQ. "
+                    "Settings come from defaults, then --config FILE (TOML, keys as below "
+                    "with underscores), then BUSD_<KEY> environment variables, then flags.",
+        epilog="Subcommand: `busd schemas check DIR` checks schema evolution offline.")
+    parser.add_argument("--version", action="version", version=f"busd {__version__}")
+    parser.add_argument("--config", help="TOML configuration file", default=None)
+    parser.add_argument("--check-config", action="store_true",
+                        help="print the effective configuration as JSON and exit "
+                             "(0 valid, 2 invalid)")
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["schemas"]:
+        from busd import schemacheck  # noqa: PLC0415 - offline tool, not needed to serve
+
+        return schemacheck.main(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    config_file = args.config or os.environ.get("BUSD_CONFIG")
+    try:
+        config = load(vars(args), os.environ, config_file)
+    except ConfigError as exc:
+        print(f"busd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.check_config:
+        print(json.dumps(describe(config), indent=2))
+        return 0
+    logs.setup(config.log_format, config.log_level)
+    app = App(config)
+    if config.loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - optional at import time, chosen by config
+
+        return uvloop.run(app.serve())
+    return asyncio.run(app.serve())

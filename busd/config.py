@@ -1,0 +1,179 @@
+"""One typed, validated configuration: defaults < TOML file < BUSD_* environment < flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing, mistyped or out of range; the message names it."""
+
+
+def _opt(help_text: str, unit: str = "") -> dict[str, Any]:
+    return {"help": help_text, "unit": unit}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    pub_endpoint: str = field(default="tcp://127.0.0.1:7401", metadata=_opt(
+        "publisher ingress (ROUTER) endpoint, tcp:// or ipc://"))
+    sub_endpoint: str = field(default="tcp://127.0.0.1:7402", metadata=_opt(
+        "subscriber egress (XPUB) endpoint, tcp:// or ipc://"))
+    control: str = field(default="", metadata=_opt(
+        "control socket path (default VAR_DIR/run/control.sock)"))
+    rates_dir: str = field(default="", metadata=_opt(
+        "rates directory (default /etc/rates when it exists, else VAR_DIR/rates)"))
+    schemas_dir: str = field(default="schemas", metadata=_opt("message schemas directory"))
+    metrics: str = field(default="127.0.0.1:7403", metadata=_opt(
+        "HOST:PORT for /metrics, /healthz, /readyz; 'off' disables"))
+    var_dir: str = field(default="var", metadata=_opt("directory for runtime files"))
+    assertions: str = field(default="", metadata=_opt(
+        "service-level assertions file (TOML); empty: none"))
+    max_message_bytes: int = field(default=65536, metadata=_opt(
+        "largest envelope accepted; larger gets too_large", "bytes"))
+    max_frame_bytes: int = field(default=1048576, metadata=_opt(
+        "ZMQ_MAXMSGSIZE: a larger frame drops the connection", "bytes"))
+    pub_hwm: int = field(default=10000, metadata=_opt(
+        "messages queued per publisher, each way", "messages"))
+    sub_hwm: int = field(default=10000, metadata=_opt(
+        "messages queued per subscriber before drops", "messages"))
+    batch: int = field(default=256, metadata=_opt(
+        "messages handled per wake-up before yielding to other tasks", "messages"))
+    drain_timeout: float = field(default=5.0, metadata=_opt(
+        "on SIGTERM, longest time spent answering in-flight messages", "seconds"))
+    linger: float = field(default=1.0, metadata=_opt(
+        "on close, longest time to flush replies and deliveries", "seconds"))
+    restart_budget: int = field(default=5, metadata=_opt(
+        "peripheral task restarts allowed per window before busd exits", "restarts"))
+    restart_window: float = field(default=60.0, metadata=_opt(
+        "window for restart_budget", "seconds"))
+    loop: str = field(default="uvloop", metadata=_opt("event loop: uvloop or asyncio"))
+    log_format: str = field(default="auto", metadata=_opt(
+        "auto (JSON unless stderr is a terminal), json or text"))
+    log_level: str = field(default="info", metadata=_opt("debug, info, warning or error"))
+
+    @property
+    def control_path(self) -> Path:
+        return Path(self.control) if self.control else Path(self.var_dir) / "run" / "control.sock"
+
+    @property
+    def rates_path(self) -> Path:
+        if self.rates_dir:
+            return Path(self.rates_dir)
+        etc = Path("/etc/rates")
+        return etc if etc.is_dir() else Path(self.var_dir) / "rates"
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        if self.metrics in ("", "off"):
+            return None
+        host, _, port = self.metrics.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def validate(self) -> Config:
+        for name in ("pub_endpoint", "sub_endpoint"):
+            value = getattr(self, name)
+            if not value.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ConfigError(f"{name}: expected a tcp://, ipc:// or inproc:// endpoint, "
+                                  f"got {value!r}")
+        if self.pub_endpoint == self.sub_endpoint:
+            raise ConfigError("pub_endpoint and sub_endpoint must differ")
+        if self.metrics not in ("", "off"):
+            host, sep, port = self.metrics.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ConfigError(f"metrics: expected HOST:PORT or 'off', got {self.metrics!r}")
+        for name in ("max_message_bytes", "max_frame_bytes", "pub_hwm", "sub_hwm", "batch",
+                     "restart_budget"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected an integer >= 1")
+        if self.max_message_bytes > self.max_frame_bytes:
+            raise ConfigError("max_message_bytes must not exceed max_frame_bytes")
+        for name in ("drain_timeout", "linger", "restart_window"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: expected a number of seconds >= 0")
+        if self.loop not in ("uvloop", "asyncio"):
+            raise ConfigError("loop: expected uvloop or asyncio")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError("log_format: expected auto, json or text")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log_level: expected debug, info, warning or error")
+        return self
+
+
+def _coerce(name: str, kind: type, value: object, source: str) -> object:
+    if kind is int and isinstance(value, str):
+        if not value.strip().isdecimal():
+            raise ConfigError(f"{name} ({source}): expected an integer, got {value!r}")
+        return int(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{name} ({source}): expected a number, got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{name} ({source}): expected {kind.__name__}, "
+                          f"got {type(value).__name__}")
+    return value
+
+
+_KINDS: dict[str, type] = {"str": str, "int": int, "float": float}
+
+
+def _fields() -> list[dataclasses.Field[Any]]:
+    return list(fields(Config))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per setting, help from the field metadata."""
+    for f in _fields():
+        unit = f.metadata.get("unit")
+        help_text = f"{f.metadata['help']} (default: {f.default!r}{' ' + unit if unit else ''})"
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                            help=help_text, metavar=f.name.upper())
+
+
+def load(flags: Mapping[str, object | None], env: Mapping[str, str],
+         config_file: str | None) -> Config:
+    values: dict[str, tuple[object, str]] = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"--config {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config {config_file}: {exc}") from None
+        known = {f.name for f in _fields()}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"{config_file}: unknown key {key!r}")
+        values.update({k: (v, config_file) for k, v in data.items()})
+    for f in _fields():
+        env_value = env.get("BUSD_" + f.name.upper())
+        if env_value is not None:
+            values[f.name] = (env_value, "BUSD_" + f.name.upper())
+        flag_value = flags.get(f.name)
+        if flag_value is not None:
+            values[f.name] = (flag_value, "--" + f.name.replace("_", "-"))
+    kwargs: dict[str, Any] = {}
+    for f in _fields():
+        if f.name in values:
+            raw, source = values[f.name]
+            kwargs[f.name] = _coerce(f.name, _KINDS[str(f.type)], raw, source)
+    return Config(**kwargs).validate()
+
+
+def describe(config: Config) -> dict[str, object]:
+    out: dict[str, object] = {f.name: getattr(config, f.name) for f in _fields()}
+    out["control"] = str(config.control_path)
+    out["rates_dir"] = str(config.rates_path)
+    return out
+

@@ -1,0 +1,34 @@
+"""Stable rejection codes (docs/protocol.md §2.1). Never rename or reuse one."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Code(enum.StrEnum):
+    BAD_FRAME = "bad_frame"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    TOO_LARGE = "too_large"
+    BAD_ENCODING = "bad_encoding"
+    BAD_TOPIC = "bad_topic"
+    BAD_ENVELOPE = "bad_envelope"
+    UNKNOWN_SCHEMA = "unknown_schema"
+    UNKNOWN_VERSION = "unknown_version"
+    RETIRED_VERSION = "retired_version"
+    SCHEMA_NOT_ALLOWED = "schema_not_allowed"
+    INVALID = "invalid"
+    RATE_LIMITED = "rate_limited"
+    DISABLED = "disabled"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Why one message was refused: a code for machines, a reason for people."""
+
+    code: Code
+    reason: str
+    # Extra reply fields (``key``, ``retry_after_ms``); small, msgpack-able values only.
+    extra: dict[str, str | int] = field(default_factory=dict)

@@ -1,0 +1,87 @@
+"""Checks of a decoded envelope (docs/protocol.md §1.1), before any policy applies."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from busd.kernel.codes import Code, Reject
+
+MAX_TOPIC_BYTES = 255
+MAX_ID_CHARS = 128
+MAX_PUBLISHER_CHARS = 128
+
+_TOPIC_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+_PUBLISHER = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_SCHEMA = re.compile(r"[a-z0-9._-]{1,64}")
+
+_TYPE_NAMES = {str: "string", int: "int", float: "float", bool: "bool", bytes: "bytes",
+               list: "array", dict: "map", type(None): "nil"}
+
+
+def type_name(value: object) -> str:
+    """The protocol's name for a decoded msgpack value's type, for error reasons."""
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def check_topic(topic: str) -> Reject | None:
+    """A topic frame, already decoded from UTF-8."""
+    if not topic:
+        return Reject(Code.BAD_TOPIC, "topic is empty")
+    if len(topic) > MAX_TOPIC_BYTES or len(topic.encode()) > MAX_TOPIC_BYTES:
+        return Reject(Code.BAD_TOPIC, f"topic is over {MAX_TOPIC_BYTES} bytes")
+    bad = _TOPIC_FORBIDDEN.search(topic)
+    if bad is not None:
+        return Reject(Code.BAD_TOPIC, f"topic has a forbidden character {bad.group()!r} "
+                      f"at {bad.start()}")
+    return None
+
+
+def _field_error(name: str, expected: str, value: object) -> Reject:
+    return Reject(Code.BAD_ENVELOPE,
+                  f"envelope.{name}: expected {expected}, got {type_name(value)}")
+
+
+def check_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
+    """Field presence, types and ranges; the topic frame must equal ``env['topic']``.
+
+    ``env`` is a decoded msgpack map; its keys are known to be strings.
+    """
+    for name in ("topic", "schema", "version", "id", "publisher", "ts", "data"):
+        if name not in env:
+            return Reject(Code.BAD_ENVELOPE, f"envelope.{name}: required field is missing")
+    value = env["topic"]
+    if type(value) is not str:
+        return _field_error("topic", "string", value)
+    if value != topic:
+        return Reject(Code.BAD_TOPIC, "envelope.topic differs from the topic frame")
+    value = env["schema"]
+    if type(value) is not str:
+        return _field_error("schema", "string", value)
+    if _SCHEMA.fullmatch(value) is None:
+        return Reject(Code.BAD_ENVELOPE, "envelope.schema: expected 1-64 chars of a-z 0-9 . _ -")
+    value = env["version"]
+    if type(value) is not int:
+        return _field_error("version", "int", value)
+    if value < 1:
+        return Reject(Code.BAD_ENVELOPE, "envelope.version: expected an int >= 1")
+    value = env["id"]
+    if type(value) is not str:
+        return _field_error("id", "string", value)
+    if not 0 < len(value) <= MAX_ID_CHARS:
+        return Reject(Code.BAD_ENVELOPE, f"envelope.id: expected 1-{MAX_ID_CHARS} chars")
+    value = env["publisher"]
+    if type(value) is not str:
+        return _field_error("publisher", "string", value)
+    if _PUBLISHER.fullmatch(value) is None:
+        return Reject(Code.BAD_ENVELOPE,
+                      "envelope.publisher: expected 1-128 chars of A-Z a-z 0-9 . _ -")
+    value = env["ts"]
+    if type(value) is not int:
+        return _field_error("ts", "int", value)
+    if value < 0:
+        return Reject(Code.BAD_ENVELOPE, "envelope.ts: expected an int >= 0")
+    value = env["data"]
+    if type(value) is not dict:
+        return _field_error("data", "map", value)
+    return None

@@ -1,0 +1,1 @@
+"""Operations: logs, metrics, health and service-manager integration."""

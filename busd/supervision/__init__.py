@@ -1,0 +1,1 @@
+"""Supervision: restart crashed peripheral tasks with backoff, within a budget."""

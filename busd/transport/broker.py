@@ -1,0 +1,289 @@
+"""The broker task: owns the ROUTER (publisher ingress) and XPUB (subscriber egress) sockets.
+
+Both sockets belong to this one task for their whole life because forwarding must not cross
+a queue: a message is read, judged by the kernel and handed to libzmq's fan-out in one
+synchronous step, and libzmq copies it to every matching subscriber. There are no
+per-subscriber queues in Python; each subscriber's queue is its XPUB pipe, bounded by SNDHWM.
+
+Each wake-up handles up to ``batch`` messages with frame-level non-blocking ``recv``/``send``,
+then sends one reply per publisher for the whole batch (docs/protocol.md §2).
+
+What it retries and what it lets crash: a failure while judging one message (a bug in a
+check) is caught, answered ``internal``, counted and logged; that message is not forwarded
+and the loop goes on. Socket errors are not caught: they end the task, and the app ends the
+process so the service manager restarts it (crash-only; start-up is the recovery path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from busd.config import Config
+from busd.kernel.admission import Admission
+from busd.kernel.codes import Code, Reject
+from busd.kernel.histogram import Histogram
+from busd.ops.logs import RateLimitedLog, get
+from busd.transport import sockets
+from busd.transport.readiness import Readiness
+from busd.wire.codec import decode_envelope, encode_reply, parse_header, reject_entry
+
+_log = get("broker")
+_NOBLOCK = zmq.NOBLOCK
+_SNDMORE = zmq.SNDMORE
+_RCVMORE = zmq.RCVMORE
+_QUIET = 0.1  # draining ends after this long without input
+
+
+class BrokerStats:
+    """Plain-int counters, written only by the broker task; read via ``snapshot()``."""
+
+    __slots__ = ("accepted", "batches", "bytes_accepted", "bytes_in", "latency", "received",
+                 "rejected", "replies_dropped", "replies_sent", "subscribe_total",
+                 "subscriptions", "unsubscribe_total")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.accepted = 0
+        self.bytes_in = 0
+        self.bytes_accepted = 0
+        self.rejected: dict[str, int] = dict.fromkeys(Code, 0)
+        self.replies_sent = 0
+        self.replies_dropped = 0
+        self.subscriptions = 0
+        self.subscribe_total = 0
+        self.unsubscribe_total = 0
+        self.batches = 0
+        self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "received": self.received, "accepted": self.accepted,
+            "bytes_in": self.bytes_in, "bytes_accepted": self.bytes_accepted,
+            "rejected": {str(k): v for k, v in self.rejected.items()},
+            "replies_sent": self.replies_sent, "replies_dropped": self.replies_dropped,
+            "subscriptions": self.subscriptions, "subscribe_total": self.subscribe_total,
+            "unsubscribe_total": self.unsubscribe_total, "batches": self.batches,
+            "latency": self.latency.snapshot(),
+        }
+
+
+class Broker:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], config: Config,
+                 admission: Admission, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.admission = admission
+        self.stats = BrokerStats()
+        self._ctx = ctx
+        self._clock = clock
+        self._bad_input_log = RateLimitedLog(_log)
+        self._draining = False
+        self._ready: Readiness | None = None
+        self._router: zmq.Socket[bytes] | None = None
+        self._xpub: zmq.Socket[bytes] | None = None
+        self.pub_endpoint = ""
+        self.sub_endpoint = ""
+
+    @property
+    def bound(self) -> bool:
+        return self._router is not None and not self._draining
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def bind(self) -> None:
+        """Create both sockets with explicit limits and bind them; raises on failure."""
+        cfg = self.config
+        linger = int(cfg.linger * 1000)
+        self._router = sockets.router(self._ctx, hwm=cfg.pub_hwm, max_frame=cfg.max_frame_bytes,
+                                      linger_ms=linger)
+        self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger)
+        try:
+            self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
+            self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
+        except Exception:
+            self.close(linger=0)
+            raise
+
+    def monitor_socket(self, which: str, events: int) -> zmq.Socket[bytes]:
+        """A PAIR socket receiving ``which`` socket's monitor events (owned by the caller)."""
+        sock = self._router if which == "ingress" else self._xpub
+        assert sock is not None, "bind() first"
+        return sock.get_monitor_socket(events)
+
+    def drain(self) -> None:
+        """Start draining; idempotent.
+
+        The ingress endpoint stays bound: libzmq's unbind would also cut the connections it
+        accepted, dropping the messages queued on them unanswered. Instead busd keeps reading
+        until input has been quiet for a moment or the deadline passes, answers what remains
+        with ``shutting_down``, and closes.
+        """
+        if self._draining or self._router is None:
+            return
+        self._draining = True
+        if self._ready is not None:
+            self._ready.wake()
+
+    async def run(self) -> None:
+        """Serve until drained: answer every message read, then return."""
+        assert self._router is not None and self._xpub is not None, "bind() first"
+        ready = self._ready = Readiness([self._router, self._xpub])
+        batch = self.config.batch
+        try:
+            while not self._draining:
+                handled = self._pump(batch)
+                self._read_subscriptions()
+                if handled >= batch:
+                    await asyncio.sleep(0)  # let other tasks run between full batches
+                else:
+                    await ready.wait()
+            await self._drain(ready, batch)
+        finally:
+            ready.close()
+            self._ready = None
+
+    async def _drain(self, ready: Readiness, batch: int) -> None:
+        deadline = self._clock() + self.config.drain_timeout
+        answered = 0
+        while (left := deadline - self._clock()) > 0:
+            handled = self._pump(batch)
+            answered += handled
+            self._read_subscriptions()
+            if handled >= batch:
+                await asyncio.sleep(0)
+            elif not await ready.wait(min(_QUIET, left)):
+                break
+        # Past the deadline: whatever is still queued is answered, not forwarded.
+        refused = self._pump(1 << 30, refuse=Reject(Code.SHUTTING_DOWN, "busd is shutting down"))
+        _log.info("drained", extra={"answered": answered, "refused": refused})
+
+    def close(self, linger: float | None = None) -> None:
+        ms = None if linger is None else int(linger * 1000)
+        for sock in (self._router, self._xpub):
+            if sock is not None:
+                sock.close(linger=ms)
+        self._router = self._xpub = None
+
+    def _read_subscriptions(self) -> None:
+        xpub = self._xpub
+        assert xpub is not None
+        st = self.stats
+        while True:
+            try:
+                msg = xpub.recv(_NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                st.subscriptions += 1
+                st.subscribe_total += 1
+            elif msg[:1] == b"\x00":
+                st.subscriptions -= 1
+                st.unsubscribe_total += 1
+
+    def _pump(self, limit: int, refuse: Reject | None = None) -> int:
+        """Read, judge, forward and answer up to ``limit`` messages without blocking."""
+        router, xpub = self._router, self._xpub
+        assert router is not None and xpub is not None
+        recv, more, xsend = router.recv, router.getsockopt, xpub.send
+        decide = self.admission.decide
+        max_bytes = self.config.max_message_bytes
+        st = self.stats
+        rejected = st.rejected
+        replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
+        now = self._clock()
+        started = time.perf_counter()
+        handled = accepted = 0
+        while handled < limit:
+            try:
+                ident = recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            handled += 1
+            entry = replies.get(ident)
+            if entry is None:
+                entry = replies[ident] = ([], [])
+            # The rest of a multipart message is already here: plain recv never blocks.
+            frames = [recv() for _ in range(3) if more(_RCVMORE)]
+            extra = 0
+            while more(_RCVMORE):
+                recv()
+                extra += 1
+            seq: int | None = None
+            reject: Reject | None
+            if frames:
+                parsed = parse_header(frames[0])
+                if isinstance(parsed, Reject):
+                    reject = parsed
+                else:
+                    seq = parsed
+                    reject = None if len(frames) == 3 and not extra else Reject(
+                        Code.BAD_FRAME, f"expected 3 frames, got {len(frames) + extra}")
+            else:
+                reject = Reject(Code.BAD_FRAME, "expected 3 frames, got 0")
+            if reject is None:
+                topic_b, env_b = frames[1], frames[2]
+                st.bytes_in += len(env_b)
+                reject = refuse or self._judge(topic_b, env_b, max_bytes, decide, now)
+                if reject is None:
+                    xsend(topic_b, _SNDMORE)
+                    xsend(env_b)
+                    accepted += 1
+                    st.bytes_accepted += len(env_b)
+                    acc = entry[0]
+                    if acc and acc[-1] == seq - 1:  # type: ignore[operator]
+                        acc[-1] = seq  # type: ignore[assignment]
+                    else:
+                        acc.append(seq)  # type: ignore[arg-type]
+                        acc.append(seq)  # type: ignore[arg-type]
+                    continue
+            rejected[reject.code] += 1
+            entry[1].append(reject_entry(seq, reject))
+            if reject.code not in (Code.RATE_LIMITED, Code.DISABLED, Code.SHUTTING_DOWN):
+                self._bad_input_log.warning(reject.code, "message rejected",
+                                            code=reject.code.value,
+                                            reason=reject.reason, seq=seq)
+        if handled:
+            st.received += handled
+            st.accepted += accepted
+            st.batches += 1
+            if accepted:
+                st.latency.observe(time.perf_counter() - started, accepted)
+            self._reply(router, replies)
+        return handled
+
+    def _judge(self, topic_b: bytes, env_b: bytes, max_bytes: int,
+               decide: Callable[[str, dict[str, Any], float], Reject | None],
+               now: float) -> Reject | None:
+        if len(env_b) > max_bytes:
+            return Reject(Code.TOO_LARGE, f"envelope is {len(env_b)} bytes; the limit is "
+                          f"{max_bytes}")
+        try:
+            topic = topic_b.decode()
+        except UnicodeDecodeError:
+            return Reject(Code.BAD_TOPIC, "topic is not valid UTF-8")
+        env = decode_envelope(env_b)
+        if isinstance(env, Reject):
+            return env
+        try:
+            return decide(topic, env, now)
+        except Exception:
+            _log.exception("check failed", extra={"topic": topic[:64]})
+            return Reject(Code.INTERNAL, "busd failed while checking this message")
+
+    def _reply(self, router: zmq.Socket[bytes],
+               replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]]) -> None:
+        st = self.stats
+        for ident, (acc, rej) in replies.items():
+            try:
+                router.send(ident, _NOBLOCK | _SNDMORE)
+                router.send(encode_reply(acc, rej), _NOBLOCK)
+                st.replies_sent += 1
+            except zmq.ZMQError:
+                # Publisher gone (EHOSTUNREACH) or not reading its replies (EAGAIN at HWM).
+                st.replies_dropped += 1

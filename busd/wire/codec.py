@@ -1,0 +1,63 @@
+"""Frames and msgpack for protocol version 1 (docs/protocol.md §1-§2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from busd.kernel.codes import Code, Reject
+
+MAGIC = 0x42  # ASCII "B"
+PROTOCOL_VERSION = 1
+HEADER_LEN = 10
+
+
+def parse_header(frame: bytes) -> int | Reject:
+    """The sequence number of a publisher's header frame, or why it cannot be read."""
+    if len(frame) != HEADER_LEN or frame[0] != MAGIC:
+        if frame[:1] == b"B" and len(frame) >= 2 and frame[1] != PROTOCOL_VERSION:
+            return Reject(Code.UNSUPPORTED_PROTOCOL,
+                          f"protocol version {frame[1]} is not spoken here; busd speaks 1")
+        return Reject(Code.BAD_FRAME, "header frame must be 10 bytes: 'B', version, u64 seq")
+    if frame[1] != PROTOCOL_VERSION:
+        return Reject(Code.UNSUPPORTED_PROTOCOL,
+                      f"protocol version {frame[1]} is not spoken here; busd speaks 1")
+    return int.from_bytes(frame[2:], "big")
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack ext type {code} is not allowed")
+
+
+def decode_envelope(frame: bytes) -> dict[str, Any] | Reject:
+    """A msgpack map with string keys at the top level, or ``bad_encoding``."""
+    try:
+        value = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except Exception as exc:
+        return Reject(Code.BAD_ENCODING, f"envelope is not valid msgpack: {_short(exc)}")
+    if type(value) is not dict:
+        return Reject(Code.BAD_ENCODING, "envelope is not a msgpack map")
+    for key in value:
+        if type(key) is not str:
+            return Reject(Code.BAD_ENCODING, "envelope keys must be strings")
+    return value
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def encode_reply(acc: list[int], rejects: list[dict[str, Any]]) -> bytes:
+    """One reply frame; ``acc`` is flat ``[lo, hi, lo, hi, ...]``."""
+    pairs = [acc[i:i + 2] for i in range(0, len(acc), 2)]
+    frame: bytes = msgpack.packb({"acc": pairs, "rej": rejects})
+    return frame
+
+
+def reject_entry(seq: int | None, reject: Reject) -> dict[str, Any]:
+    entry: dict[str, Any] = {"seq": seq, "code": reject.code.value, "reason": reject.reason}
+    if reject.extra:
+        entry.update(reject.extra)
+    return entry

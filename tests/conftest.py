@@ -1,0 +1,191 @@
+"""Shared fixtures: a real busd process on free loopback ports, and leak-checked contexts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LOOPS = ("uvloop", "asyncio")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01,
+             what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class BusdProcess:
+    """A real busd on free loopback ports, with its own var, rates and schemas directories."""
+
+    def __init__(self, root: Path, loop: str = "uvloop", extra_args: tuple[str, ...] = ()):
+        self.root = root
+        self.loop = loop
+        self.extra_args = list(extra_args)
+        self.var_dir = root / "var"
+        self.rates_dir = root / "rates"
+        self.schemas_dir = root / "schemas"
+        self.control = str(root / "run" / "control.sock")
+        self.log_path = root / "busd.log"
+        self.rates_dir.mkdir(parents=True, exist_ok=True)
+        if not self.schemas_dir.exists():
+            shutil.copytree(REPO / "schemas", self.schemas_dir)
+        self.pub_port, self.sub_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.pub_endpoint = f"tcp://127.0.0.1:{self.pub_port}"
+        self.sub_endpoint = f"tcp://127.0.0.1:{self.sub_port}"
+        self.metrics = f"127.0.0.1:{self.metrics_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    def argv(self) -> list[str]:
+        return [str(BIN / "busd"), "--pub-endpoint", self.pub_endpoint,
+                "--sub-endpoint", self.sub_endpoint, "--control", self.control,
+                "--rates-dir", str(self.rates_dir), "--schemas-dir", str(self.schemas_dir),
+                "--metrics", self.metrics, "--var-dir", str(self.var_dir),
+                "--loop", self.loop, "--log-format", "json", "--log-level", "debug",
+                *self.extra_args]
+
+    def start(self, timeout: float = 10.0) -> float:
+        """Start and wait for the ``ready`` log line; returns seconds taken."""
+        started = time.monotonic()
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, cwd=self.root)
+        self.wait_log("ready", timeout=timeout)
+        return time.monotonic() - started
+
+    def logs(self, since_start: bool = True) -> list[dict[str, Any]]:
+        data = self.log_path.read_bytes()[self._log_offset if since_start else 0:]
+        lines = []
+        for raw in data.splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"event": "<unparsed>", "text": raw.decode(errors="replace")})
+        return lines
+
+    def wait_log(self, event: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            if self.proc is not None and self.proc.poll() is not None and event != "stopped":
+                raise AssertionError(f"busd exited {self.proc.returncode} before {event!r}:\n"
+                                     + self.log_path.read_text(errors="replace")[-3000:])
+            for line in self.logs():
+                if line.get("event") == event and all(line.get(k) == v
+                                                       for k, v in fields.items()):
+                    return line
+            return None
+
+        result: dict[str, Any] = wait_for(found, timeout, what=f"log event {event!r}")
+        return result
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def restart(self) -> float:
+        self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def busd_factory(tmp_path: Path) -> Iterator[Callable[..., BusdProcess]]:
+    """Make (and start) busd processes; all are killed at teardown."""
+    made: list[BusdProcess] = []
+
+    def make(loop: str = "uvloop", extra_args: tuple[str, ...] = (), start: bool = True,
+             name: str = "busd") -> BusdProcess:
+        proc = BusdProcess(tmp_path / name, loop, extra_args)
+        made.append(proc)
+        if start:
+            proc.start()
+        return proc
+
+    yield make
+    for proc in made:
+        proc.stop()
+
+
+@pytest.fixture
+def busd(busd_factory: Callable[..., BusdProcess]) -> BusdProcess:
+    """A running busd on uvloop (the production loop)."""
+    return busd_factory()
+
+
+@pytest.fixture(params=LOOPS)
+def busd_each_loop(request: pytest.FixtureRequest,
+                   busd_factory: Callable[..., BusdProcess]) -> BusdProcess:
+    """A running busd, once on uvloop and once on asyncio."""
+    return busd_factory(loop=request.param)
+
+
+class TrackedContext(zmq.Context):  # type: ignore[type-arg]
+    """A context that remembers its sockets, so a test that leaks one fails."""
+
+    made: list[zmq.Socket[bytes]]  # class-level annotation lets pyzmq accept the attribute
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made = []
+
+    def socket(self, socket_type: int, **kwargs: Any) -> zmq.Socket[bytes]:  # type: ignore[override]
+        sock: zmq.Socket[bytes] = super().socket(socket_type, **kwargs)
+        sock.setsockopt(zmq.LINGER, 0)
+        self.made.append(sock)
+        return sock
+
+
+@pytest.fixture
+def zctx() -> Iterator[TrackedContext]:
+    """A ZeroMQ context for raw test peers; fails the test if a socket is left open."""
+    ctx = TrackedContext()
+    yield ctx
+    leaked = [s for s in ctx.made if not s.closed]
+    for s in leaked:
+        s.close(linger=0)
+    ctx.term()
+    assert not leaked, f"{len(leaked)} socket(s) left open by the test"
+
+
+def pytest_report_header() -> str:
+    return f"busd under test: {BIN / 'busd'} (installed), pid {os.getpid()}"

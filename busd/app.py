@@ -46,7 +46,12 @@ class App:
         self.ingress = monitor.ConnectionStats()
         self.egress = monitor.ConnectionStats()
         self.supervisor = Supervisor(budget=config.restart_budget, window=config.restart_window)
+        # Subsystems attach here (see ``startup``): called on the loop, must not block.
         self.reload_hooks: list[Callable[[], Any]] = []
+        self.ready_hooks: list[Callable[[], Any]] = []
+        self.drain_hooks: list[Callable[[], Any]] = []
+        # Extra statistics sections: name -> snapshot function.
+        self.stats_sources: dict[str, Callable[[], Any]] = {}
         self.draining = False
         self._interrupts = 0
 
@@ -61,10 +66,14 @@ class App:
 
     def statistics(self) -> dict[str, Any]:
         """A snapshot of every counter, for the control socket and the metrics exporter."""
-        return {"broker": self.broker.stats.snapshot(), "ingress": self.ingress.snapshot(),
-                "egress": self.egress.snapshot(),
-                "restarts": dict(self.supervisor.restarts_total),
-                "draining": self.draining}
+        stats: dict[str, Any] = {
+            "broker": self.broker.stats.snapshot(), "ingress": self.ingress.snapshot(),
+            "egress": self.egress.snapshot(),
+            "restarts": dict(self.supervisor.restarts_total),
+            "draining": self.draining}
+        for name, source in self.stats_sources.items():
+            stats[name] = source()
+        return stats
 
     # -- main loop ----------------------------------------------------------------------
     async def serve(self) -> int:
@@ -82,6 +91,8 @@ class App:
                                   "pub_endpoint": self.broker.pub_endpoint,
                                   "sub_endpoint": self.broker.sub_endpoint,
                                   "config": describe(self.config)})
+        for hook in self.ready_hooks:
+            hook()
         try:
             return await self._main_loop()
         finally:
@@ -113,6 +124,8 @@ class App:
             self.draining = True
             _log.info("draining", extra={"deadline_s": self.config.drain_timeout})
             self.broker.drain()
+            for hook in self.drain_hooks:
+                hook()
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         # A second SIGINT (an operator's second Ctrl-C) forces. A repeated SIGTERM does not:

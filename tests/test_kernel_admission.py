@@ -1,0 +1,155 @@
+"""The pure kernel: envelope and topic checks, admission order, and the wire codec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from busd.kernel.admission import Admission
+from busd.kernel.codes import Code, Reject
+from busd.kernel.envelope import check_envelope, check_topic
+from busd.kernel.histogram import Histogram
+from busd.wire.codec import decode_envelope, encode_reply, parse_header, reject_entry
+
+
+def env(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"topic": "release.shop", "schema": "release", "version": 1,
+                            "id": "m1", "publisher": "deployer", "ts": 1, "data": {}}
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize(("topic", "ok"), [
+    ("release.shop", True), ("r", True), ("é.ü", True), ("a" * 255, True),
+    ("", False), ("a" * 256, False), ("é" * 128, False), ("a b", False), ("a\tb", False),
+    ("a\x00", False), ("a\x7f", False), ("a\nb", False),
+])
+def test_topic_rules(topic: str, ok: bool) -> None:
+    """Topics are 1-255 UTF-8 bytes with no control characters or spaces."""
+    result = check_topic(topic)
+    assert (result is None) == ok
+    if not ok:
+        assert result is not None and result.code == Code.BAD_TOPIC
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"schema": 3}, "envelope.schema: expected string, got int"),
+    ({"schema": "Release"}, "envelope.schema: expected 1-64 chars"),
+    ({"version": True}, "envelope.version: expected int, got bool"),
+    ({"version": -1}, "envelope.version: expected an int >= 1"),
+    ({"id": "x" * 129}, "envelope.id: expected 1-128 chars"),
+    ({"publisher": ""}, "envelope.publisher: expected 1-128 chars"),
+    ({"ts": -5}, "envelope.ts: expected an int >= 0"),
+    ({"ts": None}, "envelope.ts: expected int, got nil"),
+    ({"data": "x"}, "envelope.data: expected map, got string"),
+    ({"topic": b"release.shop"}, "envelope.topic: expected string, got bytes"),
+])
+def test_envelope_field_errors_name_the_field_and_rule(overrides: dict[str, Any],
+                                                       reason: str) -> None:
+    """A wrong field is ``bad_envelope`` with a reason naming the field and the rule."""
+    result = check_envelope("release.shop", env(**overrides))
+    assert result is not None
+    assert result.code == Code.BAD_ENVELOPE
+    assert result.reason.startswith(reason)
+
+
+@pytest.mark.parametrize("field", ["topic", "schema", "version", "id", "publisher", "ts",
+                                   "data"])
+def test_every_required_field_is_checked(field: str) -> None:
+    """Each of the seven envelope fields is required."""
+    e = env()
+    del e[field]
+    result = check_envelope("release.shop", e)
+    assert result == Reject(Code.BAD_ENVELOPE, f"envelope.{field}: required field is missing")
+
+
+def test_unknown_envelope_keys_are_passed_through() -> None:
+    """Extra keys are for forward compatibility: they are not an error."""
+    assert check_envelope("release.shop", env(trace="abc")) is None
+
+
+class _Refuse:
+    def __init__(self, code: Code) -> None:
+        self.code = code
+        self.calls = 0
+
+    def admit(self, topic: str, publisher: str, now: float) -> Reject | None:
+        self.calls += 1
+        return Reject(self.code, "no")
+
+    def check(self, topic: str, schema: str, version: int, data: dict[str, Any]
+              ) -> Reject | None:
+        self.calls += 1
+        return Reject(self.code, "no")
+
+
+def test_admission_checks_rates_before_schemas_and_envelope_before_both() -> None:
+    """A flood costs little: a refused rate never reaches the schema check."""
+    rates, schemas = _Refuse(Code.RATE_LIMITED), _Refuse(Code.INVALID)
+    admission = Admission(rates, schemas)
+    result = admission.decide("release.shop", env(), now=0.0)
+    assert result is not None and result.code == Code.RATE_LIMITED
+    assert (rates.calls, schemas.calls) == (1, 0)
+    result = admission.decide("release.shop", env(version="x"), now=0.0)
+    assert result is not None and result.code == Code.BAD_ENVELOPE
+    assert (rates.calls, schemas.calls) == (1, 0)
+    admission.install_rates(None)
+    result = admission.decide("release.shop", env(), now=0.0)
+    assert result is not None and result.code == Code.INVALID
+
+
+def test_admission_with_no_policies_accepts_a_well_formed_envelope() -> None:
+    assert Admission().decide("release.shop", env(), now=0.0) is None
+
+
+@pytest.mark.parametrize(("frame", "expected"), [
+    (b"B\x01" + (7).to_bytes(8, "big"), 7),
+    (b"B\x01" + b"\xff" * 8, 2**64 - 1),
+    (b"B\x02" + (7).to_bytes(8, "big"), Code.UNSUPPORTED_PROTOCOL),
+    (b"B\x02", Code.UNSUPPORTED_PROTOCOL),
+    (b"B\x01", Code.BAD_FRAME),
+    (b"", Code.BAD_FRAME),
+    (b"C\x01" + (7).to_bytes(8, "big"), Code.BAD_FRAME),
+])
+def test_header_frames(frame: bytes, expected: int | Code) -> None:
+    result = parse_header(frame)
+    if isinstance(expected, Code):
+        assert isinstance(result, Reject) and result.code == expected
+    else:
+        assert result == expected
+
+
+@given(st.binary(max_size=200))
+def test_decoding_arbitrary_bytes_never_raises(data: bytes) -> None:
+    """Any bytes decode to a map or to ``bad_encoding``; nothing escapes."""
+    result = decode_envelope(data)
+    assert isinstance(result, dict) or result.code == Code.BAD_ENCODING
+
+
+@given(st.dictionaries(st.text(max_size=8),
+                       st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8), max_size=6))
+def test_string_keyed_maps_round_trip(value: dict[str, Any]) -> None:
+    assert decode_envelope(msgpack.packb(value)) == value
+
+
+def test_reply_frames_carry_ranges_and_rejections() -> None:
+    entry = reject_entry(9, Reject(Code.RATE_LIMITED, "slow down",
+                                   {"key": "publish", "retry_after_ms": 12}))
+    reply = msgpack.unpackb(encode_reply([1, 8, 10, 10], [entry]))
+    assert reply == {"acc": [[1, 8], [10, 10]],
+                     "rej": [{"seq": 9, "code": "rate_limited", "reason": "slow down",
+                              "key": "publish", "retry_after_ms": 12}]}
+
+
+def test_histogram_quantiles_are_bucket_upper_bounds() -> None:
+    h = Histogram((0.001, 0.01, 0.1))
+    h.observe(0.0005, 98)
+    h.observe(0.05, 2)
+    snap = h.snapshot()
+    assert (snap.total, snap.quantile(0.5), snap.quantile(0.99)) == (100, 0.001, 0.1)
+    h.observe(5.0)
+    assert h.snapshot().minus(snap).quantile(1.0) == float("inf")

@@ -1,0 +1,38 @@
+"""Python client for the busd message bus (docs/client.md)."""
+
+from busd_client.aio import AsyncPublisher, AsyncReceipt, AsyncSubscriber
+from busd_client.envelope import DecodeError, Message, decode_message, new_id
+from busd_client.errors import (
+    BusError,
+    ClosedError,
+    Disabled,
+    PublishTimeout,
+    RateLimited,
+    Rejected,
+)
+from busd_client.publisher import Publisher, Receipt
+from busd_client.sockets import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+from busd_client.subscriber import Subscriber
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_PUB_ENDPOINT",
+    "DEFAULT_SUB_ENDPOINT",
+    "AsyncPublisher",
+    "AsyncReceipt",
+    "AsyncSubscriber",
+    "BusError",
+    "ClosedError",
+    "DecodeError",
+    "Disabled",
+    "Message",
+    "PublishTimeout",
+    "Publisher",
+    "RateLimited",
+    "Receipt",
+    "Rejected",
+    "Subscriber",
+    "decode_message",
+    "new_id",
+]

@@ -1,0 +1,100 @@
+"""What the sync and asyncio publishers share: settings, names, message composition."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar
+
+import msgpack
+
+from busd_client.envelope import PROTOCOL_VERSION
+from busd_client.inflight import InFlight, Pending
+
+__all__ = ["DEFAULT", "PublisherBase"]
+
+_PUBLISHER_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_MAGIC: Final = bytes((0x42, PROTOCOL_VERSION))
+_packb = msgpack.packb
+_time_ns = time.time_ns
+_monotonic = time.monotonic
+
+P = TypeVar("P", bound=Pending)
+
+
+class _Default:
+    """Marks a keyword left out, so the publisher's own setting applies."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final = _Default()
+
+
+class PublisherBase:
+    """Settings and composition; subclasses own the socket and the waiting."""
+
+    def __init__(self, endpoint: str, *, name: str, window: int, timeout: float,
+                 retry_deadline: float | None, wait_when_disabled: bool) -> None:
+        if _PUBLISHER_NAME.fullmatch(name) is None:
+            raise ValueError(f"publisher name {name!r}: expected 1-128 chars of A-Za-z0-9._-")
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        if not timeout > 0:
+            raise ValueError("timeout must be > 0 seconds")
+        self.endpoint = endpoint
+        self._name = name
+        self.window = window
+        self.timeout = float(timeout)
+        self.retry_deadline = retry_deadline
+        self.wait_when_disabled = wait_when_disabled
+        self._inflight = InFlight(self.timeout)
+        self._topics: dict[str, bytes] = {}
+        # Ids: 64 random bits per publisher object, then a counter: unique, and cheaper than
+        # 16 random bytes per message.
+        self._id_prefix = os.urandom(8).hex()
+        self._id_count = 0
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """The publisher name put in every envelope."""
+        return self._name
+
+    @property
+    def pending(self) -> int:
+        """Messages whose fate is not known yet."""
+        return self._inflight.count
+
+    @property
+    def bad_replies(self) -> int:
+        """Reply frames that did not follow the protocol (ignored)."""
+        return self._inflight.bad_replies
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _compose(  # noqa: PLR0917 (internal, positional on the hot path)
+            self, cls: type[P], topic: str, schema: str, version: int,
+                 data: Mapping[str, Any], id: str | None, retry_deadline: float | _Default | None,
+                 wait_when_disabled: bool | _Default) -> P:
+        frame = self._topics.get(topic)
+        if frame is None:
+            frame = topic.encode()
+            if len(self._topics) >= 4096:  # callers with unbounded topic sets: keep it bounded
+                self._topics.clear()
+            self._topics[topic] = frame
+        if id is None:
+            self._id_count += 1
+            id = f"{self._id_prefix}{self._id_count:010x}"
+        envelope: bytes = _packb({"topic": topic, "schema": schema, "version": version, "id": id,
+                                  "publisher": self._name, "ts": _time_ns(), "data": data})
+        rd = self.retry_deadline if isinstance(retry_deadline, _Default) else retry_deadline
+        wd = self.wait_when_disabled if isinstance(wait_when_disabled, _Default) \
+            else wait_when_disabled
+        retry_until = _monotonic() + rd if rd else 0.0
+        return cls(topic, frame, envelope, id, retry_until, wd)

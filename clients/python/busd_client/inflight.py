@@ -1,0 +1,241 @@
+"""Bookkeeping of messages awaiting a reply, shared by the sync and asyncio publishers.
+
+No I/O here: the publishers read the socket and call ``on_reply``/``expire``, and send what
+``due_retries`` hands back. Time is monotonic seconds, passed in.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Any
+
+import msgpack
+
+from busd_client.errors import (
+    BusError,
+    ClosedError,
+    Disabled,
+    PublishTimeout,
+    RateLimited,
+    rejection_from_reply,
+)
+
+__all__ = ["DISABLED_RETRY_INTERVAL", "InFlight", "Pending"]
+
+# How often a message refused with `disabled` is retried when the caller asked to wait.
+DISABLED_RETRY_INTERVAL = 0.25
+_unpackb = msgpack.unpackb
+
+
+class Pending:
+    """One message from publish() until its fate is known; the base of the receipts."""
+
+    __slots__ = ("_done", "_error", "_retry_until", "_seq", "_wait_disabled", "_waiter",
+                 "attempts", "envelope", "id", "topic", "topic_frame")
+
+    def __init__(  # noqa: PLR0917 (positional on the hot path)
+            self, topic: str, topic_frame: bytes, envelope: bytes, id: str,
+                 retry_until: float, wait_disabled: bool) -> None:
+        self.topic = topic
+        self.id = id
+        self.topic_frame = topic_frame
+        self.envelope = envelope
+        self.attempts = 0
+        self._seq = 0
+        self._retry_until = retry_until
+        self._wait_disabled = wait_disabled
+        self._done = False
+        self._error: BusError | None = None
+        self._waiter: Any = None  # an asyncio future, created only when someone awaits
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the latest attempt (0 before the first send)."""
+        return self._seq
+
+    def done(self) -> bool:
+        """True once the message was accepted or failed."""
+        return self._done
+
+    @property
+    def accepted(self) -> bool:
+        return self._done and self._error is None
+
+    @property
+    def error(self) -> BusError | None:
+        """The failure, once done; None while pending or when accepted."""
+        return self._error
+
+    def __repr__(self) -> str:
+        state = ("pending" if not self._done else
+                 "accepted" if self._error is None else f"failed: {self._error!r}")
+        return f"<{type(self).__name__} id={self.id} topic={self.topic} {state}>"
+
+
+class InFlight:
+    """Messages sent and not yet answered, messages waiting to be retried, and failures."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.count = 0  # messages whose fate is not known yet (in flight or awaiting a retry)
+        self.failures: list[BusError] = []
+        self.settled = 0  # bumped on every settlement: waiters use it to see progress
+        self._next_seq = 1
+        self._outstanding: dict[int, Pending] = {}
+        # (reply deadline, seq, message) in send order; deadlines grow with it because the
+        # timeout is one constant. Entries of answered messages are dropped lazily at the head.
+        self._deadlines: deque[tuple[float, int, Pending]] = deque()
+        self._retries: list[tuple[float, int, Pending]] = []  # heap of (due, seq, message)
+        self.bad_replies = 0
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    def sent(self, p: Pending, now: float) -> None:
+        """``p`` went out with sequence number ``next_seq``."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        p._seq = seq
+        if p.attempts == 0:
+            self.count += 1
+        p.attempts += 1
+        self._outstanding[seq] = p
+        self._deadlines.append((now + self.timeout, seq, p))
+
+    def settle(self, p: Pending, error: BusError | None) -> None:
+        if p._done:
+            return
+        p._done = True
+        p.envelope = b""  # the bytes are no longer needed; the caller may keep the receipt
+        self.count -= 1
+        self.settled += 1
+        p._error = error
+        if error is not None:
+            error.id = p.id
+            error.topic = p.topic
+            self.failures.append(error)
+        waiter = p._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_reply(self, frame: bytes, now: float) -> None:
+        """Apply one reply frame (docs/protocol.md §2). Malformed replies are counted only."""
+        try:
+            reply = _unpackb(frame, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            self.bad_replies += 1
+            return
+        if type(reply) is not dict:
+            self.bad_replies += 1
+            return
+        outstanding = self._outstanding
+        acc = reply.get("acc")
+        if isinstance(acc, list):
+            for pair in acc:
+                try:
+                    lo, hi = pair
+                except (TypeError, ValueError):
+                    self.bad_replies += 1
+                    continue
+                if type(lo) is not int or type(hi) is not int:
+                    self.bad_replies += 1
+                    continue
+                # Clamp to what was sent so a bogus range cannot make us loop for ever.
+                lo = max(lo, 1)
+                hi = min(hi, self._next_seq - 1)
+                if hi - lo > len(outstanding):
+                    seqs: Any = [s for s in outstanding if lo <= s <= hi]
+                else:
+                    seqs = range(lo, hi + 1)
+                for seq in seqs:
+                    p = outstanding.pop(seq, None)
+                    if p is not None:
+                        self.settle(p, None)
+        rej = reply.get("rej")
+        if isinstance(rej, list):
+            for item in rej:
+                if type(item) is not dict:
+                    self.bad_replies += 1
+                    continue
+                seq = item.get("seq")
+                p = outstanding.pop(seq, None) if type(seq) is int else None
+                if p is not None:
+                    self._rejected(p, rejection_from_reply(item), now)
+
+    def _rejected(self, p: Pending, err: BusError, now: float) -> None:
+        due = None
+        if isinstance(err, RateLimited):
+            due = now + err.retry_after_ms / 1000.0
+        elif isinstance(err, Disabled) and p._wait_disabled:
+            due = now + DISABLED_RETRY_INTERVAL
+        if due is not None and due <= p._retry_until:
+            p._error = err  # remembered: it is the error if the retry cannot be sent in time
+            heapq.heappush(self._retries, (due, p._seq, p))
+        else:
+            self.settle(p, err)
+
+    def expire(self, now: float) -> None:
+        """Time out every message whose reply deadline has passed."""
+        dq = self._deadlines
+        outstanding = self._outstanding
+        while dq:
+            deadline, seq, p = dq[0]
+            if p._done or p._seq != seq or seq not in outstanding:
+                dq.popleft()
+                continue
+            if deadline > now:
+                break
+            dq.popleft()
+            del outstanding[seq]
+            self.settle(p, PublishTimeout(
+                f"no reply from busd within {self.timeout:g} s (fate unknown)", sent=True,
+                seq=seq))
+
+    def due_retries(self, now: float) -> list[Pending]:
+        """Messages whose rate-limit wait is over, to be sent again with a new seq."""
+        heap = self._retries
+        due: list[Pending] = []
+        while heap and heap[0][0] <= now:
+            p = heapq.heappop(heap)[2]
+            if not p._done:
+                due.append(p)
+        return due
+
+    def retry_later(self, p: Pending, now: float, delay: float) -> None:
+        """A retry could not be sent now (socket full or down): try again, or give up."""
+        if now + delay <= p._retry_until:
+            heapq.heappush(self._retries, (now + delay, p._seq, p))
+        else:
+            self.settle(p, p._error or PublishTimeout("could not resend before the retry "
+                                                      "deadline", sent=False))
+
+    def next_wakeup(self) -> float | None:
+        """The earliest monotonic time at which ``expire`` or ``due_retries`` has work."""
+        t: float | None = None
+        dq = self._deadlines
+        while dq:
+            deadline, seq, p = dq[0]
+            if p._done or p._seq != seq:
+                dq.popleft()
+                continue
+            t = deadline
+            break
+        if self._retries:
+            due = self._retries[0][0]
+            t = due if t is None else min(t, due)
+        return t
+
+    def take_failures(self) -> list[BusError]:
+        failures, self.failures = self.failures, []
+        return failures
+
+    def close(self) -> None:
+        """Fail every message not settled yet with ClosedError."""
+        pending = list(self._outstanding.values()) + [r[2] for r in self._retries]
+        self._outstanding.clear()
+        self._retries.clear()
+        self._deadlines.clear()
+        for p in pending:
+            self.settle(p, ClosedError("closed before busd answered (fate unknown)"))

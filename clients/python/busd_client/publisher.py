@@ -1,0 +1,217 @@
+"""The synchronous publisher: one DEALER socket, all I/O done inside the caller's calls."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import struct
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import zmq
+
+from busd_client._base import DEFAULT, PublisherBase, _Default
+from busd_client.envelope import PROTOCOL_VERSION
+from busd_client.errors import BusError, ClosedError, PublishTimeout
+from busd_client.inflight import Pending
+from busd_client.sockets import DEFAULT_PUB_ENDPOINT, configure_dealer
+
+__all__ = ["Publisher", "Receipt"]
+
+_HEADER = struct.Struct(">2sQ")
+_MAGIC = bytes((0x42, PROTOCOL_VERSION))
+_monotonic = time.monotonic
+_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
+_NOBLOCK = zmq.NOBLOCK
+_POLLIN = zmq.POLLIN
+_Again = zmq.Again
+# Replies are read without waiting every this many publishes (and whenever we wait anyway).
+_READ_EVERY = 32
+# A retry that found the socket full or disconnected is tried again after this long.
+_RESEND_DELAY = 0.05
+
+
+class Receipt(Pending):
+    """The fate of one published message. ``result()`` waits for it."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._owner: Publisher | None = None
+
+    def result(self, timeout: float | None = None) -> None:
+        """Wait until busd answered; raise the message's error (Rejected, PublishTimeout...).
+
+        ``timeout`` None waits as long as the message can take (its reply deadline, plus the
+        retry deadline); past a shorter ``timeout`` it raises PublishTimeout and the message
+        stays pending.
+        """
+        if not self._done and self._owner is not None:
+            self._owner._wait_for(lambda: self._done, timeout, "no reply yet")
+        if self._error is not None:
+            raise self._error
+
+
+class Publisher(PublisherBase):
+    """Publish to busd from one thread (a zmq socket must not be shared between threads).
+
+    ``publish`` sends and returns a Receipt without waiting for the reply; at most
+    ``window`` messages are in flight, so ``publish`` waits when busd falls behind.
+    ``timeout`` bounds every wait for busd: a message with no reply within it fails with
+    PublishTimeout. ``retry_deadline`` (seconds, None/0 = never) lets `rate_limited` (and,
+    with ``wait_when_disabled``, `disabled`) refusals be retried until that long after
+    publish. Replies are read during publish/flush/result calls: call ``flush`` at the end.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, *, name: str = "python",
+                 window: int = 1000, timeout: float = 5.0, retry_deadline: float | None = None,
+                 wait_when_disabled: bool = False, context: zmq.Context[Any] | None = None,
+                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0) -> None:
+        super().__init__(endpoint, name=name, window=window, timeout=timeout,
+                         retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled)
+        ctx = context if context is not None else zmq.Context.instance()
+        self._sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        configure_dealer(self._sock, window, reconnect_ivl, reconnect_ivl_max)
+        self._sock.connect(endpoint)
+        self._since_read = 0
+
+    def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
+                id: str | None = None, retry_deadline: float | _Default | None = DEFAULT,
+                wait_when_disabled: bool | _Default = DEFAULT) -> Receipt:
+        """Send one message; return its Receipt without waiting for busd's reply.
+
+        Raises PublishTimeout (``sent`` False) when the message could not be handed to a
+        connection within ``timeout``: busd is unreachable or the window stayed full.
+        """
+        if self._closed:
+            raise ClosedError("publisher is closed")
+        r = self._compose(Receipt, topic, schema, version, data, id, retry_deadline,
+                          wait_when_disabled)
+        r._owner = self
+        inflight = self._inflight
+        self._since_read += 1
+        if inflight.count >= self.window or self._since_read >= _READ_EVERY:
+            self._since_read = 0
+            self._pump()
+            if inflight.count >= self.window and not self._wait_for(
+                    lambda: inflight.count < self.window, self.timeout, None):
+                raise self._unsent(r, "the in-flight window stayed full")
+        if not self._send(r):
+            deadline = _monotonic() + self.timeout
+            while not self._send(r):
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    raise self._unsent(r, "no connection to busd accepted the message")
+                self._pump()
+                self._sock.poll(math.ceil(min(remaining, self._wait_cap()) * 1000),
+                                _POLLIN | zmq.POLLOUT)
+        return r
+
+    def publish_wait(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
+                     id: str | None = None, retry_deadline: float | _Default | None = DEFAULT,
+                     wait_when_disabled: bool | _Default = DEFAULT) -> Receipt:
+        """publish() then wait for the reply; raise the message's error if it failed."""
+        r = self.publish(topic, schema, version, data, id=id, retry_deadline=retry_deadline,
+                         wait_when_disabled=wait_when_disabled)
+        r.result()
+        return r
+
+    def flush(self, timeout: float | None = None) -> list[BusError]:
+        """Wait until every message published so far is settled; return the failures.
+
+        Returns (and forgets) the errors of all messages that failed since the previous
+        flush, in the order they failed. ``timeout`` None waits as long as the messages can
+        take; past a shorter ``timeout`` raises PublishTimeout, the messages stay pending.
+        """
+        inflight = self._inflight
+        self._pump()
+        if inflight.count:
+            self._wait_for(lambda: inflight.count == 0, timeout, "messages still in flight")
+        return inflight.take_failures()
+
+    def close(self, timeout: float | None = None) -> list[BusError]:
+        """Flush (up to ``timeout``, default the publisher's timeout), then close the socket.
+
+        Messages still pending fail with ClosedError; returns all failures not yet flushed.
+        """
+        if self._closed:
+            return self._inflight.take_failures()
+        with contextlib.suppress(PublishTimeout):
+            self.flush(self.timeout if timeout is None else timeout)
+        self._closed = True
+        self._inflight.close()
+        self._sock.close(linger=0)
+        return self._inflight.take_failures()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _unsent(self, r: Receipt, why: str) -> PublishTimeout:
+        err = PublishTimeout(f"not sent within {self.timeout:g} s: {why}", sent=False)
+        err.id = r.id
+        err.topic = r.topic
+        return err
+
+    def _send(self, p: Pending) -> bool:
+        """Try to hand the three frames to libzmq without blocking."""
+        inflight = self._inflight
+        sock = self._sock
+        try:
+            sock.send(_HEADER.pack(_MAGIC, inflight.next_seq), _NOBLOCK_MORE)
+            sock.send(p.topic_frame, _NOBLOCK_MORE)
+            sock.send(p.envelope, _NOBLOCK)
+        except _Again:
+            return False  # libzmq rolls back the parts of a message it could not finish
+        inflight.sent(p, _monotonic())
+        return True
+
+    def _pump(self) -> None:
+        """Read every reply already here, time out overdue messages, send due retries."""
+        sock = self._sock
+        inflight = self._inflight
+        now = _monotonic()
+        while True:
+            try:
+                frame = sock.recv(_NOBLOCK)
+            except _Again:
+                break
+            inflight.on_reply(frame, now)
+        inflight.expire(now)
+        for p in inflight.due_retries(now):
+            if not self._send(p):
+                inflight.retry_later(p, now, _RESEND_DELAY)
+
+    def _wait_cap(self) -> float:
+        """Seconds until the in-flight bookkeeping next has timer work (at most 1 s)."""
+        wake = self._inflight.next_wakeup()
+        if wake is None:
+            return 1.0
+        return min(1.0, max(0.0, wake - _monotonic()))
+
+    def _wait_for(self, cond: Callable[[], bool], timeout: float | None,
+                  what: str | None) -> bool:
+        """Pump until ``cond()``; False (or PublishTimeout, when ``what`` is given) past
+        ``timeout``. With ``timeout`` None this ends when every message has settled."""
+        deadline = math.inf if timeout is None else _monotonic() + timeout
+        while True:
+            self._pump()
+            if cond():
+                return True
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                if what is None:
+                    return False
+                raise PublishTimeout(f"{what} after {timeout:g} s", sent=True)
+            if self._inflight.count == 0 and timeout is None:
+                return cond()
+            wait = min(remaining, self._wait_cap())
+            self._sock.poll(math.ceil(wait * 1000), _POLLIN)

@@ -1,0 +1,96 @@
+"""The synchronous subscriber: a SUB socket yielding decoded Messages."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+import zmq
+
+from busd_client.envelope import DecodeError, Message, decode_message
+from busd_client.sockets import DEFAULT_SUB_ENDPOINT, configure_sub
+
+__all__ = ["Subscriber", "prefix_bytes"]
+
+
+def prefix_bytes(prefixes: str | bytes | Iterable[str | bytes]) -> list[bytes]:
+    """Topic prefixes as the bytes ZMQ_SUBSCRIBE takes (one string counts as one prefix)."""
+    if isinstance(prefixes, str | bytes):
+        prefixes = [prefixes]
+    return [p.encode() if isinstance(p, str) else bytes(p) for p in prefixes]
+
+
+class Subscriber:
+    """Receive messages whose topic starts with a subscribed prefix ("" = everything).
+
+    A subscription takes effect once it reached busd (a few ms after connecting); messages
+    published before that are not delivered. Undecodable messages are skipped and counted in
+    ``bad_messages``. Use from one thread.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_SUB_ENDPOINT,
+                 prefixes: str | bytes | Iterable[str | bytes] = (), *,
+                 rcvhwm: int = 10_000, context: zmq.Context[Any] | None = None,
+                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0) -> None:
+        ctx = context if context is not None else zmq.Context.instance()
+        self.endpoint = endpoint
+        self.bad_messages = 0
+        self._sock: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
+        configure_sub(self._sock, rcvhwm, reconnect_ivl, reconnect_ivl_max)
+        self._sock.connect(endpoint)
+        self.subscribe(prefixes)
+
+    def subscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
+        for p in prefix_bytes(prefixes):
+            self._sock.setsockopt(zmq.SUBSCRIBE, p)
+
+    def unsubscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
+        for p in prefix_bytes(prefixes):
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, p)
+
+    def recv(self, timeout: float | None = None) -> Message | None:
+        """The next message, or None when ``timeout`` seconds pass first (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sock = self._sock
+        while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if not sock.poll(max(0, math.ceil(remaining * 1000)), zmq.POLLIN):
+                    return None
+            frames = sock.recv_multipart()
+            message = self._decode(frames)
+            if message is not None:
+                return message
+
+    def _decode(self, frames: list[bytes]) -> Message | None:
+        if len(frames) != 2:
+            self.bad_messages += 1
+            return None
+        try:
+            return decode_message(frames[0], frames[1])
+        except DecodeError:
+            self.bad_messages += 1
+            return None
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            message = self.recv()
+            if message is not None:
+                yield message
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._sock.closed)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,77 @@
+"""Versioned message schemas: loading, compiling and checking payloads (stdlib only).
+
+busd and clients share this package so both judge a payload identically::
+
+    schemas = SchemaSet.load("schemas")
+    verdict = schemas.check("release.shop", "release", 2, data)   # None, or (code, reason)
+
+See schemas/README.md for the directory layout and docs/schemas.md for the rules.
+"""
+
+from busd_client.schemas.compiler import (
+    ANNOTATIONS,
+    ASSERTIONS,
+    DIALECT,
+    JSON_TYPES,
+    Checker,
+    Failure,
+    SchemaError,
+    compile_schema,
+    json_equal,
+    key_segment,
+    show,
+    type_name,
+)
+from busd_client.schemas.loader import (
+    STATUSES,
+    SchemaLoadError,
+    SchemaSource,
+    VersionSource,
+    metadata_problems,
+    read_directory,
+    read_json,
+)
+from busd_client.schemas.schemaset import (
+    INVALID,
+    RETIRED_VERSION,
+    SCHEMA_NOT_ALLOWED,
+    UNKNOWN_SCHEMA,
+    UNKNOWN_VERSION,
+    SchemaInfo,
+    SchemaSet,
+    Verdict,
+    VersionInfo,
+    compile_version,
+)
+
+__all__ = [
+    "ANNOTATIONS",
+    "ASSERTIONS",
+    "DIALECT",
+    "INVALID",
+    "JSON_TYPES",
+    "RETIRED_VERSION",
+    "SCHEMA_NOT_ALLOWED",
+    "STATUSES",
+    "UNKNOWN_SCHEMA",
+    "UNKNOWN_VERSION",
+    "Checker",
+    "Failure",
+    "SchemaError",
+    "SchemaInfo",
+    "SchemaLoadError",
+    "SchemaSet",
+    "SchemaSource",
+    "Verdict",
+    "VersionInfo",
+    "VersionSource",
+    "compile_schema",
+    "compile_version",
+    "json_equal",
+    "key_segment",
+    "metadata_problems",
+    "read_directory",
+    "read_json",
+    "show",
+    "type_name",
+]

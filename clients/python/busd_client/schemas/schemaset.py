@@ -1,0 +1,153 @@
+"""A compiled, immutable set of schemas: the one judge of payloads, for busd and clients.
+
+busd and the Python client run this same code on the same files, so a client checking
+before it sends gets exactly the code and reason busd would answer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from busd_client.schemas.compiler import Checker, SchemaError, compile_schema, show
+from busd_client.schemas.loader import (
+    SchemaLoadError,
+    SchemaSource,
+    metadata_problems,
+    read_directory,
+)
+
+# Rejection codes, as in docs/protocol.md §2.1.
+UNKNOWN_SCHEMA = "unknown_schema"
+UNKNOWN_VERSION = "unknown_version"
+RETIRED_VERSION = "retired_version"
+SCHEMA_NOT_ALLOWED = "schema_not_allowed"
+INVALID = "invalid"
+
+Verdict = tuple[str, str]  # (code, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    version: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaInfo:
+    name: str
+    description: str
+    topics: tuple[str, ...]
+    versions: tuple[VersionInfo, ...]
+
+
+class _Version:
+    __slots__ = ("check", "document", "number", "retired", "status")
+
+    def __init__(self, number: int, status: str, document: Any, check: Checker) -> None:
+        self.number = number
+        self.status = status
+        self.retired = status == "retired"
+        self.document = document
+        self.check = check
+
+
+class _Schema:
+    __slots__ = ("info", "name", "not_allowed", "prefixes", "retired_hint", "unknown_hint",
+                 "versions")
+
+    def __init__(self, source: SchemaSource, versions: dict[int, _Version]) -> None:
+        self.name = source.name
+        self.prefixes = source.topics
+        self.versions = versions
+        self.info = SchemaInfo(source.name, source.description, source.topics,
+                               tuple(VersionInfo(v.number, v.status) for v in versions.values()))
+        usable = [n for n, v in versions.items() if not v.retired]
+        self.retired_hint = (f"; publish v{max(usable)}" if usable
+                             else "; no version of it is accepted")
+        self.unknown_hint = f" (loaded: {', '.join(map(str, versions)) or 'none'})"
+        self.not_allowed = "; allowed prefixes: " + ", ".join(map(show, source.topics))
+
+
+class SchemaSet:
+    """Schemas by name and version, each compiled once. Never changes after construction:
+    a reload builds a new set and the owner swaps it in between messages."""
+
+    __slots__ = ("_schemas",)
+
+    def __init__(self, schemas: Iterable[_Schema] = ()) -> None:
+        self._schemas: dict[str, _Schema] = {s.name: s for s in schemas}
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> SchemaSet:
+        """Read and compile ``directory``; raises ``SchemaLoadError`` (file, reason) on the
+        first problem: bad JSON, invalid schema, unsupported keyword, missing metadata."""
+        return cls.from_sources(read_directory(directory))
+
+    @classmethod
+    def from_sources(cls, sources: list[SchemaSource]) -> SchemaSet:
+        problems = metadata_problems(sources)
+        if problems:
+            raise SchemaLoadError(*problems[0])
+        schemas = []
+        for source in sources:
+            versions: dict[int, _Version] = {}
+            for number, version in source.versions.items():
+                versions[number] = _Version(number, source.statuses[number], version.document,
+                                            compile_version(source.name, number, version.path,
+                                                            version.document))
+            schemas.append(_Schema(source, versions))
+        return cls(schemas)
+
+    def check(self, topic: str, schema: str, version: int, data: Any) -> Verdict | None:
+        """``None`` if a message may pass, else (code, reason). Checks run in this order:
+        schema known, version known, version not retired, topic allowed, payload valid."""
+        entry = self._schemas.get(schema)
+        if entry is None:
+            return (UNKNOWN_SCHEMA, f"no schema named {show(schema)} is loaded")
+        compiled = entry.versions.get(version)
+        if compiled is None:
+            return (UNKNOWN_VERSION, f"{schema} has no version {show(version)}"
+                    + entry.unknown_hint)
+        if compiled.retired:
+            return (RETIRED_VERSION, f"{schema} v{version} is retired" + entry.retired_hint)
+        if not topic.startswith(entry.prefixes):
+            return (SCHEMA_NOT_ALLOWED, f"schema {schema} may not be carried on topic "
+                    f"{show(topic)}" + entry.not_allowed)
+        failure = compiled.check(data)
+        if failure is None:
+            return None
+        return (INVALID, f"data{failure[0]}: {failure[1]}")
+
+    def status(self, schema: str, version: int) -> str | None:
+        """``active``, ``deprecated``, ``retired``, or ``None`` if not loaded."""
+        entry = self._schemas.get(schema)
+        compiled = entry.versions.get(version) if entry is not None else None
+        return compiled.status if compiled is not None else None
+
+    def document(self, schema: str, version: int) -> Any:
+        """The JSON Schema document as loaded; ``KeyError`` if not loaded."""
+        return self._schemas[schema].versions[version].document
+
+    def describe(self) -> tuple[SchemaInfo, ...]:
+        """Names, description, allowed topic prefixes and each version's status, by name."""
+        return tuple(self._schemas[name].info for name in sorted(self._schemas))
+
+    def __len__(self) -> int:
+        return len(self._schemas)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._schemas
+
+
+def compile_version(name: str, version: int, path: str, document: Any) -> Checker:
+    """The checker of one version file; ``SchemaLoadError`` if it cannot be compiled."""
+    if not isinstance(document, dict) or document.get("type") != "object":
+        raise SchemaLoadError(path, 'a message schema must be an object with "type": "object"'
+                              " (data is always a map)")
+    try:
+        return compile_schema(document, f"{name} v{version}")
+    except SchemaError as exc:
+        raise SchemaLoadError(path, str(exc)) from exc

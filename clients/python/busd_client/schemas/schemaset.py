@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from busd_client.schemas.compiler import Checker, SchemaError, compile_schema, show
 from busd_client.schemas.loader import (
@@ -81,13 +81,13 @@ class SchemaSet:
         self._schemas: dict[str, _Schema] = {s.name: s for s in schemas}
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> SchemaSet:
+    def load(cls, directory: str | os.PathLike[str]) -> Self:
         """Read and compile ``directory``; raises ``SchemaLoadError`` (file, reason) on the
         first problem: bad JSON, invalid schema, unsupported keyword, missing metadata."""
         return cls.from_sources(read_directory(directory))
 
     @classmethod
-    def from_sources(cls, sources: list[SchemaSource]) -> SchemaSet:
+    def from_sources(cls, sources: list[SchemaSource]) -> Self:
         problems = metadata_problems(sources)
         if problems:
             raise SchemaLoadError(*problems[0])

@@ -1,0 +1,142 @@
+"""The schema check of Admission: a loaded ``SchemaSet`` plus traffic counters.
+
+The compiled set is immutable and shared with clients (``busd_client.schemas``); the counters
+live in ``SchemaTraffic``, a separate object, so they survive every reload: the broker task
+builds a new set elsewhere (file I/O, compilation) and calls ``SchemaGate.install`` between
+messages.
+
+Deprecated versions are accepted, and each use is recorded as (schema, version, publisher)
+in a bounded table the I/O layer drains periodically to log; the kernel reads no clock, so
+"rate-limited" means "at most one line per key per drain".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from busd_client.schemas import INVALID, SchemaSet
+
+from busd.kernel.codes import Code, Reject
+
+DEFAULT_MAX_DEPRECATED_KEYS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DeprecatedUse:
+    """A publisher sent ``count`` messages of a deprecated version since the last drain."""
+
+    schema: str
+    version: int
+    publisher: str
+    count: int
+
+
+class SchemaTraffic:
+    """Per-(schema, version) counters since start. Owned by the broker task, not thread-safe.
+
+    Keys come only from loaded (schema, version) pairs, so a publisher inventing names or
+    versions cannot grow these tables: unknown ones are counted per code.
+    """
+
+    __slots__ = ("accepted", "deprecated", "deprecated_dropped", "max_deprecated_keys",
+                 "rejected", "unknown")
+
+    def __init__(self, max_deprecated_keys: int = DEFAULT_MAX_DEPRECATED_KEYS) -> None:
+        self.accepted: dict[tuple[str, int], int] = {}
+        self.rejected: dict[tuple[str, int, str], int] = {}
+        self.unknown: dict[str, int] = {}
+        self.deprecated: dict[tuple[str, int, str], int] = {}
+        # Deprecated uses not recorded because the table was full (new publishers only).
+        self.deprecated_dropped = 0
+        self.max_deprecated_keys = max_deprecated_keys
+
+    def drain_deprecated(self) -> list[DeprecatedUse]:
+        """Uses recorded since the previous drain, oldest key first; the table is emptied."""
+        uses = [DeprecatedUse(s, v, p, n) for (s, v, p), n in self.deprecated.items()]
+        self.deprecated = {}
+        return uses
+
+
+class SchemaGate:
+    """``SchemaCheck`` for ``busd.kernel.admission.Admission``."""
+
+    __slots__ = ("_deprecated", "schemas", "traffic")
+
+    def __init__(self, schemas: SchemaSet, traffic: SchemaTraffic | None = None) -> None:
+        self.traffic = traffic if traffic is not None else SchemaTraffic()
+        self.schemas = schemas
+        self._deprecated = self._deprecated_keys(schemas)
+
+    def install(self, schemas: SchemaSet) -> None:
+        """Swap in a newly loaded set; counters carry over. Call between messages."""
+        self._deprecated = self._deprecated_keys(schemas)
+        self.schemas = schemas
+
+    @staticmethod
+    def _deprecated_keys(schemas: SchemaSet) -> frozenset[tuple[str, int]]:
+        return frozenset((info.name, v.version) for info in schemas.describe()
+                         for v in info.versions if v.status == "deprecated")
+
+    def check(self, topic: str, schema: str, version: int, data: dict[str, Any],
+              publisher: str = "") -> Reject | None:
+        traffic = self.traffic
+        try:
+            verdict = self.schemas.check(topic, schema, version, data)
+        except Exception as exc:  # a bug in a checker must cost one message, not the broker
+            return Reject(Code.INTERNAL, f"schema check failed: {type(exc).__name__}")
+        key = (schema, version)
+        if verdict is None:
+            accepted = traffic.accepted
+            accepted[key] = accepted.get(key, 0) + 1
+            if key in self._deprecated:
+                self._record_deprecated(schema, version, publisher)
+            return None
+        code, reason = verdict
+        if code == INVALID or self.schemas.status(schema, version) is not None:
+            counted = (schema, version, code)
+            traffic.rejected[counted] = traffic.rejected.get(counted, 0) + 1
+        else:
+            traffic.unknown[code] = traffic.unknown.get(code, 0) + 1
+        return Reject(Code(code), reason)
+
+    def _record_deprecated(self, schema: str, version: int, publisher: str) -> None:
+        table = self.traffic.deprecated
+        use = (schema, version, publisher)
+        count = table.get(use)
+        if count is not None:
+            table[use] = count + 1
+        elif len(table) < self.traffic.max_deprecated_keys:
+            table[use] = 1
+        else:
+            self.traffic.deprecated_dropped += 1
+
+    def drain_deprecated(self) -> list[DeprecatedUse]:
+        return self.traffic.drain_deprecated()
+
+    def statistics(self) -> dict[str, Any]:
+        """A snapshot for `busctl schemas` and metrics: each loaded schema and version with its
+        status and counts, counts of versions no longer loaded, and unknown-name counts."""
+        traffic = self.traffic
+        rejected: dict[tuple[str, int], dict[str, int]] = {}
+        for (schema, version, code), n in traffic.rejected.items():
+            rejected.setdefault((schema, version), {})[code] = n
+        listed: set[tuple[str, int]] = set()
+        schemas = []
+        for info in self.schemas.describe():
+            versions = []
+            for v in info.versions:
+                key = (info.name, v.version)
+                listed.add(key)
+                versions.append({"version": v.version, "status": v.status,
+                                 "accepted": traffic.accepted.get(key, 0),
+                                 "rejected": rejected.get(key, {})})
+            schemas.append({"name": info.name, "description": info.description,
+                            "topics": list(info.topics), "versions": versions})
+        unloaded = [{"name": s, "version": v, "accepted": traffic.accepted.get((s, v), 0),
+                     "rejected": rejected.get((s, v), {})}
+                    for s, v in sorted(set(traffic.accepted) | set(rejected))
+                    if (s, v) not in listed]
+        return {"schemas": schemas, "unloaded": unloaded, "unknown": dict(traffic.unknown),
+                "deprecated_pending": len(traffic.deprecated),
+                "deprecated_dropped": traffic.deprecated_dropped}

@@ -35,7 +35,23 @@ from busd.wire.codec import decode_envelope, encode_reply, parse_header, reject_
 _log = get("broker")
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
-_RCVMORE = zmq.RCVMORE
+# The backend's send skips the sugar layer's per-call checks (~0.2 µs a frame).
+_send = zmq.backend.Socket.send
+
+
+def _discard_rest(router: zmq.Socket[bytes]) -> int:
+    """Read and drop the frames past the third; return how many there were."""
+    count = 0
+    while True:
+        count += 1
+        if not router.recv(copy=False).more:
+            return count
+
+
+def _header_reject(header: bytes) -> Reject:
+    parsed = parse_header(header)
+    assert isinstance(parsed, Reject), "only called for headers the fast check refused"
+    return parsed
 _QUIET = 0.1  # draining ends after this long without input
 
 
@@ -190,7 +206,7 @@ class Broker:
         """Read, judge, forward and answer up to ``limit`` messages without blocking."""
         router, xpub = self._router, self._xpub
         assert router is not None and xpub is not None
-        recv, more, xsend = router.recv, router.getsockopt, xpub.send
+        recv, xsend = router.recv, _send
         decide = self.admission.decide
         max_bytes = self.config.max_message_bytes
         st = self.stats
@@ -208,31 +224,34 @@ class Broker:
             entry = replies.get(ident)
             if entry is None:
                 entry = replies[ident] = ([], [])
-            # The rest of a multipart message is already here: plain recv never blocks.
-            frames = [recv() for _ in range(3) if more(_RCVMORE)]
-            extra = 0
-            while more(_RCVMORE):
-                recv()
-                extra += 1
+            # The rest of a multipart message is already here, so recv never blocks. Frames
+            # (copy=False) carry `more` for free; getsockopt(RCVMORE) costs ~0.6 µs a call.
+            n_frames = 1
+            head = recv(copy=False)
+            if head.more:
+                n_frames = 2
+                topic_f = recv(copy=False)
+                if topic_f.more:
+                    n_frames = 3
+                    env_f = recv(copy=False)
+                    if env_f.more:
+                        n_frames += _discard_rest(router)
+            header = head.bytes
             seq: int | None = None
-            reject: Reject | None
-            if frames:
-                parsed = parse_header(frames[0])
-                if isinstance(parsed, Reject):
-                    reject = parsed
-                else:
-                    seq = parsed
-                    reject = None if len(frames) == 3 and not extra else Reject(
-                        Code.BAD_FRAME, f"expected 3 frames, got {len(frames) + extra}")
+            reject: Reject | None = None
+            if len(header) == 10 and header[0] == 66 and header[1] == 1:  # "B", version 1
+                seq = int.from_bytes(header[2:], "big")
+                if n_frames != 3:
+                    reject = Reject(Code.BAD_FRAME, f"expected 3 frames, got {n_frames}")
             else:
-                reject = Reject(Code.BAD_FRAME, "expected 3 frames, got 0")
+                reject = _header_reject(header)
             if reject is None:
-                topic_b, env_b = frames[1], frames[2]
+                topic_b, env_b = topic_f.bytes, env_f.bytes
                 st.bytes_in += len(env_b)
                 reject = refuse or self._judge(topic_b, env_b, max_bytes, decide, now)
                 if reject is None:
-                    xsend(topic_b, _SNDMORE)
-                    xsend(env_b)
+                    xsend(xpub, topic_b, _SNDMORE)
+                    xsend(xpub, env_b)
                     accepted += 1
                     st.bytes_accepted += len(env_b)
                     acc = entry[0]

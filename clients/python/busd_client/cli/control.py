@@ -1,0 +1,186 @@
+"""busctl rates, busctl rate set|clear, busctl schemas [reload]: commands on the control socket.
+
+Exit status: 0 done, 1 busd refused the command (its error code is printed), 3 busd could
+not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from busd_client.cli.common import add_control, add_json, dump_json, error
+from busd_client.control import ControlClient, ControlError, ControlUnavailable
+
+__all__ = ["register"]
+
+EXIT_REFUSED = 1
+EXIT_UNAVAILABLE = 3
+
+
+def register(subparsers: Any) -> None:
+    rates = subparsers.add_parser(
+        "rates", help="list rate limits, tokens, throttle counts and rate file errors",
+        description="List the rate limits in force with their current tokens and recent "
+                    "(about 60 s) and total refusals, and problems found in the rates "
+                    "directory.")
+    add_control(rates)
+    add_json(rates)
+    rates.set_defaults(func=run_rates)
+
+    rate = subparsers.add_parser(
+        "rate", help="set or clear a rate limit",
+        description="Set or clear a rate limit. busd writes the rates file atomically, so "
+                    "the limit survives a crash or restart.")
+    actions = rate.add_subparsers(dest="action", required=True, metavar="ACTION")
+    set_ = actions.add_parser(
+        "set", help="set KEY to RATE messages/s",
+        description="KEY is publish, publish.<topic prefix> or publisher.<name>; RATE 0 "
+                    "stops publishing (disabled).")
+    set_.add_argument("key", metavar="KEY")
+    set_.add_argument("rate", metavar="RATE", help="messages per second, decimal; 0 disables")
+    set_.add_argument("--burst", metavar="B", help="bucket size (default max(1, RATE))")
+    clear = actions.add_parser("clear", help="remove KEY's limit (unlimited)")
+    clear.add_argument("key", metavar="KEY")
+    for parser in (set_, clear):
+        add_control(parser)
+        add_json(parser)
+    set_.set_defaults(func=run_rate_set)
+    clear.set_defaults(func=run_rate_clear)
+
+    schemas = subparsers.add_parser(
+        "schemas", help="list loaded schemas; `schemas reload` reloads them",
+        description="Without ACTION, list the schemas busd has loaded.")
+    schemas.add_argument("action", nargs="?", choices=["reload"], metavar="ACTION",
+                         help="reload: read the schemas directory again")
+    add_control(schemas)
+    add_json(schemas)
+    schemas.set_defaults(func=run_schemas)
+
+
+def _call(args: argparse.Namespace, cmd: str, **params: Any) -> dict[str, Any] | int:
+    try:
+        with ControlClient(args.control) as client:
+            return client.call(cmd, **params)
+    except ControlUnavailable as exc:
+        error(exc.message)
+        return EXIT_UNAVAILABLE
+    except ControlError as exc:
+        error(f"{cmd}: {exc.message} ({exc.code})")
+        return EXIT_REFUSED
+
+
+def run_rates(args: argparse.Namespace) -> int:
+    reply = _call(args, "rates.list")
+    if isinstance(reply, int):
+        return reply
+    if args.json:
+        print(dump_json(reply))
+        return 0
+    print(f"rates directory: {reply.get('dir', '?')}")
+    limits = reply.get("limits") or []
+    if limits:
+        print(table(["KEY", "RATE/S", "BURST", "TOKENS", "THROTTLED(60s)", "THROTTLED",
+                     "DISABLED(60s)", "DISABLED"],
+                    [[row["key"], "0 (disabled)" if row["rate"] == 0 else number(row["rate"]),
+                      number(row["burst"]), number(row["tokens"]), row["throttled_recent"],
+                      row["throttled_total"], row["disabled_recent"], row["disabled_total"]]
+                     for row in limits]))
+    else:
+        print("no limits: publishing is unlimited")
+    errors = reply.get("errors") or []
+    if errors:
+        print("\nrates directory problems (last good values stay in force):")
+        print(table(["FILE", "KIND", "SEEN", "SINCE", "PROBLEM"],
+                    [[e["file"] or "(directory)", e["kind"], e["count"], when(e["since"]),
+                      e["message"]] for e in errors]))
+    return 0
+
+
+def run_rate_set(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"key": args.key, "rate": args.rate}
+    if args.burst is not None:
+        params["burst"] = args.burst
+    reply = _call(args, "rates.set", **params)
+    if isinstance(reply, int):
+        return reply
+    if args.json:
+        print(dump_json(reply))
+    elif reply["rate"] == 0:
+        print(f"{reply['key']}: disabled (written to {reply['file']})")
+    else:
+        print(f"{reply['key']}: {number(reply['rate'])}/s, burst {number(reply['burst'])} "
+              f"(written to {reply['file']})")
+    return 0
+
+
+def run_rate_clear(args: argparse.Namespace) -> int:
+    reply = _call(args, "rates.clear", key=args.key)
+    if isinstance(reply, int):
+        return reply
+    if args.json:
+        print(dump_json(reply))
+    else:
+        state = "cleared, now unlimited" if reply.get("cleared") else "had no limit"
+        print(f"{reply['key']}: {state}")
+    return 0
+
+
+def run_schemas(args: argparse.Namespace) -> int:
+    reply = _call(args, "schemas.reload" if args.action == "reload" else "schemas.list")
+    if isinstance(reply, int):
+        return reply
+    print(dump_json(reply) if args.json else readable(reply))
+    return 0
+
+
+def number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return str(value)
+
+
+def when(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns; the last column is not padded."""
+    cells = [list(header)] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=False))
+                     + ("  " if len(row) > 1 else "") + row[-1] for row in cells)
+
+
+def readable(value: Any, indent: str = "") -> str:
+    """A reply of unknown shape as text: scalars inline, lists of objects as tables."""
+    if isinstance(value, dict):
+        lines = []
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                lines.append(f"{indent}{key}:")
+                lines.append(readable(item, indent + "  "))
+            else:
+                lines.append(f"{indent}{key}: {scalar(item)}")
+        return "\n".join(lines)
+    if isinstance(value, list):
+        if value and all(isinstance(item, dict) for item in value):
+            header = list(dict.fromkeys(k for item in value for k in item))
+            body = table([h.upper() for h in header],
+                         [[scalar(item.get(h, "")) for h in header] for item in value])
+            return "\n".join(indent + line for line in body.splitlines())
+        return "\n".join(f"{indent}- {scalar(item)}" for item in value)
+    return indent + scalar(value)
+
+
+def scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return number(value)
+    return json.dumps(value, ensure_ascii=False)

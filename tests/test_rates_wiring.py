@@ -1,0 +1,55 @@
+"""RateControl: the rates directory drives Admission's decisions through the RateTable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from busd.control import RateControl
+from busd.kernel.admission import Admission
+from busd.kernel.codes import Code
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def envelope(topic: str, publisher: str = "deployer") -> dict[str, Any]:
+    return {"topic": topic, "schema": "release", "version": 2, "id": "1",
+            "publisher": publisher, "ts": 0, "data": {}}
+
+
+@pytest.fixture
+def rates_path() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="busd-rates-"))
+    yield path / "rates"
+    shutil.rmtree(path)
+
+
+async def test_a_file_in_the_rates_directory_changes_admission(rates_path: Path) -> None:
+    now = [100.0]
+    admission = Admission()
+    control = RateControl(rates_path, admission, clock=lambda: now[0])
+    await control.start()
+    assert os.listdir(rates_path) == []  # created, empty
+    assert admission.decide("release.a", envelope("release.a"), now[0]) is None
+    (rates_path / "publish.release").write_text("0\n")
+    await control.watcher.refresh()
+    reject = admission.decide("release.a", envelope("release.a"), now[0])
+    assert reject is not None and reject.code is Code.DISABLED
+    assert admission.decide("other", envelope("other"), now[0]) is None
+    await control.handlers()["rates.set"]({"key": "publish.release", "rate": "2",
+                                           "burst": "1"})
+    assert admission.decide("release.a", envelope("release.a"), now[0]) is None
+    limited = admission.decide("release.a", envelope("release.a"), now[0])
+    assert limited is not None and limited.extra == {"key": "publish.release",
+                                                     "retry_after_ms": 500}
+    now[0] += 0.5
+    assert admission.decide("release.a", envelope("release.a"), now[0]) is None
+    assert control.statistics()["rate_throttled_total"] == 1
+    assert control.statistics()["rates_dir_changes_total"] == 2
+    control.close()

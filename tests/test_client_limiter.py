@@ -225,3 +225,18 @@ async def test_async_disabled_raises_after_timeout(tmp_path: Path) -> None:
         await limiter.acquire_async("publish", timeout=0.3)
     assert 0.25 <= time.monotonic() - start < 2.0
     await asyncio.sleep(0)
+
+
+@given(st.binary(max_size=24) | st.text(alphabet="0123456789. \t\n", max_size=20).map(
+    str.encode))
+def test_client_and_busd_parsers_agree_on_every_input(content: bytes) -> None:
+    from busd.control.rates_dir import RateFileError
+    from busd.control.rates_dir import parse_rate as busd_parse_rate
+
+    ours = parse_rate(content)
+    try:
+        theirs = busd_parse_rate(content)
+    except RateFileError:
+        assert ours is None
+    else:
+        assert ours is not None and (ours.rate, ours.burst) == (theirs.rate, theirs.burst)

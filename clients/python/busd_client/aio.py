@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+import zmq.backend
 
 from busd_client._base import DEFAULT, PublisherBase, _Default
 from busd_client.envelope import PROTOCOL_VERSION, DecodeError, Message, decode_message
@@ -38,6 +39,7 @@ _MAGIC = bytes((0x42, PROTOCOL_VERSION))
 _monotonic = time.monotonic
 _NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
 _RESEND_DELAY = 0.05
+_send_frame = zmq.backend.Socket.send  # as in publisher.py: no sugar layer per frame
 _READ_EVERY = 32
 
 
@@ -172,10 +174,11 @@ class AsyncPublisher(PublisherBase):
     def _send(self, p: Pending) -> bool:
         inflight = self._inflight
         sock = self._sock
+        send = _send_frame
         try:
-            sock.send(_HEADER.pack(_MAGIC, inflight.next_seq), _NOBLOCK_MORE)
-            sock.send(p.topic_frame, _NOBLOCK_MORE)
-            sock.send(p.envelope, zmq.NOBLOCK)
+            send(sock, _HEADER.pack(_MAGIC, inflight.next_seq), _NOBLOCK_MORE)
+            send(sock, p.topic_frame, _NOBLOCK_MORE)
+            send(sock, p.envelope, zmq.NOBLOCK)
         except zmq.Again:
             return False
         inflight.sent(p, _monotonic())

@@ -99,8 +99,10 @@ class ControlServer:
         log.info("control socket listening", extra={"path": str(self.path)})
 
     async def run(self) -> None:
-        """Start, serve until cancelled, then close: convenient as a supervised task."""
-        await self.start()
+        """Serve until cancelled, then close: a supervised task. Starts the server unless
+        ``start`` was called already (call it at startup to fail fast)."""
+        if self._server is None:
+            await self.start()
         try:
             await asyncio.Event().wait()
         finally:

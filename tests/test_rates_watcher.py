@@ -283,3 +283,33 @@ async def test_an_echo_into_the_directory_applies_within_one_second(rates: Rates
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_a_dangling_symlink_is_unreadable_and_keeps_the_value(rates: RatesDir) -> None:
+    path = rates.path / "publish"
+    path.write_text("100\n")
+    rates.scan()
+    path.unlink()
+    path.symlink_to(rates.path / "nowhere")
+    assert scanned(rates) == {"publish": Limit(100, 100)}
+    assert errors(rates) == {"publish": "unreadable"}
+
+
+async def test_a_change_refused_by_on_change_is_delivered_at_the_next_refresh(
+        rates: RatesDir) -> None:
+    delivered: list[tuple[Change, ...]] = []
+    failing = [True]
+
+    def install(limits: Limits, changes: tuple[Change, ...]) -> None:
+        if failing[0]:
+            raise RuntimeError("installer bug")
+        delivered.append(changes)
+
+    rates = RatesDir(rates.path, install)
+    (rates.path / "publish").write_text("5\n")
+    with pytest.raises(RuntimeError, match="installer bug"):
+        await rates.refresh()  # what ends the task for its supervisor to restart
+    failing[0] = False
+    assert await rates.refresh() == ()  # nothing new on disk, but the pending change goes out
+    assert delivered == [(Change("publish", None, Limit(5, 5), "file"),)]
+    rates.close()

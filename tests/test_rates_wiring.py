@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,3 +54,33 @@ async def test_a_file_in_the_rates_directory_changes_admission(rates_path: Path)
     assert control.statistics()["rate_throttled_total"] == 1
     assert control.statistics()["rates_dir_changes_total"] == 2
     control.close()
+
+
+async def test_a_wall_clock_jump_changes_no_decision(
+        rates_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same traffic, same monotonic times; the second run with the wall clock a year off."""
+
+    async def run() -> list[object]:
+        now = [1024.0]
+        admission = Admission()
+        control = RateControl(rates_path, admission, clock=lambda: now[0])
+        await control.start()
+        decisions: list[object] = []
+        for i in range(300):
+            now[0] = 1024.0 + i / 128
+            reject = admission.decide("release.a", envelope("release.a"), now[0])
+            decisions.append(None if reject is None else (reject.code, reject.extra))
+        control.close()
+        return decisions
+
+    os.makedirs(rates_path)
+    (rates_path / "publish").write_text("20 5\n")
+    (rates_path / "publisher.deployer").write_text("40 2\n")
+    baseline = await run()
+    assert {d[0] for d in baseline if isinstance(d, tuple)} == {Code.RATE_LIMITED}
+    for offset in (365 * 86400.0, -365 * 86400.0):
+        monkeypatch.setattr(time, "time", lambda o=offset, f=time.time: f() + o)
+        monkeypatch.setattr(time, "time_ns",
+                            lambda o=offset, f=time.time_ns: f() + int(o * 1e9))
+        assert await run() == baseline
+        monkeypatch.undo()

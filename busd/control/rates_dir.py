@@ -154,6 +154,7 @@ class RatesDir:
         self._limits: Limits = NO_LIMITS
         self._seen: dict[str, _Seen] = {}
         self._fingerprints: dict[str, object] = {}
+        self._pending: tuple[Change, ...] = ()
         self._errors: Mapping[str, FileError] = MappingProxyType({})
         # An open descriptor of the directory last listed: it pins the inode, so a deleted
         # and recreated directory always has a different one and is told apart.
@@ -191,6 +192,7 @@ class RatesDir:
             await asyncio.sleep(self.poll_interval)
 
     async def refresh(self, sources: Mapping[str, str] | None = None) -> tuple[Change, ...]:
+        """Scan now (in a worker thread) and hand any change to ``on_change``."""
         async with self._lock:
             changes = await asyncio.to_thread(self.scan, sources)
             self._notify(changes)
@@ -213,8 +215,12 @@ class RatesDir:
             return any(change.key == key for change in changes)
 
     def _notify(self, changes: tuple[Change, ...]) -> None:
-        if changes and self._on_change is not None:
-            self._on_change(self._limits, changes)
+        # Changes stay pending until on_change returns: if it raised, the next refresh (after
+        # a restart of the task, say) delivers them, so the table never misses a change.
+        self._pending += changes
+        if self._pending and self._on_change is not None:
+            self._on_change(self._limits, self._pending)
+            self._pending = ()
 
     # -- file side (worker thread) ------------------------------------------------------
 
@@ -293,7 +299,8 @@ class RatesDir:
             if check_key(name) is not None:
                 self._note(errors, name, "name", f"not a rate key: {check_key(name)}")
                 continue
-            self._read(name, dir_gen, now_ns, errors, updates)
+            if not self._read(name, dir_gen, now_ns, errors, updates):
+                present.discard(name)  # deleted since the listing: as if never listed
         orphans = set()
         for key in self._limits.keys() - present:
             seen = self._seen.get(key)
@@ -338,7 +345,8 @@ class RatesDir:
             self._dir_fd = None
 
     def _read(self, key: str, dir_gen: int, now_ns: int, errors: dict[str, FileError],
-              updates: dict[str, Limit | None]) -> None:
+              updates: dict[str, Limit | None]) -> bool:
+        """Read one key's file into ``updates`` or ``errors``; False if it is gone."""
         path = self.path / key
         try:
             st = os.stat(path)
@@ -346,7 +354,7 @@ class RatesDir:
             seen = self._seen.get(key)
             if (seen is not None and seen.signature == signature and not seen.error
                     and seen.dir_gen == dir_gen and now_ns - st.st_mtime_ns > RACY_NS):
-                return
+                return True
             if not stat.S_ISREG(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "not a regular file") \
                     if stat.S_ISDIR(st.st_mode) else OSError(errno.EINVAL, "not a regular file")
@@ -359,23 +367,26 @@ class RatesDir:
             finally:
                 os.close(fd)
         except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):
+                return False
             kind = "unreadable" if exc.errno not in (errno.EISDIR, errno.EINVAL) \
                 else "not_a_file"
             self._seen[key] = _Seen((0, 0, 0, 0), dir_gen, True)
             self._note(errors, key, kind, f"cannot read: {exc.strerror or exc}; "
                        "last good value kept")
-            return
+            return True
         try:
             limit = parse_rate(data)
         except RateFileError as exc:
             self._seen[key] = _Seen(signature, dir_gen, True)
             self._note(errors, key, exc.kind, f"{exc}; last good value kept", signature)
-            return
+            return True
         self._seen[key] = _Seen(signature, dir_gen, False)
         if errors.pop(key, None) is not None:
             log.info("rate file fixed", extra={"key": key})
         if self._limits.get(key) != limit:
             updates[key] = limit
+        return True
 
     def _note(self, errors: dict[str, FileError], name: str, kind: str, message: str,
               signature: object = None) -> None:

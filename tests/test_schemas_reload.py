@@ -134,9 +134,16 @@ async def test_reload_under_load_loses_and_misjudges_nothing(schemas_dir: Path) 
     assert control.gate is not None
     gate = control.gate
     verdicts: list[tuple[int, bool, Code | None]] = []
+    # Checkpoints keep the stream from finishing before the reload threads: traffic flows
+    # while each reload runs, and some messages surely land before and after each swap.
+    installed, refused = asyncio.Event(), asyncio.Event()
 
     async def publish() -> None:
         for i in range(20_000):
+            if i == 10_000:
+                await asyncio.wait_for(installed.wait(), 10)
+            if i == 15_000:
+                await asyncio.wait_for(refused.wait(), 10)
             version = 3 if i % 2 else 2
             v3_loaded = gate.schemas.status("release", 3) is not None
             reject = admission.decide("release.shop", env(version, V2), 0.0)
@@ -145,13 +152,15 @@ async def test_reload_under_load_loses_and_misjudges_nothing(schemas_dir: Path) 
                 await asyncio.sleep(0)  # a broker batch boundary: other tasks run here
 
     async def operate() -> None:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
         add_release_v3(schemas_dir)
         await control.reload()
+        installed.set()
         broken = schemas_dir / "instance-state" / "v2.json"
         broken.write_text('{"type": "object", "properties": ')
         with pytest.raises(SchemaLoadError, match=r"instance-state/v2\.json"):
             await control.reload()
+        refused.set()
         broken.unlink()
         await control.reload()
 

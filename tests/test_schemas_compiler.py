@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from busd_client.schemas import SchemaError, SchemaLoadError, SchemaSet, compile_schema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -230,3 +232,35 @@ def test_retired_version_is_refused_pointing_at_newest_usable(tmp_path: Path) ->
         "retired_version", "t v1 is retired; publish v2")
     assert schemas.check("any", "t", 2, {"a": "b"}) is None
     assert schemas.status("t", 2) == "deprecated" and schemas.status("t", 9) is None
+
+
+ALL_KEYWORDS = {
+    "type": "object",
+    "properties": {
+        "s": {"type": "string", "minLength": 1, "maxLength": 5, "pattern": "^a",
+              "format": "uri"},
+        "n": {"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 10},
+        "a": {"type": "array", "items": {"enum": [1, "x", None, [1]]}, "maxItems": 3},
+        "m": {"type": "object", "propertyNames": {"maxLength": 3}, "minProperties": 1,
+              "additionalProperties": {"const": {"k": [True]}}},
+        "d": {"type": "string", "format": "date-time"},
+        "h": {"format": "hostname", "minimum": 1},
+    },
+    "required": ["s"],
+    "additionalProperties": False,
+}
+decoded = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    | st.binary(max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(max_size=4) | st.integers() | st.binary(max_size=2), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["s", "n", "a", "m", "d", "h", "zz"]) | st.text(
+    max_size=3), decoded, max_size=6))
+def test_any_decoded_value_gets_a_verdict_never_an_exception(value: dict[Any, Any]) -> None:
+    """Whatever msgpack can decode, a checker answers None or a (path, rule) failure."""
+    failure = compile_schema(ALL_KEYWORDS, "t v1")(value)
+    assert failure is None or (isinstance(failure[0], str) and failure[1])

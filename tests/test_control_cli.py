@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ class Served:
 
         async def schemas_list(args: dict[str, Any]) -> dict[str, Any]:
             self.calls.append("schemas.list")
-            return {"dir": "schemas", "schemas": [
+            return {"dir": "schemas", "loaded_at": 1_800_000_000.5, "schemas": [
                 {"name": "release", "versions": [1, 2], "retired": [1]},
                 {"name": "instance-state", "versions": [1], "retired": []}]}
 
@@ -142,8 +143,10 @@ async def test_schemas_lists_and_reload_reloads(served: Served) -> None:
     assert status == 0
     lines = out.splitlines()
     assert lines[0] == "dir: schemas"
-    assert lines[2].split() == ["NAME", "VERSIONS", "RETIRED"]
-    assert lines[3].split() == ["release", "[1,", "2]", "[1]"]
+    loaded_at = datetime.datetime.fromtimestamp(1_800_000_000.5)
+    assert lines[1] == f"loaded_at: {loaded_at:%Y-%m-%d %H:%M:%S}"
+    assert lines[3].split() == ["NAME", "VERSIONS", "RETIRED"]
+    assert lines[4].split() == ["release", "[1,", "2]", "[1]"]
     status, out, _ = await busctl("schemas", "reload", "--control", str(served.path))
     assert (status, out) == (0, "loaded: 2\nerrors: []\n")
     status, out, _ = await busctl("schemas", "--json", "--control", str(served.path))

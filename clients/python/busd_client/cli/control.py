@@ -166,16 +166,24 @@ def readable(value: Any, indent: str = "") -> str:
                 lines.append(f"{indent}{key}:")
                 lines.append(readable(item, indent + "  "))
             else:
-                lines.append(f"{indent}{key}: {scalar(item)}")
+                lines.append(f"{indent}{key}: {cell(key, item)}")
         return "\n".join(lines)
     if isinstance(value, list):
         if value and all(isinstance(item, dict) for item in value):
             header = list(dict.fromkeys(k for item in value for k in item))
             body = table([h.upper() for h in header],
-                         [[scalar(item.get(h, "")) for h in header] for item in value])
+                         [[cell(h, item.get(h, "")) for h in header] for item in value])
             return "\n".join(indent + line for line in body.splitlines())
         return "\n".join(f"{indent}- {scalar(item)}" for item in value)
     return indent + scalar(value)
+
+
+def cell(key: str, value: Any) -> str:
+    """Timestamps (keys ``*_at``, ``since``, ``last_seen``: Unix seconds) as local time."""
+    if (key.endswith("_at") or key in ("since", "last_seen")) and isinstance(
+            value, int | float) and not isinstance(value, bool):
+        return when(value)
+    return scalar(value)
 
 
 def scalar(value: Any) -> str:

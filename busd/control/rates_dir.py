@@ -28,6 +28,7 @@ Reading happens in a worker thread (a hung filesystem must not stall the event l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import math
@@ -229,8 +230,9 @@ class RatesDir:
         cutoff = time.time() - STALE_TEMP_SECONDS
         for entry in os.scandir(self.path):
             # Our own temp files left by a kill -9; another busd's fresh one is left alone.
-            if entry.name.endswith(TEMP_SUFFIX) and entry.stat().st_mtime < cutoff:
-                Path(entry.path).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # gone already: nothing to clean
+                if entry.name.endswith(TEMP_SUFFIX) and entry.stat().st_mtime < cutoff:
+                    Path(entry.path).unlink(missing_ok=True)
 
     def write(self, key: str, text: str) -> None:
         problem = check_key(key)

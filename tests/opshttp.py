@@ -44,9 +44,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def value(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
-          **labels: Any) -> float | None:
-    return scrape.get((name, tuple(sorted((k, str(v)) for k, v in labels.items()))))
+def value(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], metric: str,
+          /, **labels: Any) -> float | None:
+    return scrape.get((metric, tuple(sorted((k, str(v)) for k, v in labels.items()))))
 
 
 def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -15,6 +15,13 @@ import pytest
 from busd_client import Message, Publisher, Subscriber
 
 BUSCTL = str(Path(sys.executable).parent / "busctl")
+PROBE = "release.cli.probe"
+
+
+def release(i: int = 0) -> dict[str, Any]:
+    """A valid release v2 payload (busd checks schemas) numbered ``i``."""
+    return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
+            "env": {"N": str(i)}}
 
 
 def busctl(*args: str, stdin: str = "", env: dict[str, str] | None = None,
@@ -36,13 +43,13 @@ def feed_until_exit(busd: Any, proc: subprocess.Popen[str], topic: str,
         i = 0
         while proc.poll() is None:
             assert time.monotonic() < deadline, "busctl sub did not exit"
-            pub.publish_wait(topic, "release", 1, {"i": i})
+            pub.publish_wait(topic, "release", 2, release(i))
             i += 1
     return proc.communicate(timeout=5)
 
 
 class Received:
-    """A subscriber on ``cli.`` whose subscription has reached busd; skips the probes."""
+    """A subscriber on ``release.cli.`` whose subscription has reached busd; skips the probes."""
 
     def __init__(self, sub: Subscriber) -> None:
         self.sub = sub
@@ -52,18 +59,18 @@ class Received:
         while len(got) < count:
             message = self.sub.recv(timeout)
             assert message is not None, f"got {len(got)} of {count} messages"
-            if message.topic != "cli.probe":
+            if message.topic != PROBE:
                 got.append(message)
         return got
 
 
 @pytest.fixture
 def sub(busd: Any) -> Iterator[Received]:
-    with Subscriber(busd.sub_endpoint, "cli.") as s, \
+    with Subscriber(busd.sub_endpoint, "release.cli.") as s, \
             Publisher(busd.pub_endpoint, name="joiner") as pub:
         deadline = time.monotonic() + 10
         while True:  # until the subscription reached busd
-            pub.publish_wait("cli.probe", "probe", 1, {})
+            pub.publish_wait(PROBE, "release", 2, release())
             if s.recv(0.05) is not None:
                 break
             assert time.monotonic() < deadline
@@ -72,46 +79,52 @@ def sub(busd: Any) -> Iterator[Received]:
 
 @pytest.mark.timeout(30)
 def test_pub_with_data_publishes_one_message_and_exits_zero(busd: Any, sub: Received) -> None:
-    result = busctl("pub", "cli.one", "--schema", "release", "--version", "2",
-                    "--data", '{"slug": "s", "n": 1}', "--id", "fixed-id",
+    result = busctl("pub", "release.cli.one", "--schema", "release", "--version", "2",
+                    "--data", json.dumps(release(1)), "--id", "fixed-id",
                     "--publisher", "ops", "--pub-endpoint", busd.pub_endpoint)
     assert result.returncode == 0, result.stderr
     assert "accepted 1, failed 0" in result.stderr
     [message] = sub.take(1)
     assert (message.topic, message.schema, message.version, message.id, message.publisher,
-            message.data) == ("cli.one", "release", 2, "fixed-id", "ops", {"slug": "s", "n": 1})
+            message.data) == ("release.cli.one", "release", 2, "fixed-id", "ops", release(1))
 
 
 @pytest.mark.timeout(30)
 def test_pub_reads_json_lines_from_stdin_using_env_endpoint(busd: Any, sub: Received) -> None:
-    lines = "".join(json.dumps({"i": i}) + "\n" for i in range(200))
-    result = busctl("pub", "cli.many", "--schema", "release", "--version", "1", "--json",
+    lines = "".join(json.dumps(release(i)) + "\n" for i in range(200))
+    result = busctl("pub", "release.cli.many", "--schema", "release", "--version", "2", "--json",
                     stdin=lines, env={"BUSD_PUB_ENDPOINT": busd.pub_endpoint})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"accepted": 200, "rejected": {}, "bad_input": 0,
                                          "unsent": 0}
-    assert [m.data["i"] for m in sub.take(200)] == list(range(200))
+    assert [m.data for m in sub.take(200)] == [release(i) for i in range(200)]
 
 
 @pytest.mark.timeout(30)
 def test_pub_reports_bad_lines_and_exits_non_zero(busd: Any, sub: Received) -> None:
-    result = busctl("pub", "cli.mixed", "--schema", "release", "--version", "1",
+    good = [json.dumps(release(i)) for i in (1, 2)]
+    result = busctl("pub", "release.cli.mixed", "--schema", "release", "--version", "2",
                     "--pub-endpoint", busd.pub_endpoint,
-                    stdin='{"a": 1}\nnot json\n[1, 2]\n\n{"a": 2}\n')
+                    stdin=f"{good[0]}\nnot json\n[1, 2]\n\n{good[1]}\n")
     assert result.returncode == 1
     assert "line 2: not a JSON object" in result.stderr
     assert "line 3: not a JSON object" in result.stderr
     assert "accepted 2, failed 0, bad input 2" in result.stderr
-    assert [m.data for m in sub.take(2)] == [{"a": 1}, {"a": 2}]
+    assert [m.data for m in sub.take(2)] == [release(1), release(2)]
 
 
 @pytest.mark.timeout(30)
-def test_pub_prints_rejection_code_and_reason(busd: Any) -> None:
-    result = busctl("pub", "bad topic", "--schema", "release", "--version", "1",
-                    "--data", "{}", "--pub-endpoint", busd.pub_endpoint)
+def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
+    bad = {**release(), "cmd": 7}
+    result = busctl("pub", "release.cli.bad", "--schema", "release", "--version", "2",
+                    "--pub-endpoint", busd.pub_endpoint,
+                    stdin=f"{json.dumps(bad)}\n{json.dumps(release())}\n{json.dumps(bad)}\n")
     assert result.returncode == 1
-    assert "rejected bad_topic:" in result.stderr
-    assert "accepted 0, failed 1 (bad_topic 1)" in result.stderr
+    rejections = [line for line in result.stderr.splitlines() if "rejected invalid:" in line]
+    assert len(rejections) == 2
+    assert rejections[0].startswith("busctl: line 1 (id ")
+    assert "cmd" in rejections[0]
+    assert "accepted 1, failed 2 (invalid 2)" in result.stderr
 
 
 @pytest.mark.timeout(30)
@@ -134,30 +147,30 @@ def test_pub_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
 
 @pytest.mark.timeout(40)
 def test_sub_prints_count_messages_as_json_lines_and_exits_zero(busd: Any) -> None:
-    proc = start_sub(busd, "cli.", "--count", "3", "--timeout", "30")
-    out, err = feed_until_exit(busd, proc, "cli.sub")
+    proc = start_sub(busd, "release.cli.", "--count", "3", "--timeout", "30")
+    out, err = feed_until_exit(busd, proc, "release.cli.sub")
     assert proc.returncode == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 3
     assert all(set(r) == {"topic", "schema", "version", "id", "publisher", "ts", "data"}
                for r in rows)
-    assert [r["topic"] for r in rows] == ["cli.sub"] * 3
+    assert [r["topic"] for r in rows] == ["release.cli.sub"] * 3
     assert rows[0]["publisher"] == "feeder"
-    assert rows[1]["data"]["i"] == rows[0]["data"]["i"] + 1
+    assert int(rows[1]["data"]["env"]["N"]) == int(rows[0]["data"]["env"]["N"]) + 1
 
 
 @pytest.mark.timeout(40)
 def test_busctl_pub_to_busctl_sub_end_to_end(busd: Any) -> None:
-    proc = start_sub(busd, "cli.e2e", "--count", "1", "--timeout", "30")
+    proc = start_sub(busd, "release.cli.e2e", "--count", "1", "--timeout", "30")
     deadline = time.monotonic() + 15
     while proc.poll() is None:
         assert time.monotonic() < deadline
-        result = busctl("pub", "cli.e2e", "--schema", "release", "--version", "1",
-                        "--data", '{"hello": "world"}', "--pub-endpoint", busd.pub_endpoint)
+        result = busctl("pub", "release.cli.e2e", "--schema", "release", "--version", "2",
+                        "--data", json.dumps(release(5)), "--pub-endpoint", busd.pub_endpoint)
         assert result.returncode == 0, result.stderr
     out, _ = proc.communicate(timeout=5)
     assert proc.returncode == 0
-    assert json.loads(out)["data"] == {"hello": "world"}
+    assert json.loads(out.splitlines()[0])["data"] == release(5)
 
 
 @pytest.mark.timeout(30)

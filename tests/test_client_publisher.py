@@ -103,6 +103,19 @@ def test_batched_reply_settles_ranges_and_rejections(peer: Peer, zctx: Any) -> N
 
 
 @pytest.mark.timeout(10)
+def test_flush_leaves_out_errors_already_raised_by_result(peer: Peer, zctx: Any) -> None:
+    with make(peer, zctx) as pub:
+        seen, unseen = pub.publish("t", "s", 1, {}), pub.publish("t", "s", 1, {})
+        peer.recv()
+        peer.recv()
+        peer.reply(rej=[{"seq": 1, "code": "invalid", "reason": "a"},
+                        {"seq": 2, "code": "invalid", "reason": "b"}])
+        with pytest.raises(Rejected):
+            seen.result(2)
+        assert [e.id for e in pub.flush(2)] == [unseen.id]
+
+
+@pytest.mark.timeout(10)
 def test_silent_broker_times_out_with_fate_unknown(peer: Peer, zctx: Any) -> None:
     with make(peer, zctx, timeout=0.3) as pub:
         start = time.monotonic()

@@ -58,6 +58,7 @@ class AsyncReceipt(Pending):
             except TimeoutError:
                 raise PublishTimeout(f"no reply yet after {timeout:g} s", sent=True) from None
         if self._error is not None:
+            self._reported = True
             raise self._error
 
     def __await__(self) -> Generator[Any, None, None]:

@@ -31,7 +31,8 @@ _unpackb = msgpack.unpackb
 class Pending:
     """One message from publish() until its fate is known; the base of the receipts."""
 
-    __slots__ = ("_done", "_error", "_retry_until", "_seq", "_wait_disabled", "_waiter",
+    __slots__ = ("_done", "_error", "_reported", "_retry_until", "_seq", "_wait_disabled",
+                 "_waiter",
                  "attempts", "envelope", "id", "topic", "topic_frame")
 
     def __init__(  # noqa: PLR0917 (positional on the hot path)
@@ -46,6 +47,7 @@ class Pending:
         self._retry_until = retry_until
         self._wait_disabled = wait_disabled
         self._done = False
+        self._reported = False  # the error was raised to the caller by result()
         self._error: BusError | None = None
         self._waiter: Any = None  # an asyncio future, created only when someone awaits
 
@@ -79,7 +81,7 @@ class InFlight:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.count = 0  # messages whose fate is not known yet (in flight or awaiting a retry)
-        self.failures: list[BusError] = []
+        self._failed: list[Pending] = []
         self.settled = 0  # bumped on every settlement: waiters use it to see progress
         self._next_seq = 1
         self._outstanding: dict[int, Pending] = {}
@@ -115,7 +117,7 @@ class InFlight:
         if error is not None:
             error.id = p.id
             error.topic = p.topic
-            self.failures.append(error)
+            self._failed.append(p)
         waiter = p._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -228,8 +230,10 @@ class InFlight:
         return t
 
     def take_failures(self) -> list[BusError]:
-        failures, self.failures = self.failures, []
-        return failures
+        """Errors of the messages failed since the last call, except those already raised
+        to the caller by ``result()``."""
+        failed, self._failed = self._failed, []
+        return [p._error for p in failed if not p._reported and p._error is not None]
 
     def close(self) -> None:
         """Fail every message not settled yet with ClosedError."""

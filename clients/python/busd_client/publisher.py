@@ -55,6 +55,7 @@ class Receipt(Pending):
         if not self._done and self._owner is not None:
             self._owner._wait_for(lambda: self._done, timeout, "no reply yet")
         if self._error is not None:
+            self._reported = True
             raise self._error
 
 

@@ -1,0 +1,122 @@
+"""``python -m bench``: run the workloads, print the table, write the JSON record."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import busd_only, profile, report, systems, workloads
+from bench.session import Progress, Session, Settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORKLOADS: dict[str, Callable[[Session], None]] = {
+    "flat": workloads.flat, "paced": workloads.paced, "fanout": workloads.fanout,
+    "fanin": workloads.fanin, "latency": workloads.latency, "topics": workloads.topics,
+    "checks": busd_only.checks, "memory": busd_only.memory,
+}
+
+
+def _names(value: str, known: Sequence[str], what: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    for n in names:
+        if n not in known:
+            raise argparse.ArgumentTypeError(f"unknown {what} {n!r}; known: {', '.join(known)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run the same workloads against busd and its peers (pyzmq PUB/SUB, "
+                    "zmq.proxy, NATS, Redis) on loopback; print a table, write a JSON file.")
+    p.add_argument("--quick", action="store_true",
+                   help="short runs, one repeat, fewer topics and stalled messages (~1-2 min)")
+    p.add_argument("--only", type=lambda v: _names(v, list(WORKLOADS), "workload"),
+                   default=list(WORKLOADS), metavar="W[,W]",
+                   help=f"workloads to run: {', '.join(WORKLOADS)} (default: all)")
+    p.add_argument("--systems", type=lambda v: _names(v, list(systems.SYSTEMS), "system"),
+                   default=list(systems.SYSTEMS), metavar="S[,S]",
+                   help=f"systems: {', '.join(systems.SYSTEMS)} (default: all)")
+    p.add_argument("--repeat", type=int, help="runs per figure, median reported (default 3; "
+                   "1 with --quick)")
+    p.add_argument("--duration", type=float, help="seconds per flat-out run")
+    p.add_argument("--messages", type=int,
+                   help="send exactly this many messages per publisher instead of timed runs")
+    p.add_argument("--topics", type=int, help="distinct topics (default 100,000)")
+    p.add_argument("--stall-count", type=int,
+                   help="messages sent past the stalled subscriber (default 1,000,000)")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                   help="py-spy profile of busd under 1→1 flat-out (default: on, off with "
+                        "--quick)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON file")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    s = Settings.quick() if args.quick else Settings()
+    for name in ("repeat", "duration", "messages", "topics", "stall_count", "profile"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(s, name, value)
+    return s
+
+
+def machine() -> dict[str, Any]:
+    import zmq
+
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")),
+                       "?")
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "kernel": platform.release()}
+
+
+def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
+    per = {"flat": s.repeat * n_systems, "paced": s.repeat * n_systems * s.paced_steps,
+           "fanout": s.repeat * n_systems, "fanin": s.repeat * n_systems,
+           "latency": s.repeat * n_systems, "topics": s.repeat * n_systems,
+           "checks": 4 * s.repeat, "memory": 2}
+    return sum(per[w] for w in only) + (1 if s.profile else 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    only = [w for w in WORKLOADS if w in args.only]  # always in the canonical order
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    progress = Progress(planned_steps(settings, only, len(args.systems)))
+    session = Session(settings, list(args.systems), progress)
+    meta: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "machine": machine()}
+    out = args.out / f"{stamp}.json"
+    try:
+        session.available()  # start every server now: skips are said up front
+        for name in only:
+            WORKLOADS[name](session)
+        if settings.profile and "busd" in args.systems:
+            profile.profile(session, args.out, stamp)
+        meta["servers"] = {k: s.notes for k, s in session.pool.running.items()}
+        text = report.render(session, meta)
+        report.write_json(out, session, meta)
+    except KeyboardInterrupt:
+        progress.say("interrupted")
+        return 130
+    finally:
+        session.pool.close()
+        progress.close()
+    sys.stdout.write(text)
+    sys.stdout.write(f"\nJSON: {out}\n")
+    return 1 if session.errors else 0

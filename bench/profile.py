@@ -1,0 +1,108 @@
+"""A py-spy profile of busd under the 1 -> 1 flat-out load, reduced to the hot functions.
+
+py-spy samples the running busd from outside (``record --pid``, raw collapsed stacks), so
+busd runs unmodified; the profiled trial is extra and not part of any figure.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import systems
+from bench.runner import TrialError, run_trial
+from bench.servers import Unavailable
+from bench.session import Session
+
+RATE = 250  # samples per second
+_LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
+_NUMBER = re.compile(r":\d+\)$")  # "f (file.py:123)" -> "f (file.py)"
+
+
+def py_spy() -> str | None:
+    exe = Path(sys.executable).parent / "py-spy"
+    return str(exe) if exe.exists() else shutil.which("py-spy")
+
+
+def hot_functions(collapsed: str, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive shares of samples per function from collapsed stacks, and self
+    shares per source line (where in a function the time goes; C calls made from a
+    line, such as pyzmq's send/recv, count as that line's own time)."""
+    own: Counter[str] = Counter()
+    own_lines: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        m = _LINE.match(line.strip())
+        if m is None:
+            continue
+        count = int(m["count"])
+        frames = [f.strip() for f in m["stack"].split(";") if f.strip()]
+        if not frames:
+            continue
+        total += count
+        own_lines[frames[-1]] += count
+        functions = [_NUMBER.sub(")", f) for f in frames]
+        own[functions[-1]] += count
+        for frame in set(functions):
+            inclusive[frame] += count
+    if not total:
+        return {"samples": 0, "self": [], "self_lines": [], "inclusive": []}
+
+    def share(counter: Counter[str]) -> list[list[Any]]:
+        return [[name, round(100.0 * n / total, 1)] for name, n in counter.most_common(top)]
+
+    return {"samples": total, "self": share(own), "self_lines": share(own_lines),
+            "inclusive": share(inclusive)}
+
+
+def profile(session: Session, out_dir: Path, stamp: str) -> None:
+    """Profile the shared busd under busd-raw 1 -> 1 flat-out; results in the session."""
+    exe = py_spy()
+    s = session.settings
+    if exe is None:
+        session.progress.say("profile skipped: py-spy is not installed (pip install py-spy)")
+        session.results["profile"] = {"skipped": "py-spy not installed"}
+        return
+    try:
+        server = session.pool.get("busd")
+    except Unavailable as exc:
+        session.results["profile"] = {"skipped": str(exc)}
+        return
+    assert server is not None
+    raw = out_dir / f"{stamp}-busd-profile.txt"
+    duration = max(1, round(s.profile_duration))
+    spy: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        spy.append(subprocess.Popen(
+            [exe, "record", "--pid", str(server.pid), "--duration", str(duration), "--rate",
+             str(RATE), "--format", "raw", "--nonblocking", "--output",
+             str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        time.sleep(0.3)  # py-spy attaches before the load starts
+
+    pubs, subs = systems.specs(systems.SYSTEMS["busd-raw"], server, 1, 1,
+                               duration=duration + 0.5)
+    try:
+        run_trial(pubs, subs, on_go=start, expected_s=duration + 1)
+        _, err = spy[0].communicate(timeout=duration + 30)
+    except (TrialError, OSError, subprocess.TimeoutExpired, IndexError) as exc:
+        session.error("profile", "busd", exc)
+        for p in spy:
+            p.kill()
+        return
+    if spy[0].returncode != 0 or not raw.exists():
+        why = err.decode(errors="replace").strip()[-300:]
+        session.progress.say(f"profile failed: {why}")
+        session.results["profile"] = {"skipped": why}
+        return
+    result = hot_functions(raw.read_text())
+    result["file"] = str(raw)
+    session.results["profile"] = result
+    session.progress.step(f"profile · busd under 1→1 flat-out: {result['samples']} samples")

@@ -1,0 +1,179 @@
+"""The session's table (markdown, on stdout) and its JSON record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import systems
+from bench.session import Session
+
+RATE_COLUMNS = (("flat", "delivered", "1→1 flat-out delivered"),
+                ("paced", "loss_free", "highest loss-free paced rate"),
+                ("fanout", "delivered", "1→{fan} fan-out, aggregate"),
+                ("fanin", "delivered", "{fan}→1 delivered"),
+                ("topics", "delivered", "{topics:,} topics delivered"))
+PEERS = (("zmq.proxy", "zmq.proxy"), ("nats", "NATS"))
+
+
+def rate(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v / 1000:.1f}k" if v < 100_000 else f"{v / 1000:.0f}k"
+
+
+def _median(session: Session, workload: str, system: str) -> dict[str, Any]:
+    median: dict[str, Any] = session.results.get(workload, {}).get(system, {}).get("median", {})
+    return median
+
+
+def _latency(session: Session, system: str) -> dict[str, float] | None:
+    lat: dict[str, float] | None = _median(session, "latency", system).get("latency_us")
+    return lat
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a and b else "—"
+
+
+def main_table(session: Session) -> list[str]:
+    s = session.settings
+    heads = [title.format(fan=s.fan, topics=s.topics) for _, _, title in RATE_COLUMNS]
+    lat_head = f"latency at {s.latency_rate:,.0f} msg/s, p50 / p99 / p99.9 µs"
+    lines = ["| system | " + " | ".join(heads) + f" | {lat_head} | 1→1 lost |",
+             "|---" * (len(heads) + 3) + "|"]
+    shown = [n for n in session.systems if n not in session.skipped]
+    for name in shown:
+        cells = [rate(_median(session, w, name).get(k)) for w, k, _ in RATE_COLUMNS]
+        if cells[1] != "—":
+            cells[1] = "~" + cells[1]
+        lat = _latency(session, name)
+        lat_cell = (f"{lat['p50']:,.0f} / {lat['p99']:,.0f} / {lat['p99.9']:,.0f}"
+                    if lat else "—")
+        lost = _median(session, "flat", name).get("lost")
+        lines.append(f"| {systems.SYSTEMS[name].label} | " + " | ".join(cells)
+                     + f" | {lat_cell} | {'—' if lost is None else f'{lost:,.0f}'} |")
+    for busd in systems.BUSD_SYSTEMS:
+        if busd not in shown:
+            continue
+        for peer, peer_label in PEERS:
+            if peer not in shown:
+                continue
+            cells = [_ratio(_median(session, w, busd).get(k), _median(session, w, peer).get(k))
+                     for w, k, _ in RATE_COLUMNS]
+            a, b = _latency(session, busd), _latency(session, peer)
+            lat_cell = " / ".join(_ratio(a[q], b[q]) for q in ("p50", "p99", "p99.9")) \
+                if a and b else "—"
+            lines.append(f"| **{busd} ÷ {peer_label}** | " + " | ".join(cells)
+                         + f" | {lat_cell} (lower is better) | |")
+    return lines
+
+
+def busd_lines(session: Session) -> list[str]:
+    out = []
+    server = session.pool.running.get("busd")
+    if server is not None:
+        c = server.notes.get("checks", {})
+        schema = "ON" if c.get("schema_checks") else "OFF"
+        rates = "ON" if c.get("rate_checks") else "OFF"
+        out.append(f"- busd checks verified by probe: schema {schema}, rate limit {rates} "
+                   f"(probe answers: {c.get('codes')})")
+    for name in systems.BUSD_SYSTEMS:
+        for workload in ("flat", "fanout", "fanin", "topics"):
+            med = _median(session, workload, name)
+            if "busd_zero_loss_all_runs" in med:
+                out.append(f"- {name} · {workload}: every publish answered in every run: "
+                           f"{'yes' if med['busd_every_publish_answered'] else 'NO'}; "
+                           f"0 loss in every run: "
+                           f"{'yes' if med['busd_zero_loss_all_runs'] else 'NO'}")
+    return out
+
+
+def cpu_lines(session: Session) -> list[str]:
+    rows = []
+    for name in session.systems:
+        v = _median(session, "flat", name).get("server_cpu_us_per_msg")
+        if v is not None:
+            rows.append(f"| {systems.SYSTEMS[name].label} | {v:.2f} |")
+    if not rows:
+        return []
+    return ["| server process, 1→1 flat-out | CPU µs per delivered message |", "|---|---|",
+            *rows]
+
+
+def checks_lines(session: Session) -> list[str]:
+    checks = session.results.get("checks")
+    if not checks:
+        return []
+    lines = ["| busd variant (raw publisher, 1→1 flat-out) | probe: schema / rate | delivered |"
+             " busd CPU µs/msg |", "|---|---|---|---|"]
+    for label, v in checks["variants"].items():
+        c = v["checks"]
+        med = v.get("median", {})
+        cost = med.get("server_cpu_us_per_msg")
+        lines.append(f"| {label} | {'on' if c['schema_checks'] else 'off'} / "
+                     f"{'on' if c['rate_checks'] else 'off'} | {rate(med.get('delivered'))} | "
+                     f"{'—' if cost is None else f'{cost:.2f}'} |")
+    lines += [f"- {note}" for note in checks["notes"]]
+    return lines
+
+
+def memory_lines(session: Session) -> list[str]:
+    m = session.results.get("memory")
+    if not m or "rss_peak_kib" not in m:
+        return []
+    return [
+        f"- {m['messages']:,} messages, 1 of 3 subscribers SIGSTOPped: busd RSS "
+        f"{m['rss_idle_kib'] / 1024:.1f} MiB idle -> {m['rss_peak_kib'] / 1024:.1f} MiB peak "
+        f"(growth {m['growth_kib'] / 1024:.1f} MiB); bound for this message size "
+        f"{m['bound_this_message_kib'] / 1024:.0f} MiB: "
+        f"{'held' if m['bound_held'] else 'EXCEEDED'}; documented worst-case bound "
+        f"(max_message_bytes) {m['bound_documented_kib'] / 1024:.0f} MiB.",
+        f"- the stalled subscriber got {m['stalled_received']:,} after it resumed; the two "
+        f"others got {m['active']['delivered'] / 1000:.1f}k msg/s (baseline "
+        f"{m['baseline']['delivered'] / 1000:.1f}k), lost {m['active']['lost']}: "
+        f"{'unaffected' if m['others_unaffected'] else 'AFFECTED'}."]
+
+
+def profile_lines(session: Session, top: int = 10) -> list[str]:
+    p = session.results.get("profile")
+    if not p or not p.get("samples"):
+        return []
+    lines = [f"busd hot functions under 1→1 flat-out ({p['samples']} py-spy samples, "
+             f"% of busy samples; raw stacks in {p['file']}):", "",
+             "| self % | function | | inclusive % | function |", "|---|---|---|---|---|"]
+    for (fs, ps), (fi, pi) in zip(p["self"][:top], p["inclusive"][:top], strict=False):
+        lines.append(f"| {ps} | `{fs}` | | {pi} | `{fi}` |")
+    if p.get("self_lines"):
+        lines += ["", "| self % | source line (C calls made there count as its own time) |",
+                  "|---|---|", *[f"| {pct} | `{where}` |" for where, pct in
+                                 p["self_lines"][:top]]]
+    return lines
+
+
+def render(session: Session, meta: dict[str, Any]) -> str:
+    parts = [f"busd benchmark, {meta['date']} — `{meta['command']}`",
+             f"machine: {meta['machine']['nproc']} cores, {meta['machine']['cpu']}; "
+             f"Python {meta['machine']['python']}, pyzmq {meta['machine']['pyzmq']} / libzmq "
+             f"{meta['machine']['libzmq']}; medians of {session.settings.repeat} run(s)", ""]
+    parts += main_table(session)
+    for section in (busd_lines(session), cpu_lines(session), checks_lines(session),
+                    memory_lines(session), profile_lines(session)):
+        if section:
+            parts += ["", *section]
+    if session.skipped:
+        parts += ["", *[f"- skipped {n}: {why}" for n, why in session.skipped.items()]]
+    if session.errors:
+        parts += ["", *[f"- error: {e}" for e in session.errors]]
+    return "\n".join(parts) + "\n"
+
+
+def write_json(path: Path, session: Session, meta: dict[str, Any]) -> None:
+    busd = session.pool.running.get("busd")
+    doc = {"meta": meta, "settings": session.settings.as_dict(), "systems": session.systems,
+           "skipped": session.skipped, "errors": session.errors,
+           "busd_checks": busd.notes.get("checks") if busd is not None else None,
+           "results": session.results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")

@@ -22,7 +22,12 @@ import zmq
 
 from busd import __version__
 from busd.config import Config, describe
+from busd.control import ControlServer, RateControl
 from busd.kernel.admission import Admission
+from busd.ops import wiring as ops_wiring
+from busd.ops.jsonable import jsonable
+from busd.schemas_dir import SchemaControl
+from busd.ops import wiring as ops_wiring
 from busd.ops.logs import get
 from busd.supervision.supervisor import GaveUp, Supervisor
 from busd.transport import monitor
@@ -53,16 +58,42 @@ class App:
         # Extra statistics sections: name -> snapshot function.
         self.stats_sources: dict[str, Callable[[], Any]] = {}
         self.draining = False
+        self.schemas: SchemaControl | None = None
+        self.rates: RateControl | None = None
+        self.control: ControlServer | None = None
         self._interrupts = 0
 
     # -- startup ------------------------------------------------------------------------
-    def startup(self) -> None:
-        Path(self.config.var_dir).mkdir(parents=True, exist_ok=True)
+    async def startup(self) -> None:
+        """Everything that can fail on bad configuration fails here, before READY."""
+        cfg = self.config
+        Path(cfg.var_dir).mkdir(parents=True, exist_ok=True)
+        # Policies first, so the first message is judged under the operator's limits.
+        self.schemas = SchemaControl(cfg.schemas_dir, self.admission)
+        self.schemas.load()
+        self.reload_hooks.append(self.schemas.request_reload)
+        self.supervisor.add("schemas", self.schemas.run)
+        self.stats_sources["schemas"] = self.schemas.statistics
+        self.rates = RateControl(cfg.rates_path, self.admission, clock=self.broker.clock)
+        await self.rates.start()
+        self.supervisor.add("rates", self.rates.run)
+        self.stats_sources["rates"] = self.rates.statistics
+
         self.broker.bind()
         self.supervisor.add("monitor.ingress", lambda: monitor.watch(
             self.broker.monitor_socket("ingress", monitor.EVENTS), self.ingress, "ingress"))
         self.supervisor.add("monitor.egress", lambda: monitor.watch(
             self.broker.monitor_socket("egress", monitor.EVENTS), self.egress, "egress"))
+
+        self.control = ControlServer(cfg.control_path, {
+            **self.rates.handlers(), **self.schemas.handlers(), "stats": self._stats_command})
+        await self.control.start()
+        self.supervisor.add("control", self.control.run)
+        self.stats_sources["control"] = self.control.statistics
+        ops_wiring.attach(self)
+
+    async def _stats_command(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"stats": jsonable(self.statistics())}
 
     def statistics(self) -> dict[str, Any]:
         """A snapshot of every counter, for the control socket and the metrics exporter."""
@@ -78,9 +109,11 @@ class App:
     # -- main loop ----------------------------------------------------------------------
     async def serve(self) -> int:
         try:
-            self.startup()
+            await self.startup()
         except Exception as exc:
-            _log.error("startup failed", extra={"error": str(exc)})
+            _log.error("startup failed", extra={"error": str(exc),
+                                                "error_type": type(exc).__name__})
+            await self._close_peripherals()
             self.ctx.destroy(linger=0)
             return EXIT_UNAVAILABLE
         loop = asyncio.get_running_loop()
@@ -96,6 +129,7 @@ class App:
         try:
             return await self._main_loop()
         finally:
+            await self._close_peripherals()
             self._shutdown()
 
     async def _main_loop(self) -> int:
@@ -143,6 +177,11 @@ class App:
             hook()
 
     # -- shutdown -----------------------------------------------------------------------
+    async def _close_peripherals(self) -> None:
+        if self.control is not None:
+            await self.control.close()
+        if self.rates is not None:
+            self.rates.close()
     def _shutdown(self) -> None:
         self.broker.close(linger=self.config.linger)
         self.ctx.destroy(linger=0)  # waits for the lingering sockets above

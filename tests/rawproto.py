@@ -17,12 +17,17 @@ def header(seq: int, version: int = 1) -> bytes:
 
 
 def envelope(topic: str = "release.shop", **overrides: Any) -> dict[str, Any]:
+    """A valid envelope: a release v2 event, or instance-state v1 on ``instance.`` topics."""
     env: dict[str, Any] = {
         "topic": topic, "schema": "release", "version": 2, "id": f"id-{time.time_ns()}",
         "publisher": "tester", "ts": time.time_ns(),
         "data": {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
                  "env": {"RACK_ENV": "production"}, "flag": "extra_cpu"},
     }
+    if topic.startswith("instance."):
+        env.update(schema="instance-state", version=1, data={
+            "app": "shop", "instance_id": "web.1", "state": "up", "host": "h1",
+            "version": "v42", "reported_at": time.time_ns()})
     env.update(overrides)
     return env
 

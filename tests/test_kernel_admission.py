@@ -81,8 +81,8 @@ class _Refuse:
         self.calls += 1
         return Reject(self.code, "no")
 
-    def check(self, topic: str, schema: str, version: int, data: dict[str, Any]
-              ) -> Reject | None:
+    def check(self, topic: str, schema: str, version: int, data: dict[str, Any],
+              publisher: str = "") -> Reject | None:
         self.calls += 1
         return Reject(self.code, "no")
 

@@ -21,7 +21,8 @@ class RateCheck(Protocol):
 class SchemaCheck(Protocol):
     """A loaded, immutable schema set."""
 
-    def check(self, topic: str, schema: str, version: int, data: dict[str, Any]) -> Reject | None:
+    def check(self, topic: str, schema: str, version: int, data: dict[str, Any],
+              publisher: str = "") -> Reject | None:
         ...
 
 
@@ -49,5 +50,6 @@ class Admission:
             if reject is not None:
                 return reject
         if self.schemas is not None:
-            return self.schemas.check(topic, env["schema"], env["version"], env["data"])
+            return self.schemas.check(topic, env["schema"], env["version"], env["data"],
+                                      env["publisher"])
         return None

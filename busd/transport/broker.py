@@ -95,7 +95,7 @@ class Broker:
         self.admission = admission
         self.stats = BrokerStats()
         self._ctx = ctx
-        self._clock = clock
+        self._clock = self.clock = clock
         self._bad_input_log = RateLimitedLog(_log)
         self._draining = False
         self._ready: Readiness | None = None

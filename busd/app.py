@@ -26,9 +26,8 @@ from busd.control import ControlServer, RateControl
 from busd.kernel.admission import Admission
 from busd.ops import wiring as ops_wiring
 from busd.ops.jsonable import jsonable
-from busd.schemas_dir import SchemaControl
-from busd.ops import wiring as ops_wiring
 from busd.ops.logs import get
+from busd.schemas_dir import SchemaControl
 from busd.supervision.supervisor import GaveUp, Supervisor
 from busd.transport import monitor
 from busd.transport.broker import Broker
@@ -67,7 +66,7 @@ class App:
     async def startup(self) -> None:
         """Everything that can fail on bad configuration fails here, before READY."""
         cfg = self.config
-        Path(cfg.var_dir).mkdir(parents=True, exist_ok=True)
+        Path(cfg.var_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
         # Policies first, so the first message is judged under the operator's limits.
         self.schemas = SchemaControl(cfg.schemas_dir, self.admission)
         self.schemas.load()

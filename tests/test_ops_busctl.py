@@ -34,13 +34,22 @@ def traffic(zctx: TrackedContext, busd: BusdProcess, accepted: int, bad: int) ->
 
 @pytest.mark.timeout(30)
 def test_stats_json_reports_the_counts_of_known_traffic(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    busd = busd_factory(start=False)
+    (busd.rates_dir / "publish.release.slow").write_text("0.001 1\n")
+    busd.start()
     traffic(zctx, busd, accepted=12, bad=3)
+    pub = dealer(zctx, busd.pub_endpoint)
+    for seq in range(1, 5):
+        publish(pub, seq, "release.slow")
+    assert [f["code"] for f in collect(pub, 4).values()].count("rate_limited") == 3
+    pub.close()
     result = busctl("stats", "--json", "--metrics", busd.metrics)
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
-    assert (stats["received"], stats["accepted"]) == (15, 12)
-    assert stats["rejected"] == {"bad_encoding": 3}
+    assert (stats["received"], stats["accepted"]) == (19, 13)
+    assert stats["rejected"] == {"bad_encoding": 3, "rate_limited": 3}
+    assert stats["throttled"] == {"publish.release.slow": 3}
     assert stats["ready"] is True and stats["version"] == "0.1.0"
     assert stats["latency_ms"]["p99"] is not None and stats["latency_ms"]["p99"] > 0
 

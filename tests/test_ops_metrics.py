@@ -127,10 +127,19 @@ def test_subscribers_and_subscriptions_are_counted(busd: BusdProcess,
 @needs_promtool
 @pytest.mark.timeout(30)
 def test_promtool_check_metrics_finds_no_problem_in_a_real_scrape(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext, tmp_path: Path) -> None:
+    """Every section present: traffic, rate keys, schemas, control, assertions."""
+    assertions = tmp_path / "a.toml"
+    assertions.write_text('[assertions.latency]\nexpr = "p99_latency_ms < 50"\n')
+    busd = busd_factory(start=False, extra_args=("--assertions", str(assertions)))
+    (busd.rates_dir / "publish.release.slow").write_text("0.001 1\n")
+    busd.start()
     pub = dealer(zctx, busd.pub_endpoint)
     send_known_traffic(zctx, pub, busd.pub_endpoint)
     text = scrape_text(busd.metrics)
+    for family in ("busd_rate_key_throttled_total", "busd_schema_messages_accepted_total",
+                   "busd_control_requests_total", "busd_assertion_ok", "process_cpu_seconds"):
+        assert f"\n{family}" in text, family
     assert PROMTOOL is not None
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(),
                             capture_output=True, timeout=20, check=False)
@@ -218,3 +227,34 @@ def test_readyz_fails_while_draining(busd: BusdProcess, zctx: TrackedContext) ->
         stop.set()
         thread.join(5)
     assert busd.proc is not None and busd.proc.wait(15) == 0
+
+
+@pytest.mark.timeout(30)
+def test_throttled_and_disabled_messages_are_counted_by_code_and_by_rate_key(
+        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    """K throttled by one key and D refused by a disabled key appear exactly, per key too."""
+    busd = busd_factory(start=False)
+    (busd.rates_dir / "publish.release.slow").write_text("0.001 1\n")
+    (busd.rates_dir / "publish.release.stopped").write_text("0\n")
+    busd.start()
+    pub = dealer(zctx, busd.pub_endpoint)
+    throttled, disabled = 6, 4
+    for seq in range(1, throttled + 2):
+        publish(pub, seq, "release.slow")
+    for seq in range(throttled + 2, throttled + disabled + 2):
+        publish(pub, seq, "release.stopped")
+    fates = collect(pub, throttled + disabled + 1)
+    codes = [fates[seq]["code"] for seq in sorted(fates)]
+    assert codes == ["accepted"] + ["rate_limited"] * throttled + ["disabled"] * disabled
+    m = scrape(busd.metrics)
+    assert value(m, "busd_messages_rejected_total", code="rate_limited") == throttled
+    assert value(m, "busd_messages_rejected_total", code="disabled") == disabled
+    assert value(m, "busd_messages_accepted_total") == 1
+    assert value(m, "busd_rate_key_throttled_total", key="publish.release.slow") == throttled
+    assert value(m, "busd_rate_key_disabled_total", key="publish.release.stopped") == disabled
+    assert value(m, "busd_rate_key_throttled_total", key="publish.release.stopped") == 0
+    assert value(m, "busd_rate_limit_messages_per_second", key="publish.release.slow") == 0.001
+    assert value(m, "busd_rate_limit_messages_per_second", key="publish.release.stopped") == 0
+    assert value(m, "busd_rate_throttled_total") == throttled
+    assert value(m, "busd_rate_keys") == 2
+    pub.close()

@@ -8,10 +8,11 @@ breaking a scrape.
 
 Expected shapes (what the exporters below read):
 
-- ``rates``: ``RateTable.statistics()`` (flat counters) plus ``"keys"``: a list of
-  ``{"key", "rate", "burst", "tokens", "throttled_total", "disabled_total"}`` maps, one per
-  configured rate key (``dataclasses.asdict`` of ``RateTable.snapshot(now)`` rows);
-- ``schemas``: ``SchemaGate.statistics()``;
+- ``rates``: ``RateControl.statistics()`` (flat counters), optionally with ``"keys"`` as below;
+- ``rate_keys``: a list of ``{"key", "rate", "burst", "tokens", "throttled_total",
+  "disabled_total"}`` maps, one per configured rate key (``dataclasses.asdict`` of the
+  ``RateTable.snapshot(now)`` rows; ``busd.ops.wiring`` adds this section);
+- ``schemas``: ``SchemaControl.statistics()`` (``SchemaGate.statistics()`` plus reload counts);
 - ``assertions``: ``{name: {"ok": bool | None, "critical": bool, "violations": int}}``;
 - anything flat (e.g. ``control``: ``ControlServer.statistics()``): generic.
 """
@@ -72,17 +73,35 @@ def num(value: object) -> float | None:
     return None
 
 
-def generic(section: str, data: Any, out: Families) -> None:
-    """Flat numeric keys as ``busd_[<section>_]<key>``; nested values are skipped."""
+# Names chosen by hand where the generic rule would read badly or collide (a gauge ``x``
+# cannot sit next to a counter ``x_total``: both are family ``x`` in the exposition).
+RENAMES = {
+    "rates_dir_errors": "busd_rates_dir_files_in_error",
+    "control_connections": "busd_control_connections_open",
+    "reloads": "busd_schema_reloads_total",
+    "reload_failures": "busd_schema_reload_failures_total",
+    "deprecated_pending": "busd_schema_deprecated_pending",
+    "deprecated_dropped": "busd_schema_deprecated_dropped_total",
+}
+
+
+def generic(section: str, data: Any, out: Families, stems: tuple[str, ...] = ()) -> None:
+    """Flat numeric keys as ``busd_<key>`` when the key starts with the section name (or one
+    of ``stems``), else ``busd_<section>_<key>``; counters when the name ends ``_total``.
+    Nested values are skipped; a name that would collide gets ``_current``."""
     if not isinstance(data, Mapping):
         return
+    prefixes = tuple(p + "_" for p in (section, *stems))
     for key, raw in data.items():
         value = num(raw)
         if value is None or not isinstance(key, str) or _METRIC_NAME.fullmatch(key) is None:
             continue
-        name = "busd_" + (key if key.startswith(section + "_") else f"{section}_{key}")
-        if out.has(name):
-            continue
+        name = RENAMES.get(key) or "busd_" + (key if key.startswith(prefixes)
+                                              else f"{section}_{key}")
+        if out.has(name) or (not name.endswith("_total") and out.has(name + "_total")):
+            name += "_current"
+            if out.has(name):
+                continue
         doc = f"{key} from the {section} statistics section."
         if name.endswith("_total"):
             out.counter(name, doc).add_metric([], value)
@@ -90,31 +109,36 @@ def generic(section: str, data: Any, out: Families) -> None:
             out.gauge(name, doc).add_metric([], value)
 
 
+def _rate_keys(rows: Any, out: Families) -> None:
+    """One row per configured rate key (``RateTable.snapshot`` rows as dicts)."""
+    rows = [r for r in rows or () if isinstance(r, Mapping) and "key" in r]
+    per_key = (
+        ("throttled_total", out.counter(
+            "busd_rate_key_throttled_total",
+            "Messages refused rate_limited, by the rate key that refused them.", ("key",))),
+        ("disabled_total", out.counter(
+            "busd_rate_key_disabled_total",
+            "Messages refused disabled (rate 0), by rate key.", ("key",))),
+        ("rate", out.gauge("busd_rate_limit_messages_per_second",
+                           "Configured rate limit, by rate key.", ("key",))),
+        ("burst", out.gauge("busd_rate_limit_burst_messages",
+                            "Configured bucket size, by rate key.", ("key",))),
+        ("tokens", out.gauge("busd_rate_tokens",
+                             "Tokens in the bucket at scrape time, by rate key.", ("key",))),
+    )
+    for row in rows:
+        for field, family in per_key:
+            value = num(row.get(field))
+            if value is not None:
+                family.add_metric([str(row["key"])], value)
+
+
 def _rates(data: Any, out: Families) -> None:
     if not isinstance(data, Mapping):
         return
-    rows = [r for r in data.get("keys") or () if isinstance(r, Mapping) and "key" in r]
-    if rows:
-        per_key = (
-            ("throttled_total", out.counter(
-                "busd_rate_key_throttled_total",
-                "Messages refused rate_limited, by the rate key that refused them.", ("key",))),
-            ("disabled_total", out.counter(
-                "busd_rate_key_disabled_total",
-                "Messages refused disabled (rate 0), by rate key.", ("key",))),
-            ("rate", out.gauge("busd_rate_limit_messages_per_second",
-                               "Configured rate limit, by rate key.", ("key",))),
-            ("burst", out.gauge("busd_rate_limit_burst_messages",
-                                "Configured bucket size, by rate key.", ("key",))),
-            ("tokens", out.gauge("busd_rate_tokens",
-                                 "Tokens in the bucket at scrape time, by rate key.", ("key",))),
-        )
-        for row in rows:
-            for field, family in per_key:
-                value = num(row.get(field))
-                if value is not None:
-                    family.add_metric([str(row["key"])], value)
-    generic("rate", {k: v for k, v in data.items() if k != "keys"}, out)
+    if "keys" in data:
+        _rate_keys(data["keys"], out)
+    generic("rate", {k: v for k, v in data.items() if k != "keys"}, out, stems=("rates",))
 
 
 def _schemas(data: Any, out: Families) -> None:
@@ -145,8 +169,7 @@ def _schemas(data: Any, out: Families) -> None:
                           ("code",))
     for code, count in sorted((data.get("unknown") or {}).items()):
         unknown.add_metric([str(code)], num(count) or 0.0)
-    generic("schema", {"schema_deprecated_pending": data.get("deprecated_pending"),
-                       "schema_deprecated_dropped_total": data.get("deprecated_dropped")}, out)
+    generic("schema", data, out)
 
 
 def _assertions(data: Any, out: Families) -> None:
@@ -170,5 +193,6 @@ def _assertions(data: Any, out: Families) -> None:
 
 
 register_section("rates", _rates)
+register_section("rate_keys", _rate_keys)
 register_section("schemas", _schemas)
 register_section("assertions", _assertions)

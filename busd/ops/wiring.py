@@ -8,8 +8,9 @@ raise here, so start-up fails and busd exits non-zero instead of looking alive.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from busd.ops.assertions import AssertionMonitor
 from busd.ops.health import Health
@@ -31,6 +32,13 @@ def attach(app: App) -> None:
             yield "sockets not bound"
 
     health.add_check(serving)
+
+    rates = getattr(app, "rates", None)  # busd.control.RateControl, when running
+    if rates is not None:
+        def rate_keys() -> list[dict[str, Any]]:
+            return [dataclasses.asdict(row) for row in rates.table.snapshot(rates.clock())]
+
+        app.stats_sources["rate_keys"] = rate_keys  # throttles by key, for metrics and top
 
     if app.config.assertions:
         monitor = AssertionMonitor(app.config.assertions, app.statistics)

@@ -150,7 +150,8 @@ def test_promtool_check_metrics_finds_no_problem_in_a_real_scrape(
 
 @pytest.mark.timeout(20)
 def test_health_endpoints_answer_and_other_requests_get_clear_errors(
-        busd: BusdProcess) -> None:
+        busd_each_loop: BusdProcess) -> None:
+    busd = busd_each_loop
     assert get(busd.metrics, "/healthz")[::2] == (200, b"ok\n")
     assert get(busd.metrics, "/readyz")[::2] == (200, b"ready\n")
     status, headers, body = get(busd.metrics, "/metrics")

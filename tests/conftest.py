@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,9 +24,26 @@ LOOPS = ("uvloop", "asyncio")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range, so no client's outgoing connection (ZeroMQ
+    reconnecting to a stopped busd, say) can be holding it when busd binds it."""
+    low, high = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01,
@@ -61,6 +79,7 @@ class BusdProcess:
         self.sub_endpoint = f"tcp://127.0.0.1:{self.sub_port}"
         self.metrics = f"127.0.0.1:{self.metrics_port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}  # extra environment variables for the busd process
         self._log_offset = 0
 
     def argv(self) -> list[str]:
@@ -76,7 +95,8 @@ class BusdProcess:
         started = time.monotonic()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, cwd=self.root)
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, cwd=self.root,
+                                         env={**os.environ, **self.env} if self.env else None)
         self.wait_log("ready", timeout=timeout)
         return time.monotonic() - started
 

@@ -44,10 +44,11 @@ def collect(sock: zmq.Socket[bytes], count: int, timeout: float = 10.0
     fates: dict[int | None, dict[str, Any]] = {}
     unnumbered = 0
     deadline = time.monotonic() + timeout
-    while len(fates) + unnumbered < count:
+    while len(fates) - (None in fates) + unnumbered < count:
         left = deadline - time.monotonic()
         if left <= 0 or not sock.poll(int(left * 1000)):
-            raise AssertionError(f"got {len(fates) + unnumbered} of {count} replies")
+            raise AssertionError(f"got {len(fates) - (None in fates) + unnumbered} of "
+                                 f"{count} replies")
         reply = msgpack.unpackb(sock.recv())
         for lo, hi in reply["acc"]:
             for seq in range(lo, hi + 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -9,6 +10,8 @@ from typing import Any
 
 import msgpack
 import pytest
+import zmq
+from busd_client.control import ControlClient
 from conftest import BusdProcess, TrackedContext, wait_for
 from rawproto import collect, dealer, envelope, header, publish, subscriber, wait_subscribed
 
@@ -34,7 +37,8 @@ CASES: list[tuple[str, list[bytes], str, int | None]] = [
     ("four frames", [header(3), GOOD_TOPIC, _env(), b"extra"], "bad_frame", 3),
     ("short header", [b"B\x01\x00", GOOD_TOPIC, _env()], "bad_frame", None),
     ("header not B", [b"X" * 10, GOOD_TOPIC, _env()], "bad_frame", None),
-    ("protocol v2", [header(4, version=2), GOOD_TOPIC, _env()], "unsupported_protocol", None),
+    ("protocol v2", [header(4, version=2), GOOD_TOPIC, _env()], "unsupported_protocol", 4),
+    ("protocol v2, short header", [b"B\x02", GOOD_TOPIC, _env()], "unsupported_protocol", None),
     ("oversized envelope", [header(5), GOOD_TOPIC, _env(pad="x" * 70_000)], "too_large", 5),
     ("malformed msgpack", [header(6), GOOD_TOPIC, b"\xc1\xc1"], "bad_encoding", 6),
     ("truncated msgpack", [header(7), GOOD_TOPIC, _env()[:-3]], "bad_encoding", 7),
@@ -77,18 +81,20 @@ def test_bad_message_gets_its_code(busd: BusdProcess, zctx: TrackedContext, name
     pub.close()
 
 
-def _raw_tcp(port: int, payload: bytes) -> bytes:
-    """Send ``payload`` on a plain TCP connection; return what came back before close."""
+def _raw_tcp(port: int, payload: bytes) -> None:
+    """Send ``payload`` on a plain TCP connection, read briefly, and hang up."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
         conn.sendall(payload)
-        got = b""
-        conn.settimeout(6)
-        try:
-            while chunk := conn.recv(4096):
-                got += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-    return got
+        conn.settimeout(0.3)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while conn.recv(4096):
+                pass
+
+
+def _handshake_failures(busd: BusdProcess) -> dict[str, int]:
+    with ControlClient(busd.control) as control:
+        stats = control.call("stats")["stats"]
+    return {role: stats[role]["handshake_failures"] for role in ("ingress", "egress")}
 
 
 @pytest.mark.timeout(60)
@@ -104,7 +110,10 @@ def test_after_a_burst_of_every_bad_kind_good_traffic_still_flows(
 
     _raw_tcp(busd.pub_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     _raw_tcp(busd.pub_port, os.urandom(512))
+    _raw_tcp(busd.pub_port, b"\xff" + os.urandom(100))  # libzmq reports no failure event
     _raw_tcp(busd.sub_port, b"\xff" + os.urandom(100))
+    wrong_type = zctx.socket(zmq.PUB)  # a ZeroMQ peer of a type ROUTER does not talk to
+    wrong_type.connect(busd.pub_endpoint)
     bad = dealer(zctx, busd.pub_endpoint)
     for _, frames, _, _ in CASES:
         bad.send_multipart(frames)
@@ -120,8 +129,10 @@ def test_after_a_burst_of_every_bad_kind_good_traffic_still_flows(
         if sub.poll(200):
             topics.append(sub.recv_multipart()[0])
     assert topics == [b"release.before", b"release.after"]
-    wait_for(lambda: any(line.get("event", "").startswith("handshake failed")
-                         for line in busd.logs()), what="handshake failure logged")
+    wrong_type.close()
+    wait_for(lambda: _handshake_failures(busd) == {"ingress": 4, "egress": 1},
+             what="every non-ZMTP or mismatched connection counted once")
+    assert any(line.get("event", "").startswith("handshake failed") for line in busd.logs())
     assert busd.proc is not None and busd.proc.poll() is None
     for sock in (sub, good, bad, huge):
         sock.close()

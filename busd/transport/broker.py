@@ -245,6 +245,8 @@ class Broker:
                     reject = Reject(Code.BAD_FRAME, f"expected 3 frames, got {n_frames}")
             else:
                 reject = _header_reject(header)
+                if len(header) == 10 and header[0] == 66:  # another version: seq still readable
+                    seq = int.from_bytes(header[2:], "big")
             if reject is None:
                 topic_b, env_b = topic_f.bytes, env_f.bytes
                 st.bytes_in += len(env_b)

@@ -1,5 +1,13 @@
 """Connection counting from ZeroMQ socket monitor events.
 
+A connection that never completes the ZMTP handshake is a handshake failure. libzmq 4.3
+reports HANDSHAKE_FAILED_* for some (an HTTP request, random bytes, a silent peer past
+HANDSHAKE_IVL) but for others (a socket-type mismatch, a bogus ZMTP greeting) it only says
+ACCEPTED then DISCONNECTED. So accepted connections wait in a FIFO until a handshake
+outcome or their disconnect: HANDSHAKE_SUCCEEDED carries no fd, so outcomes are matched to
+the oldest waiting connection. Under concurrent connects that attribution may pick the wrong
+one of two, but every connection is counted exactly once as a success or a failure.
+
 What it retries and lets crash: nothing is retried here; an error ends the task and the
 supervisor restarts it with a fresh monitor socket.
 """
@@ -24,13 +32,38 @@ _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PRO
 
 
 class ConnectionStats:
-    __slots__ = ("accepted", "disconnected", "handshake_failures", "handshakes")
+    __slots__ = ("accepted", "disconnected", "handshake_failures", "handshakes", "pending")
 
     def __init__(self) -> None:
         self.accepted = 0
         self.disconnected = 0
         self.handshakes = 0
         self.handshake_failures = 0
+        self.pending: dict[int, None] = {}  # fds accepted, handshake outcome not yet seen
+
+    def on_event(self, event: int, value: int) -> bool:
+        """Count one monitor event; True when it means a handshake failed."""
+        if event == zmq.EVENT_ACCEPTED:
+            self.accepted += 1
+            if len(self.pending) < 65536:  # bounded even if libzmq never reports an outcome
+                self.pending[value] = None
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.handshakes += 1
+            self._resolve_oldest()
+        elif event & _FAILED:
+            self.handshake_failures += 1
+            self._resolve_oldest()
+            return True
+        elif event == zmq.EVENT_DISCONNECTED:
+            self.disconnected += 1
+            if self.pending.pop(value, 0) is None:  # closed before any handshake outcome
+                self.handshake_failures += 1
+                return True
+        return False
+
+    def _resolve_oldest(self) -> None:
+        if self.pending:
+            del self.pending[next(iter(self.pending))]
 
     @property
     def connected(self) -> int:
@@ -54,15 +87,8 @@ async def watch(sock: zmq.Socket[bytes], stats: ConnectionStats, role: str) -> N
             except zmq.Again:
                 await ready.wait()
                 continue
-            event = parse_monitor_message(frames)["event"]
-            if event == zmq.EVENT_ACCEPTED:
-                stats.accepted += 1
-            elif event == zmq.EVENT_DISCONNECTED:
-                stats.disconnected += 1
-            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                stats.handshakes += 1
-            elif event & _FAILED:
-                stats.handshake_failures += 1
+            parsed = parse_monitor_message(frames)
+            if stats.on_event(int(parsed["event"]), int(parsed["value"])):
                 limited.warning(f"{role}.handshake", "handshake failed: not a ZMTP peer?",
                                 role=role, endpoint=frames[1].decode(errors="replace"))
     finally:

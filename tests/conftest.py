@@ -26,7 +26,7 @@ LOOPS = ("uvloop", "asyncio")
 def free_port() -> int:
     """A free port below the ephemeral range, so no client's outgoing connection (ZeroMQ
     reconnecting to a stopped busd, say) can be holding it when busd binds it."""
-    low, high = _ephemeral_range()
+    low, _ = _ephemeral_range()
     for _ in range(200):
         port = random.randrange(max(1024, low - 12000), low)
         with socket.socket() as s:

@@ -11,13 +11,16 @@ from typing import Any, Final, TypeVar
 import msgpack
 
 from busd_client.envelope import PROTOCOL_VERSION
+from busd_client.errors import Rejected
 from busd_client.inflight import InFlight, Pending
+from busd_client.schemas import SchemaSet
 
 __all__ = ["DEFAULT", "PublisherBase"]
 
 _PUBLISHER_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _MAGIC: Final = bytes((0x42, PROTOCOL_VERSION))
 _packb = msgpack.packb
+_unpackb = msgpack.unpackb
 _time_ns = time.time_ns
 _monotonic = time.monotonic
 
@@ -38,7 +41,8 @@ class PublisherBase:
     """Settings and composition; subclasses own the socket and the waiting."""
 
     def __init__(self, endpoint: str, *, name: str, window: int, timeout: float,
-                 retry_deadline: float | None, wait_when_disabled: bool) -> None:
+                 retry_deadline: float | None, wait_when_disabled: bool,
+                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
         if _PUBLISHER_NAME.fullmatch(name) is None:
             raise ValueError(f"publisher name {name!r}: expected 1-128 chars of A-Za-z0-9._-")
         if window < 1:
@@ -58,6 +62,10 @@ class PublisherBase:
         self._id_prefix = os.urandom(8).hex()
         self._id_count = 0
         self._closed = False
+        # Optional local validation against the same schema files busd loads: a payload
+        # busd would refuse raises here, with busd's code and reason, before it is sent.
+        self.schemas = schemas if schemas is None or isinstance(schemas, SchemaSet) \
+            else SchemaSet.load(schemas)
 
     @property
     def name(self) -> str:
@@ -93,6 +101,13 @@ class PublisherBase:
             id = f"{self._id_prefix}{self._id_count:010x}"
         envelope: bytes = _packb({"topic": topic, "schema": schema, "version": version, "id": id,
                                   "publisher": self._name, "ts": _time_ns(), "data": data})
+        if self.schemas is not None:
+            # Judge the bytes busd will judge: the decoded payload, not the caller's object.
+            verdict = self.schemas.check(topic, schema, version, _unpackb(envelope)["data"])
+            if verdict is not None:
+                error = Rejected(verdict[0], verdict[1], extra={"local": True})
+                error.id, error.topic = id, topic
+                raise error
         rd = self.retry_deadline if isinstance(retry_deadline, _Default) else retry_deadline
         wd = self.wait_when_disabled if isinstance(wait_when_disabled, _Default) \
             else wait_when_disabled

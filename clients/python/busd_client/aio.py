@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import struct
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
@@ -24,6 +25,7 @@ from busd_client._base import DEFAULT, PublisherBase, _Default
 from busd_client.envelope import PROTOCOL_VERSION, DecodeError, Message, decode_message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
+from busd_client.schemas import SchemaSet
 from busd_client.sockets import (
     DEFAULT_PUB_ENDPOINT,
     DEFAULT_SUB_ENDPOINT,
@@ -71,9 +73,11 @@ class AsyncPublisher(PublisherBase):
     def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, *, name: str = "python",
                  window: int = 1000, timeout: float = 5.0, retry_deadline: float | None = None,
                  wait_when_disabled: bool = False, context: zmq.asyncio.Context | None = None,
-                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0) -> None:
+                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0,
+                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
         super().__init__(endpoint, name=name, window=window, timeout=timeout,
-                         retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled)
+                         retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled,
+                         schemas=schemas)
         ctx = context if context is not None else zmq.asyncio.Context.instance()
         self._asock: zmq.asyncio.Socket = ctx.socket(zmq.DEALER)
         self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(self._asock.underlying)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from busd_client._base import DEFAULT, PublisherBase, _Default
 from busd_client.envelope import PROTOCOL_VERSION
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
+from busd_client.schemas import SchemaSet
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, configure_dealer
 
 __all__ = ["Publisher", "Receipt"]
@@ -73,9 +75,11 @@ class Publisher(PublisherBase):
     def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, *, name: str = "python",
                  window: int = 1000, timeout: float = 5.0, retry_deadline: float | None = None,
                  wait_when_disabled: bool = False, context: zmq.Context[Any] | None = None,
-                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0) -> None:
+                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0,
+                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
         super().__init__(endpoint, name=name, window=window, timeout=timeout,
-                         retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled)
+                         retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled,
+                         schemas=schemas)
         ctx = context if context is not None else zmq.Context.instance()
         self._sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         configure_dealer(self._sock, window, reconnect_ivl, reconnect_ivl_max)

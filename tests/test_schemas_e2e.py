@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.control import ControlClient, ControlError, ControlUnavailable
+from busd_client.control import ControlClient, ControlError
 from conftest import BusdProcess, TrackedContext
 from rawproto import collect, dealer, envelope, publish, subscriber, wait_subscribed
 
@@ -20,16 +20,9 @@ V2 = {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
 
 
 def require_schema_commands(busd: BusdProcess) -> ControlClient:
+    """A control client that has seen busd serve ``schemas.list``."""
     client = ControlClient(busd.control)
-    try:
-        client.call("schemas.list")
-    except ControlError as exc:
-        client.close()
-        if not isinstance(exc, ControlUnavailable) and exc.code != "unknown_command":
-            raise
-        # The lead wires SchemaControl and the control socket into busd.app; until then
-        # there is no reload to test. Delete this skip once both are wired.
-        pytest.skip("busd does not serve schemas.* yet (SchemaControl not wired)")
+    client.call("schemas.list")
     return client
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from busd.kernel.admission import Admission
 from busd.kernel.codes import Code, Reject
-from busd.kernel.envelope import check_envelope, check_topic
+from busd.kernel.envelope import check_envelope, check_topic, explain_envelope
 from busd.kernel.histogram import Histogram
 from busd.wire.codec import decode_envelope, encode_reply, parse_header, reject_entry
 
@@ -153,3 +153,21 @@ def test_histogram_quantiles_are_bucket_upper_bounds() -> None:
     assert (snap.total, snap.quantile(0.5), snap.quantile(0.99)) == (100, 0.001, 0.1)
     h.observe(5.0)
     assert h.snapshot().minus(snap).quantile(1.0) == float("inf")
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=4),
+                    st.sampled_from(["release.shop", "release", "deployer", "a b", ""]),
+                    st.binary(max_size=3), st.dictionaries(st.text(max_size=2), st.none(),
+                                                           max_size=2))
+
+
+@given(st.dictionaries(st.sampled_from(["topic", "schema", "version", "id", "publisher", "ts",
+                                        "data", "extra"]), _values), st.booleans())
+def test_the_fast_envelope_check_agrees_with_the_explained_one(partial: dict[str, Any],
+                                                               complete: bool) -> None:
+    """The one-expression fast path accepts exactly what the field-by-field rules accept."""
+    e = {**env(), **partial} if complete else partial
+    assert (check_envelope("release.shop", e) is None) == (
+        explain_envelope("release.shop", e) is None)
+    if check_envelope("release.shop", e) is not None:
+        assert check_envelope("release.shop", e) == explain_envelope("release.shop", e)

@@ -45,8 +45,26 @@ def _field_error(name: str, expected: str, value: object) -> Reject:
 def check_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
     """Field presence, types and ranges; the topic frame must equal ``env['topic']``.
 
-    ``env`` is a decoded msgpack map; its keys are known to be strings.
+    ``env`` is a decoded msgpack map. The common case (a good envelope) is one flat
+    expression; only a bad one pays for finding the first failing field and explaining it.
     """
+    try:
+        schema, version, ident = env["schema"], env["version"], env["id"]
+        publisher, ts = env["publisher"], env["ts"]
+        if (env["topic"] == topic and type(env["data"]) is dict
+                and type(schema) is str and type(version) is int and version >= 1
+                and type(ident) is str and 0 < len(ident) <= MAX_ID_CHARS
+                and type(publisher) is str and type(ts) is int and ts >= 0
+                and _SCHEMA.fullmatch(schema) is not None
+                and _PUBLISHER.fullmatch(publisher) is not None):
+            return None
+    except KeyError:
+        pass
+    return explain_envelope(topic, env)
+
+
+def explain_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
+    """The first failing rule of ``env``, in field order; None if every rule holds."""
     for name in ("topic", "schema", "version", "id", "publisher", "ts", "data"):
         if name not in env:
             return Reject(Code.BAD_ENVELOPE, f"envelope.{name}: required field is missing")

@@ -86,7 +86,7 @@ def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
     per = {"flat": s.repeat * n_systems, "paced": s.repeat * n_systems * s.paced_steps,
            "fanout": s.repeat * n_systems, "fanin": s.repeat * n_systems,
            "latency": s.repeat * n_systems, "topics": s.repeat * n_systems,
-           "checks": 4 * s.repeat, "memory": 2}
+           "checks": 5 * s.repeat, "memory": 2}
     return sum(per[w] for w in only) + (1 if s.profile else 0)
 
 

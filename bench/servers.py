@@ -6,6 +6,7 @@ Each ``start_*`` returns a ``Server`` (its process, endpoints and log file) or r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -47,6 +48,20 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = START_T
         except OSError:
             time.sleep(0.02)
     raise Unavailable(f"port {port} not open after {timeout:g} s")
+
+
+def wait_log(server: Server, needle: str, timeout: float = START_TIMEOUT) -> None:
+    """Wait until the server's log holds ``needle``."""
+    deadline = time.monotonic() + timeout
+    log = server.workdir / "server.log"
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise Unavailable(f"exited with status {server.proc.returncode} at start")
+        with contextlib.suppress(OSError):
+            if needle in log.read_text(errors="replace"):
+                return
+        time.sleep(0.02)
+    raise Unavailable(f"no {needle!r} in its log after {timeout:g} s")
 
 
 @dataclass
@@ -180,12 +195,11 @@ def start_busd(opts: BusdOptions = BusdOptions(), name: str = "busd") -> Server:
             "--sub-endpoint", f"tcp://127.0.0.1:{sub}", "--metrics", "off",
             "--var-dir", str(workdir / "var"), "--rates-dir", str(rates),
             "--schemas-dir", str(opts.schemas_dir), "--control", str(workdir / "control.sock"),
-            "--log-format", "json", "--log-level", "warning", *opts.extra]
+            "--log-format", "json", "--log-level", "info", *opts.extra]
     proc = _spawn(name, argv, workdir)
     server = Server(name, proc, f"tcp://127.0.0.1:{pub}", f"tcp://127.0.0.1:{sub}", workdir)
     try:
-        wait_port(pub, proc)
-        wait_port(sub, proc)
+        wait_log(server, '"event":"ready"')  # not a TCP probe: busd counts those as failures
     except Unavailable as exc:
         tail = server.log_tail()
         server.stop()

@@ -94,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
     only = [w for w in WORKLOADS if w in args.only]  # always in the canonical order
+    if not set(args.systems) & set(systems.BUSD_SYSTEMS):  # busd-only workloads need busd
+        only = [w for w in only if w not in ("checks", "memory")]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     progress = Progress(planned_steps(settings, only, len(args.systems)))
     session = Session(settings, list(args.systems), progress)

@@ -73,6 +73,9 @@ def delivery(trial: Trial, cpu: float | None = None) -> dict[str, Any]:
                        "zero_loss": acc["accepted"] == sent
                        and received == acc["accepted"] * len(subs)}
         out["lost"] = acc["accepted"] * len(subs) - received
+    pub_cpu = [p["cpu_s"] for p in pubs if "cpu_s" in p]
+    if pub_cpu and sent:  # includes waiting for the last replies (busd) or the flush
+        out["publisher_cpu_us_per_msg"] = sum(pub_cpu) / sent * 1e6
     if cpu is not None and received:
         out["server_cpu_s"] = cpu
         out["server_cpu_us_per_msg"] = cpu / received * 1e6

@@ -122,6 +122,7 @@ def run_sync_publisher(pub: SyncPublisher, spec: Spec, control: Control) -> None
     sched = schedule_of(spec)
     clock = time.monotonic_ns
     sent = 0
+    cpu0 = time.process_time()  # this process, all threads (libzmq's I/O thread too)
     t0 = clock()
     while True:
         elapsed = clock() - t0
@@ -135,7 +136,7 @@ def run_sync_publisher(pub: SyncPublisher, spec: Spec, control: Control) -> None
             break
     t_end = clock()
     result = pub.finish()
-    result.update(sent=sent, t_start=t0, t_end=t_end)
+    result.update(sent=sent, t_start=t0, t_end=t_end, cpu_s=time.process_time() - cpu0)
     control.say(json.dumps(result))
     control.exit.wait(120)
     pub.close()
@@ -149,6 +150,7 @@ async def run_async_publisher(pub: AsyncPublisher, spec: Spec, control: Control)
     sched = schedule_of(spec)
     clock = time.monotonic_ns
     sent = 0
+    cpu0 = time.process_time()  # this process, all threads (libzmq's I/O thread too)
     t0 = clock()
     while True:
         elapsed = clock() - t0
@@ -162,7 +164,7 @@ async def run_async_publisher(pub: AsyncPublisher, spec: Spec, control: Control)
             break
     t_end = clock()
     result = await pub.finish()
-    result.update(sent=sent, t_start=t0, t_end=t_end)
+    result.update(sent=sent, t_start=t0, t_end=t_end, cpu_s=time.process_time() - cpu0)
     control.say(json.dumps(result))
     await asyncio.to_thread(control.exit.wait, 120)
     await pub.close()

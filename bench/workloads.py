@@ -52,7 +52,8 @@ def _repeat(session: Session, workload: str, title: str, *, n_pubs: int, n_subs:
                 extra = f", p50/p99/p99.9 {lat['p50']:.0f}/{lat['p99']:.0f}/{lat['p99.9']:.0f} µs"
             session.progress.step(f"{title} · {name} · run {rep + 1}: "
                                   f"{_fmt(figures['delivered'])}, lost {figures['lost']}{extra}")
-    _summarise(session, workload, ("delivered", "published", "lost", "server_cpu_us_per_msg"))
+    _summarise(session, workload, ("delivered", "published", "lost", "server_cpu_us_per_msg",
+                                   "publisher_cpu_us_per_msg"))
 
 
 def flat(session: Session) -> None:

@@ -80,6 +80,7 @@ def test_bench_json_records_machine_settings_and_busd_counts(
         assert run["busd"]["unanswered"] == 0 and run["busd"]["rejected"] == 0
         assert run["busd"]["zero_loss"] and run["busd"]["every_publish_answered"]
         assert run["delivered"] > 0 and run["server_cpu_us_per_msg"] >= 0  # 10 ms ticks
+        assert run["publisher_cpu_us_per_msg"] > 0
         assert flat[name]["median"]["busd_zero_loss_all_runs"] is True
     proxy = flat["zmq.proxy"]["runs"][0]
     assert proxy["sent"] == MESSAGES and "busd" not in proxy

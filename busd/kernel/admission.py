@@ -42,7 +42,16 @@ class Admission:
         self.schemas = schemas
 
     def decide(self, topic: str, env: dict[str, Any], now: float) -> Reject | None:
-        reject = check_topic(topic) or check_envelope(topic, env)
+        reject = check_topic(topic)
+        if reject is not None:
+            return reject
+        return self.decide_checked_topic(topic, env, now)
+
+    def decide_checked_topic(self, topic: str, env: dict[str, Any], now: float
+                             ) -> Reject | None:
+        """``decide`` for a topic that already passed ``check_topic`` (callers may remember
+        good topics: the check depends on the topic alone)."""
+        reject = check_envelope(topic, env)
         if reject is not None:
             return reject
         if self.rates is not None:

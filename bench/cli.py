@@ -55,15 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="py-spy profile of busd under 1→1 flat-out (default: on, off with "
                         "--quick)")
+    p.add_argument("--profile-native", action="store_true",
+                   help="profile with py-spy --native: C frames (pyzmq, libzmq, msgpack, "
+                        "syscalls) shown on their own instead of in the calling line")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON file")
     return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     s = Settings.quick() if args.quick else Settings()
-    for name in ("repeat", "duration", "messages", "topics", "stall_count", "profile"):
+    for name in ("repeat", "duration", "messages", "topics", "stall_count", "profile",
+                 "profile_native"):
         value = getattr(args, name)
-        if value is not None:
+        if value is not None and value is not False:
             setattr(s, name, value)
     return s
 
@@ -108,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         session.available()  # start every server now: skips are said up front
         for name in only:
             WORKLOADS[name](session)
-        if settings.profile and "busd" in args.systems:
+        if settings.profile and set(args.systems) & set(systems.BUSD_SYSTEMS):
             profile.profile(session, args.out, stamp)
         meta["servers"] = {k: s.notes for k, s in session.pool.running.items()}
         text = report.render(session, meta)

@@ -23,6 +23,10 @@ from bench.session import Session
 RATE = 250  # samples per second
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 _NUMBER = re.compile(r":\d+\)$")  # "f (file.py:123)" -> "f (file.py)"
+# With --native py-spy cannot tell a thread blocked in C from a busy one: stacks through
+# these are waits (a worker thread on its queue, the loop in epoll), not work.
+IDLE_MARKERS = ("PyThread_acquire_lock_timed", "pthread_cond_wait", "pthread_cond_timedwait",
+                "epoll_wait", "uv__io_poll")
 
 
 def py_spy() -> str | None:
@@ -37,7 +41,7 @@ def hot_functions(collapsed: str, top: int = 15) -> dict[str, Any]:
     own: Counter[str] = Counter()
     own_lines: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    total = idle = 0
     for line in collapsed.splitlines():
         m = _LINE.match(line.strip())
         if m is None:
@@ -46,6 +50,9 @@ def hot_functions(collapsed: str, top: int = 15) -> dict[str, Any]:
         frames = [f.strip() for f in m["stack"].split(";") if f.strip()]
         if not frames:
             continue
+        if any(marker in frame for frame in frames for marker in IDLE_MARKERS):
+            idle += count
+            continue
         total += count
         own_lines[frames[-1]] += count
         functions = [_NUMBER.sub(")", f) for f in frames]
@@ -53,13 +60,14 @@ def hot_functions(collapsed: str, top: int = 15) -> dict[str, Any]:
         for frame in set(functions):
             inclusive[frame] += count
     if not total:
-        return {"samples": 0, "self": [], "self_lines": [], "inclusive": []}
+        return {"samples": 0, "idle_samples": idle, "self": [], "self_lines": [],
+                "inclusive": []}
 
     def share(counter: Counter[str]) -> list[list[Any]]:
         return [[name, round(100.0 * n / total, 1)] for name, n in counter.most_common(top)]
 
-    return {"samples": total, "self": share(own), "self_lines": share(own_lines),
-            "inclusive": share(inclusive)}
+    return {"samples": total, "idle_samples": idle, "self": share(own),
+            "self_lines": share(own_lines), "inclusive": share(inclusive)}
 
 
 def profile(session: Session, out_dir: Path, stamp: str) -> None:
@@ -79,12 +87,14 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
     raw = out_dir / f"{stamp}-busd-profile.txt"
     duration = max(1, round(s.profile_duration))
     spy: list[subprocess.Popen[bytes]] = []
+    # --native must stop the process to unwind C stacks; without it, sampling is nonblocking.
+    mode = ["--native"] if s.profile_native else ["--nonblocking"]
 
     def start() -> None:
         spy.append(subprocess.Popen(
             [exe, "record", "--pid", str(server.pid), "--duration", str(duration), "--rate",
-             str(RATE), "--format", "raw", "--nonblocking", "--output",
-             str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+             str(RATE), "--format", "raw", *mode, "--output", str(raw)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         time.sleep(0.3)  # py-spy attaches before the load starts
 
     pubs, subs = systems.specs(systems.SYSTEMS["busd-raw"], server, 1, 1,
@@ -104,5 +114,6 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
         return
     result = hot_functions(raw.read_text())
     result["file"] = str(raw)
+    result["native"] = s.profile_native
     session.results["profile"] = result
     session.progress.step(f"profile · busd under 1→1 flat-out: {result['samples']} samples")

@@ -28,6 +28,7 @@ class Settings:
     stall_count: int = 1_000_000
     messages: int | None = None
     profile: bool = True
+    profile_native: bool = False  # py-spy --native: C frames (libzmq, msgpack, libc) too
     profile_duration: float = 3.0
 
     @classmethod

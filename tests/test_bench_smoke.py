@@ -133,3 +133,16 @@ def test_hot_functions_ranks_self_and_inclusive_time() -> None:
     assert ["decide (k.py)", 40.0] in hot["self"]
     assert hot["inclusive"][0][1] == 100.0
     assert hot["self_lines"][0] == ["_pump (busd/broker.py:200)", 60.0]
+
+
+@pytest.mark.timeout(10)
+def test_hot_functions_leaves_out_threads_blocked_in_c() -> None:
+    """A worker thread waiting on its queue is idle, not a hot spot (py-spy --native)."""
+    _bench_package()
+    from bench.profile import hot_functions
+
+    collapsed = ("main (busd/cli.py:10);_pump (busd/broker.py:200) 3\n"
+                 "run (threading.py:1);get_impl (q.c);PyThread_acquire_lock_timed (t.c) 9\n")
+    hot = hot_functions(collapsed)
+    assert hot["samples"] == 3 and hot["idle_samples"] == 9
+    assert hot["self"] == [["_pump (busd/broker.py)", 100.0]]

@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine()}
     out = args.out / f"{stamp}.json"
     try:
-        session.available()  # start every server now: skips are said up front
+        if set(only) - {"checks", "memory"}:
+            session.available()  # start every server now: skips are said up front
         for name in only:
             WORKLOADS[name](session)
         if settings.profile and set(args.systems) & set(systems.BUSD_SYSTEMS):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.servers import die_with_parent
+
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 30.0
 RESULT_GRACE = 60.0  # seconds past a publisher's own duration before giving up on it
@@ -46,7 +48,8 @@ class Worker:
             "PYTHONPATH", ""))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", json.dumps(spec)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.err, cwd=REPO, env=env)
+            stdout=subprocess.PIPE, stderr=self.err, cwd=REPO, env=env,
+            preexec_fn=die_with_parent)  # noqa: PLW1509 - the controller runs no threads
         self._buf = b""
 
     def tell(self, command: str) -> None:

@@ -7,6 +7,7 @@ Each ``start_*`` returns a ``Server`` (its process, endpoints and log file) or r
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -25,6 +26,14 @@ START_TIMEOUT = 10.0
 # busd's rates directory for the benchmark: a real bucket on every message that can never
 # run dry, and a disabled key the check probe publishes under (see ``bench.probe``).
 GENEROUS_PUBLISH = "1000000000 1000000000\n"
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if the harness dies (even by SIGKILL), so no
+    server or worker outlives an interrupted benchmark. Linux only; harmless elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Unavailable(RuntimeError):
@@ -103,7 +112,8 @@ def _spawn(name: str, argv: list[str], workdir: Path,
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - owned by the child from here
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=workdir, env=env)
+                                stderr=subprocess.STDOUT, cwd=workdir, env=env,
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 - no threads here
     except OSError as exc:
         raise Unavailable(f"{name}: cannot run {argv[0]}: {exc.strerror}") from None
     finally:

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="py-spy profile of busd under 1→1 flat-out (default: on, off with "
                         "--quick)")
-    p.add_argument("--profile-native", action="store_true",
+    p.add_argument("--profile-native", action="store_true", default=None,
                    help="profile with py-spy --native: C frames (pyzmq, libzmq, msgpack, "
                         "syscalls) shown on their own instead of in the calling line")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON file")
@@ -67,7 +67,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for name in ("repeat", "duration", "messages", "topics", "stall_count", "profile",
                  "profile_native"):
         value = getattr(args, name)
-        if value is not None and value is not False:
+        if value is not None:
             setattr(s, name, value)
     return s
 

@@ -69,6 +69,7 @@ def test_bench_json_records_machine_settings_and_busd_counts(
     assert {"nproc", "cpu", "python", "pyzmq", "libzmq"} <= set(machine)
     assert doc["settings"]["messages"] == MESSAGES
     assert doc["errors"] == [] and doc["skipped"] == {}
+    assert "profile" not in doc["results"]  # --no-profile
     assert set(doc["busd_checks"]) >= {"schema_checks", "rate_checks", "codes"}
     flat = doc["results"]["flat"]
     for name in ("busd", "busd-raw"):
@@ -146,3 +147,17 @@ def test_hot_functions_leaves_out_threads_blocked_in_c() -> None:
     hot = hot_functions(collapsed)
     assert hot["samples"] == 3 and hot["idle_samples"] == 9
     assert hot["self"] == [["_pump (busd/broker.py)", 100.0]]
+
+
+@pytest.mark.timeout(10)
+def test_no_profile_turns_the_profile_off_and_quick_keeps_it_off() -> None:
+    _bench_package()
+    from bench.cli import build_parser, settings_from
+
+    parse = build_parser().parse_args
+    assert settings_from(parse([])).profile is True
+    assert settings_from(parse(["--no-profile"])).profile is False
+    assert settings_from(parse(["--quick"])).profile is False
+    assert settings_from(parse(["--quick", "--profile"])).profile is True
+    assert settings_from(parse(["--profile-native"])).profile_native is True
+    assert settings_from(parse([])).profile_native is False

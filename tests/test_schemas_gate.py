@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.schemas import SchemaSet
+from busd_client.schemas import FastCheck, Route, SchemaSet
 
 from busd.kernel.admission import Admission
 from busd.kernel.codes import Code
@@ -132,13 +132,31 @@ def test_shared_traffic_object_carries_over_to_a_new_gate(tmp_path: Path) -> Non
     assert traffic.accepted == {("t", 1): 2}
 
 
+def explode(data: Any) -> None:
+    if data.get("cmd") == "explode":
+        raise RuntimeError("boom")
+
+
 class BuggySet(SchemaSet):
-    """Stands in for a bug inside a compiled checker: judging one payload raises."""
+    """Stands in for a bug inside the compiled checks: judging one payload raises, in the
+    generated fast check (``routes``) and in the closure checker (``check``, ``explain``)."""
 
     def check(self, topic: str, schema: str, version: int, data: Any) -> Any:
-        if data.get("cmd") == "explode":
-            raise RuntimeError("boom")
+        explode(data)
         return super().check(topic, schema, version, data)
+
+    def explain(self, topic: str, schema: str, version: int, data: Any) -> Any:
+        explode(data)
+        return super().explain(topic, schema, version, data)
+
+    def routes(self) -> dict[tuple[str, int], Route]:
+        def buggy(fast: FastCheck) -> FastCheck:
+            def check(data: Any) -> bool:
+                explode(data)
+                return fast(data)
+            return check
+        return {key: (prefixes, buggy(fast), deprecated)
+                for key, (prefixes, fast, deprecated) in super().routes().items()}
 
 
 def test_a_checker_bug_costs_one_message_not_the_broker() -> None:

@@ -8,6 +8,7 @@ busd and clients share this package so both judge a payload identically::
 See schemas/README.md for the directory layout and docs/schemas.md for the rules.
 """
 
+from busd_client.schemas.codegen import FastCheck, compile_fast
 from busd_client.schemas.compiler import (
     ANNOTATIONS,
     ASSERTIONS,
@@ -37,11 +38,13 @@ from busd_client.schemas.schemaset import (
     SCHEMA_NOT_ALLOWED,
     UNKNOWN_SCHEMA,
     UNKNOWN_VERSION,
+    Route,
     SchemaInfo,
     SchemaSet,
     Verdict,
     VersionInfo,
     compile_version,
+    fast_version,
 )
 
 __all__ = [
@@ -57,6 +60,8 @@ __all__ = [
     "UNKNOWN_VERSION",
     "Checker",
     "Failure",
+    "FastCheck",
+    "Route",
     "SchemaError",
     "SchemaInfo",
     "SchemaLoadError",
@@ -65,8 +70,10 @@ __all__ = [
     "Verdict",
     "VersionInfo",
     "VersionSource",
+    "compile_fast",
     "compile_schema",
     "compile_version",
+    "fast_version",
     "json_equal",
     "key_segment",
     "metadata_problems",

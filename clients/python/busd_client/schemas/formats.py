@@ -27,6 +27,11 @@ _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 
 
+# The compiled expressions of "uri", for generated code that inlines the check (codegen.py).
+URI_FULLMATCH = _URI.fullmatch
+BAD_ESCAPE_SEARCH = _BAD_ESCAPE.search
+
+
 def is_uri(value: str) -> bool:
     if _URI.fullmatch(value) is None:
         return False

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
+from busd_client.schemas.codegen import FastCheck, compile_fast
 from busd_client.schemas.compiler import Checker, SchemaError, compile_schema, show
 from busd_client.schemas.loader import (
     SchemaLoadError,
@@ -27,6 +28,9 @@ SCHEMA_NOT_ALLOWED = "schema_not_allowed"
 INVALID = "invalid"
 
 Verdict = tuple[str, str]  # (code, reason)
+# A usable (not retired) version's accept path: its topic prefixes, its fast check, and
+# whether it is deprecated. ``fast(data)`` True means valid; False means "ask ``check``".
+Route = tuple[tuple[str, ...], FastCheck, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +48,16 @@ class SchemaInfo:
 
 
 class _Version:
-    __slots__ = ("check", "document", "number", "retired", "status")
+    __slots__ = ("check", "document", "fast", "number", "retired", "status")
 
-    def __init__(self, number: int, status: str, document: Any, check: Checker) -> None:
+    def __init__(self, number: int, status: str, document: Any, check: Checker,
+                 fast: FastCheck | None = None) -> None:
         self.number = number
         self.status = status
         self.retired = status == "retired"
         self.document = document
         self.check = check
+        self.fast = fast if fast is not None else _fast_via(check)
 
 
 class _Schema:
@@ -75,10 +81,13 @@ class SchemaSet:
     """Schemas by name and version, each compiled once. Never changes after construction:
     a reload builds a new set and the owner swaps it in between messages."""
 
-    __slots__ = ("_schemas",)
+    __slots__ = ("_routes", "_schemas")
 
     def __init__(self, schemas: Iterable[_Schema] = ()) -> None:
         self._schemas: dict[str, _Schema] = {s.name: s for s in schemas}
+        self._routes: dict[tuple[str, int], Route] = {
+            (s.name, v.number): (s.prefixes, v.fast, v.status == "deprecated")
+            for s in self._schemas.values() for v in s.versions.values() if not v.retired}
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Self:
@@ -95,15 +104,27 @@ class SchemaSet:
         for source in sources:
             versions: dict[int, _Version] = {}
             for number, version in source.versions.items():
+                check = compile_version(source.name, number, version.path, version.document)
                 versions[number] = _Version(number, source.statuses[number], version.document,
-                                            compile_version(source.name, number, version.path,
-                                                            version.document))
+                                            check, fast_version(source.name, number,
+                                                                version.document, check))
             schemas.append(_Schema(source, versions))
         return cls(schemas)
 
     def check(self, topic: str, schema: str, version: int, data: Any) -> Verdict | None:
         """``None`` if a message may pass, else (code, reason). Checks run in this order:
         schema known, version known, version not retired, topic allowed, payload valid."""
+        try:
+            route = self._routes.get((schema, version))
+            if route is not None and topic.startswith(route[0]) and route[1](data):
+                return None
+        except Exception:  # noqa: S110 - odd input: ``explain`` gives the verdict
+            pass
+        return self.explain(topic, schema, version, data)
+
+    def explain(self, topic: str, schema: str, version: int, data: Any) -> Verdict | None:
+        """``check`` without the fast path: the closure checker judges, and words the reason.
+        Callers that already had ``routes()`` say False use this."""
         entry = self._schemas.get(schema)
         if entry is None:
             return (UNKNOWN_SCHEMA, f"no schema named {show(schema)} is loaded")
@@ -120,6 +141,12 @@ class SchemaSet:
         if failure is None:
             return None
         return (INVALID, f"data{failure[0]}: {failure[1]}")
+
+    def routes(self) -> dict[tuple[str, int], Route]:
+        """(schema, version) -> ``Route`` for every version not retired. A route accepts a
+        message when its topic starts with a prefix and ``fast(data)`` is True; anything else
+        goes to ``explain``, which gives the same verdict ``check`` would."""
+        return dict(self._routes)
 
     def status(self, schema: str, version: int) -> str | None:
         """``active``, ``deprecated``, ``retired``, or ``None`` if not loaded."""
@@ -151,3 +178,18 @@ def compile_version(name: str, version: int, path: str, document: Any) -> Checke
         return compile_schema(document, f"{name} v{version}")
     except SchemaError as exc:
         raise SchemaLoadError(path, str(exc)) from exc
+
+
+def fast_version(name: str, version: int, document: Any, check: Checker) -> FastCheck:
+    """The generated fast check of a compiled version; the closure checker behind a bool if
+    generation fails (a generator bug must cost speed, never a load or a verdict)."""
+    try:
+        return compile_fast(document, f"{name} v{version}")
+    except Exception:
+        return _fast_via(check)
+
+
+def _fast_via(check: Checker) -> FastCheck:
+    def fast(data: Any) -> bool:
+        return check(data) is None
+    return fast

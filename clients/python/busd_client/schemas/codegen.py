@@ -1,0 +1,264 @@
+"""Generate one flat Python function per schema version: the fast "is it valid?" answer.
+
+The closure checker (compiler.py) explains failures; it pays a call per node. The function
+generated here answers only True or False, with every node's checks inlined (``type(x) is
+str``, ``len``, precompiled regexes, frozenset membership), so a valid message costs one call.
+Callers run the closure checker only when this says False, so reasons never change. The one
+rule: it must never accept what the closure checker rejects; when in doubt it says False.
+
+Generated source holds no text taken from a schema except literals written with ``repr()``
+(field names, lengths); patterns, formats, enum sets and bounds are bound as named constants.
+Schemas come from the operator's files only, never from messages.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from busd_client.schemas.compiler import JSON_TYPES, compile_schema, json_equal
+from busd_client.schemas.formats import BAD_ESCAPE_SEARCH, FORMATS, URI_FULLMATCH
+
+FastCheck = Callable[[Any], bool]
+
+# As the closure checker: remember up to this many strings that passed a pattern or format.
+_MEMO_ENTRIES = 1024
+_MEMO_MAX_CHARS = 256
+# Deeper nodes call their closure checker instead of being inlined: Python's compiler limits
+# statically nested blocks (20), and a deep schema is rare enough not to matter for speed.
+_MAX_DEPTH = 12
+
+
+def _literal(value: str | int) -> str:
+    """``value`` as Python source; only exact str and int are ever written into source."""
+    if type(value) is not str and type(value) is not int:
+        raise TypeError(f"not a literal: {type(value).__name__}")
+    return repr(value)
+
+
+def compile_fast(schema: object, label: str) -> FastCheck:
+    """The fast check of ``schema``, which must already compile with ``compile_schema``."""
+    gen = _Generator(label)
+    body = gen.node(schema, "v", 2, None)
+    lines = ["def fast(v):", "    try:", *body, "    except KeyError:", "        return False",
+             "    return True"]
+    source = "\n".join(lines) + "\n"
+    namespace: dict[str, Any] = dict(gen.constants)
+    exec(compile(source, f"<fast check of {label}>", "exec"), namespace)  # noqa: S102
+    fast: FastCheck = namespace["fast"]
+    fast.__doc__ = source  # kept for debugging: the generated code is its own description
+    return fast
+
+
+class _Generator:
+    """Turns schema nodes into indented source lines that ``return False`` on any failure."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.constants: dict[str, Any] = {
+            "_M": _MISSING, "_isfinite": math.isfinite,
+            "_json_equal": json_equal, "_NoneType": type(None),
+            "_uri": URI_FULLMATCH, "_bad_escape": BAD_ESCAPE_SEARCH,
+        }
+        self.serial = 0
+
+    def const(self, value: object, prefix: str = "_C") -> str:
+        self.serial += 1
+        name = f"{prefix}{self.serial}"
+        self.constants[name] = value
+        return name
+
+    def var(self) -> str:
+        self.serial += 1
+        return f"x{self.serial}"
+
+    def node(self, schema: object, x: str, depth: int, known: type | None) -> list[str]:
+        """Lines checking the value in variable ``x``; ``known`` is its class if certain."""
+        pad = "    " * depth
+        if schema is True:
+            return []
+        if not isinstance(schema, dict):  # False (anything else was refused at compile)
+            return [pad + "return False"]
+        if depth > _MAX_DEPTH:
+            check = self.const(compile_schema(schema, self.label), "_R")
+            return [f"{pad}if {check}({x}) is not None: return False"]
+        classes = _classes(schema)
+        branches: list[tuple[tuple[type, ...], list[str]]] = []
+        for group in ((str,), (int,), (float,), (list, tuple), (dict,), (bool, type(None))):
+            allowed = tuple(c for c in group if classes is None or c in classes)
+            if known is not None:
+                allowed = tuple(c for c in allowed if c is known)
+            if allowed:
+                branches.append((allowed, self._kind(schema, allowed[0], x, depth + 1)))
+        lines: list[str] = []
+        typed = classes is not None
+        if known is not None and not branches and typed:
+            return [pad + "return False"]
+        if not typed and not any(body for _, body in branches):
+            pass  # any class, and none has a rule of its own: only enum/const below
+        elif known is not None or (len(branches) == 1 and typed):
+            # The class is certain (or the only one allowed): one test, then its checks.
+            if known is None:
+                lines.append(f"{pad}if {_is_not(branches[0][0], x)}: return False")
+            lines.extend(_dedent(branches[0][1]) if branches else [])
+        else:
+            t = self.var()
+            lines.append(f"{pad}{t} = type({x})")
+            keyword = "if"
+            for allowed, body in branches:
+                test = " or ".join(f"{t} is {_class_name(c)}" for c in allowed)
+                lines.append(f"{pad}{keyword} {test}:")
+                lines.extend(body or [pad + "    pass"])
+                keyword = "elif"
+            if typed:
+                lines.append(f"{pad}else: return False")
+        lines.extend(self._values(schema, x, pad))
+        return lines
+
+    def _kind(self, schema: dict[str, Any], cls: type, x: str, depth: int) -> list[str]:
+        if cls is str:
+            return self._string(schema, x, depth)
+        if cls is int or cls is float:
+            return self._number(schema, x, depth, cls is float)
+        if cls is list:
+            return self._array(schema, x, depth)
+        if cls is dict:
+            return self._object(schema, x, depth)
+        return []
+
+    def _string(self, schema: dict[str, Any], x: str, depth: int) -> list[str]:
+        pad = "    " * depth
+        lines = _sizes(schema, "minLength", "maxLength", x, pad)
+        tests: list[str] = []
+        if "pattern" in schema:
+            search = self.const(re.compile(schema["pattern"]).search, "_P")
+            tests.append(f"{search}({x}) is None")
+        if schema.get("format") == "uri":  # is_uri, inlined: a call less on every slug
+            tests.append(f"_uri({x}) is None or ('%' in {x} and _bad_escape({x}) is not None)")
+        elif "format" in schema:
+            accepts = self.const(FORMATS[schema["format"]][0], "_F")
+            tests.append(f"not {accepts}({x})")
+        if tests:
+            memo = self.const(set[str](), "_S")
+            lines += [f"{pad}if {x} not in {memo}:",
+                      f"{pad}    if {' or '.join(tests)}: return False",
+                      f"{pad}    if len({x}) <= {_MEMO_MAX_CHARS}:",
+                      f"{pad}        if len({memo}) >= {_MEMO_ENTRIES}: {memo}.clear()",
+                      f"{pad}        {memo}.add({x})"]
+        return lines
+
+    def _number(self, schema: dict[str, Any], x: str, depth: int, real: bool) -> list[str]:
+        pad = "    " * depth
+        lines = [f"{pad}if not _isfinite({x}): return False"] if real else []
+        for key, op in (("minimum", "<"), ("maximum", ">"),
+                        ("exclusiveMinimum", "<="), ("exclusiveMaximum", ">=")):
+            if schema.get(key) is not None:
+                lines.append(f"{pad}if {x} {op} {self.const(schema[key])}: return False")
+        return lines
+
+    def _array(self, schema: dict[str, Any], x: str, depth: int) -> list[str]:
+        pad = "    " * depth
+        lines = _sizes(schema, "minItems", "maxItems", x, pad)
+        items = self.node(schema.get("items", True), e := self.var(), depth + 1, None)
+        if items:
+            lines += [f"{pad}for {e} in {x}:", *items]
+        return lines
+
+    def _object(self, schema: dict[str, Any], x: str, depth: int) -> list[str]:
+        pad = "    " * depth
+        lines = _sizes(schema, "minProperties", "maxProperties", x, pad)
+        properties: dict[str, Any] = schema.get("properties", {})
+        required: list[str] = schema.get("required", [])
+        rest = schema.get("additionalProperties", True)
+        names = schema.get("propertyNames", True)
+        # Closed, names free: the closure checker scans keys only when the map has more keys
+        # than fields found; so does this, counting the optional fields present.
+        counted = rest is False and names is True
+        count = self.var()
+        if counted:
+            lines.append(f"{pad}{count} = {len(required)}")
+        for name, sub in properties.items():
+            e = self.var()
+            body = self.node(sub, e, depth + 1, None)
+            if name in required:
+                # A missing field raises KeyError, which the generated function's one
+                # try/except turns into False: a subscript is cheaper than .get and a test.
+                lines.append(f"{pad}{e} = {x}[{_literal(name)}]")
+                lines.extend(_dedent(body))
+            else:
+                lines.append(f"{pad}{e} = {x}.get({_literal(name)}, _M)")
+                lines.append(f"{pad}if {e} is not _M:")
+                lines.extend([f"{pad}    {count} += 1"] if counted else [])
+                lines.extend(body or [f"{pad}    pass"])
+        lines.extend(f"{pad}if {_literal(name)} not in {x}: return False"
+                     for name in required if name not in properties)
+        if counted:
+            lines.append(f"{pad}if len({x}) != {count}: return False")
+            return lines
+        k, e = self.var(), self.var()
+        lines.append(f"{pad}for {k}, {e} in {x}.items():")
+        inner = pad + "    "
+        lines.append(f"{inner}if type({k}) is not str: return False")
+        lines.extend(self.node(names, k, depth + 1, str))
+        if properties:
+            lines.append(f"{inner}if {k} in {self.const(frozenset(properties), '_K')}: "
+                         "continue")
+        if rest is False:
+            lines.append(f"{inner}return False")
+        else:
+            lines.extend(self.node(rest, e, depth + 1, None))
+        return lines
+
+    def _values(self, schema: dict[str, Any], x: str, pad: str) -> list[str]:
+        lines: list[str] = []
+        if "const" in schema:
+            lines.append(f"{pad}if not _json_equal({x}, {self.const(schema['const'])}): "
+                         "return False")
+        if "enum" in schema:
+            values = schema["enum"]
+            if all(type(v) is str for v in values):
+                allowed = self.const(frozenset(values), "_E")
+                lines.append(f"{pad}if type({x}) is not str or {x} not in {allowed}: "
+                             "return False")
+            else:
+                listed = self.const(tuple(values), "_E")
+                lines.append(f"{pad}if not any(_json_equal({x}, e) for e in {listed}): "
+                             "return False")
+        return lines
+
+
+_MISSING = object()
+
+
+def _classes(schema: dict[str, Any]) -> frozenset[type] | None:
+    """The exact classes ``type`` allows, as the closure checker maps them; None: any."""
+    if "type" not in schema:
+        return None
+    names = schema["type"]
+    names = [names] if isinstance(names, str) else names
+    return frozenset(c for name in names for c in JSON_TYPES[name][0])
+
+
+def _class_name(cls: type) -> str:
+    return "_NoneType" if cls is type(None) else cls.__name__
+
+
+def _is_not(classes: tuple[type, ...], x: str) -> str:
+    return " and ".join(f"type({x}) is not {_class_name(c)}" for c in classes)
+
+
+def _sizes(schema: dict[str, Any], low: str, high: str, x: str, pad: str) -> list[str]:
+    lo, hi = schema.get(low), schema.get(high)
+    if lo is not None and hi is not None:
+        return [f"{pad}if not {_literal(lo)} <= len({x}) <= {_literal(hi)}: return False"]
+    if lo is not None:
+        return [f"{pad}if len({x}) < {_literal(lo)}: return False"]
+    if hi is not None:
+        return [f"{pad}if len({x}) > {_literal(hi)}: return False"]
+    return []
+
+
+def _dedent(lines: list[str]) -> list[str]:
+    return [line[4:] for line in lines]

@@ -31,8 +31,11 @@ lint: install
 	$(BIN)/ruff check busd clients/python tests bench
 	$(BIN)/mypy busd clients/python/busd_client
 
+# Peers (nats-server, redis-server and their Python clients) are installed when missing; a
+# peer that cannot be had is skipped and reported. BENCH_ARGS=--quick for a short run.
 bench: install
-	$(BIN)/python -m bench
+	bash bench/install.sh $(BIN)/python
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ci: lint test
 

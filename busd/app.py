@@ -23,11 +23,11 @@ import zmq
 from busd import __version__
 from busd.config import Config, describe
 from busd.control import ControlServer, RateControl
+from busd.control.schemas_dir import SchemaControl
 from busd.kernel.admission import Admission
 from busd.ops import wiring as ops_wiring
 from busd.ops.jsonable import jsonable
 from busd.ops.logs import get
-from busd.schemas_dir import SchemaControl
 from busd.supervision.supervisor import GaveUp, Supervisor
 from busd.transport import monitor
 from busd.transport.broker import Broker

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from busd_client.schemas import SchemaLoadError
 
+from busd.control.schemas_dir import SchemaControl
 from busd.control.server import ControlError
 from busd.kernel.admission import Admission
 from busd.kernel.codes import Code
-from busd.schemas_dir import SchemaControl
 
 REPO_SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 pytestmark = pytest.mark.timeout(30)

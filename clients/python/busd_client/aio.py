@@ -25,6 +25,7 @@ from busd_client._base import DEFAULT, PublisherBase, _Default
 from busd_client.envelope import PROTOCOL_VERSION, DecodeError, Message, decode_message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
+from busd_client.latency import LatencyRecorder
 from busd_client.schemas import SchemaSet
 from busd_client.sockets import (
     DEFAULT_PUB_ENDPOINT,
@@ -266,6 +267,7 @@ class AsyncSubscriber:
         ctx = context if context is not None else zmq.asyncio.Context.instance()
         self.endpoint = endpoint
         self.bad_messages = 0
+        self.latency = LatencyRecorder()  # receive time - publisher's ts, every message
         self._sock: zmq.asyncio.Socket = ctx.socket(zmq.SUB)
         configure_sub(zmq.Socket.shadow(self._sock.underlying), rcvhwm, reconnect_ivl,
                       reconnect_ivl_max)
@@ -292,9 +294,12 @@ class AsyncSubscriber:
             frames = await self._sock.recv_multipart()
             if len(frames) == 2:
                 try:
-                    return decode_message(frames[0], frames[1])
+                    message = decode_message(frames[0], frames[1])
                 except DecodeError:
                     pass
+                else:
+                    self.latency.observe_ns(time.time_ns() - message.ts)
+                    return message
             self.bad_messages += 1
 
     def __aiter__(self) -> AsyncIterator[Message]:

@@ -11,6 +11,7 @@ from typing import Any
 import zmq
 
 from busd_client.envelope import DecodeError, Message, decode_message
+from busd_client.latency import LatencyRecorder
 from busd_client.sockets import DEFAULT_SUB_ENDPOINT, configure_sub
 
 __all__ = ["Subscriber", "prefix_bytes"]
@@ -38,6 +39,7 @@ class Subscriber:
         ctx = context if context is not None else zmq.Context.instance()
         self.endpoint = endpoint
         self.bad_messages = 0
+        self.latency = LatencyRecorder()  # receive time - publisher's ts, every message
         self._sock: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
         configure_sub(self._sock, rcvhwm, reconnect_ivl, reconnect_ivl_max)
         self._sock.connect(endpoint)
@@ -70,10 +72,12 @@ class Subscriber:
             self.bad_messages += 1
             return None
         try:
-            return decode_message(frames[0], frames[1])
+            message = decode_message(frames[0], frames[1])
         except DecodeError:
             self.bad_messages += 1
             return None
+        self.latency.observe_ns(time.time_ns() - message.ts)
+        return message
 
     def __iter__(self) -> Iterator[Message]:
         while True:

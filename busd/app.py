@@ -75,6 +75,12 @@ class App:
         self.stats_sources["schemas"] = self.schemas.statistics
         self.rates = RateControl(cfg.rates_path, self.admission, clock=self.broker.clock)
         await self.rates.start()
+        if cfg.schema_checks == "off":
+            self.admission.install_schemas(None)
+            _log.warning("schema checks are off: payloads are not checked")
+        if cfg.rate_checks == "off":
+            self.admission.install_rates(None)
+            _log.warning("rate checks are off: rate limits are not enforced")
         self.supervisor.add("rates", self.rates.run)
         self.stats_sources["rates"] = self.rates.statistics
 

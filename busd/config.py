@@ -35,6 +35,11 @@ class Config:
     var_dir: str = field(default="var", metadata=_opt("directory for runtime files"))
     assertions: str = field(default="", metadata=_opt(
         "service-level assertions file (TOML); empty: none"))
+    schema_checks: str = field(default="on", metadata=_opt(
+        "on: check every payload against its claimed schema version; off: accept any payload "
+        "(for measuring, or an emergency; envelope checks stay on)"))
+    rate_checks: str = field(default="on", metadata=_opt(
+        "on: enforce the rates directory's limits; off: ignore them (files still watched)"))
     max_message_bytes: int = field(default=65536, metadata=_opt(
         "largest envelope accepted; larger gets too_large", "bytes"))
     max_frame_bytes: int = field(default=1048576, metadata=_opt(
@@ -97,6 +102,9 @@ class Config:
         for name in ("drain_timeout", "linger", "restart_window"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a number of seconds >= 0")
+        for name in ("schema_checks", "rate_checks"):
+            if getattr(self, name) not in ("on", "off"):
+                raise ConfigError(f"{name}: expected on or off")
         if self.loop not in ("uvloop", "asyncio"):
             raise ConfigError("loop: expected uvloop or asyncio")
         if self.log_format not in ("auto", "json", "text"):

@@ -146,6 +146,7 @@ def test_check_config_prints_the_effective_configuration(tmp_path: Path) -> None
     (["--metrics", "nohost"], b"metrics"),
     (["--max-message-bytes", "2000000"], b"max_message_bytes"),
     (["--loop", "trio"], b"loop"),
+    (["--schema-checks", "maybe"], b"schema_checks"),
 ])
 def test_invalid_configuration_exits_2_naming_the_setting(args: list[str],
                                                           message: bytes) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
 import msgpack
+import zmq
+import zmq.backend
 
 from busd_client.envelope import PROTOCOL_VERSION
-from busd_client.errors import Rejected
+from busd_client.errors import PublishTimeout, Rejected
 from busd_client.inflight import InFlight, Pending
 from busd_client.schemas import SchemaSet
 
@@ -23,6 +26,12 @@ _packb = msgpack.packb
 _unpackb = msgpack.unpackb
 _time_ns = time.time_ns
 _monotonic = time.monotonic
+_HEADER = struct.Struct(">2sQ")
+_NOBLOCK = zmq.NOBLOCK
+_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
+_Again = zmq.Again
+# The backend's send skips pyzmq's sugar layer: about 3x cheaper per frame.
+_send_frame = zmq.backend.Socket.send
 
 P = TypeVar("P", bound=Pending)
 
@@ -38,7 +47,9 @@ DEFAULT: Final = _Default()
 
 
 class PublisherBase:
-    """Settings and composition; subclasses own the socket and the waiting."""
+    """Settings, composition and the non-blocking send; subclasses own the waiting."""
+
+    _sock: zmq.Socket[bytes]  # the DEALER (a sync view of it for the asyncio publisher)
 
     def __init__(self, endpoint: str, *, name: str, window: int, timeout: float,
                  retry_deadline: float | None, wait_when_disabled: bool,
@@ -113,3 +124,23 @@ class PublisherBase:
             else wait_when_disabled
         retry_until = _monotonic() + rd if rd else 0.0
         return cls(topic, frame, envelope, id, retry_until, wd)
+
+    def _unsent(self, r: Pending, why: str) -> PublishTimeout:
+        err = PublishTimeout(f"not sent within {self.timeout:g} s: {why}", sent=False)
+        err.id = r.id
+        err.topic = r.topic
+        return err
+
+    def _send(self, p: Pending) -> bool:
+        """Try to hand the three frames to libzmq without blocking."""
+        inflight = self._inflight
+        sock = self._sock
+        send = _send_frame
+        try:
+            send(sock, _HEADER.pack(_MAGIC, inflight.next_seq), _NOBLOCK_MORE)
+            send(sock, p.topic_frame, _NOBLOCK_MORE)
+            send(sock, p.envelope, _NOBLOCK)
+        except _Again:
+            return False  # libzmq rolls back the parts of a message it could not finish
+        inflight.sent(p, _monotonic())
+        return True

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import math
 import os
-import struct
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from types import TracebackType
@@ -22,7 +21,7 @@ import zmq.asyncio
 import zmq.backend
 
 from busd_client._base import DEFAULT, PublisherBase, _Default
-from busd_client.envelope import PROTOCOL_VERSION, DecodeError, Message, decode_message
+from busd_client.envelope import DecodeError, Message, decode_message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
 from busd_client.latency import LatencyRecorder
@@ -33,16 +32,12 @@ from busd_client.sockets import (
     configure_dealer,
     configure_sub,
 )
-from busd_client.subscriber import prefix_bytes
+from busd_client.subscriber import Subscriptions
 
 __all__ = ["AsyncPublisher", "AsyncReceipt", "AsyncSubscriber"]
 
-_HEADER = struct.Struct(">2sQ")
-_MAGIC = bytes((0x42, PROTOCOL_VERSION))
 _monotonic = time.monotonic
-_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
 _RESEND_DELAY = 0.05
-_send_frame = zmq.backend.Socket.send  # as in publisher.py: no sugar layer per frame
 _READ_EVERY = 32
 
 
@@ -171,25 +166,6 @@ class AsyncPublisher(PublisherBase):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _unsent(self, r: AsyncReceipt, why: str) -> PublishTimeout:
-        err = PublishTimeout(f"not sent within {self.timeout:g} s: {why}", sent=False)
-        err.id = r.id
-        err.topic = r.topic
-        return err
-
-    def _send(self, p: Pending) -> bool:
-        inflight = self._inflight
-        sock = self._sock
-        send = _send_frame
-        try:
-            send(sock, _HEADER.pack(_MAGIC, inflight.next_seq), _NOBLOCK_MORE)
-            send(sock, p.topic_frame, _NOBLOCK_MORE)
-            send(sock, p.envelope, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        inflight.sent(p, _monotonic())
-        return True
-
     def _pump_once(self) -> None:
         sock = self._sock
         inflight = self._inflight
@@ -257,7 +233,7 @@ class AsyncPublisher(PublisherBase):
             raise BusError(f"publisher pump failed: {exc!r}") from exc
 
 
-class AsyncSubscriber:
+class AsyncSubscriber(Subscriptions):
     """Subscriber for asyncio code: ``async for message in sub`` or ``await sub.recv()``."""
 
     def __init__(self, endpoint: str = DEFAULT_SUB_ENDPOINT,
@@ -273,14 +249,6 @@ class AsyncSubscriber:
                       reconnect_ivl_max)
         self._sock.connect(endpoint)
         self.subscribe(prefixes)
-
-    def subscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
-        for p in prefix_bytes(prefixes):
-            self._sock.setsockopt(zmq.SUBSCRIBE, p)
-
-    def unsubscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
-        for p in prefix_bytes(prefixes):
-            self._sock.setsockopt(zmq.UNSUBSCRIBE, p)
 
     async def recv(self, timeout: float | None = None) -> Message | None:  # noqa: ASYNC109
         """The next message, or None when ``timeout`` seconds pass first (None: no limit)."""

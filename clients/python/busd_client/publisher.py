@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import struct
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -15,7 +14,6 @@ import zmq
 import zmq.backend
 
 from busd_client._base import DEFAULT, PublisherBase, _Default
-from busd_client.envelope import PROTOCOL_VERSION
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
 from busd_client.schemas import SchemaSet
@@ -23,15 +21,10 @@ from busd_client.sockets import DEFAULT_PUB_ENDPOINT, configure_dealer
 
 __all__ = ["Publisher", "Receipt"]
 
-_HEADER = struct.Struct(">2sQ")
-_MAGIC = bytes((0x42, PROTOCOL_VERSION))
 _monotonic = time.monotonic
-_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
 _NOBLOCK = zmq.NOBLOCK
 _POLLIN = zmq.POLLIN
 _Again = zmq.Again
-# The backend's send, without the sugar layer's keyword handling: a third of the cost per frame.
-_send_frame = zmq.backend.Socket.send
 # Replies are read without waiting every this many publishes (and whenever we wait anyway).
 _READ_EVERY = 32
 # A retry that found the socket full or disconnected is tried again after this long.
@@ -162,26 +155,6 @@ class Publisher(PublisherBase):
         self.close()
 
     # -- internals ------------------------------------------------------------------------
-
-    def _unsent(self, r: Receipt, why: str) -> PublishTimeout:
-        err = PublishTimeout(f"not sent within {self.timeout:g} s: {why}", sent=False)
-        err.id = r.id
-        err.topic = r.topic
-        return err
-
-    def _send(self, p: Pending) -> bool:
-        """Try to hand the three frames to libzmq without blocking."""
-        inflight = self._inflight
-        sock = self._sock
-        send = _send_frame
-        try:
-            send(sock, _HEADER.pack(_MAGIC, inflight.next_seq), _NOBLOCK_MORE)
-            send(sock, p.topic_frame, _NOBLOCK_MORE)
-            send(sock, p.envelope, _NOBLOCK)
-        except _Again:
-            return False  # libzmq rolls back the parts of a message it could not finish
-        inflight.sent(p, _monotonic())
-        return True
 
     def _pump(self) -> None:
         """Read every reply already here, time out overdue messages, send due retries."""

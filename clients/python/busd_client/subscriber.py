@@ -24,7 +24,21 @@ def prefix_bytes(prefixes: str | bytes | Iterable[str | bytes]) -> list[bytes]:
     return [p.encode() if isinstance(p, str) else bytes(p) for p in prefixes]
 
 
-class Subscriber:
+class Subscriptions:
+    """Topic-prefix subscriptions, shared by the sync and asyncio subscribers."""
+
+    _sock: zmq.Socket[Any]
+
+    def subscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
+        for p in prefix_bytes(prefixes):
+            self._sock.setsockopt(zmq.SUBSCRIBE, p)
+
+    def unsubscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
+        for p in prefix_bytes(prefixes):
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, p)
+
+
+class Subscriber(Subscriptions):
     """Receive messages whose topic starts with a subscribed prefix ("" = everything).
 
     A subscription takes effect once it reached busd (a few ms after connecting); messages
@@ -44,14 +58,6 @@ class Subscriber:
         configure_sub(self._sock, rcvhwm, reconnect_ivl, reconnect_ivl_max)
         self._sock.connect(endpoint)
         self.subscribe(prefixes)
-
-    def subscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
-        for p in prefix_bytes(prefixes):
-            self._sock.setsockopt(zmq.SUBSCRIBE, p)
-
-    def unsubscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
-        for p in prefix_bytes(prefixes):
-            self._sock.setsockopt(zmq.UNSUBSCRIBE, p)
 
     def recv(self, timeout: float | None = None) -> Message | None:
         """The next message, or None when ``timeout`` seconds pass first (None: no limit)."""

@@ -43,12 +43,12 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
+from busd_client.limiter import MAX_FILE_BYTES, RATE_GRAMMAR
+
 from busd.kernel.buckets import IGNORED_SUFFIXES, NO_LIMITS, Limit, Limits, check_key
 
 # The whole file, matched with fullmatch (``$`` would also accept a second newline).
-RATE_GRAMMAR = re.compile(rb"[0-9]+(?:\.[0-9]+)?(?:[ \t]+[0-9]+(?:\.[0-9]+)?)?[ \t]*\n?")
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-MAX_FILE_BYTES = 256
 RACY_NS = 2_000_000_000  # a file modified this recently is re-read even if its stat matches
 TEMP_SUFFIX = ".busd.tmp"
 STALE_TEMP_SECONDS = 60.0

@@ -26,11 +26,13 @@ from pathlib import Path
 
 from busd_client.errors import Disabled, RateLimited
 
-__all__ = ["MAX_RATE", "Limit", "RateLimiter", "TokenBucket", "parse_rate"]
+__all__ = ["MAX_FILE_BYTES", "MAX_RATE", "RATE_GRAMMAR", "Limit", "RateLimiter", "TokenBucket",
+           "parse_rate"]
 
 MAX_RATE = 1e9  # as busd: anything above is a typo, not a limit
 MAX_FILE_BYTES = 256  # a valid rate line is far shorter; a big file is not a rate file
-_LINE = re.compile(rb"[0-9]+(?:\.[0-9]+)?(?:[ \t]+[0-9]+(?:\.[0-9]+)?)?[ \t]*\n?")
+# The rates-file grammar, the one definition: busd's rates directory reader uses it too.
+RATE_GRAMMAR = re.compile(rb"[0-9]+(?:\.[0-9]+)?(?:[ \t]+[0-9]+(?:\.[0-9]+)?)?[ \t]*\n?")
 _KEY = re.compile(r"[^\x00-\x20\x7f/]{1,255}")
 
 
@@ -48,7 +50,7 @@ def parse_rate(content: bytes) -> Limit | None:
     ``fullmatch`` rather than ``$``: in Python ``$`` also matches before a final newline,
     which would let ``"5\\n\\n"`` through.
     """
-    if len(content) > MAX_FILE_BYTES or _LINE.fullmatch(content) is None:
+    if len(content) > MAX_FILE_BYTES or RATE_GRAMMAR.fullmatch(content) is None:
         return None
     parts = content.split()
     rate = float(parts[0])

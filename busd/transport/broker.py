@@ -97,7 +97,7 @@ class Broker:
         self.admission = admission
         self.stats = BrokerStats()
         self._ctx = ctx
-        self._clock = self.clock = clock
+        self.clock = clock  # monotonic seconds; the rate buckets share it
         self._bad_input_log = RateLimitedLog(_log)
         # Topics that passed check_topic, by their bytes: saves a decode and a regex search
         # per message on the hot path.
@@ -170,9 +170,9 @@ class Broker:
             self._ready = None
 
     async def _drain(self, ready: Readiness, batch: int) -> None:
-        deadline = self._clock() + self.config.drain_timeout
+        deadline = self.clock() + self.config.drain_timeout
         answered = 0
-        while (left := deadline - self._clock()) > 0:
+        while (left := deadline - self.clock()) > 0:
             handled = self._pump(batch)
             answered += handled
             self._read_subscriptions()
@@ -217,7 +217,7 @@ class Broker:
         st = self.stats
         rejected = st.rejected
         replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
-        now = self._clock()
+        now = self.clock()
         started = time.perf_counter()
         handled = accepted = bytes_in = bytes_accepted = 0
         while handled < limit:

@@ -56,7 +56,6 @@ class App:
         self.drain_hooks: list[Callable[[], Any]] = []
         # Extra statistics sections: name -> snapshot function.
         self.stats_sources: dict[str, Callable[[], Any]] = {}
-        self.draining = False
         self.schemas: SchemaControl | None = None
         self.rates: RateControl | None = None
         self.control: ControlServer | None = None
@@ -158,9 +157,12 @@ class App:
             await supervised
         return status
 
+    @property
+    def draining(self) -> bool:
+        return self.broker.draining
+
     def begin_drain(self) -> None:
         if not self.draining:
-            self.draining = True
             _log.info("draining", extra={"deadline_s": self.config.drain_timeout})
             self.broker.drain()
             for hook in self.drain_hooks:

@@ -26,7 +26,7 @@ def attach(app: App) -> None:
     health = Health()
 
     def serving() -> Iterable[str]:
-        if app.draining or app.broker.draining:
+        if app.draining:
             yield "draining"
         elif not app.broker.bound:
             yield "sockets not bound"

@@ -31,13 +31,15 @@ from busd.kernel.histogram import Histogram
 from busd.ops.logs import RateLimitedLog, get
 from busd.transport import sockets
 from busd.transport.readiness import Readiness
-from busd.wire.codec import decode_envelope, encode_reply, parse_header, reject_entry
+from busd.wire.codec import decode_envelope, encode_reply, read_header, reject_entry
 
 _log = get("broker")
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
 # The backend's send skips the sugar layer's per-call checks (~0.2 µs a frame).
 _send = zmq.backend.Socket.send
+_QUIET = 0.1  # draining ends after this long without input
+_GOOD_TOPICS_MAX = 65536
 
 
 def _discard_rest(router: zmq.Socket[bytes]) -> int:
@@ -47,14 +49,6 @@ def _discard_rest(router: zmq.Socket[bytes]) -> int:
         count += 1
         if not router.recv(copy=False).more:
             return count
-
-
-def _header_reject(header: bytes) -> Reject:
-    parsed = parse_header(header)
-    assert isinstance(parsed, Reject), "only called for headers the fast check refused"
-    return parsed
-_QUIET = 0.1  # draining ends after this long without input
-_GOOD_TOPICS_MAX = 65536
 
 
 class BrokerStats:
@@ -145,8 +139,6 @@ class Broker:
         until input has been quiet for a moment or the deadline passes, answers what remains
         with ``shutting_down``, and closes.
         """
-        if self._draining or self._router is None:
-            return
         self._draining = True
         if self._ready is not None:
             self._ready.wake()
@@ -249,9 +241,7 @@ class Broker:
                 if n_frames != 3:
                     reject = Reject(Code.BAD_FRAME, f"expected 3 frames, got {n_frames}")
             else:
-                reject = _header_reject(header)
-                if len(header) == 10 and header[0] == 66:  # another version: seq still readable
-                    seq = int.from_bytes(header[2:], "big")
+                seq, reject = read_header(header)
             if reject is None:
                 topic_b, env_b = topic_f.bytes, env_f.bytes
                 size = len(env_b)

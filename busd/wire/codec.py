@@ -13,17 +13,27 @@ PROTOCOL_VERSION = 1
 HEADER_LEN = 10
 
 
+def read_header(frame: bytes) -> tuple[int | None, Reject | None]:
+    """A publisher's header frame: its sequence number whenever it can be read (also for
+    another protocol version, so that refusal names the message), and why it is refused."""
+    seq = int.from_bytes(frame[2:], "big") if len(frame) == HEADER_LEN and \
+        frame[0] == MAGIC else None
+    if frame[:1] == b"B" and len(frame) >= 2 and frame[1] != PROTOCOL_VERSION:
+        return seq, Reject(Code.UNSUPPORTED_PROTOCOL,
+                           f"protocol version {frame[1]} is not spoken here; busd speaks 1")
+    if seq is None:
+        return None, Reject(Code.BAD_FRAME,
+                            "header frame must be 10 bytes: 'B', version, u64 seq")
+    return seq, None
+
+
 def parse_header(frame: bytes) -> int | Reject:
-    """The sequence number of a publisher's header frame, or why it cannot be read."""
-    if len(frame) != HEADER_LEN or frame[0] != MAGIC:
-        if frame[:1] == b"B" and len(frame) >= 2 and frame[1] != PROTOCOL_VERSION:
-            return Reject(Code.UNSUPPORTED_PROTOCOL,
-                          f"protocol version {frame[1]} is not spoken here; busd speaks 1")
-        return Reject(Code.BAD_FRAME, "header frame must be 10 bytes: 'B', version, u64 seq")
-    if frame[1] != PROTOCOL_VERSION:
-        return Reject(Code.UNSUPPORTED_PROTOCOL,
-                      f"protocol version {frame[1]} is not spoken here; busd speaks 1")
-    return int.from_bytes(frame[2:], "big")
+    """The sequence number of a good header frame, or why it is refused."""
+    seq, reject = read_header(frame)
+    if reject is not None:
+        return reject
+    assert seq is not None, "read_header gives a seq whenever it refuses nothing"
+    return seq
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

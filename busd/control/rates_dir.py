@@ -1,7 +1,8 @@
 """The rates directory: one file per rate key, read off the hot path, the single truth.
 
 A file named by its key (``publish``, ``publish.release``, ``publisher.deployer``) holds
-``RATE`` or ``RATE BURST`` in messages per second, ASCII decimal (see ``RATE_GRAMMAR``).
+``RATE`` or ``RATE BURST`` in messages per second, ASCII decimal
+(the format is defined once, in ``busd_client.limiter``).
 ``0`` disables the key; no file means unlimited.
 
 What the watcher does with what it finds (each poll, every ``poll_interval`` seconds):
@@ -43,11 +44,15 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
-from busd_client.limiter import MAX_FILE_BYTES, RATE_GRAMMAR
+# The rate-file format and its errors are the client library's, re-exported here.
+from busd_client.limiter import MAX_FILE_BYTES, EmptyRateFile, RateFileError, read_rate
 
 from busd.kernel.buckets import IGNORED_SUFFIXES, NO_LIMITS, Limit, Limits, check_key
 
-# The whole file, matched with fullmatch (``$`` would also accept a second newline).
+__all__ = ["Change", "EmptyRateFile", "RateFileError", "RatesDir", "decimal_text", "parse_rate",
+           "rate_file_text"]
+
+# One number of the rate-file grammar: what the control socket may write into a file.
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 RACY_NS = 2_000_000_000  # a file modified this recently is re-read even if its stat matches
 TEMP_SUFFIX = ".busd.tmp"
@@ -57,30 +62,11 @@ ChangeCallback = Callable[[Limits, "tuple[Change, ...]"], None]
 log = logging.getLogger("busd.rates")
 
 
-class RateFileError(ValueError):
-    """A rate file's content is not ``RATE`` or ``RATE BURST``."""
-
-    kind = "content"
-
-
-class EmptyRateFile(RateFileError):
-    kind = "empty"
-
-
 def parse_rate(data: bytes) -> Limit:
-    """The limit a rate file holds; raises ``RateFileError`` saying what is wrong."""
-    if not data:
-        raise EmptyRateFile("empty file (not yet written?)")
-    if len(data) > MAX_FILE_BYTES:
-        raise RateFileError(f"over {MAX_FILE_BYTES} bytes")
-    if RATE_GRAMMAR.fullmatch(data) is None:
-        raise RateFileError(f"expected 'RATE' or 'RATE BURST' as decimal numbers, got "
-                            f"{data[:40]!r}")
-    parts = data.split()
-    try:
-        return Limit.of(float(parts[0]), float(parts[1]) if len(parts) > 1 else None)
-    except ValueError as exc:
-        raise RateFileError(str(exc)) from None
+    """The limit a rate file holds; raises ``RateFileError`` (``EmptyRateFile``) saying what
+    is wrong. The format itself is ``busd_client.limiter.read_rate``: one definition."""
+    limit = read_rate(data)
+    return Limit(limit.rate, limit.burst)
 
 
 def decimal_text(value: object, what: str) -> str:

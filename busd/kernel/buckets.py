@@ -24,12 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+# MAX_RATE (messages per second; above is a typo, not a limit) is defined with the rate-file
+# format, so a limit set over the control socket obeys the same bound as a file.
+from busd_client.limiter import MAX_RATE
+
 from busd.kernel.codes import Code, Reject
 
 GLOBAL_KEY = "publish"
 PREFIX_KEY = "publish."
 PUBLISHER_KEY = "publisher."
-MAX_RATE = 1e9  # messages per second; anything above is a typo, not a limit
 RECENT_WINDOW = 60.0  # seconds covered (approximately) by the "recent" counters
 _TOPIC_CACHE_MAX = 16384
 # Refills accumulate float error: 0.6 + 0.4 tokens may sum to 0.9999999999. A publisher that

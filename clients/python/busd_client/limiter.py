@@ -26,12 +26,13 @@ from pathlib import Path
 
 from busd_client.errors import Disabled, RateLimited
 
-__all__ = ["MAX_FILE_BYTES", "MAX_RATE", "RATE_GRAMMAR", "Limit", "RateLimiter", "TokenBucket",
-           "parse_rate"]
+__all__ = ["MAX_FILE_BYTES", "MAX_RATE", "RATE_GRAMMAR", "EmptyRateFile", "Limit",
+           "RateFileError", "RateLimiter", "TokenBucket", "parse_rate", "read_rate"]
 
 MAX_RATE = 1e9  # as busd: anything above is a typo, not a limit
 MAX_FILE_BYTES = 256  # a valid rate line is far shorter; a big file is not a rate file
-# The rates-file grammar, the one definition: busd's rates directory reader uses it too.
+# The rate-file format is defined here once (grammar, limits, reasons); busd's rates
+# directory reader uses ``read_rate`` too, so the two can never disagree.
 RATE_GRAMMAR = re.compile(rb"[0-9]+(?:\.[0-9]+)?(?:[ \t]+[0-9]+(?:\.[0-9]+)?)?[ \t]*\n?")
 _KEY = re.compile(r"[^\x00-\x20\x7f/]{1,255}")
 
@@ -44,20 +45,47 @@ class Limit:
     burst: float
 
 
-def parse_rate(content: bytes) -> Limit | None:
-    """The limit a rate file's bytes say, or None when they are not a valid rate file.
+class RateFileError(ValueError):
+    """A rate file's content is not ``RATE`` or ``RATE BURST``; the message says why."""
+
+    kind = "content"
+
+
+class EmptyRateFile(RateFileError):
+    """No content yet: ``echo`` truncates before it writes."""
+
+    kind = "empty"
+
+
+def read_rate(content: bytes) -> Limit:
+    """The limit a rate file's bytes say; raises ``RateFileError`` saying what is wrong.
 
     ``fullmatch`` rather than ``$``: in Python ``$`` also matches before a final newline,
     which would let ``"5\\n\\n"`` through.
     """
-    if len(content) > MAX_FILE_BYTES or RATE_GRAMMAR.fullmatch(content) is None:
-        return None
+    if not content:
+        raise EmptyRateFile("empty file (not yet written?)")
+    if len(content) > MAX_FILE_BYTES:
+        raise RateFileError(f"over {MAX_FILE_BYTES} bytes")
+    if RATE_GRAMMAR.fullmatch(content) is None:
+        raise RateFileError(f"expected 'RATE' or 'RATE BURST' as decimal numbers, got "
+                            f"{content[:40]!r}")
     parts = content.split()
     rate = float(parts[0])
     burst = float(parts[1]) if len(parts) > 1 else max(1.0, rate)
-    if not (rate <= MAX_RATE and 1.0 <= burst <= MAX_RATE):
-        return None
+    if not rate <= MAX_RATE:
+        raise RateFileError(f"rate must be a number from 0 to {MAX_RATE:.0f}")
+    if not 1.0 <= burst <= MAX_RATE:
+        raise RateFileError(f"burst must be a number from 1 to {MAX_RATE:.0f}")
     return Limit(rate, burst)
+
+
+def parse_rate(content: bytes) -> Limit | None:
+    """The limit a rate file's bytes say, or None when they are not a valid rate file."""
+    try:
+        return read_rate(content)
+    except RateFileError:
+        return None
 
 
 class TokenBucket:

@@ -52,6 +52,9 @@ class Config:
         "messages handled per wake-up before yielding to other tasks", "messages"))
     drain_timeout: float = field(default=5.0, metadata=_opt(
         "on SIGTERM, longest time spent answering in-flight messages", "seconds"))
+    warmup: float = field(default=2.0, metadata=_opt(
+        "after start, answer publishes with not_ready for this long so that subscribers "
+        "reconnect first (a pool's restarted broker loses nothing); 0: none", "seconds"))
     linger: float = field(default=1.0, metadata=_opt(
         "on close, longest time to flush replies and deliveries", "seconds"))
     restart_budget: int = field(default=5, metadata=_opt(
@@ -99,7 +102,7 @@ class Config:
                 raise ConfigError(f"{name}: expected an integer >= 1")
         if self.max_message_bytes > self.max_frame_bytes:
             raise ConfigError("max_message_bytes must not exceed max_frame_bytes")
-        for name in ("drain_timeout", "linger", "restart_window"):
+        for name in ("drain_timeout", "warmup", "linger", "restart_window"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a number of seconds >= 0")
         for name in ("schema_checks", "rate_checks"):

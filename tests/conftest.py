@@ -88,6 +88,7 @@ class BusdProcess:
                 "--rates-dir", str(self.rates_dir), "--schemas-dir", str(self.schemas_dir),
                 "--metrics", self.metrics, "--var-dir", str(self.var_dir),
                 "--loop", self.loop, "--log-format", "json", "--log-level", "debug",
+                "--warmup", "0",  # most tests publish at once; pool tests pass their own
                 *self.extra_args]
 
     def start(self, timeout: float = 10.0) -> float:

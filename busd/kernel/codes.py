@@ -22,6 +22,7 @@ class Code(enum.StrEnum):
     DISABLED = "disabled"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
+    NOT_READY = "not_ready"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,8 @@ def attach(app: App) -> None:
             yield "draining"
         elif not app.broker.bound:
             yield "sockets not bound"
+        elif left := app.broker.warming_up():
+            yield f"warming up ({left:.1f} s left)"
 
     health.add_check(serving)
 

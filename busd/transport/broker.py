@@ -97,6 +97,7 @@ class Broker:
         # per message on the hot path.
         self._good_topics: dict[bytes, str] = {}
         self._draining = False
+        self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
         self._ready: Readiness | None = None
         self._router: zmq.Socket[bytes] | None = None
         self._xpub: zmq.Socket[bytes] | None = None
@@ -111,6 +112,10 @@ class Broker:
     def draining(self) -> bool:
         return self._draining
 
+    def warming_up(self) -> float:
+        """Seconds of warm-up left (0.0 once over); see ``_warmup_refusal``."""
+        return max(0.0, self._warm_until - self.clock())
+
     def bind(self) -> None:
         """Create both sockets with explicit limits and bind them; raises on failure."""
         cfg = self.config
@@ -124,6 +129,7 @@ class Broker:
         except Exception:
             self.close(linger=0)
             raise
+        self._warm_until = self.clock() + cfg.warmup
 
     def monitor_socket(self, which: str, events: int) -> zmq.Socket[bytes]:
         """A PAIR socket receiving ``which`` socket's monitor events (owned by the caller)."""
@@ -150,7 +156,7 @@ class Broker:
         batch = self.config.batch
         try:
             while not self._draining:
-                handled = self._pump(batch)
+                handled = self._pump(batch, self._warmup_refusal())
                 self._read_subscriptions()
                 if handled >= batch:
                     await asyncio.sleep(0)  # let other tasks run between full batches
@@ -160,6 +166,24 @@ class Broker:
         finally:
             ready.close()
             self._ready = None
+
+    def _warmup_refusal(self) -> Reject | None:
+        """While warming up, every publish is refused with ``not_ready``.
+
+        A restarted broker of a pool would otherwise accept messages before its subscribers
+        have reconnected (their reconnect interval is up to a second) and those messages
+        would reach nobody. Refusing sends them to the pool's other brokers instead.
+        """
+        if self._warm_until == 0.0:
+            return None
+        left = self._warm_until - self.clock()
+        if left <= 0:
+            self._warm_until = 0.0
+            return None
+        ms = max(1, round(left * 1000))
+        return Reject(Code.NOT_READY, f"busd is warming up for {ms} ms more: subscribers "
+                      "are reconnecting; retry then, or publish to another broker",
+                      {"retry_after_ms": ms})
 
     async def _drain(self, ready: Readiness, batch: int) -> None:
         deadline = self.clock() + self.config.drain_timeout
@@ -261,7 +285,8 @@ class Broker:
                     continue
             rejected[reject.code] += 1
             entry[1].append(reject_entry(seq, reject))
-            if reject.code not in (Code.RATE_LIMITED, Code.DISABLED, Code.SHUTTING_DOWN):
+            if reject.code not in (Code.RATE_LIMITED, Code.DISABLED, Code.SHUTTING_DOWN,
+                                   Code.NOT_READY):
                 self._bad_input_log.warning(reject.code, "message rejected",
                                             code=reject.code.value,
                                             reason=reject.reason, seq=seq)
@@ -306,10 +331,11 @@ class Broker:
     def _reply(self, router: zmq.Socket[bytes],
                replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]]) -> None:
         st = self.stats
+        draining = self._draining
         for ident, (acc, rej) in replies.items():
             try:
                 router.send(ident, _NOBLOCK | _SNDMORE)
-                router.send(encode_reply(acc, rej), _NOBLOCK)
+                router.send(encode_reply(acc, rej, draining), _NOBLOCK)
                 st.replies_sent += 1
             except zmq.ZMQError:
                 # Publisher gone (EHOSTUNREACH) or not reading its replies (EAGAIN at HWM).

@@ -58,10 +58,15 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def encode_reply(acc: list[int], rejects: list[dict[str, Any]]) -> bytes:
-    """One reply frame; ``acc`` is flat ``[lo, hi, lo, hi, ...]``."""
+def encode_reply(acc: list[int], rejects: list[dict[str, Any]], draining: bool = False
+                 ) -> bytes:
+    """One reply frame; ``acc`` is flat ``[lo, hi, lo, hi, ...]``. ``draining`` adds the
+    ``draining`` key (docs/protocol.md §2): busd is shutting down, publish elsewhere."""
     pairs = [acc[i:i + 2] for i in range(0, len(acc), 2)]
-    frame: bytes = msgpack.packb({"acc": pairs, "rej": rejects})
+    reply: dict[str, Any] = {"acc": pairs, "rej": rejects}
+    if draining:
+        reply["draining"] = True
+    frame: bytes = msgpack.packb(reply)
     return frame
 
 

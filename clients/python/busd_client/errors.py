@@ -9,6 +9,7 @@ __all__ = [
     "BusError",
     "ClosedError",
     "Disabled",
+    "NotReady",
     "PublishTimeout",
     "RateLimited",
     "Rejected",
@@ -55,6 +56,19 @@ class Disabled(Rejected):
         self.key = key
 
 
+class NotReady(Rejected):
+    """That broker just started and is waiting for subscribers to reconnect (``not_ready``).
+
+    Not a judgement of the message: it may be sent again after ``retry_after_ms`` or to
+    another broker of a pool. The publishers retry it themselves within their timeout.
+    """
+
+    def __init__(self, retry_after_ms: int, reason: str = "not ready", seq: int | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__("not_ready", reason, seq, extra)
+        self.retry_after_ms = retry_after_ms
+
+
 class PublishTimeout(BusError):
     """No reply came within the deadline.
 
@@ -84,10 +98,12 @@ def rejection_from_reply(item: Mapping[str, Any]) -> Rejected:
     extra = {k: v for k, v in item.items() if k not in ("code", "reason", "seq")}
     key = item.get("key")
     key_s = key if isinstance(key, str) else ""
+    after = item.get("retry_after_ms")
+    after_i = after if isinstance(after, int) and after >= 0 else 0
     if code_s == "rate_limited":
-        after = item.get("retry_after_ms")
-        after_i = after if isinstance(after, int) and after >= 0 else 0
         return RateLimited(key_s, after_i, reason_s, seq_i, extra)
+    if code_s == "not_ready":
+        return NotReady(after_i, reason_s, seq_i, extra)
     if code_s == "disabled":
         return Disabled(key_s, reason_s, seq_i, extra)
     return Rejected(code_s, reason_s, seq_i, extra)

@@ -16,6 +16,7 @@ from busd_client.errors import (
     BusError,
     ClosedError,
     Disabled,
+    NotReady,
     PublishTimeout,
     RateLimited,
     rejection_from_reply,
@@ -31,8 +32,8 @@ _unpackb = msgpack.unpackb
 class Pending:
     """One message from publish() until its fate is known; the base of the receipts."""
 
-    __slots__ = ("_done", "_error", "_reported", "_retry_until", "_seq", "_wait_disabled",
-                 "_waiter",
+    __slots__ = ("_done", "_error", "_first_sent", "_reported", "_retry_until", "_seq",
+                 "_wait_disabled", "_waiter",
                  "attempts", "envelope", "id", "topic", "topic_frame")
 
     def __init__(  # noqa: PLR0917 (positional on the hot path)
@@ -44,6 +45,7 @@ class Pending:
         self.envelope = envelope
         self.attempts = 0
         self._seq = 0
+        self._first_sent = 0.0
         self._retry_until = retry_until
         self._wait_disabled = wait_disabled
         self._done = False
@@ -102,6 +104,7 @@ class InFlight:
         p._seq = seq
         if p.attempts == 0:
             self.count += 1
+            p._first_sent = now
         p.attempts += 1
         self._outstanding[seq] = p
         self._deadlines.append((now + self.timeout, seq, p))
@@ -168,11 +171,16 @@ class InFlight:
 
     def _rejected(self, p: Pending, err: BusError, now: float) -> None:
         due = None
+        until = p._retry_until
         if isinstance(err, RateLimited):
             due = now + err.retry_after_ms / 1000.0
         elif isinstance(err, Disabled) and p._wait_disabled:
             due = now + DISABLED_RETRY_INTERVAL
-        if due is not None and due <= p._retry_until:
+        elif isinstance(err, NotReady):
+            # A broker warming up after a restart: wait it out within the reply timeout.
+            due = now + err.retry_after_ms / 1000.0
+            until = max(until, p._first_sent + self.timeout)
+        if due is not None and due <= until:
             p._error = err  # remembered: it is the error if the retry cannot be sent in time
             heapq.heappush(self._retries, (due, p._seq, p))
         else:

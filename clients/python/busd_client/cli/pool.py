@@ -1,0 +1,499 @@
+"""busctl pool ...: the single-broker commands applied to every broker of a pool file.
+
+Every broker is addressed (in parallel, each with its own ``--timeout``) and reported on its
+own line, in pool file order; a broker that is down is reported and never stops the others.
+``pool restart`` restarts the brokers one at a time, each ready before the next.
+
+Exit status: 0 every broker did it; 1 some broker failed (down, refused, not ready; listed
+last); 2 the pool file is missing or wrong; 4 (``pool rates`` only) every broker answered but
+their rate limits differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from busd_client.cli.common import add_json, dump_json, error
+from busd_client.cli.control import number, table
+from busd_client.cli.stats import Summary, quantile_ms, scrape
+from busd_client.control import ControlClient, ControlError, ControlUnavailable
+from busd_client.pool_file import POOL_ENV, PoolEntry, PoolFileError, pool_from_args
+
+__all__ = ["Outcome", "address_all", "readyz", "register"]
+
+EXIT_FAILED = 1
+EXIT_POOL_FILE = 2
+EXIT_DRIFT = 4
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass
+class Outcome:
+    """What one broker answered (``data``), or why it could not (``error``)."""
+
+    name: str
+    ok: bool
+    data: Any = None
+    error: str = ""
+
+    def as_dict(self, key: str) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok,
+                **({key: self.data} if self.ok else {"error": self.error})}
+
+
+class BrokerFailed(Exception):
+    """One broker could not do it; the message is what the operator reads."""
+
+
+def address_all(pool: list[PoolEntry], action: Callable[[PoolEntry], Any]) -> list[Outcome]:
+    """``action`` on every broker at once; outcomes in pool order. An exception from one
+    broker becomes its failed outcome: it never stops the others."""
+
+    def one(entry: PoolEntry) -> Outcome:
+        try:
+            return Outcome(entry.name, True, action(entry))
+        except BrokerFailed as exc:
+            return Outcome(entry.name, False, error=str(exc))
+        except Exception as exc:  # a surprise from one broker's answer stays with that broker
+            return Outcome(entry.name, False, error=f"{type(exc).__name__}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=min(16, len(pool))) as workers:
+        return list(workers.map(one, pool))
+
+
+def control_call(entry: PoolEntry, timeout: float, cmd: str, **params: Any) -> dict[str, Any]:
+    """One control command to one broker; failures raised as ``BrokerFailed``."""
+    if entry.control is None:
+        raise BrokerFailed("no control socket in the pool file")
+    try:
+        with ControlClient(entry.control, timeout=timeout) as client:
+            return client.call(cmd, **params)
+    except ControlUnavailable as exc:
+        raise BrokerFailed(f"down: {exc.message}") from None
+    except ControlError as exc:
+        raise BrokerFailed(f"refused: {exc.message} ({exc.code})") from None
+
+
+def readyz(address: str, timeout: float) -> tuple[int, str]:
+    """(status, first line of the body) of GET http://ADDRESS/readyz; OSError if no answer."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{address}/readyz", timeout=timeout) as resp:
+            return int(resp.status), resp.read(512).decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as exc:  # 503 while starting, draining or warming up
+        with exc:
+            return exc.code, exc.read(512).decode("utf-8", "replace").strip()
+
+
+def reason(exc: BaseException) -> str:
+    why = getattr(exc, "reason", None) or exc
+    return str(getattr(why, "strerror", None) or why)
+
+
+def metrics_summary(entry: PoolEntry, timeout: float) -> Summary:
+    if entry.metrics is None:
+        raise BrokerFailed("no metrics address in the pool file")
+    try:
+        return Summary.of(scrape(entry.metrics, timeout), time.monotonic())
+    except OSError as exc:
+        raise BrokerFailed(f"down: cannot read metrics from {entry.metrics}: "
+                           f"{reason(exc)}") from None
+
+
+# -- commands -----------------------------------------------------------------------------
+
+def run_status(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
+    def status(entry: PoolEntry) -> dict[str, Any]:
+        if entry.metrics is None and entry.control is None:
+            raise BrokerFailed("nothing to check: no metrics or control in the pool file")
+        found: dict[str, Any] = {"ready": None, "control": None}
+        problems = []
+        if entry.metrics is not None:
+            try:
+                code, body = readyz(entry.metrics, args.timeout)
+                found["ready"] = body if code in (200, 503) else f"HTTP {code}: {body}"
+                if code != 200:
+                    problems.append(f"{entry.metrics}/readyz answered {code} {body}")
+            except OSError as exc:
+                found["ready"] = f"down: {reason(exc)}"
+                problems.append(f"down: {entry.metrics} does not answer: {reason(exc)}")
+        if entry.control is not None:
+            try:
+                control_call(entry, args.timeout, "rates.list")
+                found["control"] = "ok"
+            except BrokerFailed as exc:
+                found["control"] = str(exc)
+                problems.append(f"control socket: {exc}")
+        if problems:
+            raise BrokerFailed("; ".join(problems))
+        return found
+
+    outcomes = address_all(pool, status)
+    if args.json:
+        print(dump_json({"brokers": [o.as_dict("status") for o in outcomes],
+                         "failed": failed_names(outcomes)}))
+    else:
+        for o in outcomes:
+            found = [f"/readyz {o.data['ready']}" if o.data["ready"] else "",
+                     f"control {o.data['control']}" if o.data["control"] else ""] if o.ok else []
+            print(f"{o.name}: " + (", ".join(f for f in found if f) if o.ok
+                                   else f"FAILED: {o.error}"))
+    return finish(args, outcomes, len(pool))
+
+
+def run_rates(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
+    outcomes = address_all(pool, lambda e: control_call(e, args.timeout, "rates.list"))
+    drift = rate_drift(outcomes)
+    if args.json:
+        print(dump_json({"brokers": [o.as_dict("rates") for o in outcomes], "drift": drift,
+                         "failed": failed_names(outcomes)}))
+    else:
+        for o in outcomes:
+            if not o.ok:
+                print(f"{o.name}: FAILED: {o.error}")
+                continue
+            limits, errors = o.data.get("limits") or [], o.data.get("errors") or []
+            print(f"{o.name}: rates directory {o.data.get('dir', '?')}"
+                  + (f"; {len(errors)} rates file problem(s), see `busctl rates` there"
+                     if errors else ""))
+            body = table(["KEY", "RATE/S", "BURST", "TOKENS", "THROTTLED", "DISABLED"],
+                         [[r["key"], limit_text(r["rate"], r["burst"]), number(r["burst"]),
+                           number(r["tokens"]), r["throttled_total"], r["disabled_total"]]
+                          for r in limits]) if limits else "no limits: publishing is unlimited"
+            print("\n".join("  " + line for line in body.splitlines()))
+        answered = sum(o.ok for o in outcomes)
+        if drift is None:
+            print(f"\nrates: the same on all {answered} broker(s) that answered")
+        else:
+            print(f"\nDRIFT: {', '.join(drift['brokers'])} {drift['summary']}")
+            for key, values in drift["keys"].items():
+                print(f"  {key}: " + ", ".join(
+                    f"{name} {limit_text(v['rate'], v['burst']) if v else 'unlimited'}"
+                    for name, v in values.items()))
+    status = finish(args, outcomes, len(pool))
+    return status or (EXIT_DRIFT if drift is not None else 0)
+
+
+def limit_text(rate: Any, burst: Any) -> str:
+    return "0 (disabled)" if rate == 0 else f"{number(rate)}/s burst {number(burst)}"
+
+
+def rate_drift(outcomes: list[Outcome]) -> dict[str, Any] | None:
+    """None when every broker that answered has the same limits in force; else which
+    brokers differ from the majority (all of them when there is none) and, per key that
+    differs, each broker's limit (None: unlimited)."""
+    limits = {o.name: {r["key"]: (r["rate"], r["burst"]) for r in o.data.get("limits") or []}
+              for o in outcomes if o.ok}
+    groups = Counter(tuple(sorted(v.items())) for v in limits.values())
+    if len(groups) <= 1:
+        return None
+    (common, most), *rest = groups.most_common()
+    if rest and rest[0][1] == most:
+        flagged, summary = sorted(limits), "disagree: no limit set is held by a majority"
+    else:
+        flagged = [n for n, v in limits.items() if tuple(sorted(v.items())) != common]
+        others = [n for n in limits if n not in flagged]
+        summary = f"differ(s) from the other brokers ({', '.join(others)})"
+    keys = sorted({k for v in limits.values() for k in v})
+    differing = {k: {n: (None if k not in v else {"rate": v[k][0], "burst": v[k][1]})
+                     for n, v in limits.items()}
+                 for k in keys if len({v.get(k) for v in limits.values()}) > 1}
+    return {"brokers": flagged, "summary": summary, "keys": differing}
+
+
+def run_rate_set(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
+    params: dict[str, Any] = {"key": args.key, "rate": args.rate}
+    if args.burst is not None:
+        params["burst"] = args.burst
+    outcomes = address_all(pool, lambda e: control_call(e, args.timeout, "rates.set", **params))
+    return report_each(args, outcomes, "reply", lambda r: (
+        f"{r['key']}: {limit_text(r['rate'], r['burst'])} (written to {r['file']})"))
+
+
+def run_rate_clear(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
+    outcomes = address_all(pool, lambda e: control_call(e, args.timeout, "rates.clear",
+                                                          key=args.key))
+    return report_each(args, outcomes, "reply", lambda r: (
+        f"{r['key']}: " + ("cleared, now unlimited" if r.get("cleared") else "had no limit")))
+
+
+def run_schemas_reload(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
+    outcomes = address_all(pool, lambda e: control_call(e, args.timeout, "schemas.reload"))
+    return report_each(args, outcomes, "reply", lambda r: (
+        f"reloaded: {r.get('loaded', '?')} schema(s), {r.get('versions', '?')} version(s)"))
+
+
+def run_stats(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
+    outcomes = address_all(pool, lambda e: metrics_summary(e, args.timeout))
+    read = [o.data for o in outcomes if o.ok]
+    total = pool_total(read)
+    if args.json:
+        print(dump_json({"brokers": [{"name": o.name, "ok": o.ok, **(
+            {"stats": o.data.as_dict()} if o.ok else {"error": o.error})} for o in outcomes],
+            "total": total, "failed": failed_names(outcomes)}))
+    else:
+        header = ["BROKER", "STATE", "RECEIVED", "ACCEPTED", "REJECTED", "THROTTLED",
+                  "PUBS", "SUBS", "P99"]
+
+        def row(name: str, state: str, d: dict[str, Any]) -> list[Any]:
+            p99 = d["latency_ms"]["p99"]
+            return [name, state, d["received"], d["accepted"], sum(d["rejected"].values()),
+                    sum(d["throttled"].values()), d["publishers_connected"],
+                    d["subscribers_connected"], "-" if p99 is None else f"<={p99:g}ms"]
+
+        rows = [row(o.name, "draining" if o.data.draining else "ready" if o.data.ready
+                    else "NOT READY", o.data.as_dict()) if o.ok else
+                [o.name, "DOWN", "-", "-", "-", "-", "-", "-", o.error] for o in outcomes]
+        rows.append(row("TOTAL", f"{total['brokers_ready']}/{len(pool)} ready", total))
+        print(table(header, rows))
+    return finish(args, outcomes, len(pool))
+
+
+def pool_total(summaries: list[Summary]) -> dict[str, Any]:
+    """Counters summed over the brokers read; latency quantiles from the merged histogram
+    (every busd uses the same buckets), so the pool p99 is a real p99, not an average."""
+    dicts = [s.as_dict() for s in summaries]
+    total: dict[str, Any] = {"brokers_read": len(dicts),
+                             "brokers_ready": sum(bool(d["ready"]) for d in dicts)}
+    for key in ("received", "accepted", "bytes_in", "bytes_accepted", "replies_dropped",
+                "publishers_connected", "subscribers_connected", "subscriptions"):
+        total[key] = sum(d[key] for d in dicts)
+    for key in ("rejected", "throttled"):
+        merged: Counter[str] = Counter()
+        for d in dicts:
+            merged.update(d[key])
+        total[key] = dict(sorted(merged.items()))
+    buckets: dict[float, float] = {}
+    for s in summaries:
+        for bound, count in s.latency:
+            buckets[bound] = buckets.get(bound, 0.0) + count
+    merged_latency = sorted(buckets.items())
+    total["latency_ms"] = {"p50": quantile_ms(merged_latency, 0.5),
+                           "p99": quantile_ms(merged_latency, 0.99)}
+    return total
+
+
+# -- rolling restart ----------------------------------------------------------------------
+
+def run_restart(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
+    unusable = [f"{e.name} has no {field}" for e in pool
+                for field in ("restart", "metrics") if getattr(e, field) is None]
+    if unusable:  # without both, a restart cannot be done or cannot be seen to have worked
+        error(f"pool restart: {'; '.join(unusable)} (needs restart and metrics in the pool file)")
+        return EXIT_POOL_FILE
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    states = address_all(pool, lambda e: ready_state(e, min(args.ready_timeout, 5.0)))
+    not_ready = [f"{o.name} ({o.error})" for o in states if not o.ok]
+    if not_ready and not args.force:
+        error("pool restart: refused, not every broker is ready now (restarting another would "
+              f"leave the pool with fewer still): {', '.join(not_ready)}; --force to go on")
+        return EXIT_FAILED
+    report: list[dict[str, Any]] = [{"name": e.name, "state": "untouched"} for e in pool]
+    started = time.monotonic()
+    for i, entry in enumerate(pool):
+        outcome = restart_one(entry, args, say)
+        report[i].update(outcome)
+        if outcome["state"] != "restarted":
+            untouched = [e.name for e in pool[i + 1:]]
+            error(f"pool restart: aborted at {entry.name}: {outcome['error']}; not restarted: "
+                  f"{', '.join(untouched) or 'none'}")
+            break
+        if args.pause > 0 and i + 1 < len(pool):
+            time.sleep(args.pause)
+    ok = all(r["state"] == "restarted" for r in report)
+    took = time.monotonic() - started
+    if args.json:
+        print(dump_json({"ok": ok, "seconds": round(took, 3), "brokers": report}))
+    elif ok:
+        print(f"pool restart: {len(pool)} broker(s) restarted one at a time in {took:.1f} s")
+    return 0 if ok else EXIT_FAILED
+
+
+def ready_state(entry: PoolEntry, timeout: float) -> Summary:
+    """The broker's metrics if its /readyz answers 200 now; BrokerFailed otherwise."""
+    assert entry.metrics is not None
+    try:
+        code, body = readyz(entry.metrics, timeout)
+    except OSError as exc:
+        raise BrokerFailed(f"down: {entry.metrics} does not answer: {reason(exc)}") from None
+    if code != 200:
+        raise BrokerFailed(f"/readyz answered {code} {body}")
+    return metrics_summary(entry, timeout)
+
+
+def restart_one(entry: PoolEntry, args: argparse.Namespace,
+                say: Callable[[str], None]) -> dict[str, Any]:
+    """Run the broker's restart command, then wait until a new process is ready."""
+    assert entry.restart is not None and entry.metrics is not None
+    try:  # the process start time tells the new busd from the old one still answering
+        before: float | None = metrics_summary(entry, min(args.ready_timeout, 5.0)).started
+    except BrokerFailed:
+        before = None
+    say(f"{entry.name}: restarting: {entry.restart}")
+    begin = time.monotonic()
+    failure = run_command(entry.restart, args.timeout, entry.name)
+    ran = time.monotonic() - begin
+    if failure:
+        return {"state": "failed", "error": f"restart command {failure}",
+                "restart_seconds": round(ran, 3)}
+    say(f"{entry.name}: restart command done in {ran:.2f} s; waiting for /readyz")
+    deadline, last = time.monotonic() + args.ready_timeout, ""
+    while True:
+        now = time.monotonic()
+        try:
+            summary = ready_state(entry, max(0.1, min(2.0, deadline - now)))
+            if before is None or summary.started != before:
+                break
+            state = "ready, but still the process from before the restart"
+        except BrokerFailed as exc:
+            state = str(exc)
+        if state != last:
+            say(f"{entry.name}: {state}")
+            last = state
+        if now >= deadline:
+            return {"state": "failed", "restart_seconds": round(ran, 3),
+                    "error": f"not ready within {args.ready_timeout:g} s (last: {state})"}
+        time.sleep(min(0.05, max(0.0, deadline - now)))
+    ready = time.monotonic() - begin - ran
+    say(f"{entry.name}: ready {ready:.2f} s after its restart command "
+        f"({ran + ready:.2f} s in all)")
+    return {"state": "restarted", "restart_seconds": round(ran, 3),
+            "ready_seconds": round(ready, 3)}
+
+
+def run_command(command: str, timeout: float, name: str) -> str:
+    """Run ``command`` with sh; "" when it exits 0 in time, else what went wrong. Its output
+    goes to stderr, prefixed with the broker's name (stdout may be carrying JSON)."""
+    # The pool file's restart field is a shell command by design (ssh, systemctl, sudo ...).
+    proc = subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL,  # noqa: S602
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # sh and whatever it started (ssh ...)
+        output, _ = proc.communicate()
+        problem = f"did not finish within {timeout:g} s (killed)"
+    else:
+        problem = "" if proc.returncode == 0 else f"exited with status {proc.returncode}"
+    for line in output.decode("utf-8", "replace").splitlines():
+        print(f"{name}| {line}", file=sys.stderr)
+    return problem
+
+
+# -- reporting ----------------------------------------------------------------------------
+
+def failed_names(outcomes: list[Outcome]) -> list[str]:
+    return [o.name for o in outcomes if not o.ok]
+
+
+def report_each(args: argparse.Namespace, outcomes: list[Outcome], key: str,
+                text: Callable[[dict[str, Any]], str]) -> int:
+    if args.json:
+        print(dump_json({"ok": all(o.ok for o in outcomes),
+                         "brokers": [o.as_dict(key) for o in outcomes],
+                         "failed": failed_names(outcomes)}))
+    else:
+        for o in outcomes:
+            print(f"{o.name}: {text(o.data)}" if o.ok else f"{o.name}: FAILED: {o.error}")
+    return finish(args, outcomes, len(outcomes))
+
+
+def finish(args: argparse.Namespace, outcomes: list[Outcome], count: int) -> int:
+    failed = failed_names(outcomes)
+    if not failed:
+        return 0
+    error(f"pool {args.pool_command}: failed on {len(failed)} of {count} broker(s): "
+          f"{', '.join(failed)}")
+    return EXIT_FAILED
+
+
+# -- argument parsing ---------------------------------------------------------------------
+
+def _with_pool(run: Callable[[argparse.Namespace, list[PoolEntry]], int]
+               ) -> Callable[[argparse.Namespace], int]:
+    def func(args: argparse.Namespace) -> int:
+        try:
+            pool = pool_from_args(args)
+        except PoolFileError as exc:
+            error(str(exc))
+            return EXIT_POOL_FILE
+        return run(args, pool)
+    return func
+
+
+def add_pool(parser: argparse.ArgumentParser, with_timeout: bool = True) -> None:
+    parser.add_argument("--pool", metavar="FILE",
+                        help=f"the pool file (TOML, docs/pool.md; env {POOL_ENV})")
+    add_json(parser)
+    if with_timeout:
+        parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                            help="per-broker timeout in seconds (default %(default)s)")
+
+
+def register(subparsers: Any) -> None:
+    pool = subparsers.add_parser(
+        "pool", help="address every broker of a pool at once",
+        description="Run a command on every broker listed in a pool file, reporting per "
+                    "broker. Exit status 0 when every broker did it, 1 when some failed "
+                    "(listed), 2 for a pool file problem.")
+    actions = pool.add_subparsers(dest="pool_command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace, list[PoolEntry]], int],
+                help_: str, parent: Any = actions) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
+        add_pool(parser)
+        parser.set_defaults(func=_with_pool(run))
+        return parser
+
+    command("status", run_status, "each broker's /readyz state and whether its control socket "
+                                  "answers")
+    command("rates", run_rates, "each broker's rate limits, and the brokers whose limits differ "
+                                "(exit 4 on such drift)")
+    rate = actions.add_parser("rate", help="set or clear a rate limit on every broker")
+    rate_actions = rate.add_subparsers(dest="action", required=True, metavar="ACTION")
+    set_ = command("set", run_rate_set, "set KEY to RATE messages/s on every broker",
+                   rate_actions)
+    set_.add_argument("key", metavar="KEY")
+    set_.add_argument("rate", metavar="RATE", help="messages per second, decimal; 0 disables")
+    set_.add_argument("--burst", metavar="B", help="bucket size (default max(1, RATE))")
+    command("clear", run_rate_clear, "remove KEY's limit on every broker",
+            rate_actions).add_argument("key", metavar="KEY")
+    command("stats", run_stats, "each broker's counters and the pool total")
+    schemas = actions.add_parser("schemas", help="reload the schemas of every broker")
+    schema_actions = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command("reload", run_schemas_reload, "every broker reads its schemas directory again",
+            schema_actions)
+
+    restart = actions.add_parser(
+        "restart", help="restart every broker, one at a time, each ready before the next",
+        description="For each broker in file order: run its restart command (must exit 0), "
+                    "then wait until its /readyz answers 200 from the new process; only then "
+                    "the next. Stops at the first broker that fails, leaving the rest "
+                    "untouched. Refuses to start while any broker is not ready (--force).")
+    add_pool(restart, with_timeout=False)
+    restart.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                         help="time allowed for each restart command (default %(default)s)")
+    restart.add_argument("--ready-timeout", type=float, default=60.0, metavar="S",
+                         help="time allowed for each broker to become ready after its "
+                              "restart command (default %(default)s)")
+    restart.add_argument("--pause", type=float, default=0.0, metavar="S",
+                         help="wait this long after a broker is ready before the next")
+    restart.add_argument("--force", action="store_true",
+                         help="restart even though some broker is not ready now")
+    restart.set_defaults(func=_with_pool(run_restart))
+

@@ -1,0 +1,342 @@
+"""busctl pool ... against a pool of real busd processes: every broker addressed and reported,
+a dead one reported without stopping the others, rate drift, totals, rolling restart."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from busd_client import Publisher
+from busd_client.control import ControlClient
+from conftest import BusdProcess, wait_for
+from opshttp import get
+
+BUSCTL = str(Path(sys.executable).parent / "busctl")
+Factory = Callable[..., BusdProcess]
+
+
+def write_pool(path: Path, brokers: list[BusdProcess],
+               restart: dict[str, str] | None = None) -> Path:
+    lines = []
+    for b in brokers:
+        name = b.root.name
+        lines += ["[[broker]]", f'name = "{name}"', f'pub_endpoint = "{b.pub_endpoint}"',
+                  f'sub_endpoint = "{b.sub_endpoint}"', f'metrics = "{b.metrics}"',
+                  f'control = "{b.control}"']
+        if restart and name in restart:
+            lines.append(f"restart = {json.dumps(restart[name])}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def busctl(pool: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BUSD_POOL"}
+    return subprocess.run([BUSCTL, "pool", *args, "--pool", str(pool)], capture_output=True,
+                          text=True, timeout=timeout, env=env, check=False)
+
+
+def limits(b: BusdProcess) -> dict[str, tuple[float, float]]:
+    with ControlClient(b.control, timeout=5) as control:
+        reply = control.call("rates.list")
+    return {r["key"]: (r["rate"], r["burst"]) for r in reply["limits"]}
+
+
+@pytest.fixture
+def three(busd_factory: Factory, tmp_path: Path) -> tuple[list[BusdProcess], Path]:
+    brokers = [busd_factory(name=f"b{i}") for i in (1, 2, 3)]
+    return brokers, write_pool(tmp_path / "pool.toml", brokers)
+
+
+@pytest.mark.timeout(30)
+def test_pool_rate_set_and_clear_apply_to_every_broker(
+        three: tuple[list[BusdProcess], Path]) -> None:
+    brokers, pool = three
+    done = busctl(pool, "rate", "set", "publish.release", "500", "--burst", "50", "--json")
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["ok"] and reply["failed"] == []
+    assert [b["name"] for b in reply["brokers"]] == ["b1", "b2", "b3"]
+    for b in brokers:
+        assert limits(b) == {"publish.release": (500, 50)}
+        assert (b.rates_dir / "publish.release").read_text().split() == ["500", "50"]
+
+    cleared = busctl(pool, "rate", "clear", "publish.release")
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.count("cleared, now unlimited") == 3
+    for b in brokers:
+        assert limits(b) == {}
+
+
+@pytest.mark.timeout(30)
+def test_pool_rate_set_with_a_broker_down_sets_the_others_and_exits_1(
+        three: tuple[list[BusdProcess], Path]) -> None:
+    brokers, pool = three
+    brokers[1].kill()
+    done = busctl(pool, "rate", "set", "publish", "0", "--timeout", "2")
+    assert done.returncode == 1
+    assert "b2: FAILED: down: cannot talk to busd" in done.stdout
+    assert "b1: publish: 0 (disabled)" in done.stdout
+    assert "failed on 1 of 3 broker(s): b2" in done.stderr
+    assert limits(brokers[0]) == limits(brokers[2]) == {"publish": (0, 1)}
+
+    status = busctl(pool, "status", "--json")
+    assert status.returncode == 1
+    report = {b["name"]: b for b in json.loads(status.stdout)["brokers"]}
+    assert report["b1"]["ok"] and report["b1"]["status"] == {"ready": "ready", "control": "ok"}
+    assert not report["b2"]["ok"] and "down" in report["b2"]["error"]
+    assert report["b3"]["ok"]
+
+
+@pytest.mark.timeout(30)
+def test_pool_rates_flags_the_broker_whose_limits_differ(
+        three: tuple[list[BusdProcess], Path]) -> None:
+    brokers, pool = three
+    assert busctl(pool, "rate", "set", "publish", "500").returncode == 0
+    same = busctl(pool, "rates")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "rates: the same on all 3 broker(s) that answered" in same.stdout
+
+    # An operator edits one host's file by hand: that broker now differs.
+    (brokers[1].rates_dir / "publish").write_text("100\n")
+    wait_for(lambda: limits(brokers[1]).get("publish") == (100, 100), what="b2 picks up 100")
+    drift = busctl(pool, "rates", "--json")
+    assert drift.returncode == 4, drift.stderr
+    found = json.loads(drift.stdout)["drift"]
+    assert found["brokers"] == ["b2"]
+    assert found["keys"] == {"publish": {"b1": {"rate": 500, "burst": 500},
+                                         "b2": {"rate": 100, "burst": 100},
+                                         "b3": {"rate": 500, "burst": 500}}}
+    text = busctl(pool, "rates")
+    assert text.returncode == 4
+    assert "DRIFT: b2 differ(s) from the other brokers (b1, b3)" in text.stdout
+    assert "publish: b1 500/s burst 500, b2 100/s burst 100, b3 500/s burst 500" in text.stdout
+
+
+@pytest.mark.timeout(30)
+def test_pool_stats_reports_each_broker_and_the_pool_total(
+        three: tuple[list[BusdProcess], Path]) -> None:
+    brokers, pool = three
+    data = {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {}}
+    for b, count in zip(brokers, (3, 2, 0), strict=True):
+        with Publisher(b.pub_endpoint, timeout=10) as pub:
+            for _ in range(count):
+                pub.publish_wait("release.pool.stats", "release", 2, data)
+    done = busctl(pool, "stats", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [b["stats"]["accepted"] for b in report["brokers"]] == [3, 2, 0]
+    assert report["total"]["accepted"] == 5 and report["total"]["received"] == 5
+    assert report["total"]["brokers_ready"] == 3
+
+    brokers[2].kill()
+    partial = busctl(pool, "stats", "--timeout", "2")
+    assert partial.returncode == 1
+    rows = {line.split()[0]: line for line in partial.stdout.splitlines()[1:]}
+    assert "DOWN" in rows["b3"] and "cannot read metrics" in rows["b3"]
+    assert rows["TOTAL"].split()[1:4] == ["2/3", "ready", "5"]
+
+
+@pytest.mark.timeout(30)
+def test_pool_schemas_reload_reports_each_broker(
+        three: tuple[list[BusdProcess], Path]) -> None:
+    brokers, pool = three
+    (brokers[1].schemas_dir / "release" / "v2.json").write_text("{")
+    done = busctl(pool, "schemas", "reload", "--json")
+    assert done.returncode == 1
+    report = {b["name"]: b for b in json.loads(done.stdout)["brokers"]}
+    assert report["b1"]["ok"] and report["b3"]["ok"]
+    assert report["b1"]["reply"]["loaded"] == 2
+    assert "(schemas_refused)" in report["b2"]["error"]
+    for b, reloads in zip(brokers, (1, 0, 1), strict=True):
+        with ControlClient(b.control, timeout=5) as control:
+            assert control.call("schemas.list")["reloads"] == reloads
+
+
+# -- rolling restart ----------------------------------------------------------------------
+
+SUPERVISOR = """
+import json, os, signal, subprocess, sys, time
+pidfile, log, *argv = sys.argv[1:]
+stopping = False
+child = None
+def stop(*_):
+    global stopping
+    stopping = True
+    if child is not None:
+        child.kill()
+signal.signal(signal.SIGTERM, stop)
+while not stopping:  # like systemd Restart=always, without the back-off
+    with open(log, "ab") as out:
+        child = subprocess.Popen(argv, stdout=out, stderr=out)
+    with open(pidfile + ".tmp", "w") as f:
+        f.write(str(child.pid))
+    os.replace(pidfile + ".tmp", pidfile)
+    child.wait()
+"""
+
+# The restart command: note what every broker looks like now, then stop this broker's busd
+# (the supervisor starts a new one) and return once the old process is gone.
+RESTART = """
+import json, os, sys, time, urllib.request, urllib.error
+name, pidfile, events, *others = sys.argv[1:]
+def ready(address):
+    try:
+        return urllib.request.urlopen(f"http://{address}/readyz", timeout=2).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+seen = {}
+for item in others:
+    other, other_pidfile, address = item.split("=")
+    seen[other] = {"ready": ready(address), "pid": int(open(other_pidfile).read())}
+pid = int(open(pidfile).read())
+with open(events, "a") as f:
+    f.write(json.dumps({"broker": name, "t": time.time(), "pid": pid, "seen": seen}) + "\\n")
+os.kill(pid, 15)
+while True:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.02)
+"""
+
+
+class Supervised:
+    def __init__(self, busd: BusdProcess, script: Path):
+        self.busd = busd
+        self.name = busd.root.name
+        self.pidfile = busd.root / "busd.pid"
+        self.proc = subprocess.Popen([sys.executable, str(script), str(self.pidfile),
+                                      str(busd.log_path), *busd.argv()], cwd=busd.root)
+
+    def pid(self) -> int:
+        return int(self.pidfile.read_text())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+        # A busd started just as the supervisor was told to stop.
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(self.pid(), signal.SIGKILL)
+
+
+@pytest.fixture
+def supervised(busd_factory: Factory, tmp_path: Path) -> Iterator[list[Supervised]]:
+    script = tmp_path / "supervise.py"
+    script.write_text(SUPERVISOR)
+    brokers = [Supervised(busd_factory(name=f"b{i}", start=False), script) for i in (1, 2, 3)]
+    try:
+        for s in brokers:
+            wait_for(lambda s=s: s.pidfile.exists() and _ready(s.busd.metrics), timeout=15,
+                     what=f"{s.name} ready")
+        yield brokers
+    finally:
+        for s in brokers:
+            s.stop()
+
+
+def _ready(address: str) -> bool:
+    try:
+        return get(address, "/readyz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(40)
+def test_pool_restart_restarts_each_broker_once_and_the_next_only_when_it_is_ready(
+        supervised: list[Supervised], tmp_path: Path) -> None:
+    script, events = tmp_path / "restart.py", tmp_path / "events.jsonl"
+    script.write_text(RESTART)
+    before = {s.name: s.pid() for s in supervised}
+    restart = {s.name: f"{sys.executable} {script} {s.name} {s.pidfile} {events} " + " ".join(
+        f"{o.name}={o.pidfile}={o.busd.metrics}" for o in supervised if o is not s)
+        for s in supervised}
+    pool = write_pool(tmp_path / "pool.toml", [s.busd for s in supervised], restart)
+
+    done = busctl(pool, "restart", "--ready-timeout", "15", "--json", timeout=35)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and [b["state"] for b in report["brokers"]] == ["restarted"] * 3
+    assert "b2: ready" in done.stderr  # progress lines go to stderr with --json
+
+    after = {s.name: s.pid() for s in supervised}
+    assert all(after[n] != before[n] for n in before), (before, after)
+    order = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["broker"] for e in order] == ["b1", "b2", "b3"]
+    for i, event in enumerate(order):
+        assert event["pid"] == before[event["broker"]]
+        for other, seen in event["seen"].items():
+            # Every other broker answered ready, and those before it were already new.
+            assert seen["ready"] == 200, (event["broker"], other, seen)
+            restarted_already = int(other[1]) < i + 1
+            assert (seen["pid"] != before[other]) == restarted_already, (event, before)
+    for s in supervised:
+        assert get(s.busd.metrics, "/readyz")[0] == 200
+
+
+@pytest.mark.timeout(30)
+def test_pool_restart_refuses_while_a_broker_is_down(
+        busd_factory: Factory, tmp_path: Path) -> None:
+    brokers = [busd_factory(name=f"b{i}") for i in (1, 2)]
+    marker = tmp_path / "restarted"
+    pool = write_pool(tmp_path / "pool.toml", brokers,
+                      {b.root.name: f"touch {marker}" for b in brokers})
+    brokers[1].kill()
+    done = busctl(pool, "restart")
+    assert done.returncode == 1
+    assert "refused, not every broker is ready now" in done.stderr
+    assert "b2 (down:" in done.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.timeout(30)
+def test_pool_restart_aborts_at_a_failing_restart_command_leaving_the_rest_untouched(
+        busd_factory: Factory, tmp_path: Path) -> None:
+    brokers = [busd_factory(name=f"b{i}") for i in (1, 2)]
+    marker = tmp_path / "restarted"
+    pool = write_pool(tmp_path / "pool.toml", brokers,
+                      {"b1": "echo no route to bus1 >&2; exit 3", "b2": f"touch {marker}"})
+    done = busctl(pool, "restart", "--json")
+    assert done.returncode == 1
+    assert "aborted at b1: restart command exited with status 3; not restarted: b2" \
+        in done.stderr
+    assert "b1| no route to bus1" in done.stderr
+    assert [b["state"] for b in json.loads(done.stdout)["brokers"]] == ["failed", "untouched"]
+    assert not marker.exists()
+
+
+@pytest.mark.timeout(30)
+def test_pool_restart_aborts_when_a_broker_is_not_back_within_the_ready_timeout(
+        busd_factory: Factory, tmp_path: Path) -> None:
+    brokers = [busd_factory(name=f"b{i}") for i in (1, 2, 3)]
+    marker = tmp_path / "restarted"
+    assert brokers[1].proc is not None
+    pool = write_pool(tmp_path / "pool.toml", brokers, {
+        "b1": "true",  # exits 0 but restarts nothing: the old process is still serving
+        "b2": f"kill -KILL {brokers[1].proc.pid}",  # stops it, and nothing starts it again
+        "b3": f"touch {marker}"})
+    started = time.monotonic()
+    done = busctl(pool, "restart", "--ready-timeout", "1")
+    assert done.returncode == 1
+    assert "aborted at b1: not ready within 1 s (last: ready, but still the process from " \
+           "before the restart); not restarted: b2, b3" in done.stderr
+    assert time.monotonic() - started < 10
+
+    pool = write_pool(tmp_path / "pool2.toml", brokers[1:], {
+        "b2": f"kill -KILL {brokers[1].proc.pid}", "b3": f"touch {marker}"})
+    done = busctl(pool, "restart", "--ready-timeout", "1")
+    assert done.returncode == 1
+    assert "aborted at b2: not ready within 1 s (last: down:" in done.stderr
+    assert not marker.exists()
+

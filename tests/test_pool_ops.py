@@ -340,3 +340,26 @@ def test_pool_restart_aborts_when_a_broker_is_not_back_within_the_ready_timeout(
     assert "aborted at b2: not ready within 1 s (last: down:" in done.stderr
     assert not marker.exists()
 
+
+
+@pytest.mark.timeout(30)
+def test_deploy_rolling_restart_runs_busctl_pool_restart_on_the_pool_file(
+        busd_factory: Factory, tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "deploy" / "rolling-restart"
+    brokers = [busd_factory(name=f"b{i}") for i in (1, 2)]
+    marker = tmp_path / "restarted"
+    pool = write_pool(tmp_path / "pool.toml", brokers,
+                      {b.root.name: f"touch {marker}" for b in brokers})
+    brokers[0].kill()
+    env = {**os.environ, "BUSCTL": BUSCTL, "BUSD_POOL": str(tmp_path / "absent.toml")}
+    done = subprocess.run([str(script), str(pool), "--ready-timeout", "1"], env=env,
+                          capture_output=True, text=True, timeout=20, check=False)
+    assert done.returncode == 1
+    assert "refused, not every broker is ready now" in done.stderr and "b1 (down:" in done.stderr
+    assert not marker.exists()
+
+    # Without a file argument, $BUSD_POOL names the pool file.
+    done = subprocess.run([str(script), "--force", "--ready-timeout", "1"], env=env,
+                          capture_output=True, text=True, timeout=20, check=False)
+    assert done.returncode == 2
+    assert f"{tmp_path / 'absent.toml'}: cannot read" in done.stderr

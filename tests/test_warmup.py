@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import busd_client
 import pytest
 import rawproto
 from conftest import BusdProcess, TrackedContext, wait_for
 from opshttp import get, scrape
-
-import busd_client
 
 pytestmark = pytest.mark.timeout(30)
 RELEASE = {"slug": "https://apps.example/shop/releases/1", "cmd": "bin/web", "env": {}}
@@ -35,7 +34,7 @@ def test_publishes_during_warmup_are_refused_with_not_ready_and_retry_after(
         nonlocal seq
         seq += 1
         rawproto.publish(sock, seq)
-        return rawproto.collect(sock, 1)[seq]["code"] == "accepted"
+        return bool(rawproto.collect(sock, 1)[seq]["code"] == "accepted")
 
     wait_for(accepted, timeout=5, interval=0.05, what="the warm-up to end")
     assert get(b.metrics, "/readyz")[0] == 200

@@ -6,10 +6,12 @@ from busd_client.errors import (
     BusError,
     ClosedError,
     Disabled,
+    NotReady,
     PublishTimeout,
     RateLimited,
     Rejected,
 )
+from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber
 from busd_client.publisher import Publisher, Receipt
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
 from busd_client.subscriber import Subscriber
@@ -27,6 +29,10 @@ __all__ = [
     "DecodeError",
     "Disabled",
     "Message",
+    "NotReady",
+    "PoolPublisher",
+    "PoolReceipt",
+    "PoolSubscriber",
     "PublishTimeout",
     "Publisher",
     "RateLimited",

@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import zmq
 
@@ -98,7 +98,7 @@ class Subscriber(Subscriptions):
     def closed(self) -> bool:
         return bool(self._sock.closed)
 
-    def __enter__(self) -> Subscriber:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,

@@ -1,0 +1,374 @@
+"""The pool publisher's decisions: which broker gets a message, and what to do when one fails.
+
+No I/O and no clock reads (time is monotonic seconds, passed in), so the sync and asyncio
+publishers share it and tests can drive it step by step. The shells own the sockets: they
+feed in replies and connection events, and send what ``dispatch`` hands them.
+
+The rules (docs/pool.md):
+- each message goes to one broker, chosen round-robin among the usable ones; a broker is
+  usable while its connection is up and it is not being avoided;
+- a message not answered within ``attempt_timeout``, or on a connection that was lost, is
+  sent again, same envelope and id, to another broker (the broker is avoided for a while,
+  doubling up to ``avoid_max``, then probed with one message at a time);
+- ``not_ready`` and ``shutting_down`` are about the broker, not the message: it is avoided
+  and the message goes elsewhere at once; every other rejection is final (``rate_limited``
+  and ``disabled`` are retried only within the caller's retry deadline, like a publisher's);
+- a message is accepted when any broker accepted it, even an answer that arrives after the
+  message was sent elsewhere; it fails only at its deadline (``timeout``; none: never).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgpack
+
+from busd_client.errors import (
+    BusError,
+    ClosedError,
+    Disabled,
+    NotReady,
+    PublishTimeout,
+    RateLimited,
+    Rejected,
+    rejection_from_reply,
+)
+from busd_client.inflight import DISABLED_RETRY_INTERVAL, Pending
+
+__all__ = ["Link", "PoolCore", "PoolPending"]
+
+_unpackb = msgpack.unpackb
+# A send that found a broker's socket full (or not yet attached) avoids it this long.
+_FULL_AVOID = 0.02
+_ABANDONED_MAX = 65536  # messages sent elsewhere, remembered per broker for late answers
+
+
+class PoolPending(Pending):
+    """A message of a pool publisher: a Pending with an overall deadline and a broker."""
+
+    __slots__ = ("_deadline", "_link", "broker")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._deadline = math.inf
+        self._link: Link | None = None  # the broker it is in flight on, if any
+        self.broker: str | None = None  # the endpoint of the broker that accepted it
+
+
+class Link:
+    """One broker as a pool publisher sees it: connection state, messages in flight, counts."""
+
+    def __init__(self, index: int, endpoint: str) -> None:
+        self.index = index
+        self.endpoint = endpoint
+        self.connected = False
+        self.avoid_until = 0.0
+        self.avoid_reason = ""
+        self.strikes = 0  # attempt timeouts since the last answer: the avoidance backoff
+        self.probing = False  # after avoidance: one message at a time until an answer
+        self.next_seq = 1
+        self.outstanding: dict[int, PoolPending] = {}
+        self.deadlines: list[tuple[float, int]] = []  # heap of (attempt deadline, seq)
+        self.abandoned: OrderedDict[int, PoolPending] = OrderedDict()
+        self.sent = self.accepted = self.rejected = self.timeouts = 0
+        self.moved_away = self.disconnects = self.late_answers = 0
+
+    def usable(self, now: float) -> bool:
+        return (self.connected and now >= self.avoid_until
+                and not (self.probing and self.outstanding))
+
+    def state(self, now: float) -> str:
+        if not self.connected:
+            return "down"
+        if now < self.avoid_until:
+            return f"avoided ({self.avoid_reason})"
+        return "probing" if self.probing else "up"
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "state": self.state(now),
+                "in_flight": len(self.outstanding), "sent": self.sent,
+                "accepted": self.accepted, "rejected": self.rejected,
+                "attempt_timeouts": self.timeouts, "moved_away": self.moved_away,
+                "disconnects": self.disconnects, "late_answers": self.late_answers}
+
+    def take(self, seq: int) -> tuple[PoolPending | None, bool]:
+        """The message sent with ``seq`` and whether it had been given up on (late)."""
+        p = self.outstanding.pop(seq, None)
+        if p is not None:
+            return p, False
+        return self.abandoned.pop(seq, None), True
+
+    def abandon(self, seq: int) -> PoolPending | None:
+        p = self.outstanding.pop(seq, None)
+        if p is not None:
+            self.abandoned[seq] = p
+            if len(self.abandoned) > _ABANDONED_MAX:
+                self.abandoned.popitem(last=False)
+        return p
+
+
+class PoolCore:
+    def __init__(self, endpoints: Sequence[str], attempt_timeout: float,
+                 avoid_base: float = 0.25, avoid_max: float = 8.0) -> None:
+        if not endpoints:
+            raise ValueError("a pool needs at least one broker endpoint")
+        if len(set(endpoints)) != len(endpoints):
+            raise ValueError("each broker endpoint may appear only once")
+        if not attempt_timeout > 0:
+            raise ValueError("attempt_timeout must be > 0 seconds")
+        self.links = [Link(i, e) for i, e in enumerate(endpoints)]
+        self.attempt_timeout = attempt_timeout
+        self.avoid_base = avoid_base
+        self.avoid_max = avoid_max
+        self.count = 0  # messages whose fate is not known yet
+        self.settled = 0
+        self.waiting: deque[PoolPending] = deque()  # to be sent (again), oldest first
+        self._deadlines: list[tuple[float, int, PoolPending]] = []
+        self._retries: list[tuple[float, int, PoolPending]] = []
+        self._tie = itertools.count()
+        self._rr = 0
+        self._failed: list[PoolPending] = []
+        self.resent = 0  # sends of a message to a broker after another one failed it
+        self.late_accepts = 0  # accepted by an answer that came after the message moved on
+        self.bad_replies = 0
+
+    # -- the shells call these ------------------------------------------------------------
+
+    def add(self, p: PoolPending) -> None:
+        self.count += 1
+        self.waiting.append(p)
+        if p._deadline != math.inf:
+            heapq.heappush(self._deadlines, (p._deadline, next(self._tie), p))
+
+    def pick(self, now: float) -> Link | None:
+        """The next usable broker, round-robin; None when none is usable now."""
+        links = self.links
+        n = len(links)
+        for k in range(n):
+            link = links[(self._rr + k) % n]
+            if link.usable(now):
+                self._rr = (link.index + 1) % n
+                return link
+        return None
+
+    def dispatch(self, now: float, send: Callable[[Link, PoolPending], bool]) -> int:
+        """Hand waiting messages to ``send(link, p)`` (which sends with ``link.next_seq``
+        and says whether libzmq took it) while some broker is usable; return how many."""
+        waiting = self.waiting
+        count = 0
+        while waiting:
+            p = waiting[0]
+            if p._done or p._link is not None:
+                waiting.popleft()
+                continue
+            link = self.pick(now)
+            if link is None:
+                break
+            if send(link, p):
+                waiting.popleft()
+                self.sent(link, p, now)
+                count += 1
+            else:
+                self._avoid(link, now, _FULL_AVOID, "socket full")
+        return count
+
+    def sent(self, link: Link, p: PoolPending, now: float) -> None:
+        seq = link.next_seq
+        link.next_seq = seq + 1
+        link.outstanding[seq] = p
+        link.sent += 1
+        heapq.heappush(link.deadlines, (now + self.attempt_timeout, seq))
+        if p.attempts:
+            self.resent += 1
+        p.attempts += 1
+        p._seq = seq
+        p._link = link
+
+    def on_connected(self, link: Link) -> None:
+        """A (new) connection is up: a restarted broker starts with a clean slate."""
+        link.connected = True
+        link.avoid_until = 0.0
+        link.strikes = 0
+        link.probing = False
+
+    def on_disconnected(self, link: Link) -> None:
+        """The connection was lost: whatever was in flight on it goes to another broker."""
+        link.connected = False
+        link.disconnects += 1
+        self._move_all(link)
+
+    def on_reply(self, link: Link, frame: bytes, now: float) -> None:
+        """Apply one reply frame from ``link`` (docs/protocol.md §2)."""
+        try:
+            reply = _unpackb(frame, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            self.bad_replies += 1
+            return
+        if type(reply) is not dict:
+            self.bad_replies += 1
+            return
+        link.strikes = 0
+        if link.probing:
+            link.probing = False
+        if reply.get("draining") is True:  # shutting down: it answers, but send no more
+            self._avoid(link, now, self.avoid_max, "draining")
+        acc = reply.get("acc")
+        if isinstance(acc, list):
+            for pair in acc:
+                if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int
+                        or type(pair[1]) is not int):
+                    self.bad_replies += 1
+                    continue
+                lo, hi = max(pair[0], 1), min(pair[1], link.next_seq - 1)
+                for seq in range(lo, hi + 1) if hi - lo <= 1 << 20 else ():
+                    p, late = link.take(seq)
+                    if p is not None:
+                        self._accepted(link, p, late)
+        rej = reply.get("rej")
+        if isinstance(rej, list):
+            for item in rej:
+                rseq = item.get("seq") if type(item) is dict else None
+                if type(rseq) is not int:
+                    self.bad_replies += type(item) is not dict
+                    continue
+                p, late = link.take(rseq)
+                if p is None or late or p._done:
+                    continue  # a late refusal: the message is already in other hands
+                self._rejected(link, p, rejection_from_reply(item), now)
+
+    def expire(self, now: float) -> None:
+        """Move unanswered messages on, fail messages past their deadline, queue retries."""
+        for link in self.links:
+            dl = link.deadlines
+            timed_out = False
+            while dl and dl[0][0] <= now:
+                seq = heapq.heappop(dl)[1]
+                p = link.abandon(seq)
+                if p is None or p._done:
+                    continue
+                timed_out = True
+                link.timeouts += 1
+                link.moved_away += 1
+                p._link = None
+                self.waiting.appendleft(p)
+            if timed_out:
+                link.strikes += 1
+                self._avoid(link, now, min(self.avoid_max,
+                                           self.avoid_base * 2 ** (link.strikes - 1)),
+                            "no answer in time")
+                link.probing = True
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            p = heapq.heappop(heap)[2]
+            if p._done:
+                continue
+            if p._link is not None:
+                p._link.abandon(p._seq)
+            self.settle(p, PublishTimeout(
+                "no broker accepted it before its deadline" + (
+                    " (fate unknown)" if p.attempts else "; it was never sent"),
+                sent=bool(p.attempts)))
+        retries = self._retries
+        while retries and retries[0][0] <= now:
+            p = heapq.heappop(retries)[2]
+            if not p._done:
+                self.waiting.append(p)
+
+    def next_wakeup(self, now: float) -> float | None:
+        """The earliest time ``expire`` or ``dispatch`` may have work (avoidance ending)."""
+        times = [link.deadlines[0][0] for link in self.links if link.deadlines]
+        if self._deadlines:
+            times.append(self._deadlines[0][0])
+        if self._retries:
+            times.append(self._retries[0][0])
+        if self.waiting:
+            times.extend(link.avoid_until for link in self.links
+                         if link.connected and link.avoid_until > now)
+        return min(times) if times else None
+
+    def settle(self, p: PoolPending, error: BusError | None) -> None:
+        if p._done:
+            return
+        p._done = True
+        p.envelope = b""
+        p._link = None
+        self.count -= 1
+        self.settled += 1
+        p._error = error
+        if error is not None:
+            error.id, error.topic = p.id, p.topic
+            self._failed.append(p)
+        waiter = p._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take_failures(self) -> list[BusError]:
+        failed, self._failed = self._failed, []
+        return [p._error for p in failed if not p._reported and p._error is not None]
+
+    def close(self) -> None:
+        """Fail every message not settled yet with ClosedError."""
+        pending = [p for link in self.links for p in link.outstanding.values()]
+        pending += list(self.waiting) + [r[2] for r in self._retries]
+        for link in self.links:
+            link.outstanding.clear()
+            link.deadlines.clear()
+        self.waiting.clear()
+        self._retries.clear()
+        self._deadlines.clear()
+        for p in pending:
+            self.settle(p, ClosedError("closed before a broker accepted it (fate unknown)"))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _avoid(self, link: Link, now: float, seconds: float, why: str) -> None:
+        if now + seconds > link.avoid_until:
+            link.avoid_until = now + seconds
+            link.avoid_reason = why
+
+    def _move_all(self, link: Link) -> None:
+        moved = [p for seq in sorted(link.outstanding)
+                 if (p := link.abandon(seq)) is not None and not p._done]
+        link.deadlines.clear()
+        for p in reversed(moved):
+            p._link = None
+            self.waiting.appendleft(p)
+        link.moved_away += len(moved)
+
+    def _accepted(self, link: Link, p: PoolPending, late: bool) -> None:
+        link.accepted += 1
+        if late:
+            link.late_answers += 1
+            if p._done:
+                return
+            self.late_accepts += 1
+            other = p._link
+            if other is not None:  # in flight elsewhere too: that answer no longer matters
+                other.abandon(p._seq)
+        p.broker = link.endpoint
+        self.settle(p, None)
+
+    def _rejected(self, link: Link, p: PoolPending, err: Rejected, now: float) -> None:
+        p._link = None
+        if isinstance(err, NotReady) or err.code == "shutting_down":
+            wait = err.retry_after_ms / 1000.0 if isinstance(err, NotReady) else self.avoid_max
+            self._avoid(link, now, wait, err.code)
+            link.moved_away += 1
+            self.waiting.appendleft(p)
+            return
+        link.rejected += 1
+        due = None
+        if isinstance(err, RateLimited):
+            due = now + err.retry_after_ms / 1000.0
+        elif isinstance(err, Disabled) and p._wait_disabled:
+            due = now + DISABLED_RETRY_INTERVAL
+        if due is not None and due <= p._retry_until and due < p._deadline:
+            p._error = err
+            heapq.heappush(self._retries, (due, next(self._tie), p))
+        else:
+            self.settle(p, err)

@@ -1,0 +1,184 @@
+"""A pool of three brokers: publishers fail over, subscribers deduplicate, nothing is lost.
+
+Real busd processes on loopback; the pool clients from busd_client. Each scenario prints
+its figures (run with -s): messages, duplicates suppressed, longest delivery pause.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import busd_client
+import pytest
+from conftest import BusdProcess, wait_for
+from opshttp import get, scrape
+from poolload import PublisherThread, SubscriberThread, delivered_all, verdict
+
+WARMUP = ("--warmup", "1.5")
+RATE = 1500.0  # messages per second per publisher
+COUNT = 12_000  # per publisher: 8 s of traffic
+
+
+def start_pool(busd_factory: Callable[..., BusdProcess], n: int = 3) -> list[BusdProcess]:
+    return [busd_factory(name=f"b{k}", extra_args=WARMUP) for k in range(n)]
+
+
+def subscribed(brokers: list[BusdProcess], subs: int) -> bool:
+    for b in brokers:
+        found = scrape(b.metrics).get(("busd_subscribers_connected", ()), 0.0)
+        if found < subs:
+            return False
+    return True
+
+
+def accepted_by(b: BusdProcess) -> float:
+    return scrape(b.metrics).get(("busd_messages_accepted_total", ()), 0.0)
+
+
+def run_traffic(brokers: list[BusdProcess], during: Callable[[list[SubscriberThread]], None],
+                count: int = COUNT) -> dict[str, object]:
+    pubs_at = [b.pub_endpoint for b in brokers]
+    subs = [SubscriberThread([b.sub_endpoint for b in brokers]) for _ in range(2)]
+    for s in subs:
+        s.start()
+        assert s.ready.wait(5)
+    wait_for(lambda: subscribed(brokers, 2), timeout=10, what="both subscribers on every broker")
+    wait_for(lambda: all(get(b.metrics, "/readyz")[0] == 200 for b in brokers), timeout=10,
+             what="every broker past its warm-up")
+    pubs = [PublisherThread(pubs_at, f"pub{k}", count, RATE, timeout=30.0, attempt_timeout=0.5)
+            for k in range(2)]
+    for p in pubs:
+        p.start()
+    try:
+        during(subs)
+        for p in pubs:
+            p.join(60)
+            assert not p.is_alive(), "publisher did not finish"
+        accepted = {i for p in pubs for i in p.accepted}
+        wait_for(lambda: delivered_all(accepted, subs) or any(s.error for s in subs),
+                 timeout=15, what="every accepted message at every subscriber")
+    finally:
+        for s in subs:
+            s.stop.set()
+        for s in subs:
+            s.join(10)
+    figures = verdict(pubs, subs)
+    print("\npool figures:", json.dumps(figures))
+    assert figures["failed"] == 0, [f for p in pubs for f in p.failures][:5]
+    assert figures["accepted"] == figures["published"] == 2 * count
+    for k in range(len(subs)):
+        sub = figures[f"sub{k}"]
+        assert isinstance(sub, dict)
+        assert sub["missing"] == 0 and sub["duplicates_delivered"] == 0, sub
+    return figures
+
+
+@pytest.mark.timeout(90)
+def test_kill_9_of_one_broker_loses_nothing_and_it_is_used_again(
+        busd_factory: Callable[..., BusdProcess]) -> None:
+    """One broker killed with -9 mid-stream and restarted: every accepted message reaches
+    each subscriber exactly once, no publish fails, the restarted broker takes traffic."""
+    brokers = start_pool(busd_factory)
+    victim = brokers[1]
+    kills = 0
+
+    def kill_and_restart(subs: list[SubscriberThread]) -> None:
+        nonlocal kills
+        wait_for(lambda: min(len(s.ids) for s in subs) >= 3000, timeout=20,
+                 what="traffic before the kill")
+        victim.kill()
+        kills += 1
+        seen = min(len(s.ids) for s in subs)
+        wait_for(lambda: min(len(s.ids) for s in subs) >= seen + 1500, timeout=20,
+                 what="traffic carrying on without the killed broker")
+        victim.start()
+        wait_for(lambda: get(victim.metrics, "/readyz")[0] == 200, timeout=10,
+                 what="the restarted broker ready")
+        wait_for(lambda: accepted_by(victim) > 100, timeout=10,
+                 what="publishers using the restarted broker again")
+
+    run_traffic(brokers, kill_and_restart)
+    print(f"kills: {kills}")
+    assert kills == 1
+
+
+@pytest.mark.timeout(90)
+def test_rolling_restart_under_load_loses_nothing(
+        busd_factory: Callable[..., BusdProcess]) -> None:
+    """Each broker in turn gets SIGTERM, restarts and is ready before the next: every accepted
+    message reaches each subscriber exactly once and no publish fails."""
+    brokers = start_pool(busd_factory)
+    restarts: list[float] = []
+
+    def rolling(subs: list[SubscriberThread]) -> None:
+        wait_for(lambda: min(len(s.ids) for s in subs) >= 2000, timeout=20,
+                 what="traffic before the restarts")
+        for b in brokers:
+            began = time.monotonic()
+            assert b.terminate() == 0
+            b.start()
+            wait_for(lambda: get(b.metrics, "/readyz")[0] == 200,  # noqa: B023 (called at once)
+                     timeout=10, what=f"{b.root.name} ready again")
+            restarts.append(time.monotonic() - began)
+
+    figures = run_traffic(brokers, rolling, count=COUNT)
+    print(f"restarts (s): {[round(r, 2) for r in restarts]}")
+    assert len(restarts) == 3
+    assert all(accepted_by(b) > 0 for b in brokers)  # every restarted broker carries traffic
+    assert figures["accepted"] == 2 * COUNT
+
+
+@pytest.mark.timeout(60)
+def test_all_brokers_down_publishers_wait_or_time_out_as_chosen(
+        busd_factory: Callable[..., BusdProcess]) -> None:
+    """With every broker down no message is reported accepted: a publisher without a timeout
+    waits and succeeds once a broker is back; one with a timeout fails with PublishTimeout."""
+    brokers = start_pool(busd_factory, 2)
+    endpoints = [b.pub_endpoint for b in brokers]
+    sub = SubscriberThread([b.sub_endpoint for b in brokers])
+    sub.start()
+    assert sub.ready.wait(5)
+    try:
+        wait_for(lambda: subscribed(brokers, 1), timeout=10, what="subscriber connected")
+        with busd_client.PoolPublisher(endpoints, timeout=None, attempt_timeout=0.3) as waiting, \
+                busd_client.PoolPublisher(endpoints, timeout=1.0, attempt_timeout=0.3,
+                                          window=5) as hasty:
+            waiting.publish_wait("release.load", "release", 2, _release())  # warm-up over
+            for b in brokers:
+                b.kill()
+            wait_for(lambda: all(x["state"] == "down" for x in waiting.brokers), timeout=5,
+                     what="the publisher to see every broker down")
+            held = [waiting.publish("release.load", "release", 2, _release())
+                    for _ in range(20)]
+            with pytest.raises(busd_client.PublishTimeout):
+                held[0].result(timeout=1.0)  # still pending: not accepted, not failed
+            assert not any(r.done() for r in held)
+
+            doomed = [hasty.publish("release.load", "release", 2, _release())
+                      for _ in range(5)]
+            began = time.monotonic()
+            doomed.append(hasty.publish("release.load", "release", 2, _release()))
+            assert time.monotonic() - began >= 0.5  # blocked: the window was full
+            failures = hasty.flush()
+            assert len(failures) == 6 and all(
+                isinstance(f, busd_client.PublishTimeout) and f.sent is False for f in failures)
+            assert not any(r.accepted for r in doomed)
+
+            for b in brokers:
+                b.start()
+            assert waiting.flush(timeout=20) == []
+            assert all(r.accepted for r in held)
+        wanted = {r.id for r in held}
+        wait_for(lambda: wanted <= set(sub.ids), timeout=10, what="held messages delivered")
+        assert not {r.id for r in doomed} & set(sub.ids)
+        assert len(sub.ids) == len(set(sub.ids))
+    finally:
+        sub.stop.set()
+        sub.join(10)
+    assert sub.error is None
+
+
+def _release() -> dict[str, object]:
+    return {"slug": "https://apps.example/shop/releases/7", "cmd": "bin/web", "env": {}}

@@ -85,7 +85,7 @@ def test_pool_rate_set_with_a_broker_down_sets_the_others_and_exits_1(
     assert done.returncode == 1
     assert "b2: FAILED: down: cannot talk to busd" in done.stdout
     assert "b1: publish: 0 (disabled)" in done.stdout
-    assert "failed on 1 of 3 broker(s): b2" in done.stderr
+    assert "pool rate set: failed on 1 of 3 broker(s): b2" in done.stderr
     assert limits(brokers[0]) == limits(brokers[2]) == {"publish": (0, 1)}
 
     status = busctl(pool, "status", "--json")
@@ -141,7 +141,9 @@ def test_pool_stats_reports_each_broker_and_the_pool_total(
     partial = busctl(pool, "stats", "--timeout", "2")
     assert partial.returncode == 1
     rows = {line.split()[0]: line for line in partial.stdout.splitlines()[1:]}
-    assert "DOWN" in rows["b3"] and "cannot read metrics" in rows["b3"]
+    assert rows["b3"].split()[1] == "DOWN"
+    assert "b3: down: cannot read metrics from" in partial.stdout
+    assert "pool stats: failed on 1 of 3 broker(s): b3" in partial.stderr
     assert rows["TOTAL"].split()[1:4] == ["2/3", "ready", "5"]
 
 

@@ -123,19 +123,16 @@ def run_status(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
         problems = []
         if entry.metrics is not None:
             try:
-                code, body = readyz(entry.metrics, args.timeout)
-                found["ready"] = body if code in (200, 503) else f"HTTP {code}: {body}"
+                code, found["ready"] = readyz(entry.metrics, args.timeout)
                 if code != 200:
-                    problems.append(f"{entry.metrics}/readyz answered {code} {body}")
+                    problems.append(f"/readyz answered {code} {found['ready']}")
             except OSError as exc:
-                found["ready"] = f"down: {reason(exc)}"
                 problems.append(f"down: {entry.metrics} does not answer: {reason(exc)}")
         if entry.control is not None:
             try:
                 control_call(entry, args.timeout, "rates.list")
                 found["control"] = "ok"
             except BrokerFailed as exc:
-                found["control"] = str(exc)
                 problems.append(f"control socket: {exc}")
         if problems:
             raise BrokerFailed("; ".join(problems))
@@ -147,10 +144,9 @@ def run_status(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
                          "failed": failed_names(outcomes)}))
     else:
         for o in outcomes:
-            found = [f"/readyz {o.data['ready']}" if o.data["ready"] else "",
-                     f"control {o.data['control']}" if o.data["control"] else ""] if o.ok else []
-            print(f"{o.name}: " + (", ".join(f for f in found if f) if o.ok
-                                   else f"FAILED: {o.error}"))
+            found = [f"{what} {o.data[key]}" for what, key in (("/readyz", "ready"),
+                     ("control", "control")) if o.ok and o.data[key]]
+            print(f"{o.name}: " + (", ".join(found) if o.ok else f"FAILED: {o.error}"))
     return finish(args, outcomes, len(pool))
 
 
@@ -170,7 +166,8 @@ def run_rates(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
                   + (f"; {len(errors)} rates file problem(s), see `busctl rates` there"
                      if errors else ""))
             body = table(["KEY", "RATE/S", "BURST", "TOKENS", "THROTTLED", "DISABLED"],
-                         [[r["key"], limit_text(r["rate"], r["burst"]), number(r["burst"]),
+                         [[r["key"], "0 (disabled)" if r["rate"] == 0 else number(r["rate"]),
+                           number(r["burst"]),
                            number(r["tokens"]), r["throttled_total"], r["disabled_total"]]
                           for r in limits]) if limits else "no limits: publishing is unlimited"
             print("\n".join("  " + line for line in body.splitlines()))
@@ -256,9 +253,12 @@ def run_stats(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
 
         rows = [row(o.name, "draining" if o.data.draining else "ready" if o.data.ready
                     else "NOT READY", o.data.as_dict()) if o.ok else
-                [o.name, "DOWN", "-", "-", "-", "-", "-", "-", o.error] for o in outcomes]
+                [o.name, "DOWN", *["-"] * 7] for o in outcomes]
         rows.append(row("TOTAL", f"{total['brokers_ready']}/{len(pool)} ready", total))
         print(table(header, rows))
+        for o in outcomes:
+            if not o.ok:
+                print(f"{o.name}: {o.error}")
     return finish(args, outcomes, len(pool))
 
 
@@ -339,7 +339,9 @@ def restart_one(entry: PoolEntry, args: argparse.Namespace,
     """Run the broker's restart command, then wait until a new process is ready."""
     assert entry.restart is not None and entry.metrics is not None
     try:  # the process start time tells the new busd from the old one still answering
+        # 0.0 where prometheus-client exports no process metrics: then any ready answer counts.
         before: float | None = metrics_summary(entry, min(args.ready_timeout, 5.0)).started
+        before = before or None
     except BrokerFailed:
         before = None
     say(f"{entry.name}: restarting: {entry.restart}")
@@ -417,7 +419,8 @@ def finish(args: argparse.Namespace, outcomes: list[Outcome], count: int) -> int
     failed = failed_names(outcomes)
     if not failed:
         return 0
-    error(f"pool {args.pool_command}: failed on {len(failed)} of {count} broker(s): "
+    command = " ".join(filter(None, ("pool", args.pool_command, getattr(args, "action", None))))
+    error(f"{command}: failed on {len(failed)} of {count} broker(s): "
           f"{', '.join(failed)}")
     return EXIT_FAILED
 

@@ -18,6 +18,8 @@ from busd_client.cli.common import (
     error,
 )
 from busd_client.errors import BusError, PublishTimeout, Rejected
+from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber
+from busd_client.pool_file import PoolFileError, load_pool
 from busd_client.publisher import Publisher, Receipt
 from busd_client.subscriber import Subscriber
 
@@ -38,12 +40,17 @@ def register(subparsers: Any) -> None:
     pub.add_argument("--publisher", default="busctl", metavar="NAME",
                      help="publisher name (default %(default)s)")
     pub.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                     help="seconds to wait for busd per message (default %(default)s)")
+                     help="seconds to wait for busd per message; in a pool, for some broker "
+                          "to accept it (default %(default)s)")
+    pub.add_argument("--attempt-timeout", type=float, default=1.0, metavar="S",
+                     help="in a pool: seconds one broker may take before the message goes to "
+                          "another (default %(default)s)")
     pub.add_argument("--retry-deadline", type=float, default=0.0, metavar="S",
                      help="retry rate_limited messages for up to S seconds (default: no retry)")
     pub.add_argument("--window", type=int, default=1000, metavar="N",
                      help="messages in flight at most (default %(default)s)")
     add_pub_endpoint(pub)
+    _add_pool(pub)
     add_json(pub)
     pub.set_defaults(func=run_pub)
 
@@ -57,7 +64,22 @@ def register(subparsers: Any) -> None:
     sub.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     sub.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
     add_sub_endpoint(sub)
+    _add_pool(sub)
     sub.set_defaults(func=run_sub)
+
+
+def _add_pool(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pool", metavar="FILE",
+        help="publish to / subscribe from every broker of this pool file (docs/pool.md); "
+             "a comma-separated list of endpoints does the same")
+
+
+def _endpoints(args: argparse.Namespace, which: str) -> list[str]:
+    """The broker endpoints to use: the pool file's, or the comma-separated option."""
+    if args.pool:
+        return [getattr(entry, which) for entry in load_pool(args.pool)]
+    return [e.strip() for e in getattr(args, which).split(",") if e.strip()]
 
 
 def _parse_object(text: str) -> dict[str, Any]:
@@ -112,7 +134,7 @@ def run_pub(args: argparse.Namespace) -> int:
         return 2
     accepted = 0
     failed: Counter[str] = Counter()
-    pending: deque[tuple[int, Receipt]] = deque()
+    pending: deque[tuple[int, Receipt | PoolReceipt]] = deque()
 
     def settle(block: bool) -> None:
         nonlocal accepted
@@ -127,10 +149,17 @@ def run_pub(args: argparse.Namespace) -> int:
                 accepted += 1
 
     unsent = 0
+    pub: Publisher | PoolPublisher
     try:
-        pub = Publisher(args.pub_endpoint, name=args.publisher, window=args.window,
-                        timeout=args.timeout, retry_deadline=args.retry_deadline or None)
-    except ValueError as exc:
+        endpoints = _endpoints(args, "pub_endpoint")
+        if len(endpoints) == 1 and not args.pool:
+            pub = Publisher(endpoints[0], name=args.publisher, window=args.window,
+                            timeout=args.timeout, retry_deadline=args.retry_deadline or None)
+        else:
+            pub = PoolPublisher(endpoints, name=args.publisher, window=args.window,
+                                timeout=args.timeout, attempt_timeout=args.attempt_timeout,
+                                retry_deadline=args.retry_deadline or None)
+    except (ValueError, PoolFileError) as exc:
         error(str(exc))
         return 2
     with pub:
@@ -139,7 +168,7 @@ def run_pub(args: argparse.Namespace) -> int:
             try:
                 receipt = pub.publish(args.topic, args.schema, args.version, data, id=args.id)
             except PublishTimeout as exc:
-                error(f"{_where(number)}: {exc}; giving up at {args.pub_endpoint}")
+                error(f"{_where(number)}: {exc}; giving up at {pub.endpoint}")
                 unsent += 1
                 break
             pending.append((number, receipt))
@@ -170,7 +199,17 @@ def run_sub(args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0
     out = sys.stdout
-    with Subscriber(args.sub_endpoint, args.prefixes) as sub:
+    try:
+        endpoints = _endpoints(args, "sub_endpoint")
+    except PoolFileError as exc:
+        error(str(exc))
+        return 2
+    if not endpoints:
+        error("no endpoint given")
+        return 2
+    sub = Subscriber(endpoints[0], args.prefixes) if len(endpoints) == 1 and not args.pool \
+        else PoolSubscriber(endpoints, args.prefixes)
+    with sub:
         while args.count is None or received < args.count:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -181,6 +220,9 @@ def run_sub(args: argparse.Namespace) -> int:
             out.write(dump_json(message.to_dict()) + "\n")
             out.flush()
             received += 1
+    if isinstance(sub, PoolSubscriber):
+        print(f"busctl sub: {received} message(s) from {len(endpoints)} brokers, "
+              f"{sub.duplicates} duplicate(s) dropped", file=sys.stderr)
     if received >= (args.count or 1):
         return 0
     error(f"timed out after {args.timeout:g} s with {received} of {args.count or 1} "

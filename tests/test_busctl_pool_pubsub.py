@@ -43,7 +43,7 @@ def test_pub_to_a_pool_with_a_dead_broker_gets_every_message_accepted(
                         "--json", stdin=lines)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["accepted"] == 50
-        got = []
+        got: list[str] = []
         while len(got) < 50:
             message = sub.recv(5)
             assert message is not None, f"only {len(got)} of 50 arrived"

@@ -97,6 +97,24 @@ def test_pool_rate_set_with_a_broker_down_sets_the_others_and_exits_1(
 
 
 @pytest.mark.timeout(30)
+def test_a_hung_broker_costs_one_timeout_and_does_not_hold_up_the_others(
+        three: tuple[list[BusdProcess], Path]) -> None:
+    brokers, pool = three
+    brokers[1].signal(signal.SIGSTOP)  # accepts connections (kernel backlog), never answers
+    try:
+        for args in (("rate", "set", "publish", "700"), ("status",)):
+            started = time.monotonic()
+            done = busctl(pool, *args, "--timeout", "1")
+            took = time.monotonic() - started
+            assert done.returncode == 1, done.stdout
+            assert "b2: FAILED: down:" in done.stdout and "timed out" in done.stdout
+            assert took < 4, f"{args}: {took:.1f} s for one 1 s timeout"
+        assert limits(brokers[0]) == limits(brokers[2]) == {"publish": (700, 700)}
+    finally:
+        brokers[1].signal(signal.SIGCONT)
+
+
+@pytest.mark.timeout(30)
 def test_pool_rates_flags_the_broker_whose_limits_differ(
         three: tuple[list[BusdProcess], Path]) -> None:
     brokers, pool = three
@@ -315,6 +333,22 @@ def test_pool_restart_aborts_at_a_failing_restart_command_leaving_the_rest_untou
         in done.stderr
     assert "b1| no route to bus1" in done.stderr
     assert [b["state"] for b in json.loads(done.stdout)["brokers"]] == ["failed", "untouched"]
+    assert not marker.exists()
+
+
+@pytest.mark.timeout(30)
+def test_pool_restart_kills_a_restart_command_that_overruns_its_timeout(
+        busd_factory: Factory, tmp_path: Path) -> None:
+    brokers = [busd_factory(name=f"b{i}") for i in (1, 2)]
+    marker = tmp_path / "restarted"
+    pool = write_pool(tmp_path / "pool.toml", brokers,
+                      {"b1": f"sleep 30; touch {marker}", "b2": f"touch {marker}"})
+    started = time.monotonic()
+    done = busctl(pool, "restart", "--timeout", "0.5")
+    assert done.returncode == 1
+    assert "aborted at b1: restart command did not finish within 0.5 s (killed); " \
+           "not restarted: b2" in done.stderr
+    assert time.monotonic() - started < 5
     assert not marker.exists()
 
 

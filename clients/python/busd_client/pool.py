@@ -150,8 +150,7 @@ class PoolPublisher(PublisherBase):
                 raise self._unsent(r, "the in-flight window stayed full")
         now = _monotonic()
         r._deadline = now + self.timeout
-        core.add(r)
-        core.dispatch(now, self._send_to)
+        core.add(r, now, self._send_to)
         return r
 
     def publish_wait(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,

@@ -73,7 +73,9 @@ class Link:
         self.probing = False  # after avoidance: one message at a time until an answer
         self.next_seq = 1
         self.outstanding: dict[int, PoolPending] = {}
-        self.deadlines: list[tuple[float, int]] = []  # heap of (attempt deadline, seq)
+        # (attempt deadline, seq) in send order; deadlines grow with it (one constant
+        # attempt_timeout). Entries of answered messages are dropped lazily at the head.
+        self.deadlines: deque[tuple[float, int]] = deque()
         self.abandoned: OrderedDict[int, PoolPending] = OrderedDict()
         self.sent = self.accepted = self.rejected = self.timeouts = 0
         self.moved_away = self.disconnects = self.late_answers = 0
@@ -128,7 +130,7 @@ class PoolCore:
         self.count = 0  # messages whose fate is not known yet
         self.settled = 0
         self.waiting: deque[PoolPending] = deque()  # to be sent (again), oldest first
-        self._deadlines: list[tuple[float, int, PoolPending]] = []
+        self._deadlines: deque[tuple[float, PoolPending]] = deque()  # in publish order
         self._retries: list[tuple[float, int, PoolPending]] = []
         self._tie = itertools.count()
         self._rr = 0
@@ -139,11 +141,24 @@ class PoolCore:
 
     # -- the shells call these ------------------------------------------------------------
 
-    def add(self, p: PoolPending) -> None:
+    def add(self, p: PoolPending, now: float, send: Callable[[Link, PoolPending], bool]
+            ) -> None:
+        """A new message: sent at once when a broker is usable and none is waiting."""
         self.count += 1
-        self.waiting.append(p)
         if p._deadline != math.inf:
-            heapq.heappush(self._deadlines, (p._deadline, next(self._tie), p))
+            dq = self._deadlines
+            if dq and p._deadline < dq[-1][0]:
+                p._deadline = dq[-1][0]  # kept in order: a shorter timeout waits a bit more
+            dq.append((p._deadline, p))
+        if not self.waiting:
+            link = self.pick(now)
+            if link is not None:
+                if send(link, p):
+                    self.sent(link, p, now)
+                    return
+                self._avoid(link, now, _FULL_AVOID, "socket full")
+        self.waiting.append(p)
+        self.dispatch(now, send)
 
     def pick(self, now: float) -> Link | None:
         """The next usable broker, round-robin; None when none is usable now."""
@@ -182,7 +197,7 @@ class PoolCore:
         link.next_seq = seq + 1
         link.outstanding[seq] = p
         link.sent += 1
-        heapq.heappush(link.deadlines, (now + self.attempt_timeout, seq))
+        link.deadlines.append((now + self.attempt_timeout, seq))
         if p.attempts:
             self.resent += 1
         p.attempts += 1
@@ -247,7 +262,7 @@ class PoolCore:
             dl = link.deadlines
             timed_out = False
             while dl and dl[0][0] <= now:
-                seq = heapq.heappop(dl)[1]
+                seq = dl.popleft()[1]
                 p = link.abandon(seq)
                 if p is None or p._done:
                     continue
@@ -262,9 +277,9 @@ class PoolCore:
                                            self.avoid_base * 2 ** (link.strikes - 1)),
                             "no answer in time")
                 link.probing = True
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            p = heapq.heappop(heap)[2]
+        dq = self._deadlines
+        while dq and dq[0][0] <= now:
+            p = dq.popleft()[1]
             if p._done:
                 continue
             if p._link is not None:
@@ -281,9 +296,18 @@ class PoolCore:
 
     def next_wakeup(self, now: float) -> float | None:
         """The earliest time ``expire`` or ``dispatch`` may have work (avoidance ending)."""
-        times = [link.deadlines[0][0] for link in self.links if link.deadlines]
-        if self._deadlines:
-            times.append(self._deadlines[0][0])
+        times = []
+        for link in self.links:
+            dl = link.deadlines
+            while dl and dl[0][1] not in link.outstanding:
+                dl.popleft()  # answered
+            if dl:
+                times.append(dl[0][0])
+        dq = self._deadlines
+        while dq and dq[0][1]._done:
+            dq.popleft()
+        if dq:
+            times.append(dq[0][0])
         if self._retries:
             times.append(self._retries[0][0])
         if self.waiting:

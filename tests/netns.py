@@ -79,13 +79,12 @@ class Link:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (a killed run nobody reaped yet) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def _namespaces() -> list[str]:

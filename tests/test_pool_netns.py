@@ -21,7 +21,7 @@ import busd_client
 import pytest
 from busd_client import Publisher, PublishTimeout, Subscriber
 from conftest import wait_for
-from netns import IP, NetnsBusd, Network, leftover_namespaces, run, start_all
+from netns import IP, NetnsBusd, Network, leftover_namespaces, require_netns, run, start_all
 
 PREFIX = "release.pool."
 TOPIC = "release.pool.data"
@@ -89,6 +89,7 @@ def pool_stats(pub: Any) -> dict[str, Any]:
 
 @pytest.mark.timeout(20)
 def test_network_removes_its_namespaces_and_those_of_dead_runs() -> None:
+    require_netns()
     gone = subprocess.Popen(["true"])
     gone.wait()
     dead = f"busdnet-{gone.pid}-abcdef-b0"
@@ -97,7 +98,8 @@ def test_network_removes_its_namespaces_and_those_of_dead_runs() -> None:
         run(IP, "netns", "add", name, check=False)
     try:
         if dead not in leftover_namespaces():
-            pytest.skip("cannot create network namespaces here")
+            made = run(IP, "netns", "add", dead, check=False)
+            pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
         with Network(2) as net:
             names = net.namespaces()
             host_ifs = [link.host_if for link in net.links]
@@ -207,6 +209,7 @@ class Traffic:
         self.pool = pool
         self.pub_cls, self.sub_cls = pool_classes()
         self.stop = threading.Event()
+        self.aborted = False
         self.pubs = [PubRun(), PubRun()]
         self.subs = [SubRun(), SubRun()]
         self.threads = [threading.Thread(target=self._subscribe, args=(s,), daemon=True)
@@ -237,26 +240,33 @@ class Traffic:
                 wait_for(heard, 10, interval=0.05, what=f"subscriptions at {endpoint}")
 
     def _publish(self, k: int, out: PubRun) -> None:
+        """One publisher thread: owns its PoolPublisher, publishes RATE msg/s until stop."""
         try:
-            with self.pub_cls(self.pool.pub_endpoints, name=f"netns{k}",
-                              attempt_timeout=ATTEMPT, timeout=30.0) as pub:
-                pending: deque[tuple[float, Any]] = deque()
-                start, n = time.monotonic(), 0
-                while not self.stop.is_set():
-                    while n < int((time.monotonic() - start) * RATE):
-                        t0 = time.monotonic()
-                        r = pub.publish(TOPIC, "release", 2, release(n))
-                        out.longest_call = max(out.longest_call, time.monotonic() - t0)
-                        out.receipts.append(r)
-                        pending.append((t0, r))
-                        n += 1
-                    self._settle(out, pending)
-                    time.sleep(TICK)
-                out.failures = pub.flush(timeout=30.0)
-                self._settle(out, pending)
-                out.stats = pool_stats(pub)
+            pub = self.pub_cls(self.pool.pub_endpoints, name=f"netns{k}",
+                               attempt_timeout=ATTEMPT, timeout=30.0)
         except BaseException as e:
             out.errors.append(e)
+            return
+        pending: deque[tuple[float, Any]] = deque()
+        try:
+            start, n = time.monotonic(), 0
+            while not self.stop.is_set():
+                while n < int((time.monotonic() - start) * RATE):
+                    t0 = time.monotonic()
+                    r = pub.publish(TOPIC, "release", 2, release(n))
+                    out.longest_call = max(out.longest_call, time.monotonic() - t0)
+                    out.receipts.append(r)
+                    pending.append((t0, r))
+                    n += 1
+                self._settle(out, pending)
+                time.sleep(TICK)  # pacing
+            out.failures = pub.flush(timeout=1.0 if self.aborted else 30.0)
+            self._settle(out, pending)
+            out.stats = pool_stats(pub)
+        except BaseException as e:
+            out.errors.append(e)
+        finally:
+            pub.close(timeout=0)
 
     def _settle(self, out: PubRun, pending: deque[tuple[float, Any]]) -> None:
         now = time.monotonic()
@@ -313,6 +323,18 @@ class Traffic:
         assert not any(t.is_alive() for t in self.threads), "a client thread hung"
         return accepted
 
+    def abort(self) -> None:
+        """End every client thread soon (a failed test must not leave traffic running)."""
+        self.aborted = True
+        self.stop.set()
+        for s in self.subs:
+            s.deadline = 0.0
+            if s.expected is None:
+                s.expected = set()
+        for t in self.threads:
+            if t.is_alive():
+                t.join(5)
+
     def report(self, record: Any, label: str) -> None:
         for k, p in enumerate(self.pubs):
             line = (f"pub{k}: published={len(p.receipts)} longest_call={p.longest_call:.3f}s "
@@ -325,6 +347,14 @@ class Traffic:
             print(f"\n{label} {line}", end="")
             record(f"{label}_sub{k}", line)
         print()
+
+
+@pytest.fixture
+def traffic(pool: Pool) -> Iterator[Traffic]:
+    """Pool clients on the pool's brokers; their threads are ended even if the test fails."""
+    t = Traffic(pool)
+    yield t
+    t.abort()
 
 
 def check_exactly_once(traffic: Traffic, accepted: set[str]) -> None:
@@ -343,7 +373,7 @@ def check_exactly_once(traffic: Traffic, accepted: set[str]) -> None:
 
 @pytest.mark.timeout(30)
 def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
-        pool: Pool, record_property: Any) -> None:
+        pool: Pool, traffic: Traffic, record_property: Any) -> None:
     """A link cut for CUT_SECONDS under 2 x 2,000 msg/s: no publish fails, and every message
     a publisher was told was accepted reaches each subscriber exactly once after dedup.
 
@@ -355,7 +385,6 @@ def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
     returns before the subscriber's 6 s ZMTP heartbeat drops that connection (and TCP's next
     retransmission falls inside that). The cut is kept below both (see CUT_SECONDS).
     """
-    traffic = Traffic(pool)
     traffic.start()
     wait_for(lambda: traffic.delivered(500), 10, what="traffic flowing")
     pool.net.cut(1)
@@ -378,12 +407,12 @@ def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
 
 @pytest.mark.timeout(30)
 def test_pool_link_cut_for_good_publishers_carry_on_through_the_others(
-        pool: Pool, record_property: Any) -> None:
+        pool: Pool, traffic: Traffic, record_property: Any) -> None:
     """One link cut for good: publishing goes on through the other two brokers, every message
     settles (accepted) within ATTEMPT + 1 s, no publish call blocks for long, and subscribers
-    keep receiving, past the ZMTP heartbeat (6 s) after which libzmq drops the dead connections.
+    keep receiving. Traffic runs 8.5 s after the cut: past the point (ping every 2 s, 6 s
+    timeout, so at most 8 s) where the ZMTP heartbeat makes libzmq drop the dead connections.
     """
-    traffic = Traffic(pool)
     traffic.start()
     wait_for(lambda: traffic.delivered(500), 10, what="traffic flowing")
     pool.net.cut(2)

@@ -42,7 +42,8 @@ from types import TracebackType
 import pytest
 from conftest import BusdProcess
 
-__all__ = ["Link", "NetnsBusd", "Network", "leftover_namespaces", "start_all"]
+__all__ = ["Brokers", "Link", "NetnsBusd", "Network", "brokers_in_namespaces",
+           "leftover_namespaces", "start_all"]
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 TC = shutil.which("tc") or "/usr/sbin/tc"
@@ -275,3 +276,34 @@ def start_all(procs: list[NetnsBusd], timeout: float = 10.0) -> None:
         for result in [pool.submit(p.start, timeout) for p in procs]:
             result.result()
 
+
+@dataclass
+class Brokers:
+    """Running brokers, broker ``i`` in ``net.links[i]``'s namespace."""
+
+    net: Network
+    procs: list[NetnsBusd]
+
+    @property
+    def pub_endpoints(self) -> list[str]:
+        return [b.pub_endpoint for b in self.procs]
+
+    @property
+    def sub_endpoints(self) -> list[str]:
+        return [b.sub_endpoint for b in self.procs]
+
+
+@contextlib.contextmanager
+def brokers_in_namespaces(root: Path, count: int,
+                          extra_args: tuple[str, ...] = ()) -> Iterator[Brokers]:
+    """``count`` running busd, one per namespace (files under ``root/b<i>``); on exit the
+    links are restored, the brokers stopped and the namespaces removed, whatever happened."""
+    with Network(count) as net:
+        procs = [net.busd(i, root / f"b{i}", extra_args) for i in range(count)]
+        try:
+            start_all(procs)
+            yield Brokers(net, procs)
+        finally:
+            net.restore_all()
+            for proc in procs:
+                proc.stop()

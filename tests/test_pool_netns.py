@@ -12,16 +12,32 @@ import subprocess
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import busd_client
 import pytest
-from busd_client import Publisher, PublishTimeout, Subscriber
+from busd_client import (
+    BusError,
+    PoolPublisher,
+    PoolReceipt,
+    PoolSubscriber,
+    Publisher,
+    PublishTimeout,
+    Subscriber,
+)
 from conftest import wait_for
-from netns import IP, NetnsBusd, Network, leftover_namespaces, require_netns, run, start_all
+from netns import (
+    IP,
+    Brokers,
+    Network,
+    brokers_in_namespaces,
+    leftover_namespaces,
+    require_netns,
+    run,
+)
+from opshttp import get
 
 PREFIX = "release.pool."
 TOPIC = "release.pool.data"
@@ -40,45 +56,16 @@ def release(i: int) -> dict[str, Any]:
             "env": {"N": str(i)}}
 
 
-@dataclass
-class Pool:
-    net: Network
-    brokers: list[NetnsBusd]
-
-    @property
-    def pub_endpoints(self) -> list[str]:
-        return [b.pub_endpoint for b in self.brokers]
-
-    @property
-    def sub_endpoints(self) -> list[str]:
-        return [b.sub_endpoint for b in self.brokers]
-
-
 @pytest.fixture
-def pool(tmp_path: Path) -> Iterator[Pool]:
-    """Three running brokers, one per namespace; links restored and all removed at teardown."""
-    with Network(3) as net:
-        brokers = [net.busd(i, tmp_path / f"b{i}") for i in range(3)]
-        try:
-            start_all(brokers)
-            yield Pool(net, brokers)
-        finally:
-            net.restore_all()
-            for b in brokers:
-                b.stop()
+def pool(tmp_path: Path) -> Iterator[Brokers]:
+    """Three running brokers, one per namespace; all removed at teardown."""
+    with brokers_in_namespaces(tmp_path, 3) as brokers:
+        yield brokers
 
 
-def pool_classes() -> tuple[Any, Any]:
-    pub, sub = (getattr(busd_client, n, None) for n in ("PoolPublisher", "PoolSubscriber"))
-    if pub is None or sub is None:
-        pytest.skip("busd_client.PoolPublisher/PoolSubscriber not available yet")
-    return pub, sub
-
-
-def pool_stats(pub: Any) -> dict[str, Any]:
+def pool_stats(pub: PoolPublisher) -> dict[str, Any]:
     """The publisher's counters and per-broker counts, compact enough to print."""
-    stats = getattr(pub, "stats", None) or pub.statistics
-    out = dict(stats() if callable(stats) else stats)
+    out = pub.statistics()
     out["brokers"] = [{k: v for k, v in b.items() if v and k != "endpoint"}
                       for b in out.get("brokers", [])]
     return out
@@ -115,52 +102,40 @@ def test_network_removes_its_namespaces_and_those_of_dead_runs() -> None:
         run(IP, "netns", "delete", dead, check=False)
 
 
-def join(pub: Publisher, sub: Subscriber, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pub.publish_wait(PROBE, "release", 2, release(0))
-        if sub.recv(0.05) is not None:
-            while sub.recv(0.05) is not None:
-                pass
-            return
-    raise AssertionError("the subscription never reached busd")
-
-
-def publish_when_back(pub: Publisher, sub: Subscriber, timeout: float = 10.0) -> float:
-    """Publish until a message is accepted and delivered again; seconds it took."""
-    started = time.monotonic()
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        try:
-            r = pub.publish_wait(TOPIC, "release", 2, release(2))
-        except PublishTimeout:
-            continue
-        while (m := sub.recv(max(0.0, deadline - time.monotonic()))) is not None:
-            if m.id == r.id:
-                return time.monotonic() - started
-    raise AssertionError(f"no message got through within {timeout}s of restoring the link")
+def delivered(pub: Publisher, sub: Subscriber) -> bool:
+    """Publish one message: True when busd accepted it and ``sub`` received it."""
+    try:
+        r = pub.publish_wait(TOPIC, "release", 2, release(0))
+    except PublishTimeout:
+        return False
+    while (m := sub.recv(0.2)) is not None:
+        if m.id == r.id:
+            return True
+    return False
 
 
 @pytest.mark.timeout(30)
-def test_cut_link_times_out_its_broker_only_and_restore_brings_it_back(pool: Pool) -> None:
-    b0, b1 = pool.brokers[0], pool.brokers[1]
+def test_cut_link_times_out_its_broker_only_and_restore_brings_it_back(pool: Brokers) -> None:
+    b0, b1 = pool.procs[0], pool.procs[1]
     with Publisher(b0.pub_endpoint, name="netns", timeout=1.0) as pub, \
             Publisher(b1.pub_endpoint, name="netns", timeout=2.0) as other, \
             Subscriber(b0.sub_endpoint, PREFIX) as sub:
-        join(pub, sub)
-        r = pub.publish_wait(TOPIC, "release", 2, release(1))
-        m = wait_for(lambda: sub.recv(0.1), 5, what="the message across the veth")
-        assert m.id == r.id
+        assert get(b0.metrics, "/readyz")[0] == 200  # busd's HTTP port is across the link too
+        wait_for(lambda: delivered(pub, sub), 10, what="a message across the veth")
 
         pool.net.cut(0)
         started = time.monotonic()
         with pytest.raises(PublishTimeout):
             pub.publish_wait(TOPIC, "release", 2, release(1))
         assert 0.9 <= time.monotonic() - started < 3.0
+        with pytest.raises(OSError):  # a timeout: the cut drops without refusing
+            get(b0.metrics, "/readyz", timeout=0.5)
         other.publish_wait(TOPIC, "release", 2, release(1))  # the other links are untouched
 
         pool.net.restore(0)
-        took = publish_when_back(pub, sub)
+        started = time.monotonic()
+        wait_for(lambda: delivered(pub, sub), 10, what="a message after the restore")
+        took = time.monotonic() - started
         print(f"\nnetns: broker 0 answered and delivered again {took:.2f}s after restore")
 
 
@@ -171,15 +146,15 @@ def test_cut_link_times_out_its_broker_only_and_restore_brings_it_back(pool: Poo
 class PubRun:
     """What one publisher thread did; written by that thread, read after it ended."""
 
-    receipts: list[Any] = field(default_factory=list)
-    failures: list[Any] = field(default_factory=list)
+    receipts: list[PoolReceipt] = field(default_factory=list)
+    failures: list[BusError] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
     longest_call: float = 0.0  # longest single publish() call
     longest_wait: float = 0.0  # longest a message stayed unsettled (TICK resolution)
-    accepted_log: list[tuple[float, str]] = field(default_factory=list)  # (published, broker)
+    accepted_log: list[tuple[float, str | None]] = field(default_factory=list)  # (sent, by)
     stats: dict[str, Any] = field(default_factory=dict)
 
-    def brokers_since(self, since: float) -> set[str]:
+    def brokers_since(self, since: float) -> set[str | None]:
         """Brokers that accepted messages published at ``since`` or later."""
         log = self.accepted_log
         return {log[i][1] for i in range(len(log)) if log[i][0] >= since}
@@ -205,9 +180,8 @@ class SubRun:
 class Traffic:
     """Two PoolPublisher threads at RATE msg/s each, two PoolSubscriber threads."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Brokers) -> None:
         self.pool = pool
-        self.pub_cls, self.sub_cls = pool_classes()
         self.stop = threading.Event()
         self.aborted = False
         self.pubs = [PubRun(), PubRun()]
@@ -241,14 +215,11 @@ class Traffic:
 
     def _publish(self, k: int, out: PubRun) -> None:
         """One publisher thread: owns its PoolPublisher, publishes RATE msg/s until stop."""
+        pending: deque[tuple[float, PoolReceipt]] = deque()
+        pub = None
         try:
-            pub = self.pub_cls(self.pool.pub_endpoints, name=f"netns{k}",
-                               attempt_timeout=ATTEMPT, timeout=30.0)
-        except BaseException as e:
-            out.errors.append(e)
-            return
-        pending: deque[tuple[float, Any]] = deque()
-        try:
+            pub = PoolPublisher(self.pool.pub_endpoints, name=f"netns{k}",
+                                attempt_timeout=ATTEMPT, timeout=30.0)
             start, n = time.monotonic(), 0
             while not self.stop.is_set():
                 while n < int((time.monotonic() - start) * RATE):
@@ -266,9 +237,10 @@ class Traffic:
         except BaseException as e:
             out.errors.append(e)
         finally:
-            pub.close(timeout=0)
+            if pub is not None:
+                pub.close(timeout=0)
 
-    def _settle(self, out: PubRun, pending: deque[tuple[float, Any]]) -> None:
+    def _settle(self, out: PubRun, pending: deque[tuple[float, PoolReceipt]]) -> None:
         now = time.monotonic()
         while pending and (pending[0][1].accepted or pending[0][1].error is not None):
             t0, r = pending.popleft()
@@ -279,7 +251,7 @@ class Traffic:
 
     def _subscribe(self, out: SubRun) -> None:
         try:
-            with self.sub_cls(self.pool.sub_endpoints, PREFIX) as sub:
+            with PoolSubscriber(self.pool.sub_endpoints, PREFIX) as sub:
                 out.ready.set()
                 quiet_since, missing = time.monotonic(), None
                 while True:
@@ -305,9 +277,6 @@ class Traffic:
         except BaseException as e:
             out.errors.append(e)
             out.ready.set()
-
-    def delivered(self, count: int) -> bool:
-        return all(len(s.ids) >= count for s in self.subs)
 
     def finish(self, timeout: float = 15.0) -> set[str]:
         """Stop publishing, wait for every accepted message to arrive; the accepted ids."""
@@ -335,22 +304,21 @@ class Traffic:
             if t.is_alive():
                 t.join(5)
 
-    def report(self, record: Any, label: str) -> None:
-        for k, p in enumerate(self.pubs):
-            line = (f"pub{k}: published={len(p.receipts)} longest_call={p.longest_call:.3f}s "
-                    f"longest_unsettled={p.longest_wait:.3f}s stats={p.stats}")
+    def report(self, record: Callable[[str, object], None], label: str) -> None:
+        """Print (visible with -s) and record (junit properties) what each client saw."""
+        lines = [f"pub{k}: published={len(p.receipts)} longest_call={p.longest_call:.3f}s "
+                 f"longest_unsettled={p.longest_wait:.3f}s stats={p.stats}"
+                 for k, p in enumerate(self.pubs)]
+        lines += [f"sub{k}: messages={len(s.ids)} duplicates_suppressed={s.duplicates} "
+                  f"longest_gap={s.longest_gap():.3f}s" for k, s in enumerate(self.subs)]
+        for line in lines:
             print(f"\n{label} {line}", end="")
-            record(f"{label}_pub{k}", line)
-        for k, s in enumerate(self.subs):
-            line = (f"sub{k}: messages={len(s.ids)} duplicates_suppressed={s.duplicates} "
-                    f"longest_gap={s.longest_gap():.3f}s")
-            print(f"\n{label} {line}", end="")
-            record(f"{label}_sub{k}", line)
+            record(f"{label}_{line.partition(':')[0]}", line)
         print()
 
 
 @pytest.fixture
-def traffic(pool: Pool) -> Iterator[Traffic]:
+def traffic(pool: Brokers) -> Iterator[Traffic]:
     """Pool clients on the pool's brokers; their threads are ended even if the test fails."""
     t = Traffic(pool)
     yield t
@@ -373,7 +341,7 @@ def check_exactly_once(traffic: Traffic, accepted: set[str]) -> None:
 
 @pytest.mark.timeout(30)
 def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
-        pool: Pool, traffic: Traffic, record_property: Any) -> None:
+        pool: Brokers, traffic: Traffic, record_property: Callable[[str, object], None]) -> None:
     """A link cut for CUT_SECONDS under 2 x 2,000 msg/s: no publish fails, and every message
     a publisher was told was accepted reaches each subscriber exactly once after dedup.
 
@@ -386,12 +354,12 @@ def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
     retransmission falls inside that). The cut is kept below both (see CUT_SECONDS).
     """
     traffic.start()
-    wait_for(lambda: traffic.delivered(500), 10, what="traffic flowing")
+    wait_for(lambda: all(len(s.ids) >= 500 for s in traffic.subs), 10, what="traffic")
     pool.net.cut(1)
     time.sleep(CUT_SECONDS)  # the fault's duration, not a synchronisation
     pool.net.restore(1)
     restored_at = time.monotonic()
-    back = pool.brokers[1].pub_endpoint
+    back = pool.procs[1].pub_endpoint
     wait_for(lambda: all(back in p.brokers_since(restored_at) for p in traffic.pubs),
              12, interval=0.05, what="the restored broker accepting messages again")
     back_after = time.monotonic() - restored_at
@@ -407,14 +375,14 @@ def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
 
 @pytest.mark.timeout(30)
 def test_pool_link_cut_for_good_publishers_carry_on_through_the_others(
-        pool: Pool, traffic: Traffic, record_property: Any) -> None:
+        pool: Brokers, traffic: Traffic, record_property: Callable[[str, object], None]) -> None:
     """One link cut for good: publishing goes on through the other two brokers, every message
     settles (accepted) within ATTEMPT + 1 s, no publish call blocks for long, and subscribers
     keep receiving. Traffic runs 8.5 s after the cut: past the point (ping every 2 s, 6 s
     timeout, so at most 8 s) where the ZMTP heartbeat makes libzmq drop the dead connections.
     """
     traffic.start()
-    wait_for(lambda: traffic.delivered(500), 10, what="traffic flowing")
+    wait_for(lambda: all(len(s.ids) >= 500 for s in traffic.subs), 10, what="traffic")
     pool.net.cut(2)
     cut_at = time.monotonic()
     time.sleep(8.5)  # traffic duration with the link down (covers the heartbeat drop)

@@ -3,7 +3,8 @@
 PoolPublisher sends each message to one broker of the pool and, when that broker fails it,
 to another (pool_core.py decides); PoolSubscriber subscribes to every broker and drops the
 copies a resend can cause (dedup.py). Both do all their I/O inside the caller's calls, from
-one thread, like Publisher and Subscriber.
+one thread, like Publisher and Subscriber. PoolShell is what the sync and asyncio
+(aio_pool.py) publishers share: the sockets and the non-blocking pump.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from busd_client.schemas import SchemaSet
 from busd_client.sockets import configure_dealer
 from busd_client.subscriber import Subscriber
 
-__all__ = ["MONITOR_EVENTS", "PoolPublisher", "PoolReceipt", "PoolSubscriber"]
+__all__ = ["MONITOR_EVENTS", "PoolPublisher", "PoolReceipt", "PoolShell", "PoolSubscriber"]
 
 _monotonic = time.monotonic
 _NOBLOCK = zmq.NOBLOCK
@@ -64,22 +65,16 @@ class PoolReceipt(PoolPending):
             raise self._error
 
 
-class PoolPublisher(PublisherBase):
-    """Publish to a pool of brokers: each message to one live broker, failing over.
+class PoolShell(PublisherBase):
+    """The core, one DEALER and one monitor socket per broker, and the pump that moves
+    replies and connection events into the core and its decisions onto the sockets. Every
+    call here is non-blocking; the subclasses own the waiting (sync: a zmq.Poller; asyncio:
+    a pump task)."""
 
-    ``timeout`` bounds a message's whole life: it fails with PublishTimeout only if no broker
-    accepted it by then (None: it waits for ever, e.g. while every broker is down).
-    ``attempt_timeout`` is how long one broker may take to answer before the message is sent
-    to another (same id: subscribers drop the copy). ``window`` bounds messages not yet
-    settled; ``publish`` blocks while it is full (up to ``timeout``).
-    """
-
-    def __init__(self, endpoints: Sequence[str], *, name: str = "python", window: int = 1000,
-                 timeout: float | None = 30.0, attempt_timeout: float = 1.0,
-                 retry_deadline: float | None = None, wait_when_disabled: bool = False,
-                 context: zmq.Context[Any] | None = None, reconnect_ivl: float = 0.1,
-                 reconnect_ivl_max: float = 1.0,
-                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, endpoints: Sequence[str], *, name: str, window: int,
+                 timeout: float | None, attempt_timeout: float, retry_deadline: float | None,
+                 wait_when_disabled: bool,
+                 schemas: SchemaSet | str | os.PathLike[str] | None) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
         self.core = PoolCore(list(endpoints), attempt_timeout)
@@ -87,24 +82,29 @@ class PoolPublisher(PublisherBase):
                          timeout=math.inf if timeout is None else timeout,
                          retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled,
                          schemas=schemas)
-        ctx = context if context is not None else zmq.Context.instance()
-        self._socks: list[zmq.Socket[bytes]] = []
-        self._monitors: list[zmq.Socket[bytes]] = []
-        self._poller = zmq.Poller()
+        self._owned: list[zmq.Socket[Any]] = []  # as the context made them: closed, polled
+        self._socks: list[zmq.Socket[bytes]] = []  # sync views of the DEALERs, for I/O
+        self._monitors: list[zmq.Socket[bytes]] = []  # sync views of the monitor sockets
+        self._since_read = 0
+
+    def _open(self, ctx: zmq.Context[Any], window: int, reconnect_ivl: float,
+              reconnect_ivl_max: float) -> None:
+        """One DEALER and its monitor per broker. ``ctx`` may be a zmq.asyncio.Context: its
+        sockets are used through sync views (no future per frame)."""
         try:
             for link in self.core.links:
-                sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+                dealer = ctx.socket(zmq.DEALER)
+                self._owned.append(dealer)
+                sock: zmq.Socket[bytes] = zmq.Socket.shadow(dealer.underlying)
                 self._socks.append(sock)
                 configure_dealer(sock, window, reconnect_ivl, reconnect_ivl_max)
-                monitor = sock.get_monitor_socket(MONITOR_EVENTS)
-                self._monitors.append(monitor)
+                monitor = dealer.get_monitor_socket(MONITOR_EVENTS)
+                self._owned.append(monitor)
+                self._monitors.append(zmq.Socket.shadow(monitor.underlying))
                 sock.connect(link.endpoint)
-                self._poller.register(sock, zmq.POLLIN)
-                self._poller.register(monitor, zmq.POLLIN)
         except Exception:
             self._close_sockets()
             raise
-        self._since_read = 0
 
     @property
     def pending(self) -> int:
@@ -126,6 +126,73 @@ class PoolPublisher(PublisherBase):
         return {"pending": core.count, "waiting": len(core.waiting), "resent": core.resent,
                 "late_accepts": core.late_accepts, "bad_replies": core.bad_replies,
                 "brokers": self.brokers}
+
+    def _close_sockets(self) -> None:
+        for sock in self._socks:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+        for s in self._owned:  # the views share them: closing these closes everything
+            s.close(linger=0)
+
+    def _send_to(self, link: Link, p: PoolPending) -> bool:
+        sock = self._socks[link.index]
+        try:
+            _send_frame(sock, _HEADER.pack(_MAGIC, link.next_seq), _NOBLOCK_MORE)
+            _send_frame(sock, p.topic_frame, _NOBLOCK_MORE)
+            _send_frame(sock, p.envelope, _NOBLOCK)
+        except _Again:
+            return False
+        return True
+
+    def _pump(self) -> None:
+        """Read replies and connection events, move or fail overdue messages, send."""
+        core = self.core
+        now = _monotonic()
+        for link, sock in zip(core.links, self._socks, strict=True):
+            while True:
+                try:
+                    frame = sock.recv(_NOBLOCK)
+                except _Again:
+                    break
+                core.on_reply(link, frame, now)
+        for link, monitor in zip(core.links, self._monitors, strict=True):
+            while True:
+                try:
+                    event = parse_monitor_message(monitor.recv_multipart(_NOBLOCK))
+                except _Again:
+                    break
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    core.on_connected(link)
+                elif event["event"] == zmq.EVENT_DISCONNECTED:
+                    core.on_disconnected(link)
+        core.expire(now)
+        core.dispatch(now, self._send_to)
+
+
+class PoolPublisher(PoolShell):
+    """Publish to a pool of brokers: each message to one live broker, failing over.
+
+    ``timeout`` bounds a message's whole life: it fails with PublishTimeout only if no broker
+    accepted it by then (None: it waits for ever, e.g. while every broker is down).
+    ``attempt_timeout`` is how long one broker may take to answer before the message is sent
+    to another (same id: subscribers drop the copy). ``window`` bounds messages not yet
+    settled; ``publish`` blocks while it is full (up to ``timeout``).
+    """
+
+    def __init__(self, endpoints: Sequence[str], *, name: str = "python", window: int = 1000,
+                 timeout: float | None = 30.0, attempt_timeout: float = 1.0,
+                 retry_deadline: float | None = None, wait_when_disabled: bool = False,
+                 context: zmq.Context[Any] | None = None, reconnect_ivl: float = 0.1,
+                 reconnect_ivl_max: float = 1.0,
+                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
+        super().__init__(endpoints, name=name, window=window, timeout=timeout,
+                         attempt_timeout=attempt_timeout, retry_deadline=retry_deadline,
+                         wait_when_disabled=wait_when_disabled, schemas=schemas)
+        self._open(context if context is not None else zmq.Context.instance(), window,
+                   reconnect_ivl, reconnect_ivl_max)
+        self._poller = zmq.Poller()
+        for sock in self._owned:
+            self._poller.register(sock, zmq.POLLIN)
 
     def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
                 id: str | None = None, retry_deadline: float | _Default | None = DEFAULT,
@@ -190,47 +257,6 @@ class PoolPublisher(PublisherBase):
         self.close()
 
     # -- internals ------------------------------------------------------------------------
-
-    def _close_sockets(self) -> None:
-        for sock in self._socks:
-            with contextlib.suppress(zmq.ZMQError):
-                sock.disable_monitor()
-        for s in (*self._monitors, *self._socks):
-            s.close(linger=0)
-
-    def _send_to(self, link: Link, p: PoolPending) -> bool:
-        sock = self._socks[link.index]
-        try:
-            _send_frame(sock, _HEADER.pack(_MAGIC, link.next_seq), _NOBLOCK_MORE)
-            _send_frame(sock, p.topic_frame, _NOBLOCK_MORE)
-            _send_frame(sock, p.envelope, _NOBLOCK)
-        except _Again:
-            return False
-        return True
-
-    def _pump(self) -> None:
-        """Read replies and connection events, move or fail overdue messages, send."""
-        core = self.core
-        now = _monotonic()
-        for link, sock in zip(core.links, self._socks, strict=True):
-            while True:
-                try:
-                    frame = sock.recv(_NOBLOCK)
-                except _Again:
-                    break
-                core.on_reply(link, frame, now)
-        for link, monitor in zip(core.links, self._monitors, strict=True):
-            while True:
-                try:
-                    event = parse_monitor_message(monitor.recv_multipart(_NOBLOCK))
-                except _Again:
-                    break
-                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    core.on_connected(link)
-                elif event["event"] == zmq.EVENT_DISCONNECTED:
-                    core.on_disconnected(link)
-        core.expire(now)
-        core.dispatch(now, self._send_to)
 
     def _wait_for(self, cond: Callable[[], bool], timeout: float | None,
                   what: str | None) -> bool:

@@ -1,6 +1,7 @@
 """Python client for the busd message bus (docs/client.md)."""
 
 from busd_client.aio import AsyncPublisher, AsyncReceipt, AsyncSubscriber
+from busd_client.aio_pool import AsyncPoolPublisher, AsyncPoolReceipt, AsyncPoolSubscriber
 from busd_client.envelope import DecodeError, Message, decode_message, new_id
 from busd_client.errors import (
     BusError,
@@ -21,6 +22,9 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_PUB_ENDPOINT",
     "DEFAULT_SUB_ENDPOINT",
+    "AsyncPoolPublisher",
+    "AsyncPoolReceipt",
+    "AsyncPoolSubscriber",
     "AsyncPublisher",
     "AsyncReceipt",
     "AsyncSubscriber",

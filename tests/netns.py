@@ -19,6 +19,11 @@ namespace, fall back to the default route and leak onto the real network).
 Every name carries the creating pid (namespaces ``busdnet-<pid>-<token>-b<i>``), so a run
 removes the leftovers of crashed runs whose pid is gone. A namespace holds its veth end, and a
 veth pair dies with either end, so deleting the namespace removes everything a broker used.
+
+Use ``with brokers_in_namespaces(tmp_path, 3) as b:`` (busd ``i`` is ``b.procs[i]``, its
+endpoints on its namespace address), then ``b.net.cut(i)`` / ``b.net.restore(i)``; or
+``Network(n)`` alone and ``net.busd(i, root)``. Tests skip where this cannot work: not root,
+no iproute2, ``ip netns add`` refused (no CAP_SYS_ADMIN), no blackhole qdisc.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ from types import TracebackType
 import pytest
 from conftest import BusdProcess
 
-__all__ = ["Brokers", "Link", "NetnsBusd", "Network", "brokers_in_namespaces",
-           "leftover_namespaces", "start_all"]
+__all__ = ["IP", "Brokers", "Link", "NetnsBusd", "Network", "brokers_in_namespaces",
+           "leftover_namespaces", "require_netns", "run", "start_all"]
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 TC = shutil.which("tc") or "/usr/sbin/tc"

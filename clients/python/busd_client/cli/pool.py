@@ -301,6 +301,8 @@ def run_restart(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
         error("pool restart: refused, not every broker is ready now (restarting another would "
               f"leave the pool with fewer still): {', '.join(not_ready)}; --force to go on")
         return EXIT_FAILED
+    if not_ready:
+        say(f"pool restart: going on (--force) although not ready: {', '.join(not_ready)}")
     report: list[dict[str, Any]] = [{"name": e.name, "state": "untouched"} for e in pool]
     started = time.monotonic()
     for i, entry in enumerate(pool):
@@ -357,7 +359,8 @@ def restart_one(entry: PoolEntry, args: argparse.Namespace,
         now = time.monotonic()
         try:
             summary = ready_state(entry, max(0.1, min(2.0, deadline - now)))
-            if before is None or summary.started != before:
+            # Both from one scrape: /readyz above may have come from the old process.
+            if summary.ready and (before is None or summary.started != before):
                 break
             state = "ready, but still the process from before the restart"
         except BrokerFailed as exc:
@@ -388,7 +391,11 @@ def run_command(command: str, timeout: float, name: str) -> str:
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # sh and whatever it started (ssh ...)
-        output, _ = proc.communicate()
+        try:  # a child that left the process group may still hold the pipe: stop reading
+            output, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = b""
         problem = f"did not finish within {timeout:g} s (killed)"
     else:
         problem = "" if proc.returncode == 0 else f"exited with status {proc.returncode}"

@@ -12,15 +12,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import busd_only, profile, report, systems, workloads
+from bench import busd_only, pool_clients, profile, report, systems, workloads
 from bench.session import Progress, Session, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS: dict[str, Callable[[Session], None]] = {
     "flat": workloads.flat, "paced": workloads.paced, "fanout": workloads.fanout,
     "fanin": workloads.fanin, "latency": workloads.latency, "topics": workloads.topics,
-    "checks": busd_only.checks, "memory": busd_only.memory,
+    "checks": busd_only.checks, "memory": busd_only.memory, "pool": pool_clients.pool,
 }
+BUSD_ONLY = ("checks", "memory", "pool")  # start their own busd instances
 
 
 def _names(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -90,7 +91,8 @@ def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
     per = {"flat": s.repeat * n_systems, "paced": s.repeat * n_systems * s.paced_steps,
            "fanout": s.repeat * n_systems, "fanin": s.repeat * n_systems,
            "latency": s.repeat * n_systems, "topics": s.repeat * n_systems,
-           "checks": 5 * s.repeat, "memory": 2}
+           "checks": 5 * s.repeat, "memory": 2,
+           "pool": pool_clients.STEPS_PER_REPEAT * s.repeat}
     return sum(per[w] for w in only) + (1 if s.profile else 0)
 
 
@@ -99,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from(args)
     only = [w for w in WORKLOADS if w in args.only]  # always in the canonical order
     if not set(args.systems) & set(systems.BUSD_SYSTEMS):  # busd-only workloads need busd
-        only = [w for w in only if w not in ("checks", "memory")]
+        only = [w for w in only if w not in BUSD_ONLY]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     progress = Progress(planned_steps(settings, only, len(args.systems)))
     session = Session(settings, list(args.systems), progress)
@@ -109,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine()}
     out = args.out / f"{stamp}.json"
     try:
-        if set(only) - {"checks", "memory"}:
+        if set(only) - set(BUSD_ONLY):
             session.available()  # start every server now: skips are said up front
         for name in only:
             WORKLOADS[name](session)

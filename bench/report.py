@@ -155,6 +155,58 @@ def profile_lines(session: Session, top: int = 10) -> list[str]:
     return lines
 
 
+def _fig(v: float | None, fmt: str = ".1f") -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def _times(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}×"
+
+
+def pool_lines(session: Session) -> list[str]:
+    """The pool workload (bench.pool_clients): pool ÷ baseline, medians of the repeats."""
+    p = session.results.get("pool")
+    if not p or "median" not in p:
+        return []
+    m, r = p["median"], p["median"]["ratios"]
+    pub = {k: m[k] for k in ("publish_plain_1", "publish_pool_1", "publish_pool_3")}
+    fo = m["failover"]
+    base, kill = fo["baseline"], fo["kill"]
+    rate_s = f"{p['failover_rate']:,.0f}"
+    return [
+        f"pool clients ({p['brokers']} busd of their own, window {p['window']}, release v2; "
+        "ratio = pool ÷ baseline, same session):", "",
+        "| figure | baseline | pool | ratio |", "|---|---|---|---|",
+        f"| publish flat out, settled msg/s: Publisher → 1 busd vs PoolPublisher → same busd"
+        f" | {rate(pub['publish_plain_1']['rate'])} | {rate(pub['publish_pool_1']['rate'])} "
+        f"| {_times(r['publish_pool_1'])} |",
+        f"| ... vs PoolPublisher → 3 busd | {rate(pub['publish_plain_1']['rate'])} | "
+        f"{rate(pub['publish_pool_3']['rate'])} | {_times(r['publish_pool_3'])} |",
+        f"| publisher CPU µs/msg: Publisher vs PoolPublisher → 1 / → 3 busd | "
+        f"{_fig(pub['publish_plain_1']['cpu_us'], '.2f')} | "
+        f"{_fig(pub['publish_pool_1']['cpu_us'], '.2f')} / "
+        f"{_fig(pub['publish_pool_3']['cpu_us'], '.2f')} | {_times(r['publish_cpu_pool_1'])}"
+        f" / {_times(r['publish_cpu_pool_3'])} |",
+        f"| end to end, delivered msg/s: Publisher → busd → Subscriber vs PoolPublisher → 3 "
+        f"busd → PoolSubscriber | {rate(m['e2e_plain']['delivered'])} | "
+        f"{rate(m['e2e_pool_3']['delivered'])} | {_times(r['e2e'])} |",
+        f"| receive loop CPU µs/msg, same stream on 1 busd ({p['recv_rate']:,.0f} msg/s): "
+        f"Subscriber vs PoolSubscriber (dedup) | {_fig(m['receive']['plain_us'], '.2f')} | "
+        f"{_fig(m['receive']['pool_us'], '.2f')} | {_times(r['receive_cpu'])} |",
+        f"| failover at {rate_s} msg/s, longest gap between deliveries, ms: no kill vs "
+        f"kill -9 of 1 of 3 | {_fig(base['gap_ms'])} | {_fig(kill['gap_ms'])} | "
+        f"{_times(r['failover_gap_ms'])} |",
+        f"| ... p99 end-to-end latency, ms | {_fig(base['p99_ms'])} | {_fig(kill['p99_ms'])} "
+        f"| {_times(r['failover_p99_ms'])} |",
+        f"| ... max end-to-end latency, ms | {_fig(base['max_ms'])} | {_fig(kill['max_ms'])} "
+        f"| {_times(r['failover_max_ms'])} |",
+        "",
+        f"- failover run (medians): resent {_fig(fo['resent'], '.0f')}, duplicates dropped "
+        f"{_fig(fo['duplicates'], '.0f')}, lost {_fig(fo['lost'], '.0f')}, failed "
+        f"{_fig(fo['failed'], '.0f')}; end to end lost: baseline "
+        f"{_fig(m['e2e_plain']['lost'], '.0f')}, pool {_fig(m['e2e_pool_3']['lost'], '.0f')}"]
+
+
 def render(session: Session, meta: dict[str, Any]) -> str:
     parts = [f"busd benchmark, {meta['date']} — `{meta['command']}`",
              f"machine: {meta['machine']['nproc']} cores, {meta['machine']['cpu']}; "
@@ -162,7 +214,7 @@ def render(session: Session, meta: dict[str, Any]) -> str:
              f"{meta['machine']['libzmq']}; medians of {session.settings.repeat} run(s)", ""]
     parts += main_table(session)
     for section in (busd_lines(session), cpu_lines(session), checks_lines(session),
-                    memory_lines(session), profile_lines(session)):
+                    memory_lines(session), pool_lines(session), profile_lines(session)):
         if section:
             parts += ["", *section]
     if session.skipped:

@@ -45,6 +45,7 @@ __all__ = ["Link", "PoolCore", "PoolPending"]
 _unpackb = msgpack.unpackb
 # A send that found a broker's socket full (or not yet attached) avoids it this long.
 _FULL_AVOID = 0.02
+_SILENT = "no answer in time"
 _ABANDONED_MAX = 65536  # messages sent elsewhere, remembered per broker for late answers
 
 
@@ -227,9 +228,12 @@ class PoolCore:
         if type(reply) is not dict:
             self.bad_replies += 1
             return
+        # Any answer shows the broker alive: a silence-based avoidance ends here (late
+        # answers after a network blip bring it back at once, not after the backoff).
         link.strikes = 0
-        if link.probing:
-            link.probing = False
+        link.probing = False
+        if link.avoid_reason == _SILENT and link.avoid_until > now:
+            link.avoid_until = now
         if reply.get("draining") is True:  # shutting down: it answers, but send no more
             self._avoid(link, now, self.avoid_max, "draining")
         acc = reply.get("acc")
@@ -271,11 +275,12 @@ class PoolCore:
                 link.moved_away += 1
                 p._link = None
                 self.waiting.appendleft(p)
-            if timed_out:
+            if timed_out and now >= link.avoid_until:
+                # One strike per silence: the messages sent before it was noticed time out
+                # one after another and must not push the backoff to its maximum at once.
                 link.strikes += 1
                 self._avoid(link, now, min(self.avoid_max,
-                                           self.avoid_base * 2 ** (link.strikes - 1)),
-                            "no answer in time")
+                                           self.avoid_base * 2 ** (link.strikes - 1)), _SILENT)
                 link.probing = True
         dq = self._deadlines
         while dq and dq[0][0] <= now:

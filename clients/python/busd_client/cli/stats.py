@@ -25,7 +25,7 @@ from typing import Any
 
 from busd_client.cli.common import add_json, env_default, error
 
-__all__ = ["Summary", "parse_exposition", "register", "render_frame", "scrape"]
+__all__ = ["Summary", "parse_exposition", "readyz", "register", "render_frame", "scrape"]
 
 DEFAULT_METRICS = "127.0.0.1:7403"
 EXIT_UNAVAILABLE = 3
@@ -64,6 +64,17 @@ def scrape(address: str, timeout: float = 5.0) -> Samples:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url, timeout=timeout) as resp:
         return parse_exposition(resp.read().decode("utf-8", errors="replace"))
+
+
+def readyz(address: str, timeout: float) -> tuple[int, str]:
+    """(status, first line of the body) of GET http://ADDRESS/readyz; OSError if no answer."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{address}/readyz", timeout=timeout) as resp:
+            return int(resp.status), resp.read(512).decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as exc:  # 503 while starting, draining or warming up
+        with exc:
+            return exc.code, exc.read(512).decode("utf-8", "replace").strip()
 
 
 @dataclass

@@ -182,22 +182,28 @@ def receive_cost(session: Session, broker: Server) -> dict[str, Any]:
     _, (plain, pooled), _ = run_pool_trial(
         spec, [_spec("pool-sub", "plain", [broker]), _spec("pool-sub", "pool", [broker])],
         expected_s=s.duration)
-    return {"plain_us": _per_msg_us(plain["cpu_s"], plain["received"]),
-            "pool_us": _per_msg_us(pooled["cpu_s"], pooled["received"]),
+    return {"plain_us": _per_msg_us(plain["loop_cpu_s"], plain["received"]),
+            "pool_us": _per_msg_us(pooled["loop_cpu_s"], pooled["received"]),
+            "plain_process_us": _per_msg_us(plain["cpu_s"], plain["received"]),
+            "pool_process_us": _per_msg_us(pooled["cpu_s"], pooled["received"]),
             "plain_received": plain["received"], "pool_received": pooled["received"]}
 
 
-def window_figures(arrivals: list[int], latencies: list[int], start: int, end: int
-                   ) -> dict[str, Any]:
+def window_figures(arrivals: list[int], latencies: list[int], start: int, end: int,
+                   ref: int) -> dict[str, Any]:
     """Deliveries arriving in [start, end) (monotonic ns): the longest gap between
-    consecutive deliveries (pairs straddling an edge count), latency percentiles in ms."""
+    consecutive deliveries (pairs straddling an edge count) and where it began, in ms from
+    ``ref`` (for the kill window, the kill: a pause the kill caused begins right after it);
+    latency percentiles in ms."""
     lo, hi = bisect_left(arrivals, start), bisect_left(arrivals, end)
-    gaps = [arrivals[i] - arrivals[i - 1] for i in range(max(lo, 1), min(hi + 1,
-                                                                          len(arrivals)))]
+    gaps = [(arrivals[i] - arrivals[i - 1], arrivals[i - 1])
+            for i in range(max(lo, 1), min(hi + 1, len(arrivals)))]
     if arrivals and hi == len(arrivals):
-        gaps.append(end - arrivals[-1])  # nothing arrived after the window: a stall to its end
+        gaps.append((end - arrivals[-1], arrivals[-1]))  # nothing after: a stall to the end
+    gap = max(gaps, default=None)
     lat = percentiles(latencies[lo:hi]) if hi > lo else None
-    return {"n": hi - lo, "gap_ms": max(gaps) / 1e6 if gaps else None,
+    return {"n": hi - lo, "gap_ms": gap[0] / 1e6 if gap else None,
+            "gap_start_ms": (gap[1] - ref) / 1e6 if gap else None,
             "p99_ms": lat["p99"] / 1000 if lat else None,
             "max_ms": lat["max"] / 1000 if lat else None}
 
@@ -215,8 +221,10 @@ def failover(session: Session, brokers: list[Server], window_s: float) -> dict[s
     quiet_start = pub["t_start"] + int(LEAD_IN * 1e9)
     kill_start = killed - int(KILL_LEAD * 1e9)
     span = int(window_s * 1e9)
-    return {"baseline": window_figures(arrivals, latencies, quiet_start, quiet_start + span),
-            "kill": window_figures(arrivals, latencies, kill_start, kill_start + span),
+    return {"baseline": window_figures(arrivals, latencies, quiet_start, quiet_start + span,
+                                       quiet_start),
+            "kill": window_figures(arrivals, latencies, kill_start, kill_start + span,
+                                   killed),
             "sent": pub["sent"], "accepted": pub["accepted"], "failed": pub["failed"],
             "received": sub["received"], "lost": pub["accepted"] - sub["received"],
             "resent": pub.get("resent"), "late_accepts": pub.get("late_accepts"),
@@ -234,7 +242,8 @@ def _say(kind: str, fig: dict[str, Any]) -> str:
     if kind == "receive":
         return f"Subscriber {fig['plain_us']:.2f} µs/msg, PoolSubscriber {fig['pool_us']:.2f}"
     b, k = fig["baseline"], fig["kill"]
-    return (f"gap {b['gap_ms']:.1f} -> {k['gap_ms']:.1f} ms, max latency {b['max_ms']:.1f} "
+    return (f"gap {b['gap_ms']:.1f} -> {k['gap_ms']:.1f} ms (from kill "
+            f"{k['gap_start_ms']:+.0f} ms), max latency {b['max_ms']:.1f} "
             f"-> {k['max_ms']:.1f} ms, resent {fig['resent']}, dup {fig['duplicates']}, "
             f"lost {fig['lost']}")
 
@@ -244,7 +253,9 @@ def pool(session: Session) -> None:
     window_s = 1.5 if s.duration >= 1.0 else 1.25  # > attempt_timeout (1 s) after the kill
     out: dict[str, Any] = {"brokers": BROKERS, "window": WINDOW, "recv_rate": RECV_RATE,
                            "failover_rate": FAILOVER_RATE, "failover_window_s": window_s,
-                           "runs": {k: [] for k in KINDS}}
+                           "runs": {k: [] for k in KINDS},
+                           # other work on the machine: the figures' noise depends on it
+                           "loadavg_start": os.getloadavg()}
     session.results["pool"] = out
     brokers: list[Server] = []
     spent: list[Server] = []
@@ -287,6 +298,7 @@ def pool(session: Session) -> None:
     finally:
         for b in brokers + spent:
             b.stop()
+    out["loadavg_end"] = os.getloadavg()
     out["median"] = summarise(out["runs"])
 
 
@@ -305,6 +317,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def paired_ratio(pool: list[dict[str, Any]], base: list[dict[str, Any]], *path: str
+                 ) -> float | None:
+    """The median over repeats of pool ÷ baseline, each pair from the same repeat (seconds
+    apart, so a slow stretch of the shared machine hits both); the ratio of the medians
+    when a run failed and the pairs no longer line up."""
+    if len(pool) != len(base):
+        return _ratio(_median(pool, *path), _median(base, *path))
+    pairs = [{"r": _ratio(_median([p], *path), _median([b], *path))}
+             for p, b in zip(pool, base, strict=True)]
+    return _median(pairs, "r")
+
+
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Medians of every figure over the repeats, and the pool ÷ baseline ratios."""
     m: dict[str, Any] = {}
@@ -320,14 +344,16 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     m["failover"].update({k: _median(fo, k) for k in ("resent", "duplicates", "lost",
                                                        "late_accepts")})
     m["failover"]["failed"] = _median([{"n": sum(r["failed"].values())} for r in fo], "n")
-    base = m["publish_plain_1"]
+    base = runs["publish_plain_1"]
     m["ratios"] = {
-        "publish_pool_1": _ratio(m["publish_pool_1"]["rate"], base["rate"]),
-        "publish_pool_3": _ratio(m["publish_pool_3"]["rate"], base["rate"]),
-        "publish_cpu_pool_1": _ratio(m["publish_pool_1"]["cpu_us"], base["cpu_us"]),
-        "publish_cpu_pool_3": _ratio(m["publish_pool_3"]["cpu_us"], base["cpu_us"]),
-        "e2e": _ratio(m["e2e_pool_3"]["delivered"], m["e2e_plain"]["delivered"]),
-        "receive_cpu": _ratio(m["receive"]["pool_us"], m["receive"]["plain_us"]),
-        **{f"failover_{k}": _ratio(m["failover"]["kill"][k], m["failover"]["baseline"][k])
+        "publish_pool_1": paired_ratio(runs["publish_pool_1"], base, "rate"),
+        "publish_pool_3": paired_ratio(runs["publish_pool_3"], base, "rate"),
+        "publish_cpu_pool_1": paired_ratio(runs["publish_pool_1"], base, "cpu_us"),
+        "publish_cpu_pool_3": paired_ratio(runs["publish_pool_3"], base, "cpu_us"),
+        "e2e": paired_ratio(runs["e2e_pool_3"], runs["e2e_plain"], "delivered"),
+        "receive_cpu": paired_ratio([{"v": r["pool_us"]} for r in runs["receive"]],
+                                    [{"v": r["plain_us"]} for r in runs["receive"]], "v"),
+        **{f"failover_{k}": paired_ratio([r["kill"] for r in fo],
+                                         [r["baseline"] for r in fo], k)
            for k in ("gap_ms", "p99_ms", "max_ms")}}
     return m

@@ -175,7 +175,8 @@ def pool_lines(session: Session) -> list[str]:
     rate_s = f"{p['failover_rate']:,.0f}"
     return [
         f"pool clients ({p['brokers']} busd of their own, window {p['window']}, release v2; "
-        "ratio = pool ÷ baseline, same session):", "",
+        "baseline and pool: medians of the repeats; ratio: median of pool ÷ baseline, each "
+        "pair from the same repeat):", "",
         "| figure | baseline | pool | ratio |", "|---|---|---|---|",
         f"| publish flat out, settled msg/s: Publisher → 1 busd vs PoolPublisher → same busd"
         f" | {rate(pub['publish_plain_1']['rate'])} | {rate(pub['publish_pool_1']['rate'])} "
@@ -190,7 +191,8 @@ def pool_lines(session: Session) -> list[str]:
         f"| end to end, delivered msg/s: Publisher → busd → Subscriber vs PoolPublisher → 3 "
         f"busd → PoolSubscriber | {rate(m['e2e_plain']['delivered'])} | "
         f"{rate(m['e2e_pool_3']['delivered'])} | {_times(r['e2e'])} |",
-        f"| receive loop CPU µs/msg, same stream on 1 busd ({p['recv_rate']:,.0f} msg/s): "
+        f"| receive loop CPU µs/msg (its thread), same stream on 1 busd "
+        f"({p['recv_rate']:,.0f} msg/s): "
         f"Subscriber vs PoolSubscriber (dedup) | {_fig(m['receive']['plain_us'], '.2f')} | "
         f"{_fig(m['receive']['pool_us'], '.2f')} | {_times(r['receive_cpu'])} |",
         f"| failover at {rate_s} msg/s, longest gap between deliveries, ms: no kill vs "
@@ -204,7 +206,14 @@ def pool_lines(session: Session) -> list[str]:
         f"- failover run (medians): resent {_fig(fo['resent'], '.0f')}, duplicates dropped "
         f"{_fig(fo['duplicates'], '.0f')}, lost {_fig(fo['lost'], '.0f')}, failed "
         f"{_fig(fo['failed'], '.0f')}; end to end lost: baseline "
-        f"{_fig(m['e2e_plain']['lost'], '.0f')}, pool {_fig(m['e2e_pool_3']['lost'], '.0f')}"]
+        f"{_fig(m['e2e_plain']['lost'], '.0f')}, pool {_fig(m['e2e_pool_3']['lost'], '.0f')}",
+        "- where each run's longest gap in the kill window began, ms from the kill (a pause "
+        "the kill caused begins within a few ms after it): " + ", ".join(
+            f"{r['kill']['gap_start_ms']:+.0f}" for r in p["runs"]["failover"]
+            if r["kill"].get("gap_start_ms") is not None),
+        "- load average (1, 5, 15 min) at start / end: "
+        f"{' '.join(f'{x:.1f}' for x in p['loadavg_start'])} / "
+        f"{' '.join(f'{x:.1f}' for x in p.get('loadavg_end', ()))}"]
 
 
 def render(session: Session, meta: dict[str, Any]) -> str:

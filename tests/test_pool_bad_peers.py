@@ -163,8 +163,6 @@ UNCOUNTED = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="PoolCore.on_reply does not count these protocol "
-                   "violations in bad_replies (see the report: count them)")
 @pytest.mark.parametrize("frame", list(UNCOUNTED.values()), ids=list(UNCOUNTED))
 def test_a_reply_violating_the_protocol_is_counted_in_bad_replies(frame: bytes) -> None:
     core, wire = make_core(1), Wire()
@@ -185,8 +183,6 @@ def test_a_reply_of_extreme_ranges_and_many_items_never_raises_and_ends_quickly(
     assert core.count >= 0
 
 
-@pytest.mark.xfail(strict=True, reason="each acc pair walks its whole clamped range, so a "
-                   "reply repeating a wide pair costs pairs x seqs sent (see the report)")
 @pytest.mark.timeout(20)
 def test_a_reply_repeating_a_wide_acc_range_costs_time_in_its_size_only() -> None:
     core, wire = make_core(1), Wire()
@@ -200,9 +196,6 @@ def test_a_reply_repeating_a_wide_acc_range_costs_time_in_its_size_only() -> Non
     assert took < 0.15, f"{took:.2f} s for one 14 kB reply"
 
 
-@pytest.mark.xfail(strict=True, reason="on_reply takes any map as an answer: one naming none "
-                   "of the link's messages resets strikes, ends probing and lifts the "
-                   "avoidance of a silent broker (see the report)")
 @pytest.mark.parametrize("frame", [_pack({}), _pack({"acc": [[100, 200]]}),
                                    _pack({"rej": [{"seq": 99, "code": "invalid"}]})],
                          ids=["empty map", "acc of unsent seqs", "rej of an unsent seq"])
@@ -298,8 +291,8 @@ SILENT_ISH: dict[str, tuple[Answer, int]] = {  # answer, bad_replies counted per
     "a msgpack array": (lambda seq: [[_pack([seq, seq])]], 1),
     "acc pairs of the wrong shape": (lambda seq: [[_pack({"acc": [[seq], [str(seq)] * 2]})]], 2),
     "two-frame replies": (lambda seq: [[b"\xc1", _pack([seq])]], 2),
-    "acc covering only unsent seqs": (  # not counted today: see the xfail below
-        lambda seq: [[_pack({"acc": [[seq + 100_000, seq + 200_000]]})]], 0),
+    "acc covering only unsent seqs": (
+        lambda seq: [[_pack({"acc": [[seq + 100_000, seq + 200_000]]})]], 1),
 }
 
 
@@ -371,8 +364,6 @@ def test_a_broker_rejecting_with_a_bogus_code_fails_only_what_it_was_sent(
         assert pub.brokers[0]["state"] == "up"  # it answers: it is not avoided
 
 
-@pytest.mark.xfail(strict=True, reason="replies whose acc covers only seqs never sent are not "
-                   "counted in bad_replies (PoolCore.on_reply, see the report)")
 @pytest.mark.timeout(10)
 def test_acc_covering_unsent_seqs_is_counted_in_bad_replies(
         zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]) -> None:

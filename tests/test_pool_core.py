@@ -466,8 +466,6 @@ def test_pool_core_refuses_an_empty_pool_duplicate_endpoints_and_a_bad_timeout()
         PoolCore([EPS[0]], 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="expire() puts each timed-out message at the front of "
-                   "waiting in turn, which reverses their order (on_disconnected keeps it)")
 def test_messages_timed_out_together_are_resent_in_their_first_send_order() -> None:
     core, wire = make_core(2, connected=(0,)), Wire()
     for k in "abc":

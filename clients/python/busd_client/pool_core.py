@@ -219,7 +219,12 @@ class PoolCore:
         self._move_all(link)
 
     def on_reply(self, link: Link, frame: bytes, now: float) -> None:
-        """Apply one reply frame from ``link`` (docs/protocol.md §2)."""
+        """Apply one reply frame from ``link`` (docs/protocol.md §2).
+
+        What breaks the protocol is counted in ``bad_replies`` and changes nothing: a
+        range outside what was sent is skipped whole (not clamped), so a bogus reply cannot
+        settle a message; its messages time out and move on.
+        """
         try:
             reply = _unpackb(frame, raw=False)
         except (ValueError, TypeError, msgpack.UnpackException):
@@ -228,54 +233,80 @@ class PoolCore:
         if type(reply) is not dict:
             self.bad_replies += 1
             return
-        # Any answer shows the broker alive: a silence-based avoidance ends here (late
-        # answers after a network blip bring it back at once, not after the backoff).
+        if reply.get("draining") is True:  # shutting down: it answers, but send no more
+            self._avoid(link, now, self.avoid_max, "draining")
+        acc, rej = reply.get("acc", []), reply.get("rej", [])
+        bad = 0
+        if type(acc) is not list:
+            bad, acc = bad + 1, []
+        if type(rej) is not list:
+            bad, rej = bad + 1, []
+        alive = False
+        last = link.next_seq - 1
+        for pair in acc:
+            if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int
+                    or type(pair[1]) is not int or not 1 <= pair[0] <= pair[1] <= last):
+                bad += 1
+                continue
+            lo, hi = pair
+            known = len(link.outstanding) + len(link.abandoned)
+            seqs: Any = range(lo, hi + 1) if hi - lo < known else \
+                [s for s in (*link.outstanding, *link.abandoned) if lo <= s <= hi]
+            found = False
+            for seq in seqs:
+                p, late = link.take(seq)
+                if p is not None:
+                    if not alive:
+                        alive = self._alive(link, now)
+                    found = True
+                    self._accepted(link, p, late)
+            bad += not found  # answers no message of ours: answered twice, or never sent
+        for item in rej:
+            rseq = item.get("seq", 0) if type(item) is dict else 0
+            if rseq is None:
+                continue  # a header busd could not read: never one of ours
+            if type(rseq) is not int or not 1 <= rseq <= last:
+                bad += 1
+                continue
+            p, late = link.take(rseq)
+            if p is None:
+                bad += 1
+                continue
+            if not alive:
+                alive = self._alive(link, now)
+            if type(item.get("code")) is not str:
+                bad += 1  # still a refusal: taken as `internal`, as the protocol says
+            if late or p._done:
+                continue  # a late refusal: the message is already in other hands
+            self._rejected(link, p, rejection_from_reply(item), now)
+        self.bad_replies += bad
+
+    def _alive(self, link: Link, now: float) -> bool:
+        """An answer about one of its messages shows the broker alive: a silence-based
+        avoidance ends (after a network blip it is used again at once, not after the
+        backoff)."""
         link.strikes = 0
         link.probing = False
         if link.avoid_reason == _SILENT and link.avoid_until > now:
             link.avoid_until = now
-        if reply.get("draining") is True:  # shutting down: it answers, but send no more
-            self._avoid(link, now, self.avoid_max, "draining")
-        acc = reply.get("acc")
-        if isinstance(acc, list):
-            for pair in acc:
-                if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int
-                        or type(pair[1]) is not int):
-                    self.bad_replies += 1
-                    continue
-                lo, hi = max(pair[0], 1), min(pair[1], link.next_seq - 1)
-                for seq in range(lo, hi + 1) if hi - lo <= 1 << 20 else ():
-                    p, late = link.take(seq)
-                    if p is not None:
-                        self._accepted(link, p, late)
-        rej = reply.get("rej")
-        if isinstance(rej, list):
-            for item in rej:
-                rseq = item.get("seq") if type(item) is dict else None
-                if type(rseq) is not int:
-                    self.bad_replies += type(item) is not dict
-                    continue
-                p, late = link.take(rseq)
-                if p is None or late or p._done:
-                    continue  # a late refusal: the message is already in other hands
-                self._rejected(link, p, rejection_from_reply(item), now)
+        return True
 
     def expire(self, now: float) -> None:
         """Move unanswered messages on, fail messages past their deadline, queue retries."""
         for link in self.links:
             dl = link.deadlines
-            timed_out = False
+            moved = []
             while dl and dl[0][0] <= now:
                 seq = dl.popleft()[1]
                 p = link.abandon(seq)
                 if p is None or p._done:
                     continue
-                timed_out = True
                 link.timeouts += 1
                 link.moved_away += 1
                 p._link = None
-                self.waiting.appendleft(p)
-            if timed_out and now >= link.avoid_until:
+                moved.append(p)
+            self.waiting.extendleft(reversed(moved))  # ahead of newer ones, in send order
+            if moved and now >= link.avoid_until:
                 # One strike per silence: the messages sent before it was noticed time out
                 # one after another and must not push the backoff to its maximum at once.
                 link.strikes += 1
@@ -370,22 +401,24 @@ class PoolCore:
         link.moved_away += len(moved)
 
     def _accepted(self, link: Link, p: PoolPending, late: bool) -> None:
-        link.accepted += 1
         if late:
             link.late_answers += 1
             if p._done:
-                return
+                return  # another broker accepted it first: counted there
             self.late_accepts += 1
             other = p._link
             if other is not None:  # in flight elsewhere too: that answer no longer matters
                 other.abandon(p._seq)
+        link.accepted += 1
         p.broker = link.endpoint
         self.settle(p, None)
 
     def _rejected(self, link: Link, p: PoolPending, err: Rejected, now: float) -> None:
         p._link = None
         if isinstance(err, NotReady) or err.code == "shutting_down":
-            wait = err.retry_after_ms / 1000.0 if isinstance(err, NotReady) else self.avoid_max
+            # A floor, so a broker answering retry_after_ms 0 is not asked again at once.
+            wait = max(self.avoid_base, err.retry_after_ms / 1000.0) \
+                if isinstance(err, NotReady) else self.avoid_max
             self._avoid(link, now, wait, err.code)
             link.moved_away += 1
             self.waiting.appendleft(p)

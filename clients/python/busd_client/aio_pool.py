@@ -67,7 +67,8 @@ class AsyncPoolPublisher(PoolShell):
         for sock in self._owned:
             self._poller.register(sock, zmq.POLLIN)
         self._pump_task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Future[None] | None = None  # the idle pump waits on it too
+        # The pump's current sleep (a poll future): cancelled to wake the pump early.
+        self._sleep: asyncio.Future[Any] | None = None
         self._progress: asyncio.Future[None] | None = None  # set when a message settles
 
     async def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any],
@@ -98,8 +99,11 @@ class AsyncPoolPublisher(PoolShell):
                 raise ClosedError("publisher closed while the message waited for the window")
         now = _monotonic()
         r._deadline = now + self.timeout
+        idle = core.count == 0
         core.add(r, now, self._send_to)
-        self._ensure_pump()
+        # The pump sleeps until the core's next wakeup as it was: a first message brings an
+        # earlier one (its deadlines), and so may the first one left waiting (an avoidance).
+        self._ensure_pump(wake=idle or (r._link is None and len(core.waiting) == 1))
         return r
 
     async def publish_wait(self, topic: str, schema: str, version: int,
@@ -194,33 +198,32 @@ class AsyncPoolPublisher(PoolShell):
             return False
         return True
 
-    def _ensure_pump(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)  # new work: the pump recomputes when to wake
+    def _ensure_pump(self, wake: bool = False) -> None:
+        if wake and self._sleep is not None:
+            self._sleep.cancel()
         if self._pump_task is None or self._pump_task.done():
             self._pump_task = asyncio.get_running_loop().create_task(self._run_pump())
 
     async def _run_pump(self) -> None:
         core = self.core
-        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         try:
             while not self._closed:
                 self._pump()
                 now = _monotonic()
                 wake = core.next_wakeup(now)
                 sleep = _MAX_SLEEP if wake is None else min(_MAX_SLEEP, max(0.0, wake - now))
-                poll = asyncio.ensure_future(self._poller.poll(math.ceil(sleep * 1000)))
-                if core.count:
-                    await poll
-                    continue
-                # Idle: a publish adds deadlines earlier than this sleep; it sets _wake.
-                self._wake = loop.create_future()
+                self._sleep = asyncio.ensure_future(
+                    self._poller.poll(math.ceil(sleep * 1000)))
                 try:
-                    await asyncio.wait((poll, self._wake), return_when=asyncio.FIRST_COMPLETED)
+                    await self._sleep
+                except asyncio.CancelledError:
+                    if task.cancelling():
+                        raise  # the task itself is cancelled (close)
+                    # else only the sleep was, by _ensure_pump: look again at once
                 finally:
-                    self._wake = None
-                    poll.cancel()
+                    self._sleep = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here must not leave callers waiting for ever

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +84,20 @@ class App:
         self.stats_sources["rates"] = self.rates.statistics
 
         self.broker.bind()
-        self.supervisor.add("monitor.ingress", lambda: monitor.watch(
-            self.broker.monitor_socket("ingress", monitor.EVENTS), self.ingress, "ingress"))
-        self.supervisor.add("monitor.egress", lambda: monitor.watch(
-            self.broker.monitor_socket("egress", monitor.EVENTS), self.egress, "egress"))
+        # The monitors attach now, before anyone can connect: a connection accepted before
+        # its monitor exists is never reported, and the connection gauges would miss it.
+        # A restarted watcher attaches a new monitor (libzmq replaces the old one).
+        first = {role: self.broker.monitor_socket(role, monitor.EVENTS)
+                 for role in ("ingress", "egress")}
+
+        def watcher(role: str, stats: monitor.ConnectionStats) -> Callable[[], Awaitable[None]]:
+            def start() -> Awaitable[None]:
+                sock = first.pop(role, None) or self.broker.monitor_socket(role, monitor.EVENTS)
+                return monitor.watch(sock, stats, role)
+            return start
+
+        self.supervisor.add("monitor.ingress", watcher("ingress", self.ingress))
+        self.supervisor.add("monitor.egress", watcher("egress", self.egress))
 
         self.control = ControlServer(cfg.control_path, {
             **self.rates.handlers(), **self.schemas.handlers(), "stats": self._stats_command})

@@ -259,3 +259,23 @@ def test_throttled_and_disabled_messages_are_counted_by_code_and_by_rate_key(
     assert value(m, "busd_rate_throttled_total") == throttled
     assert value(m, "busd_rate_keys") == 2
     pub.close()
+
+
+def test_subscribers_connecting_as_busd_binds_are_counted(
+        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    """Connections accepted the moment busd binds (clients retrying every 10 ms, as after a
+    restart) are counted: the monitors attach before the sockets can accept anything."""
+    b = busd_factory(start=False)
+    subs = []
+    for _ in range(3):
+        sub = zctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RECONNECT_IVL, 10)
+        sub.connect(b.sub_endpoint)
+        subs.append(sub)
+    try:
+        b.start()
+        wait_for(lambda: value(scrape(b.metrics), "busd_subscribers_connected") == 3,
+                 timeout=5, what="all three subscribers counted")
+    finally:
+        for sub in subs:
+            sub.close()

@@ -195,6 +195,8 @@ def test_all_brokers_down_publishers_wait_or_time_out_as_chosen(
                 b.start()
             assert waiting.flush(timeout=20) == []
             assert all(r.accepted for r in held)
+        # After close the counts stay readable: the warm-up message and the 20 held ones.
+        assert sum(x["accepted"] for x in waiting.brokers) == 21
         wanted = {r.id for r in held}
         wait_for(lambda: wanted <= set(sub.ids), timeout=10, what="held messages delivered")
         assert not {r.id for r in doomed} & set(sub.ids)

@@ -116,8 +116,10 @@ class PoolShell(PublisherBase):
 
     @property
     def brokers(self) -> list[dict[str, Any]]:
-        """Per broker: endpoint, state (up, down, avoided (why), probing) and counts."""
-        self._pump()
+        """Per broker: endpoint, state (up, down, avoided (why), probing) and counts
+        (after close: as they were at close)."""
+        if not self._closed:
+            self._pump()
         now = _monotonic()
         return [link.snapshot(now) for link in self.core.links]
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,29 @@ BIN = Path(sys.executable).parent
 LOOPS = ("uvloop", "asyncio")
 
 
+# Ports handed out by this process, never given twice. pytest loads this file as
+# `tests.conftest` and the tests import it as `conftest`: the set lives in sys.modules so
+# both copies share it.
+_GIVEN: set[int] = sys.modules.setdefault(
+    "_busd_test_ports", types.ModuleType("_busd_test_ports")).__dict__.setdefault("ports", set())
+
+
 def free_port() -> int:
     """A free port below the ephemeral range, so no client's outgoing connection (ZeroMQ
-    reconnecting to a stopped busd, say) can be holding it when busd binds it."""
+    reconnecting to a stopped busd, say) can be holding it when busd binds it. Never the
+    same port twice in one run: two brokers started together must not pick the same one
+    before either binds it."""
     low, _ = _ephemeral_range()
     for _ in range(200):
         port = random.randrange(max(1024, low - 12000), low)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.add(port)
             return port
     raise RuntimeError("no free port below the ephemeral range")
 

@@ -13,7 +13,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +29,7 @@ from busd_client.pool_core import Link, PoolCore, PoolPending
 from busd_client.schemas import SchemaSet
 from busd_client.sockets import configure_dealer
 from busd_client.subscriber import Subscriber
+from busd_client.waiting import Book, SyncWaiting
 
 __all__ = ["MONITOR_EVENTS", "PoolPublisher", "PoolReceipt", "PoolShell", "PoolSubscriber"]
 
@@ -37,7 +38,6 @@ _NOBLOCK = zmq.NOBLOCK
 _NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
 _Again = zmq.Again
 _send_frame = zmq.backend.Socket.send
-_READ_EVERY = 32
 # Connection up (handshake done, so the DEALER will queue to it) and connection lost.
 MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
@@ -78,6 +78,7 @@ class PoolShell(PublisherBase):
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
         self.core = PoolCore(list(endpoints), attempt_timeout)
+        self._book: Book = self.core
         super().__init__(",".join(endpoints), name=name, window=window,
                          timeout=math.inf if timeout is None else timeout,
                          retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled,
@@ -171,7 +172,7 @@ class PoolShell(PublisherBase):
         core.dispatch(now, self._send_to)
 
 
-class PoolPublisher(PoolShell):
+class PoolPublisher(SyncWaiting, PoolShell):
     """Publish to a pool of brokers: each message to one live broker, failing over.
 
     ``timeout`` bounds a message's whole life: it fails with PublishTimeout only if no broker
@@ -180,6 +181,8 @@ class PoolPublisher(PoolShell):
     to another (same id: subscribers drop the copy). ``window`` bounds messages not yet
     settled; ``publish`` blocks while it is full (up to ``timeout``).
     """
+
+    _UNSETTLED = "messages still unsettled"
 
     def __init__(self, endpoints: Sequence[str], *, name: str = "python", window: int = 1000,
                  timeout: float | None = 30.0, attempt_timeout: float = 1.0,
@@ -209,17 +212,11 @@ class PoolPublisher(PoolShell):
         r = self._compose(PoolReceipt, topic, schema, version, data, id, retry_deadline,
                           wait_when_disabled)
         r._owner = self
-        core = self.core
-        self._since_read += 1
-        if core.count >= self.window or self._since_read >= _READ_EVERY:
-            self._since_read = 0
-            self._pump()
-            if core.count >= self.window and not self._wait_for(
-                    lambda: core.count < self.window, self.timeout, None):
-                raise self._unsent(r, "the in-flight window stayed full")
+        if not self._make_room():
+            raise self._unsent(r, "the in-flight window stayed full")
         now = _monotonic()
         r._deadline = now + self.timeout
-        core.add(r, now, self._send_to)
+        self.core.add(r, now, self._send_to)
         return r
 
     def publish_wait(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
@@ -230,14 +227,6 @@ class PoolPublisher(PoolShell):
                          wait_when_disabled=wait_when_disabled)
         r.result()
         return r
-
-    def flush(self, timeout: float | None = None) -> list[BusError]:
-        """Wait until every message so far is settled; return (and forget) the failures."""
-        core = self.core
-        self._pump()
-        if core.count:
-            self._wait_for(lambda: core.count == 0, timeout, "messages still unsettled")
-        return core.take_failures()
 
     def close(self, timeout: float | None = None) -> list[BusError]:
         """Flush (up to ``timeout``, default min(timeout, 5 s)), fail the rest, close."""
@@ -260,26 +249,11 @@ class PoolPublisher(PoolShell):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _wait_for(self, cond: Callable[[], bool], timeout: float | None,
-                  what: str | None) -> bool:
-        """Pump until ``cond()``; False (or PublishTimeout, when ``what`` is given) past
-        ``timeout``. With ``timeout`` None this ends when every message has settled."""
-        deadline = math.inf if timeout is None else _monotonic() + timeout
-        while True:
-            self._pump()
-            if cond():
-                return True
-            now = _monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
-                if what is None:
-                    return False
-                raise PublishTimeout(f"{what} after {timeout:g} s", sent=True)
-            if self.core.count == 0 and timeout is None:
-                return cond()
-            wake = self.core.next_wakeup(now)
-            cap = 1.0 if wake is None else min(1.0, max(0.0, wake - now))
-            self._poller.poll(math.ceil(min(remaining, cap) * 1000))
+    def _next_wakeup(self, now: float) -> float | None:
+        return self.core.next_wakeup(now)
+
+    def _poll(self, timeout_ms: int) -> None:
+        self._poller.poll(timeout_ms)
 
 
 class PoolSubscriber(Subscriber):

@@ -6,7 +6,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +18,7 @@ from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
 from busd_client.schemas import SchemaSet
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, configure_dealer
+from busd_client.waiting import SyncWaiting
 
 __all__ = ["Publisher", "Receipt"]
 
@@ -25,8 +26,6 @@ _monotonic = time.monotonic
 _NOBLOCK = zmq.NOBLOCK
 _POLLIN = zmq.POLLIN
 _Again = zmq.Again
-# Replies are read without waiting every this many publishes (and whenever we wait anyway).
-_READ_EVERY = 32
 # A retry that found the socket full or disconnected is tried again after this long.
 _RESEND_DELAY = 0.05
 
@@ -54,7 +53,7 @@ class Receipt(Pending):
             raise self._error
 
 
-class Publisher(PublisherBase):
+class Publisher(SyncWaiting, PublisherBase):
     """Publish to busd from one thread (a zmq socket must not be shared between threads).
 
     ``publish`` sends and returns a Receipt without waiting for the reply; at most
@@ -77,6 +76,7 @@ class Publisher(PublisherBase):
         self._sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         configure_dealer(self._sock, window, reconnect_ivl, reconnect_ivl_max)
         self._sock.connect(endpoint)
+        self._book = self._inflight
         self._since_read = 0
 
     def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
@@ -92,14 +92,8 @@ class Publisher(PublisherBase):
         r = self._compose(Receipt, topic, schema, version, data, id, retry_deadline,
                           wait_when_disabled)
         r._owner = self
-        inflight = self._inflight
-        self._since_read += 1
-        if inflight.count >= self.window or self._since_read >= _READ_EVERY:
-            self._since_read = 0
-            self._pump()
-            if inflight.count >= self.window and not self._wait_for(
-                    lambda: inflight.count < self.window, self.timeout, None):
-                raise self._unsent(r, "the in-flight window stayed full")
+        if not self._make_room():
+            raise self._unsent(r, "the in-flight window stayed full")
         if not self._send(r):
             deadline = _monotonic() + self.timeout
             while not self._send(r):
@@ -119,19 +113,6 @@ class Publisher(PublisherBase):
                          wait_when_disabled=wait_when_disabled)
         r.result()
         return r
-
-    def flush(self, timeout: float | None = None) -> list[BusError]:
-        """Wait until every message published so far is settled; return the failures.
-
-        Returns (and forgets) the errors of all messages that failed since the previous
-        flush, in the order they failed. ``timeout`` None waits as long as the messages can
-        take; past a shorter ``timeout`` raises PublishTimeout, the messages stay pending.
-        """
-        inflight = self._inflight
-        self._pump()
-        if inflight.count:
-            self._wait_for(lambda: inflight.count == 0, timeout, "messages still in flight")
-        return inflight.take_failures()
 
     def close(self, timeout: float | None = None) -> list[BusError]:
         """Flush (up to ``timeout``, default the publisher's timeout), then close the socket.
@@ -172,28 +153,15 @@ class Publisher(PublisherBase):
             if not self._send(p):
                 inflight.retry_later(p, now, _RESEND_DELAY)
 
+    def _next_wakeup(self, now: float) -> float | None:
+        return self._inflight.next_wakeup()
+
+    def _poll(self, timeout_ms: int) -> None:
+        self._sock.poll(timeout_ms, _POLLIN)
+
     def _wait_cap(self) -> float:
         """Seconds until the in-flight bookkeeping next has timer work (at most 1 s)."""
         wake = self._inflight.next_wakeup()
         if wake is None:
             return 1.0
         return min(1.0, max(0.0, wake - _monotonic()))
-
-    def _wait_for(self, cond: Callable[[], bool], timeout: float | None,
-                  what: str | None) -> bool:
-        """Pump until ``cond()``; False (or PublishTimeout, when ``what`` is given) past
-        ``timeout``. With ``timeout`` None this ends when every message has settled."""
-        deadline = math.inf if timeout is None else _monotonic() + timeout
-        while True:
-            self._pump()
-            if cond():
-                return True
-            remaining = deadline - _monotonic()
-            if remaining <= 0:
-                if what is None:
-                    return False
-                raise PublishTimeout(f"{what} after {timeout:g} s", sent=True)
-            if self._inflight.count == 0 and timeout is None:
-                return cond()
-            wait = min(remaining, self._wait_cap())
-            self._sock.poll(math.ceil(wait * 1000), _POLLIN)

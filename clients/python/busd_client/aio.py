@@ -34,11 +34,39 @@ from busd_client.sockets import (
 )
 from busd_client.subscriber import Subscriptions
 
-__all__ = ["AsyncPublisher", "AsyncReceipt", "AsyncSubscriber"]
+__all__ = ["AsyncPublisher", "AsyncReceipt", "AsyncSubscriber", "Progress"]
 
 _monotonic = time.monotonic
 _RESEND_DELAY = 0.05
 _READ_EVERY = 32
+
+
+class Progress:
+    """Wakes every coroutine waiting for some message to settle (window room, flush)."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        fut, self._fut = self._fut, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def wait(self, deadline: float) -> bool:
+        """Until some message settles (True); False once ``deadline`` has passed."""
+        remaining = deadline - _monotonic()
+        if remaining <= 0:
+            return False
+        if self._fut is None:
+            self._fut = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._fut),
+                                   None if math.isinf(remaining) else remaining)
+        except TimeoutError:
+            return False
+        return True
 
 
 class AsyncReceipt(Pending):
@@ -81,7 +109,7 @@ class AsyncPublisher(PublisherBase):
         self._sock.connect(endpoint)
         self._pump_task: asyncio.Task[None] | None = None
         self._work = asyncio.Event()  # set when there is something to pump for
-        self._progress: asyncio.Future[None] | None = None
+        self._progress = Progress()  # wakes callers when a message settles
         self._since_read = 0
 
     async def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any],
@@ -104,7 +132,7 @@ class AsyncPublisher(PublisherBase):
             self._pump_once()
         while inflight.count >= self.window:
             self._ensure_pump()
-            if not await self._await_progress(deadline):
+            if not await self._progress.wait(deadline):
                 raise self._unsent(r, "the in-flight window stayed full")
         while not self._send(r):
             remaining = deadline - _monotonic()
@@ -134,7 +162,7 @@ class AsyncPublisher(PublisherBase):
         self._pump_once()
         while self._inflight.count:
             self._ensure_pump()
-            if not await self._await_progress(deadline):
+            if not await self._progress.wait(deadline):
                 raise PublishTimeout(f"messages still in flight after {timeout:g} s", sent=True)
         return self._inflight.take_failures()
 
@@ -153,7 +181,7 @@ class AsyncPublisher(PublisherBase):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
         self._inflight.close()
-        self._notify()
+        self._progress.notify()
         self._asock.close(linger=0)
         return self._inflight.take_failures()
 
@@ -182,30 +210,7 @@ class AsyncPublisher(PublisherBase):
             if not self._send(p):
                 inflight.retry_later(p, now, _RESEND_DELAY)
         if inflight.settled != before:
-            self._notify()
-
-    def _notify(self) -> None:
-        """Wake everyone waiting for progress (window space, flush)."""
-        fut = self._progress
-        if fut is not None:
-            self._progress = None
-            if not fut.done():
-                fut.set_result(None)
-
-    async def _await_progress(self, deadline: float) -> bool:
-        """Wait until some message settles; False once ``deadline`` has passed."""
-        remaining = deadline - _monotonic()
-        if remaining <= 0:
-            return False
-        if self._progress is None:
-            self._progress = asyncio.get_running_loop().create_future()
-        fut = self._progress
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), None if math.isinf(remaining)
-                                   else remaining)
-        except TimeoutError:
-            return False
-        return True
+            self._progress.notify()
 
     def _ensure_pump(self) -> None:
         self._work.set()
@@ -229,7 +234,7 @@ class AsyncPublisher(PublisherBase):
         except Exception as exc:  # a bug here must not leave callers waiting for ever
             self._closed = True
             inflight.close()
-            self._notify()
+            self._progress.notify()
             raise BusError(f"publisher pump failed: {exc!r}") from exc
 
 

@@ -22,11 +22,11 @@ import zmq
 import zmq.asyncio
 
 from busd_client._base import DEFAULT, _Default
-from busd_client.aio import AsyncReceipt, AsyncSubscriber
+from busd_client.aio import AsyncReceipt, AsyncSubscriber, Progress
 from busd_client.dedup import DedupWindow
 from busd_client.envelope import Message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
-from busd_client.pool import PoolShell
+from busd_client.pool import PoolMembership, PoolShell, pool_endpoints
 from busd_client.pool_core import PoolPending
 from busd_client.schemas import SchemaSet
 
@@ -69,7 +69,7 @@ class AsyncPoolPublisher(PoolShell):
         self._pump_task: asyncio.Task[None] | None = None
         # The pump's current sleep (a poll future): cancelled to wake the pump early.
         self._sleep: asyncio.Future[Any] | None = None
-        self._progress: asyncio.Future[None] | None = None  # set when a message settles
+        self._progress = Progress()  # wakes callers when a message settles
 
     async def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any],
                       *, id: str | None = None,
@@ -92,7 +92,7 @@ class AsyncPoolPublisher(PoolShell):
             deadline = _monotonic() + self.timeout
             while core.count >= self.window and not self._closed:
                 self._ensure_pump()
-                if not await self._await_progress(deadline) and not self._pumped(
+                if not await self._progress.wait(deadline) and not self._pumped(
                         lambda: core.count < self.window):
                     raise self._unsent(r, "the in-flight window stayed full")
             if self._closed:
@@ -125,7 +125,7 @@ class AsyncPoolPublisher(PoolShell):
         self._pump()
         while core.count:
             self._ensure_pump()
-            if not await self._await_progress(deadline) and not self._pumped(
+            if not await self._progress.wait(deadline) and not self._pumped(
                     lambda: core.count == 0):
                 raise PublishTimeout(f"messages still unsettled after {timeout:g} s",
                                      sent=True)
@@ -159,7 +159,7 @@ class AsyncPoolPublisher(PoolShell):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.core.close()
-        self._notify()
+        self._progress.notify()
         self._close_sockets()
 
     def _pump(self) -> None:
@@ -168,35 +168,13 @@ class AsyncPoolPublisher(PoolShell):
         before = self.core.settled
         super()._pump()
         if self.core.settled != before:
-            self._notify()
+            self._progress.notify()
 
     def _pumped(self, cond: Callable[[], bool]) -> bool:
         """``cond()`` after one more pump: at a deadline, what fell due at the same moment
         (an earlier message's own deadline, freeing the window) still counts."""
         self._pump()
         return cond()
-
-    def _notify(self) -> None:
-        """Wake everyone waiting for progress (window space, flush)."""
-        fut = self._progress
-        if fut is not None:
-            self._progress = None
-            if not fut.done():
-                fut.set_result(None)
-
-    async def _await_progress(self, deadline: float) -> bool:
-        """Wait until some message settles; False once ``deadline`` has passed."""
-        remaining = deadline - _monotonic()
-        if remaining <= 0:
-            return False
-        if self._progress is None:
-            self._progress = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._progress),
-                                   None if math.isinf(remaining) else remaining)
-        except TimeoutError:
-            return False
-        return True
 
     def _ensure_pump(self, wake: bool = False) -> None:
         if wake and self._sleep is not None:
@@ -231,7 +209,7 @@ class AsyncPoolPublisher(PoolShell):
             raise BusError(f"pool publisher pump failed: {exc!r}") from exc
 
 
-class AsyncPoolSubscriber(AsyncSubscriber):
+class AsyncPoolSubscriber(PoolMembership, AsyncSubscriber):
     """Subscribe to every broker of a pool and deliver each message once (asyncio).
 
     See PoolSubscriber: copies of a message (same ``id``) within the dedup window are
@@ -244,21 +222,11 @@ class AsyncPoolSubscriber(AsyncSubscriber):
                  dedup_size: int = 200_000, dedup_ttl: float = 60.0, rcvhwm: int = 10_000,
                  context: zmq.asyncio.Context | None = None, reconnect_ivl: float = 0.1,
                  reconnect_ivl_max: float = 1.0) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",") if e]
-        if not endpoints:
-            raise ValueError("a pool needs at least one broker endpoint")
+        endpoints = pool_endpoints(endpoints)
         self.dedup = DedupWindow(dedup_size, dedup_ttl)
         super().__init__(endpoints[0], prefixes, rcvhwm=rcvhwm, context=context,
                          reconnect_ivl=reconnect_ivl, reconnect_ivl_max=reconnect_ivl_max)
-        self.endpoints = list(endpoints)
-        for endpoint in self.endpoints[1:]:
-            self._sock.connect(endpoint)
-
-    @property
-    def duplicates(self) -> int:
-        """Copies dropped because their id was seen within the window."""
-        return self.dedup.duplicates
+        self._join(endpoints)
 
     async def recv(self, timeout: float | None = None) -> Message | None:  # noqa: ASYNC109
         """The next message not seen before, or None when ``timeout`` seconds pass first."""

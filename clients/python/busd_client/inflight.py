@@ -71,6 +71,17 @@ class Pending:
         """The failure, once done; None while pending or when accepted."""
         return self._error
 
+    def _finish(self, error: BusError | None) -> None:
+        """Settled: accepted (``error`` None) or failed. Wakes an awaiting caller."""
+        self._done = True
+        self.envelope = b""  # the bytes are no longer needed; the caller may keep the receipt
+        self._error = error
+        if error is not None:
+            error.id, error.topic = self.id, self.topic
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def __repr__(self) -> str:
         state = ("pending" if not self._done else
                  "accepted" if self._error is None else f"failed: {self._error!r}")
@@ -112,18 +123,11 @@ class InFlight:
     def settle(self, p: Pending, error: BusError | None) -> None:
         if p._done:
             return
-        p._done = True
-        p.envelope = b""  # the bytes are no longer needed; the caller may keep the receipt
+        p._finish(error)
         self.count -= 1
         self.settled += 1
-        p._error = error
         if error is not None:
-            error.id = p.id
-            error.topic = p.topic
             self._failed.append(p)
-        waiter = p._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def on_reply(self, frame: bytes, now: float) -> None:
         """Apply one reply frame (docs/protocol.md §2). Malformed replies are counted only."""

@@ -31,7 +31,8 @@ from busd_client.sockets import configure_dealer
 from busd_client.subscriber import Subscriber
 from busd_client.waiting import Book, SyncWaiting
 
-__all__ = ["MONITOR_EVENTS", "PoolPublisher", "PoolReceipt", "PoolShell", "PoolSubscriber"]
+__all__ = ["MONITOR_EVENTS", "PoolMembership", "PoolPublisher", "PoolReceipt", "PoolShell",
+           "PoolSubscriber", "pool_endpoints"]
 
 _monotonic = time.monotonic
 _NOBLOCK = zmq.NOBLOCK
@@ -75,9 +76,8 @@ class PoolShell(PublisherBase):
                  timeout: float | None, attempt_timeout: float, retry_deadline: float | None,
                  wait_when_disabled: bool,
                  schemas: SchemaSet | str | os.PathLike[str] | None) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",") if e]
-        self.core = PoolCore(list(endpoints), attempt_timeout)
+        endpoints = pool_endpoints(endpoints)
+        self.core = PoolCore(endpoints, attempt_timeout)
         self._book: Book = self.core
         super().__init__(",".join(endpoints), name=name, window=window,
                          timeout=math.inf if timeout is None else timeout,
@@ -256,7 +256,35 @@ class PoolPublisher(SyncWaiting, PoolShell):
         self._poller.poll(timeout_ms)
 
 
-class PoolSubscriber(Subscriber):
+def pool_endpoints(endpoints: Sequence[str] | str) -> list[str]:
+    """The brokers' endpoints as a list: a sequence, or one comma-separated string."""
+    if isinstance(endpoints, str):
+        endpoints = [e for e in endpoints.split(",") if e]
+    if not endpoints:
+        raise ValueError("a pool needs at least one broker endpoint")
+    return list(endpoints)
+
+
+class PoolMembership:
+    """What a pool subscriber (sync or asyncio) adds to a subscriber: a connection to every
+    broker, and the window that drops copies."""
+
+    dedup: DedupWindow
+    endpoints: list[str]
+    _sock: Any  # the subscriber's SUB, connected to the first broker
+
+    def _join(self, endpoints: list[str]) -> None:
+        self.endpoints = endpoints
+        for endpoint in endpoints[1:]:
+            self._sock.connect(endpoint)
+
+    @property
+    def duplicates(self) -> int:
+        """Copies dropped because their id was seen within the window."""
+        return self.dedup.duplicates
+
+
+class PoolSubscriber(PoolMembership, Subscriber):
     """Subscribe to every broker of a pool and deliver each message once.
 
     One SUB socket connects to all ``endpoints`` (libzmq fair-queues between them). Copies of
@@ -269,21 +297,11 @@ class PoolSubscriber(Subscriber):
                  dedup_size: int = 200_000, dedup_ttl: float = 60.0, rcvhwm: int = 10_000,
                  context: zmq.Context[Any] | None = None, reconnect_ivl: float = 0.1,
                  reconnect_ivl_max: float = 1.0) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",") if e]
-        if not endpoints:
-            raise ValueError("a pool needs at least one broker endpoint")
+        endpoints = pool_endpoints(endpoints)
         self.dedup = DedupWindow(dedup_size, dedup_ttl)
         super().__init__(endpoints[0], prefixes, rcvhwm=rcvhwm, context=context,
                          reconnect_ivl=reconnect_ivl, reconnect_ivl_max=reconnect_ivl_max)
-        self.endpoints = list(endpoints)
-        for endpoint in self.endpoints[1:]:
-            self._sock.connect(endpoint)
-
-    @property
-    def duplicates(self) -> int:
-        """Copies dropped because their id was seen within the window."""
-        return self.dedup.duplicates
+        self._join(endpoints)
 
     def _decode(self, frames: list[bytes]) -> Message | None:
         message = super()._decode(frames)

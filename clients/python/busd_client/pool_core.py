@@ -288,18 +288,12 @@ class PoolCore:
     def settle(self, p: PoolPending, error: BusError | None) -> None:
         if p._done:
             return
-        p._done = True
-        p.envelope = b""
+        p._finish(error)
         p._link = None
         self.count -= 1
         self.settled += 1
-        p._error = error
         if error is not None:
-            error.id, error.topic = p.id, p.topic
             self._failed.append(p)
-        waiter = p._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def take_failures(self) -> list[BusError]:
         failed, self._failed = self._failed, []

@@ -21,6 +21,7 @@ from busd_client.errors import (
     RateLimited,
     rejection_from_reply,
 )
+from busd_client.replies import read_reply, seqs_in
 
 __all__ = ["DISABLED_RETRY_INTERVAL", "InFlight", "Pending"]
 
@@ -130,48 +131,21 @@ class InFlight:
             self._failed.append(p)
 
     def on_reply(self, frame: bytes, now: float) -> None:
-        """Apply one reply frame (docs/protocol.md §2). Malformed replies are counted only."""
-        try:
-            reply = _unpackb(frame, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            self.bad_replies += 1
-            return
-        if type(reply) is not dict:
-            self.bad_replies += 1
-            return
+        """Apply one reply frame (docs/protocol.md §2). What breaks the protocol is counted
+        in ``bad_replies`` and changes nothing; answers about messages no longer awaited
+        (timed out) are ignored."""
+        reply = read_reply(frame, self._next_seq - 1)
+        self.bad_replies += reply.bad
         outstanding = self._outstanding
-        acc = reply.get("acc")
-        if isinstance(acc, list):
-            for pair in acc:
-                try:
-                    lo, hi = pair
-                except (TypeError, ValueError):
-                    self.bad_replies += 1
-                    continue
-                if type(lo) is not int or type(hi) is not int:
-                    self.bad_replies += 1
-                    continue
-                # Clamp to what was sent so a bogus range cannot make us loop for ever.
-                lo = max(lo, 1)
-                hi = min(hi, self._next_seq - 1)
-                if hi - lo > len(outstanding):
-                    seqs: Any = [s for s in outstanding if lo <= s <= hi]
-                else:
-                    seqs = range(lo, hi + 1)
-                for seq in seqs:
-                    p = outstanding.pop(seq, None)
-                    if p is not None:
-                        self.settle(p, None)
-        rej = reply.get("rej")
-        if isinstance(rej, list):
-            for item in rej:
-                if type(item) is not dict:
-                    self.bad_replies += 1
-                    continue
-                seq = item.get("seq")
-                p = outstanding.pop(seq, None) if type(seq) is int else None
+        for lo, hi in reply.acc:
+            for seq in seqs_in(lo, hi, outstanding):
+                p = outstanding.pop(seq, None)
                 if p is not None:
-                    self._rejected(p, rejection_from_reply(item), now)
+                    self.settle(p, None)
+        for seq, item in reply.rej:
+            p = outstanding.pop(seq, None)
+            if p is not None:
+                self._rejected(p, rejection_from_reply(item), now)
 
     def _rejected(self, p: Pending, err: BusError, now: float) -> None:
         due = None

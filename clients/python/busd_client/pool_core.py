@@ -24,7 +24,6 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgpack
 
@@ -40,6 +39,7 @@ from busd_client.errors import (
 )
 from busd_client.inflight import DISABLED_RETRY_INTERVAL
 from busd_client.pool_link import Link, PoolPending
+from busd_client.replies import read_reply, seqs_in
 
 __all__ = ["Link", "PoolCore", "PoolPending"]
 
@@ -155,39 +155,17 @@ class PoolCore:
     def on_reply(self, link: Link, frame: bytes, now: float) -> None:
         """Apply one reply frame from ``link`` (docs/protocol.md §2).
 
-        What breaks the protocol is counted in ``bad_replies`` and changes nothing: a
-        range outside what was sent is skipped whole (not clamped), so a bogus reply cannot
-        settle a message; its messages time out and move on.
+        What breaks the protocol is counted in ``bad_replies`` and changes nothing (see
+        replies.py); so is an answer naming no message this link sent and still knows of.
         """
-        try:
-            reply = _unpackb(frame, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            self.bad_replies += 1
-            return
-        if type(reply) is not dict:
-            self.bad_replies += 1
-            return
-        if reply.get("draining") is True:  # shutting down: it answers, but send no more
+        reply = read_reply(frame, link.next_seq - 1)
+        bad = reply.bad
+        if reply.draining:  # shutting down: it answers, but send no more
             self._avoid(link, now, self.avoid_max, "draining")
-        acc, rej = reply.get("acc", []), reply.get("rej", [])
-        bad = 0
-        if type(acc) is not list:
-            bad, acc = bad + 1, []
-        if type(rej) is not list:
-            bad, rej = bad + 1, []
         alive = False
-        last = link.next_seq - 1
-        for pair in acc:
-            if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int
-                    or type(pair[1]) is not int or not 1 <= pair[0] <= pair[1] <= last):
-                bad += 1
-                continue
-            lo, hi = pair
-            known = len(link.outstanding) + len(link.abandoned)
-            seqs: Any = range(lo, hi + 1) if hi - lo < known else \
-                [s for s in (*link.outstanding, *link.abandoned) if lo <= s <= hi]
+        for lo, hi in reply.acc:
             found = False
-            for seq in seqs:
+            for seq in seqs_in(lo, hi, link.outstanding, link.abandoned):
                 p, late = link.take(seq)
                 if p is not None:
                     if not alive:
@@ -195,21 +173,13 @@ class PoolCore:
                     found = True
                     self._accepted(link, p, late)
             bad += not found  # answers no message of ours: answered twice, or never sent
-        for item in rej:
-            rseq = item.get("seq", 0) if type(item) is dict else 0
-            if rseq is None:
-                continue  # a header busd could not read: never one of ours
-            if type(rseq) is not int or not 1 <= rseq <= last:
-                bad += 1
-                continue
-            p, late = link.take(rseq)
+        for seq, item in reply.rej:
+            p, late = link.take(seq)
             if p is None:
                 bad += 1
                 continue
             if not alive:
                 alive = self._alive(link, now)
-            if type(item.get("code")) is not str:
-                bad += 1  # still a refusal: taken as `internal`, as the protocol says
             if late or p._done:
                 continue  # a late refusal: the message is already in other hands
             self._rejected(link, p, rejection_from_reply(item), now)

@@ -1,0 +1,71 @@
+"""Reading one reply frame (docs/protocol.md §2), for the single and the pool publishers.
+
+Untrusted bytes in, plain values out: the ranges and rejections that are well formed and
+name sequence numbers this connection sent, and a count of what broke the protocol. A range
+outside what was sent is dropped whole (not clamped), so a bogus reply cannot settle a
+message that busd never answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import Any, NamedTuple
+
+import msgpack
+
+__all__ = ["Reply", "read_reply", "seqs_in"]
+
+_unpackb = msgpack.unpackb
+
+
+class Reply(NamedTuple):
+    acc: list[tuple[int, int]]  # accepted ranges, 1 <= lo <= hi <= the last seq sent
+    rej: list[tuple[int, dict[str, Any]]]  # (seq, rejection map), seq sent on this socket
+    bad: int  # protocol violations seen in the frame
+    draining: bool  # busd said it is shutting down
+
+
+_NOTHING = Reply([], [], 1, False)
+
+
+def read_reply(frame: bytes, last_seq: int) -> Reply:
+    """The usable parts of ``frame`` for a socket that has sent seqs 1..``last_seq``."""
+    try:
+        reply = _unpackb(frame, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return _NOTHING
+    if type(reply) is not dict:
+        return _NOTHING
+    acc_in, rej_in = reply.get("acc", []), reply.get("rej", [])
+    bad = 0
+    if type(acc_in) is not list:
+        bad, acc_in = bad + 1, []
+    if type(rej_in) is not list:
+        bad, rej_in = bad + 1, []
+    acc: list[tuple[int, int]] = []
+    for pair in acc_in:
+        if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int
+                or type(pair[1]) is not int or not 1 <= pair[0] <= pair[1] <= last_seq):
+            bad += 1
+            continue
+        acc.append((pair[0], pair[1]))
+    rej: list[tuple[int, dict[str, Any]]] = []
+    for item in rej_in:
+        seq = item.get("seq", 0) if type(item) is dict else 0
+        if seq is None:
+            continue  # a header busd could not read: never one this client sent
+        if type(seq) is not int or not 1 <= seq <= last_seq:
+            bad += 1
+            continue
+        if type(item.get("code")) is not str:
+            bad += 1  # still a refusal: taken as `internal`, as the protocol says
+        rej.append((seq, item))
+    return Reply(acc, rej, bad, reply.get("draining") is True)
+
+
+def seqs_in(lo: int, hi: int, *known: Collection[int]) -> Iterable[int]:
+    """The seqs from ``lo`` to ``hi`` worth looking up: the range itself, or, when it is
+    wider than the ``known`` seqs (a reply repeating a huge range), the known ones in it."""
+    if hi - lo < sum(len(k) for k in known):
+        return range(lo, hi + 1)
+    return [s for k in known for s in k if lo <= s <= hi]

@@ -590,3 +590,19 @@ def test_random_events_settle_every_message_exactly_once(script: list[Event]) ->
     assert all(p.done() for p in added)
     failures = core.take_failures()
     assert len(failures) == sum(p.error is not None for p in added)
+
+
+def test_timer_queues_stay_as_short_as_what_is_unsettled() -> None:
+    """A publisher that never waits (its window never fills) still pumps every few
+    messages: answered and settled entries leave the timer queues then, so they hold about
+    what is in flight, not every message of the last ``timeout`` seconds."""
+    core, wire = make_core(1), Wire()
+    link = core.links[0]
+    for i in range(5000):
+        now = i * 0.001  # 1,000 msg/s with a 30 s deadline each
+        core.add(msg(f"m{i}", deadline=now + 30.0), now, wire)
+        core.on_reply(link, acc(i + 1), now)  # answered at once
+        if i % 32 == 31:
+            core.expire(now)  # the shell pumps every 32 publishes
+            assert len(core._deadlines) <= 32 and len(link.deadlines) <= 32
+    assert core.count == 0 and core.settled == 5000

@@ -199,8 +199,11 @@ class PoolCore:
         """Move unanswered messages on, fail messages past their deadline, queue retries."""
         for link in self.links:
             dl = link.deadlines
+            outstanding = link.outstanding
             moved = []
-            while dl and dl[0][0] <= now:
+            # Due entries, and answered ones at the head: the queue stays as short as what
+            # is in flight, not as long as all that was sent in the last attempt_timeout.
+            while dl and (dl[0][0] <= now or dl[0][1] not in outstanding):
                 seq = dl.popleft()[1]
                 p = link.abandon(seq)
                 if p is None or p._done:
@@ -218,7 +221,9 @@ class PoolCore:
                                            self.avoid_base * 2 ** (link.strikes - 1)), _SILENT)
                 link.probing = True
         dq = self._deadlines
-        while dq and dq[0][0] <= now:
+        # Due entries, and settled ones at the head: without this a publisher that never
+        # waits would hold an entry per message of the last `timeout` seconds (30 s).
+        while dq and (dq[0][0] <= now or dq[0][1]._done):
             p = dq.popleft()[1]
             if p._done:
                 continue

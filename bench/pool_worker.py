@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from bench import message
-from bench.worker import Control, Schedule, Spec, Tally, idle_done
+from bench.worker import Control, Spec, Tally, idle_done, send_paced
 
 FINISH_TIMEOUT = 30.0  # seconds a publisher may take to settle its last messages
 READY_DEADLINE = 20.0  # seconds a worker may take to prove its connections
@@ -76,25 +76,14 @@ def run_publisher(spec: Spec, control: Control) -> None:
     before = statistics() if statistics is not None else {}
     publish, topic, data = pub.publish, message.TOPIC, message.DATA
     schema, version = message.SCHEMA, message.VERSION
-    sched = Schedule(spec.get("rate"), spec.get("duration", 1.0), spec.get("count"))
-    clock = time.monotonic_ns
-    sent = 0
-    cpu0 = time.process_time()  # this process, all threads (libzmq's I/O thread too)
-    t0 = clock()
-    while True:
-        elapsed = clock() - t0
-        n = sched.due(sent, elapsed)
-        if n > 0:
-            for _ in range(n):
-                publish(topic, schema, version, data)
-            sent += n
-        elif n == 0:
-            time.sleep(sched.wait(sent, elapsed))
-        else:
-            break
-    t_end = clock()
+
+    def send(_sent: int, n: int) -> None:
+        for _ in range(n):
+            publish(topic, schema, version, data)
+
+    sent, t0, t_end, cpu0 = send_paced(spec, send)
     failures = pub.flush(FINISH_TIMEOUT)
-    t_settled = clock()
+    t_settled = time.monotonic_ns()
     cpu = time.process_time() - cpu0
     failed: dict[str, int] = {}
     for err in failures:

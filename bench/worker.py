@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 WARMUP_INTERVAL = 0.02  # seconds between warm-up messages
 FLAT_CHUNK = 100  # flat-out: messages sent between clock reads
@@ -114,29 +114,42 @@ def schedule_of(spec: Spec) -> Schedule:
     return Schedule(spec.get("rate"), spec.get("duration", 1.0), spec.get("count"))
 
 
-def run_sync_publisher(pub: SyncPublisher, spec: Spec, control: Control) -> None:
-    while not control.go.is_set():
-        pub.warmup()
-        control.go.wait(WARMUP_INTERVAL)
-    pub.begin()
+class Paced(NamedTuple):
+    sent: int
+    t_start: int  # monotonic ns
+    t_end: int
+    cpu0: float  # process_time at the start: this process, all threads (libzmq's too)
+
+
+def send_paced(spec: Spec, send: Callable[[int, int], None]) -> Paced:
+    """Call ``send(already_sent, n)`` on ``spec``'s schedule until it ends (sync callers)."""
     sched = schedule_of(spec)
     clock = time.monotonic_ns
     sent = 0
-    cpu0 = time.process_time()  # this process, all threads (libzmq's I/O thread too)
+    cpu0 = time.process_time()
     t0 = clock()
     while True:
         elapsed = clock() - t0
         n = sched.due(sent, elapsed)
         if n > 0:
-            pub.send(sent, n)
+            send(sent, n)
             sent += n
         elif n == 0:
             time.sleep(sched.wait(sent, elapsed))
         else:
             break
-    t_end = clock()
+    return Paced(sent, t0, clock(), cpu0)
+
+
+def run_sync_publisher(pub: SyncPublisher, spec: Spec, control: Control) -> None:
+    while not control.go.is_set():
+        pub.warmup()
+        control.go.wait(WARMUP_INTERVAL)
+    pub.begin()
+    run = send_paced(spec, pub.send)
     result = pub.finish()
-    result.update(sent=sent, t_start=t0, t_end=t_end, cpu_s=time.process_time() - cpu0)
+    result.update(sent=run.sent, t_start=run.t_start, t_end=run.t_end,
+                  cpu_s=time.process_time() - run.cpu0)
     control.say(json.dumps(result))
     control.exit.wait(120)
     pub.close()

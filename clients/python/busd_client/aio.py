@@ -12,9 +12,9 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -33,8 +33,9 @@ from busd_client.sockets import (
     configure_sub,
 )
 from busd_client.subscriber import Subscriptions
+from busd_client.waiting import Book
 
-__all__ = ["AsyncPublisher", "AsyncReceipt", "AsyncSubscriber", "Progress"]
+__all__ = ["AsyncPublisher", "AsyncReceipt", "AsyncSubscriber", "AsyncWaiting", "Progress"]
 
 _monotonic = time.monotonic
 _RESEND_DELAY = 0.05
@@ -69,6 +70,39 @@ class Progress:
         return True
 
 
+class AsyncWaiting:
+    """What the asyncio Publisher and PoolPublisher share: flush. The publisher provides its
+    bookkeeping (``_book``), ``_pump`` (non-blocking I/O; notifies ``_progress``) and
+    ``_ensure_pump`` (its pump task running)."""
+
+    _book: Book
+    _progress: Progress
+    _UNSETTLED = "messages still in flight"  # what a flush past its timeout says
+
+    if TYPE_CHECKING:  # provided by the publisher; not defined here, so never shadowed
+        def _pump(self) -> None: ...
+
+        def _ensure_pump(self) -> None: ...
+
+    async def flush(self, timeout: float | None = None) -> list[BusError]:  # noqa: ASYNC109
+        """Wait until every message is settled; return (and forget) the failures since the
+        previous flush. Past ``timeout`` raise PublishTimeout; messages stay pending."""
+        book = self._book
+        deadline = math.inf if timeout is None else _monotonic() + timeout
+        self._pump()
+        while book.count:
+            self._ensure_pump()
+            if not await self._progress.wait(deadline) and self._pumped(lambda: book.count > 0):
+                raise PublishTimeout(f"{self._UNSETTLED} after {timeout:g} s", sent=True)
+        return book.take_failures()
+
+    def _pumped(self, cond: Callable[[], bool]) -> bool:
+        """``cond()`` after one more pump: at a deadline, what fell due at the same moment
+        (an earlier message's own deadline, freeing the window) still counts."""
+        self._pump()
+        return cond()
+
+
 class AsyncReceipt(Pending):
     """The fate of one published message: ``await receipt`` (or ``result()``) raises its error."""
 
@@ -91,7 +125,7 @@ class AsyncReceipt(Pending):
         return self.result().__await__()
 
 
-class AsyncPublisher(PublisherBase):
+class AsyncPublisher(AsyncWaiting, PublisherBase):
     """Publisher for asyncio code; see Publisher for the parameters and semantics."""
 
     def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, *, name: str = "python",
@@ -110,6 +144,7 @@ class AsyncPublisher(PublisherBase):
         self._pump_task: asyncio.Task[None] | None = None
         self._work = asyncio.Event()  # set when there is something to pump for
         self._progress = Progress()  # wakes callers when a message settles
+        self._book = self._inflight
         self._since_read = 0
 
     async def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any],
@@ -129,7 +164,7 @@ class AsyncPublisher(PublisherBase):
         self._since_read += 1
         if self._since_read >= _READ_EVERY:
             self._since_read = 0
-            self._pump_once()
+            self._pump()
         while inflight.count >= self.window:
             self._ensure_pump()
             if not await self._progress.wait(deadline):
@@ -154,17 +189,6 @@ class AsyncPublisher(PublisherBase):
                                wait_when_disabled=wait_when_disabled)
         await r.result()
         return r
-
-    async def flush(self, timeout: float | None = None) -> list[BusError]:  # noqa: ASYNC109
-        """Wait until every message is settled; return (and forget) the failures since the
-        previous flush. Past ``timeout`` raise PublishTimeout; messages stay pending."""
-        deadline = math.inf if timeout is None else _monotonic() + timeout
-        self._pump_once()
-        while self._inflight.count:
-            self._ensure_pump()
-            if not await self._progress.wait(deadline):
-                raise PublishTimeout(f"messages still in flight after {timeout:g} s", sent=True)
-        return self._inflight.take_failures()
 
     async def close(self, timeout: float | None = None) -> list[BusError]:  # noqa: ASYNC109
         """Flush (up to ``timeout``, default the publisher's timeout), then close.
@@ -194,7 +218,7 @@ class AsyncPublisher(PublisherBase):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _pump_once(self) -> None:
+    def _pump(self) -> None:
         sock = self._sock
         inflight = self._inflight
         before = inflight.settled
@@ -221,7 +245,7 @@ class AsyncPublisher(PublisherBase):
         inflight = self._inflight
         try:
             while not self._closed:
-                self._pump_once()
+                self._pump()
                 if inflight.count == 0:
                     self._work.clear()
                     await self._work.wait()

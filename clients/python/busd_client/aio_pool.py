@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,7 +22,7 @@ import zmq
 import zmq.asyncio
 
 from busd_client._base import DEFAULT, _Default
-from busd_client.aio import AsyncReceipt, AsyncSubscriber, Progress
+from busd_client.aio import AsyncReceipt, AsyncSubscriber, AsyncWaiting, Progress
 from busd_client.dedup import DedupWindow
 from busd_client.envelope import Message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
@@ -44,13 +44,15 @@ class AsyncPoolReceipt(PoolPending, AsyncReceipt):
     __slots__ = ()
 
 
-class AsyncPoolPublisher(PoolShell):
+class AsyncPoolPublisher(AsyncWaiting, PoolShell):
     """PoolPublisher for asyncio code; see PoolPublisher for the parameters and semantics.
 
     ``timeout`` None: a message waits for ever for some broker to accept it. ``await
     publish(...)`` returns once the message is queued for the pool, waiting (up to
     ``timeout``) while ``window`` messages are unsettled.
     """
+
+    _UNSETTLED = "messages still unsettled"
 
     def __init__(self, endpoints: Sequence[str], *, name: str = "python", window: int = 1000,
                  timeout: float | None = 30.0, attempt_timeout: float = 1.0,
@@ -117,20 +119,6 @@ class AsyncPoolPublisher(PoolShell):
         await r.result()
         return r
 
-    async def flush(self, timeout: float | None = None) -> list[BusError]:  # noqa: ASYNC109
-        """Wait until every message so far is settled; return (and forget) the failures.
-        Past ``timeout`` raise PublishTimeout; the messages stay pending."""
-        core = self.core
-        deadline = math.inf if timeout is None else _monotonic() + timeout
-        self._pump()
-        while core.count:
-            self._ensure_pump()
-            if not await self._progress.wait(deadline) and not self._pumped(
-                    lambda: core.count == 0):
-                raise PublishTimeout(f"messages still unsettled after {timeout:g} s",
-                                     sent=True)
-        return core.take_failures()
-
     async def close(self, timeout: float | None = None) -> list[BusError]:  # noqa: ASYNC109
         """Flush (up to ``timeout``, default min(timeout, 5 s)), fail the rest with
         ClosedError, close the sockets; return the failures not yet flushed."""
@@ -169,12 +157,6 @@ class AsyncPoolPublisher(PoolShell):
         super()._pump()
         if self.core.settled != before:
             self._progress.notify()
-
-    def _pumped(self, cond: Callable[[], bool]) -> bool:
-        """``cond()`` after one more pump: at a deadline, what fell due at the same moment
-        (an earlier message's own deadline, freeing the window) still counts."""
-        self._pump()
-        return cond()
 
     def _ensure_pump(self, wake: bool = False) -> None:
         if wake and self._sleep is not None:

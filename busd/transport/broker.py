@@ -176,9 +176,9 @@ class Broker:
         """
         if self._warm_until == 0.0:
             return None
-        left = self._warm_until - self.clock()
-        if left <= 0:
-            self._warm_until = 0.0
+        left = self.warming_up()
+        if not left:
+            self._warm_until = 0.0  # over: later wake-ups skip the clock read
             return None
         ms = max(1, round(left * 1000))
         return Reject(Code.NOT_READY, f"busd is warming up for {ms} ms more: subscribers "
@@ -189,7 +189,7 @@ class Broker:
         deadline = self.clock() + self.config.drain_timeout
         answered = 0
         while (left := deadline - self.clock()) > 0:
-            handled = self._pump(batch)
+            handled = self._pump(batch, self._warmup_refusal())  # SIGTERM while warming
             answered += handled
             self._read_subscriptions()
             if handled >= batch:

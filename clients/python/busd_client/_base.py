@@ -17,6 +17,7 @@ from busd_client.envelope import PROTOCOL_VERSION
 from busd_client.errors import PublishTimeout, Rejected
 from busd_client.inflight import InFlight, Pending
 from busd_client.schemas import SchemaSet
+from busd_client.waiting import Book
 
 __all__ = ["DEFAULT", "PublisherBase"]
 
@@ -67,6 +68,8 @@ class PublisherBase:
         self.retry_deadline = retry_deadline
         self.wait_when_disabled = wait_when_disabled
         self._inflight = InFlight(self.timeout)
+        # What the waiting and the counts read: this InFlight, or a pool publisher's core.
+        self._book: Book = self._inflight
         self._topics: dict[str, bytes] = {}
         # Ids: 64 random bits per publisher object, then a counter: unique, and cheaper than
         # 16 random bytes per message.
@@ -86,12 +89,12 @@ class PublisherBase:
     @property
     def pending(self) -> int:
         """Messages whose fate is not known yet."""
-        return self._inflight.count
+        return self._book.count
 
     @property
     def bad_replies(self) -> int:
         """Reply frames that did not follow the protocol (ignored)."""
-        return self._inflight.bad_replies
+        return self._book.bad_replies
 
     @property
     def closed(self) -> bool:

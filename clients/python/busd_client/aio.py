@@ -144,7 +144,6 @@ class AsyncPublisher(AsyncWaiting, PublisherBase):
         self._pump_task: asyncio.Task[None] | None = None
         self._work = asyncio.Event()  # set when there is something to pump for
         self._progress = Progress()  # wakes callers when a message settles
-        self._book = self._inflight
         self._since_read = 0
 
     async def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any],

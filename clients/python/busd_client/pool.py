@@ -29,7 +29,7 @@ from busd_client.pool_core import Link, PoolCore, PoolPending
 from busd_client.schemas import SchemaSet
 from busd_client.sockets import configure_dealer
 from busd_client.subscriber import Subscriber
-from busd_client.waiting import Book, SyncWaiting
+from busd_client.waiting import SyncWaiting
 
 __all__ = ["MONITOR_EVENTS", "PoolMembership", "PoolPublisher", "PoolReceipt", "PoolShell",
            "PoolSubscriber", "pool_endpoints"]
@@ -78,11 +78,11 @@ class PoolShell(PublisherBase):
                  schemas: SchemaSet | str | os.PathLike[str] | None) -> None:
         endpoints = pool_endpoints(endpoints)
         self.core = PoolCore(endpoints, attempt_timeout)
-        self._book: Book = self.core
         super().__init__(",".join(endpoints), name=name, window=window,
                          timeout=math.inf if timeout is None else timeout,
                          retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled,
                          schemas=schemas)
+        self._book = self.core
         self._owned: list[zmq.Socket[Any]] = []  # as the context made them: closed, polled
         self._socks: list[zmq.Socket[bytes]] = []  # sync views of the DEALERs, for I/O
         self._monitors: list[zmq.Socket[bytes]] = []  # sync views of the monitor sockets
@@ -106,14 +106,6 @@ class PoolShell(PublisherBase):
         except Exception:
             self._close_sockets()
             raise
-
-    @property
-    def pending(self) -> int:
-        return self.core.count
-
-    @property
-    def bad_replies(self) -> int:
-        return self.core.bad_replies
 
     @property
     def brokers(self) -> list[dict[str, Any]]:

@@ -76,7 +76,6 @@ class Publisher(SyncWaiting, PublisherBase):
         self._sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         configure_dealer(self._sock, window, reconnect_ivl, reconnect_ivl_max)
         self._sock.connect(endpoint)
-        self._book = self._inflight
         self._since_read = 0
 
     def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,

@@ -27,6 +27,7 @@ class Book(Protocol):
     """The bookkeeping a publisher waits on."""
 
     count: int  # messages whose fate is not known yet
+    bad_replies: int  # reply frames that broke the protocol
 
     def take_failures(self) -> list[BusError]: ...
 

@@ -10,8 +10,6 @@ import heapq
 from collections import deque
 from typing import Any
 
-import msgpack
-
 from busd_client.errors import (
     BusError,
     ClosedError,
@@ -27,7 +25,6 @@ __all__ = ["DISABLED_RETRY_INTERVAL", "InFlight", "Pending"]
 
 # How often a message refused with `disabled` is retried when the caller asked to wait.
 DISABLED_RETRY_INTERVAL = 0.25
-_unpackb = msgpack.unpackb
 
 
 class Pending:

@@ -25,8 +25,6 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 
-import msgpack
-
 from busd_client.errors import (
     BusError,
     ClosedError,
@@ -43,7 +41,6 @@ from busd_client.replies import read_reply, seqs_in
 
 __all__ = ["Link", "PoolCore", "PoolPending"]
 
-_unpackb = msgpack.unpackb
 # A send that found a broker's socket full (or not yet attached) avoids it this long.
 _FULL_AVOID = 0.02
 _SILENT = "no answer in time"

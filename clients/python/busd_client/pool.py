@@ -251,7 +251,7 @@ class PoolPublisher(SyncWaiting, PoolShell):
 def pool_endpoints(endpoints: Sequence[str] | str) -> list[str]:
     """The brokers' endpoints as a list: a sequence, or one comma-separated string."""
     if isinstance(endpoints, str):
-        endpoints = [e for e in endpoints.split(",") if e]
+        endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
     if not endpoints:
         raise ValueError("a pool needs at least one broker endpoint")
     return list(endpoints)

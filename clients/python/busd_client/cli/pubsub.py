@@ -18,7 +18,7 @@ from busd_client.cli.common import (
     error,
 )
 from busd_client.errors import BusError, PublishTimeout, Rejected
-from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber
+from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber, pool_endpoints
 from busd_client.pool_file import PoolFileError, load_pool
 from busd_client.publisher import Publisher, Receipt
 from busd_client.subscriber import Subscriber
@@ -79,7 +79,7 @@ def _endpoints(args: argparse.Namespace, which: str) -> list[str]:
     """The broker endpoints to use: the pool file's, or the comma-separated option."""
     if args.pool:
         return [getattr(entry, which) for entry in load_pool(args.pool)]
-    return [e.strip() for e in getattr(args, which).split(",") if e.strip()]
+    return pool_endpoints(getattr(args, which))
 
 
 def _parse_object(text: str) -> dict[str, Any]:
@@ -201,11 +201,8 @@ def run_sub(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         endpoints = _endpoints(args, "sub_endpoint")
-    except PoolFileError as exc:
+    except (ValueError, PoolFileError) as exc:
         error(str(exc))
-        return 2
-    if not endpoints:
-        error("no endpoint given")
         return 2
     sub = Subscriber(endpoints[0], args.prefixes) if len(endpoints) == 1 and not args.pool \
         else PoolSubscriber(endpoints, args.prefixes)

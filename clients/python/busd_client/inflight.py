@@ -21,7 +21,7 @@ from busd_client.errors import (
 )
 from busd_client.replies import read_reply, seqs_in
 
-__all__ = ["DISABLED_RETRY_INTERVAL", "InFlight", "Pending"]
+__all__ = ["DISABLED_RETRY_INTERVAL", "InFlight", "Pending", "retry_due"]
 
 # How often a message refused with `disabled` is retried when the caller asked to wait.
 DISABLED_RETRY_INTERVAL = 0.25
@@ -86,6 +86,19 @@ class Pending:
         return f"<{type(self).__name__} id={self.id} topic={self.topic} {state}>"
 
 
+def retry_due(err: BusError, p: Pending, now: float) -> float | None:
+    """When a refused message is sent again because its caller asked (``retry_deadline``):
+    after ``retry_after_ms`` for ``rate_limited``, every 250 ms for ``disabled`` when told to
+    wait; None for other refusals or when that falls past the message's retry deadline."""
+    if isinstance(err, RateLimited):
+        due = now + err.retry_after_ms / 1000.0
+    elif isinstance(err, Disabled) and p._wait_disabled:
+        due = now + DISABLED_RETRY_INTERVAL
+    else:
+        return None
+    return due if due <= p._retry_until else None
+
+
 class InFlight:
     """Messages sent and not yet answered, messages waiting to be retried, and failures."""
 
@@ -145,17 +158,13 @@ class InFlight:
                 self._rejected(p, rejection_from_reply(item), now)
 
     def _rejected(self, p: Pending, err: BusError, now: float) -> None:
-        due = None
-        until = p._retry_until
-        if isinstance(err, RateLimited):
-            due = now + err.retry_after_ms / 1000.0
-        elif isinstance(err, Disabled) and p._wait_disabled:
-            due = now + DISABLED_RETRY_INTERVAL
-        elif isinstance(err, NotReady):
+        due = retry_due(err, p, now)
+        if due is None and isinstance(err, NotReady):
             # A broker warming up after a restart: wait it out within the reply timeout.
             due = now + err.retry_after_ms / 1000.0
-            until = max(until, p._first_sent + self.timeout)
-        if due is not None and due <= until:
+            if due > max(p._retry_until, p._first_sent + self.timeout):
+                due = None
+        if due is not None:
             p._error = err  # remembered: it is the error if the retry cannot be sent in time
             heapq.heappush(self._retries, (due, p._seq, p))
         else:

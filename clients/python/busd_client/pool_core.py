@@ -28,14 +28,12 @@ from collections.abc import Callable, Sequence
 from busd_client.errors import (
     BusError,
     ClosedError,
-    Disabled,
     NotReady,
     PublishTimeout,
-    RateLimited,
     Rejected,
     rejection_from_reply,
 )
-from busd_client.inflight import DISABLED_RETRY_INTERVAL
+from busd_client.inflight import retry_due
 from busd_client.pool_link import Link, PoolPending
 from busd_client.replies import read_reply, seqs_in
 
@@ -324,12 +322,8 @@ class PoolCore:
             self.waiting.appendleft(p)
             return
         link.rejected += 1
-        due = None
-        if isinstance(err, RateLimited):
-            due = now + err.retry_after_ms / 1000.0
-        elif isinstance(err, Disabled) and p._wait_disabled:
-            due = now + DISABLED_RETRY_INTERVAL
-        if due is not None and due <= p._retry_until and due < p._deadline:
+        due = retry_due(err, p, now)
+        if due is not None and due < p._deadline:
             p._error = err
             heapq.heappush(self._retries, (due, next(self._tie), p))
         else:

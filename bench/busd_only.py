@@ -46,18 +46,25 @@ def check_variants(trivial: Path) -> tuple[list[tuple[str, BusdOptions]], list[s
     schema_off = SCHEMA_OFF_FLAG[0] in help_text
     rates_off = RATES_OFF_FLAG[0] in help_text
     rates_off_extra = RATES_OFF_FLAG if rates_off else ()
-    variants = [("schema + rate bucket", BusdOptions(rates=True)),
-                ("schema, no rate keys", BusdOptions(rates=False, extra=rates_off_extra)),
-                ("accept-all schema + rate bucket",
-                 BusdOptions(rates=True, schemas_dir=accept_all_schemas(trivial)))]
+    variants = [
+        ("schema + rate bucket", BusdOptions(rates=True)),
+        ("schema, no rate keys", BusdOptions(rates=False, extra=rates_off_extra)),
+        (
+            "accept-all schema + rate bucket",
+            BusdOptions(rates=True, schemas_dir=accept_all_schemas(trivial)),
+        ),
+    ]
     notes = []
     if not rates_off:
-        notes.append(f"busd has no {RATES_OFF_FLAG[0]} switch: 'no rate keys' means an "
-                     "empty rates directory (the check still runs, without a bucket)")
+        notes.append(
+            f"busd has no {RATES_OFF_FLAG[0]} switch: 'no rate keys' means an "
+            "empty rates directory (the check still runs, without a bucket)"
+        )
     if schema_off:
-        variants += [("rate bucket, no schema", BusdOptions(rates=True, extra=SCHEMA_OFF_FLAG)),
-                     ("no checks", BusdOptions(rates=False,
-                                               extra=SCHEMA_OFF_FLAG + rates_off_extra))]
+        variants += [
+            ("rate bucket, no schema", BusdOptions(rates=True, extra=SCHEMA_OFF_FLAG)),
+            ("no checks", BusdOptions(rates=False, extra=SCHEMA_OFF_FLAG + rates_off_extra)),
+        ]
     else:
         notes.append(f"busd has no {SCHEMA_OFF_FLAG[0]} switch: schema-off variants skipped")
     return variants, notes
@@ -80,12 +87,16 @@ def checks(session: Session) -> None:
             except Unavailable as exc:
                 session.error("checks", label, exc)
                 continue
-            out["variants"][label] = {"checks": running[label].notes["checks"],
-                                      "argv": running[label].notes["argv"], "runs": []}
+            out["variants"][label] = {
+                "checks": running[label].notes["checks"],
+                "argv": running[label].notes["argv"],
+                "runs": [],
+            }
         for rep in range(s.repeat):
             for label, server in running.items():
-                got = session.trial("checks", "busd-raw", 1, 1, server=server,
-                                    expected_s=s.duration, **s.load())
+                got = session.trial(
+                    "checks", "busd-raw", 1, 1, server=server, expected_s=s.duration, **s.load()
+                )
                 if got is None:
                     session.progress.step(f"check cost · {label} · run {rep + 1}: failed")
                     continue
@@ -94,15 +105,17 @@ def checks(session: Session) -> None:
                 cost = figures.get("server_cpu_us_per_msg")
                 session.progress.step(
                     f"check cost · {label} · run {rep + 1}: {figures['delivered'] / 1000:.1f}k "
-                    f"msg/s, busd {cost if cost is None else round(cost, 2)} µs CPU/msg")
+                    f"msg/s, busd {cost if cost is None else round(cost, 2)} µs CPU/msg"
+                )
     finally:
         for server in running.values():
             server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     for variant in out["variants"].values():
         runs = variant["runs"]
-        variant["median"] = {k: metrics.median_of(runs, k)
-                             for k in ("delivered", "server_cpu_us_per_msg")}
+        variant["median"] = {
+            k: metrics.median_of(runs, k) for k in ("delivered", "server_cpu_us_per_msg")
+        }
 
 
 def _busd_limits(server: Server) -> dict[str, int]:
@@ -137,8 +150,9 @@ def memory(session: Session) -> None:
         base_pubs, base_subs = systems.specs(system, server, 1, 2, count=base_count)
         base = run_trial(base_pubs, base_subs, expected_s=base_count / 20_000)
         out["baseline"] = metrics.delivery(base)
-        session.progress.step(f"memory · baseline: {out['baseline']['delivered'] / 1000:.1f}k "
-                              "msg/s to 2 subscribers")
+        session.progress.step(
+            f"memory · baseline: {out['baseline']['delivered'] / 1000:.1f}k msg/s to 2 subscribers"
+        )
         idle = servers.memory_kib(server.pid)
         pubs, subs = systems.specs(system, server, 1, 3, count=count)
         started = time.monotonic()
@@ -152,29 +166,36 @@ def memory(session: Session) -> None:
         stalled = trial.subscribers[0]["received"]
         envelope = 210  # the bench message's envelope + topic, bytes (approximately)
         queued = limits["sub_hwm"] + limits["pub_hwm"]
-        out.update({
-            "rss_idle_kib": idle.get("VmRSS"), "rss_peak_kib": end.get("VmHWM"),
-            "rss_end_kib": end.get("VmRSS"),
-            "rss_max_sampled_kib": max((x.get("VmRSS", 0) for x in trial.samples), default=0),
-            "growth_kib": end.get("VmHWM", 0) - idle.get("VmRSS", 0),
-            "bound_documented_kib": (queued * (limits["max_message_bytes"] + 255
-                                               + PER_MESSAGE_OVERHEAD)) // 1024
-            + FIXED_OVERHEAD_KIB,
-            "bound_this_message_kib": (queued * (envelope + PER_MESSAGE_OVERHEAD)) // 1024
-            + FIXED_OVERHEAD_KIB,
-            "stalled_received": stalled, "active": active,
-            "active_rate_ratio": active["delivered"] / out["baseline"]["delivered"]
-            if out["baseline"]["delivered"] else None,
-            "samples": trial.samples[::5],
-        })
+        out.update(
+            {
+                "rss_idle_kib": idle.get("VmRSS"),
+                "rss_peak_kib": end.get("VmHWM"),
+                "rss_end_kib": end.get("VmRSS"),
+                "rss_max_sampled_kib": max((x.get("VmRSS", 0) for x in trial.samples), default=0),
+                "growth_kib": end.get("VmHWM", 0) - idle.get("VmRSS", 0),
+                "bound_documented_kib": (
+                    queued * (limits["max_message_bytes"] + 255 + PER_MESSAGE_OVERHEAD)
+                )
+                // 1024
+                + FIXED_OVERHEAD_KIB,
+                "bound_this_message_kib": (queued * (envelope + PER_MESSAGE_OVERHEAD)) // 1024
+                + FIXED_OVERHEAD_KIB,
+                "stalled_received": stalled,
+                "active": active,
+                "active_rate_ratio": active["delivered"] / out["baseline"]["delivered"]
+                if out["baseline"]["delivered"]
+                else None,
+                "samples": trial.samples[::5],
+            }
+        )
         out["bound_held"] = out["growth_kib"] <= out["bound_this_message_kib"]
-        out["others_unaffected"] = (active["lost"] == 0 and (out["active_rate_ratio"] or 0)
-                                    >= 0.9)
+        out["others_unaffected"] = active["lost"] == 0 and (out["active_rate_ratio"] or 0) >= 0.9
         session.progress.step(
             f"memory · {count:,} messages, 1 of 3 subscribers stopped: busd RSS "
             f"{out['rss_idle_kib'] // 1024} -> peak {out['rss_peak_kib'] // 1024} MiB "
             f"(bound {out['bound_this_message_kib'] // 1024} MiB), others at "
-            f"{active['delivered'] / 1000:.1f}k msg/s, lost {active['lost']}")
+            f"{active['delivered'] / 1000:.1f}k msg/s, lost {active['lost']}"
+        )
     except (TrialError, OSError, subprocess.SubprocessError) as exc:
         session.error("memory", "busd", exc)
     finally:

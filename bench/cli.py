@@ -17,9 +17,15 @@ from bench.session import Progress, Session, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS: dict[str, Callable[[Session], None]] = {
-    "flat": workloads.flat, "paced": workloads.paced, "fanout": workloads.fanout,
-    "fanin": workloads.fanin, "latency": workloads.latency, "topics": workloads.topics,
-    "checks": busd_only.checks, "memory": busd_only.memory, "pool": pool_clients.pool,
+    "flat": workloads.flat,
+    "paced": workloads.paced,
+    "fanout": workloads.fanout,
+    "fanin": workloads.fanin,
+    "latency": workloads.latency,
+    "topics": workloads.topics,
+    "checks": busd_only.checks,
+    "memory": busd_only.memory,
+    "pool": pool_clients.pool,
 }
 BUSD_ONLY = ("checks", "memory", "pool")  # start their own busd instances
 
@@ -36,37 +42,70 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Run the same workloads against busd and its peers (pyzmq PUB/SUB, "
-                    "zmq.proxy, NATS, Redis) on loopback; print a table, write a JSON file.")
-    p.add_argument("--quick", action="store_true",
-                   help="short runs, one repeat, fewer topics and stalled messages (~1-2 min)")
-    p.add_argument("--only", type=lambda v: _names(v, list(WORKLOADS), "workload"),
-                   default=list(WORKLOADS), metavar="W[,W]",
-                   help=f"workloads to run: {', '.join(WORKLOADS)} (default: all)")
-    p.add_argument("--systems", type=lambda v: _names(v, list(systems.SYSTEMS), "system"),
-                   default=list(systems.SYSTEMS), metavar="S[,S]",
-                   help=f"systems: {', '.join(systems.SYSTEMS)} (default: all)")
-    p.add_argument("--repeat", type=int, help="runs per figure, median reported (default 3; "
-                   "1 with --quick)")
+        "zmq.proxy, NATS, Redis) on loopback; print a table, write a JSON file.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs, one repeat, fewer topics and stalled messages (~1-2 min)",
+    )
+    p.add_argument(
+        "--only",
+        type=lambda v: _names(v, list(WORKLOADS), "workload"),
+        default=list(WORKLOADS),
+        metavar="W[,W]",
+        help=f"workloads to run: {', '.join(WORKLOADS)} (default: all)",
+    )
+    p.add_argument(
+        "--systems",
+        type=lambda v: _names(v, list(systems.SYSTEMS), "system"),
+        default=list(systems.SYSTEMS),
+        metavar="S[,S]",
+        help=f"systems: {', '.join(systems.SYSTEMS)} (default: all)",
+    )
+    p.add_argument(
+        "--repeat", type=int, help="runs per figure, median reported (default 3; 1 with --quick)"
+    )
     p.add_argument("--duration", type=float, help="seconds per flat-out run")
-    p.add_argument("--messages", type=int,
-                   help="send exactly this many messages per publisher instead of timed runs")
+    p.add_argument(
+        "--messages",
+        type=int,
+        help="send exactly this many messages per publisher instead of timed runs",
+    )
     p.add_argument("--topics", type=int, help="distinct topics (default 100,000)")
-    p.add_argument("--stall-count", type=int,
-                   help="messages sent past the stalled subscriber (default 1,000,000)")
-    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
-                   help="py-spy profile of busd under 1→1 flat-out (default: on, off with "
-                        "--quick)")
-    p.add_argument("--profile-native", action="store_true", default=None,
-                   help="profile with py-spy --native: C frames (pyzmq, libzmq, msgpack, "
-                        "syscalls) shown on their own instead of in the calling line")
+    p.add_argument(
+        "--stall-count",
+        type=int,
+        help="messages sent past the stalled subscriber (default 1,000,000)",
+    )
+    p.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy profile of busd under 1→1 flat-out (default: on, off with --quick)",
+    )
+    p.add_argument(
+        "--profile-native",
+        action="store_true",
+        default=None,
+        help="profile with py-spy --native: C frames (pyzmq, libzmq, msgpack, "
+        "syscalls) shown on their own instead of in the calling line",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON file")
     return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     s = Settings.quick() if args.quick else Settings()
-    for name in ("repeat", "duration", "messages", "topics", "stall_count", "profile",
-                 "profile_native"):
+    for name in (
+        "repeat",
+        "duration",
+        "messages",
+        "topics",
+        "stall_count",
+        "profile",
+        "profile_native",
+    ):
         value = getattr(args, name)
         if value is not None:
             setattr(s, name, value)
@@ -79,20 +118,33 @@ def machine() -> dict[str, Any]:
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")),
-                       "?")
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?"
+            )
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "kernel": platform.release()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "kernel": platform.release(),
+    }
 
 
 def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
-    per = {"flat": s.repeat * n_systems, "paced": s.repeat * n_systems * s.paced_steps,
-           "fanout": s.repeat * n_systems, "fanin": s.repeat * n_systems,
-           "latency": s.repeat * n_systems, "topics": s.repeat * n_systems,
-           "checks": 5 * s.repeat, "memory": 2,
-           "pool": pool_clients.STEPS_PER_REPEAT * s.repeat}
+    per = {
+        "flat": s.repeat * n_systems,
+        "paced": s.repeat * n_systems * s.paced_steps,
+        "fanout": s.repeat * n_systems,
+        "fanin": s.repeat * n_systems,
+        "latency": s.repeat * n_systems,
+        "topics": s.repeat * n_systems,
+        "checks": 5 * s.repeat,
+        "memory": 2,
+        "pool": pool_clients.STEPS_PER_REPEAT * s.repeat,
+    }
     return sum(per[w] for w in only) + (1 if s.profile else 0)
 
 
@@ -108,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": machine()}
+        "machine": machine(),
+    }
     out = args.out / f"{stamp}.json"
     try:
         if set(only) - set(BUSD_ONLY):

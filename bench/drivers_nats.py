@@ -18,8 +18,9 @@ from bench.worker import Control, Spec, Tally, idle_done, run_async_publisher
 async def _connect(url: str) -> Any:
     import nats
 
-    return await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0,
-                              connect_timeout=5)
+    return await nats.connect(
+        url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5
+    )
 
 
 class NatsPub:

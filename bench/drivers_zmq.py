@@ -143,8 +143,12 @@ class BusdRawPub(ZmqPub):
         deadline = time.monotonic() + FINISH_TIMEOUT
         while self.answered < measured and time.monotonic() < deadline:
             self._read_replies(100)
-        return {"answered": self.answered, "accepted": self.accepted,
-                "rejected": self.rejected, "unanswered": measured - self.answered}
+        return {
+            "answered": self.answered,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "unanswered": measured - self.answered,
+        }
 
     def close(self) -> None:
         self.sock.close(linger=0)
@@ -157,8 +161,12 @@ class BusdClientPub:
     def __init__(self, spec: Spec) -> None:
         from busd_client import Publisher
 
-        self.pub = Publisher(spec["endpoint"], name=spec.get("publisher", message.PUBLISHER),
-                             timeout=FINISH_TIMEOUT, context=zmq.Context())
+        self.pub = Publisher(
+            spec["endpoint"],
+            name=spec.get("publisher", message.PUBLISHER),
+            timeout=FINISH_TIMEOUT,
+            context=zmq.Context(),
+        )
         self.topics = message.topics(spec.get("topics", 1))
         self.warm = message.warmup_topic(spec["index"])
 
@@ -212,8 +220,13 @@ def run_sub(spec: Spec, control: Control) -> None:
     latency = bool(spec.get("latency"))
     samples = tally.latencies
     idle = spec.get("idle", 0.3)
-    recv, poll, clock, now_ns, stamp = sock.recv, sock.poll, time.monotonic_ns, time.time_ns, \
-        message.stamp
+    recv, poll, clock, now_ns, stamp = (
+        sock.recv,
+        sock.poll,
+        time.monotonic_ns,
+        time.time_ns,
+        message.stamp,
+    )
     while True:
         if not poll(50):
             if idle_done(control, tally, idle, deadline):

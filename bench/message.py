@@ -21,8 +21,10 @@ PUBLISHER = "bench"
 # Refused by busd's rate check when rates are on (the bench writes this key's file as 0).
 PROBE_PUBLISHER = "bench-probe"
 DATA: dict[str, Any] = {
-    "slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-    "env": {"RACK_ENV": "production"}, "flag": "extra_cpu",
+    "slug": "https://apps.example/shop/releases/42",
+    "cmd": "bin/web",
+    "env": {"RACK_ENV": "production"},
+    "flag": "extra_cpu",
 }
 TOPIC = "release.shop"  # the single topic of most workloads
 MANY_PREFIX = "release.t."  # the distinct-topics workload: release.t.000000 ...
@@ -55,10 +57,17 @@ class Envelopes:
 
     def encode(self, topic: str, data: dict[str, Any] | None = None) -> bytes:
         self.count += 1
-        body: bytes = _packb({"topic": topic, "schema": SCHEMA, "version": VERSION,
-                              "id": f"{self.prefix}{self.count:010x}",
-                              "publisher": self.publisher, "ts": _time_ns(),
-                              "data": DATA if data is None else data})
+        body: bytes = _packb(
+            {
+                "topic": topic,
+                "schema": SCHEMA,
+                "version": VERSION,
+                "id": f"{self.prefix}{self.count:010x}",
+                "publisher": self.publisher,
+                "ts": _time_ns(),
+                "data": DATA if data is None else data,
+            }
+        )
         return body
 
 

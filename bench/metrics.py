@@ -40,12 +40,19 @@ def publish_rate(pubs: list[dict[str, Any]]) -> float:
 def answered(pub: dict[str, Any]) -> dict[str, int] | None:
     """busd's answers to one publisher (None for systems that do not answer)."""
     if "answered" in pub:  # raw protocol publisher
-        return {"answered": pub["answered"], "accepted": pub["accepted"],
-                "unanswered": pub["unanswered"], "rejected": sum(pub["rejected"].values())}
+        return {
+            "answered": pub["answered"],
+            "accepted": pub["accepted"],
+            "unanswered": pub["unanswered"],
+            "rejected": sum(pub["rejected"].values()),
+        }
     if "failures" in pub:  # busd_client.Publisher
-        return {"answered": pub["sent"] - pub["unanswered"],
-                "accepted": pub["sent"] - pub["failures"], "unanswered": pub["unanswered"],
-                "rejected": sum(pub["rejected"].values())}
+        return {
+            "answered": pub["sent"] - pub["unanswered"],
+            "accepted": pub["sent"] - pub["failures"],
+            "unanswered": pub["unanswered"],
+            "rejected": sum(pub["rejected"].values()),
+        }
     return None
 
 
@@ -55,11 +62,17 @@ def delivery(trial: Trial, cpu: float | None = None) -> dict[str, Any]:
     sent = sum(p["sent"] for p in pubs)
     received = sum(s["received"] for s in subs)
     out: dict[str, Any] = {
-        "delivered": window_rate(subs), "published": publish_rate(pubs), "sent": sent,
-        "received": received, "expected": sent * len(subs),
+        "delivered": window_rate(subs),
+        "published": publish_rate(pubs),
+        "sent": sent,
+        "received": received,
+        "expected": sent * len(subs),
         "lost": sent * len(subs) - received,
-        "backlog_s": max(0.0, (max(s["t_last"] for s in subs) - max(p["t_end"] for p in pubs))
-                         / 1e9) if received else None,
+        "backlog_s": max(
+            0.0, (max(s["t_last"] for s in subs) - max(p["t_end"] for p in pubs)) / 1e9
+        )
+        if received
+        else None,
     }
     answers = [a for p in pubs if (a := answered(p)) is not None]
     if answers:
@@ -68,10 +81,12 @@ def delivery(trial: Trial, cpu: float | None = None) -> dict[str, Any]:
         for p in pubs:
             for code, n in p.get("rejected", {}).items():
                 rejected[code] = rejected.get(code, 0) + n
-        out["busd"] = {**acc, "rejected_by_code": rejected,
-                       "every_publish_answered": acc["answered"] == sent,
-                       "zero_loss": acc["accepted"] == sent
-                       and received == acc["accepted"] * len(subs)}
+        out["busd"] = {
+            **acc,
+            "rejected_by_code": rejected,
+            "every_publish_answered": acc["answered"] == sent,
+            "zero_loss": acc["accepted"] == sent and received == acc["accepted"] * len(subs),
+        }
         out["lost"] = acc["accepted"] * len(subs) - received
     pub_cpu = [p["cpu_s"] for p in pubs if "cpu_s" in p]
     if pub_cpu and sent:  # includes waiting for the last replies (busd) or the flush

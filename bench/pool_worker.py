@@ -39,10 +39,20 @@ def _client_of(spec: Spec, ctx: zmq.Context[Any]) -> Any:
 
     endpoints = spec["pub_endpoints"]
     if spec["client"] == "plain":
-        return Publisher(endpoints[0], name=message.PUBLISHER, window=spec["window"],
-                         timeout=FINISH_TIMEOUT, context=ctx)
-    return PoolPublisher(endpoints, name=message.PUBLISHER, window=spec["window"],
-                         timeout=FINISH_TIMEOUT, context=ctx)
+        return Publisher(
+            endpoints[0],
+            name=message.PUBLISHER,
+            window=spec["window"],
+            timeout=FINISH_TIMEOUT,
+            context=ctx,
+        )
+    return PoolPublisher(
+        endpoints,
+        name=message.PUBLISHER,
+        window=spec["window"],
+        timeout=FINISH_TIMEOUT,
+        context=ctx,
+    )
 
 
 def _warm_publisher(pub: Any, spec: Spec, control: Control) -> None:
@@ -60,8 +70,9 @@ def _warm_publisher(pub: Any, spec: Spec, control: Control) -> None:
             if ready:
                 control.say("ready")
             elif time.monotonic() > deadline:
-                raise SystemExit(f"publisher: brokers not all accepting after "
-                                 f"{READY_DEADLINE:g} s: {brokers}")
+                raise SystemExit(
+                    f"publisher: brokers not all accepting after {READY_DEADLINE:g} s: {brokers}"
+                )
         control.go.wait(PROBE_INTERVAL)
 
 
@@ -89,9 +100,15 @@ def run_publisher(spec: Spec, control: Control) -> None:
     for err in failures:
         key = str(getattr(err, "code", None) or type(err).__name__)
         failed[key] = failed.get(key, 0) + 1
-    result: dict[str, Any] = {"sent": sent, "accepted": sent - len(failures),
-                              "failed": failed, "t_start": t0, "t_end": t_end,
-                              "t_settled": t_settled, "cpu_s": cpu}
+    result: dict[str, Any] = {
+        "sent": sent,
+        "accepted": sent - len(failures),
+        "failed": failed,
+        "t_start": t0,
+        "t_end": t_end,
+        "t_settled": t_settled,
+        "cpu_s": cpu,
+    }
     if statistics is not None:
         after = statistics()
         result["resent"] = after["resent"] - before["resent"]
@@ -110,14 +127,18 @@ def _confirm_subscriptions(sub: Any, spec: Spec, ctx: zmq.Context[Any]) -> None:
 
     tag = f"{message.WARMUP_PREFIX}s{os.getpid()}."
     wanted = {f"{tag}{k}": ep for k, ep in enumerate(spec["pub_endpoints"])}
-    probes = {ep: Publisher(ep, name=message.PUBLISHER, timeout=5.0, context=ctx)
-              for ep in spec["pub_endpoints"]}
+    probes = {
+        ep: Publisher(ep, name=message.PUBLISHER, timeout=5.0, context=ctx)
+        for ep in spec["pub_endpoints"]
+    }
     deadline = time.monotonic() + READY_DEADLINE
     try:
         while wanted:
             if time.monotonic() > deadline:
-                raise SystemExit(f"subscriber: no probe back through {sorted(wanted.values())}"
-                                 f" after {READY_DEADLINE:g} s")
+                raise SystemExit(
+                    f"subscriber: no probe back through {sorted(wanted.values())}"
+                    f" after {READY_DEADLINE:g} s"
+                )
             for topic, ep in wanted.items():
                 probes[ep].publish(topic, message.SCHEMA, message.VERSION, message.DATA)
             until = time.monotonic() + PROBE_INTERVAL
@@ -138,8 +159,11 @@ def run_subscriber(spec: Spec, control: Control) -> None:
     ctx: zmq.Context[Any] = zmq.Context()
     prefixes = [message.TOPIC, message.WARMUP_PREFIX]
     endpoints = spec["sub_endpoints"]
-    sub: Any = (Subscriber(endpoints[0], prefixes, context=ctx) if spec["client"] == "plain"
-                else PoolSubscriber(endpoints, prefixes, context=ctx))
+    sub: Any = (
+        Subscriber(endpoints[0], prefixes, context=ctx)
+        if spec["client"] == "plain"
+        else PoolSubscriber(endpoints, prefixes, context=ctx)
+    )
     _confirm_subscriptions(sub, spec, ctx)
     control.say("ready")
     tally = Tally()
@@ -168,9 +192,13 @@ def run_subscriber(spec: Spec, control: Control) -> None:
             latencies.append(now_ns() - got.ts)
     cpu, loop = time.process_time() - cpu0, time.thread_time() - loop0
     # cpu_s: the process (libzmq's I/O thread too); loop_cpu_s: this thread, the loop alone
-    result: dict[str, Any] = {**tally.result(), "cpu_s": cpu, "loop_cpu_s": loop,
-                              "duplicates": getattr(sub, "duplicates", 0),
-                              "bad_messages": sub.bad_messages}
+    result: dict[str, Any] = {
+        **tally.result(),
+        "cpu_s": cpu,
+        "loop_cpu_s": loop,
+        "duplicates": getattr(sub, "duplicates", 0),
+        "bad_messages": sub.bad_messages,
+    }
     dedup = getattr(sub, "dedup", None)
     if dedup is not None:
         result["dedup"] = dedup.statistics()

@@ -25,8 +25,13 @@ _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 _NUMBER = re.compile(r":\d+\)$")  # "f (file.py:123)" -> "f (file.py)"
 # With --native py-spy cannot tell a thread blocked in C from a busy one: stacks through
 # these are waits (a worker thread on its queue, the loop in epoll), not work.
-IDLE_MARKERS = ("PyThread_acquire_lock_timed", "pthread_cond_wait", "pthread_cond_timedwait",
-                "epoll_wait", "uv__io_poll")
+IDLE_MARKERS = (
+    "PyThread_acquire_lock_timed",
+    "pthread_cond_wait",
+    "pthread_cond_timedwait",
+    "epoll_wait",
+    "uv__io_poll",
+)
 
 
 def py_spy() -> str | None:
@@ -60,14 +65,18 @@ def hot_functions(collapsed: str, top: int = 15) -> dict[str, Any]:
         for frame in set(functions):
             inclusive[frame] += count
     if not total:
-        return {"samples": 0, "idle_samples": idle, "self": [], "self_lines": [],
-                "inclusive": []}
+        return {"samples": 0, "idle_samples": idle, "self": [], "self_lines": [], "inclusive": []}
 
     def share(counter: Counter[str]) -> list[list[Any]]:
         return [[name, round(100.0 * n / total, 1)] for name, n in counter.most_common(top)]
 
-    return {"samples": total, "idle_samples": idle, "self": share(own),
-            "self_lines": share(own_lines), "inclusive": share(inclusive)}
+    return {
+        "samples": total,
+        "idle_samples": idle,
+        "self": share(own),
+        "self_lines": share(own_lines),
+        "inclusive": share(inclusive),
+    }
 
 
 def profile(session: Session, out_dir: Path, stamp: str) -> None:
@@ -91,14 +100,30 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
     mode = ["--native"] if s.profile_native else ["--nonblocking"]
 
     def start() -> None:
-        spy.append(subprocess.Popen(
-            [exe, "record", "--pid", str(server.pid), "--duration", str(duration), "--rate",
-             str(RATE), "--format", "raw", *mode, "--output", str(raw)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        spy.append(
+            subprocess.Popen(
+                [
+                    exe,
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    str(duration),
+                    "--rate",
+                    str(RATE),
+                    "--format",
+                    "raw",
+                    *mode,
+                    "--output",
+                    str(raw),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
         time.sleep(0.3)  # py-spy attaches before the load starts
 
-    pubs, subs = systems.specs(systems.SYSTEMS["busd-raw"], server, 1, 1,
-                               duration=duration + 0.5)
+    pubs, subs = systems.specs(systems.SYSTEMS["busd-raw"], server, 1, 1, duration=duration + 0.5)
     try:
         run_trial(pubs, subs, on_go=start, expected_s=duration + 1)
         _, err = spy[0].communicate(timeout=duration + 30)

@@ -9,11 +9,13 @@ from typing import Any
 from bench import systems
 from bench.session import Session
 
-RATE_COLUMNS = (("flat", "delivered", "1→1 flat-out delivered"),
-                ("paced", "loss_free", "highest loss-free paced rate"),
-                ("fanout", "delivered", "1→{fan} fan-out, aggregate"),
-                ("fanin", "delivered", "{fan}→1 delivered"),
-                ("topics", "delivered", "{topics:,} topics delivered"))
+RATE_COLUMNS = (
+    ("flat", "delivered", "1→1 flat-out delivered"),
+    ("paced", "loss_free", "highest loss-free paced rate"),
+    ("fanout", "delivered", "1→{fan} fan-out, aggregate"),
+    ("fanin", "delivered", "{fan}→1 delivered"),
+    ("topics", "delivered", "{topics:,} topics delivered"),
+)
 PEERS = (("zmq.proxy", "zmq.proxy"), ("nats", "NATS"))
 
 
@@ -41,32 +43,42 @@ def main_table(session: Session) -> list[str]:
     s = session.settings
     heads = [title.format(fan=s.fan, topics=s.topics) for _, _, title in RATE_COLUMNS]
     lat_head = f"latency at {s.latency_rate:,.0f} msg/s, p50 / p99 / p99.9 µs"
-    lines = ["| system | " + " | ".join(heads) + f" | {lat_head} | 1→1 lost |",
-             "|---" * (len(heads) + 3) + "|"]
+    lines = [
+        "| system | " + " | ".join(heads) + f" | {lat_head} | 1→1 lost |",
+        "|---" * (len(heads) + 3) + "|",
+    ]
     shown = [n for n in session.systems if n not in session.skipped]
     for name in shown:
         cells = [rate(_median(session, w, name).get(k)) for w, k, _ in RATE_COLUMNS]
         if cells[1] != "—":
             cells[1] = "~" + cells[1]
         lat = _latency(session, name)
-        lat_cell = (f"{lat['p50']:,.0f} / {lat['p99']:,.0f} / {lat['p99.9']:,.0f}"
-                    if lat else "—")
+        lat_cell = f"{lat['p50']:,.0f} / {lat['p99']:,.0f} / {lat['p99.9']:,.0f}" if lat else "—"
         lost = _median(session, "flat", name).get("lost")
-        lines.append(f"| {systems.SYSTEMS[name].label} | " + " | ".join(cells)
-                     + f" | {lat_cell} | {'—' if lost is None else f'{lost:,.0f}'} |")
+        lines.append(
+            f"| {systems.SYSTEMS[name].label} | "
+            + " | ".join(cells)
+            + f" | {lat_cell} | {'—' if lost is None else f'{lost:,.0f}'} |"
+        )
     for busd in systems.BUSD_SYSTEMS:
         if busd not in shown:
             continue
         for peer, peer_label in PEERS:
             if peer not in shown:
                 continue
-            cells = [_ratio(_median(session, w, busd).get(k), _median(session, w, peer).get(k))
-                     for w, k, _ in RATE_COLUMNS]
+            cells = [
+                _ratio(_median(session, w, busd).get(k), _median(session, w, peer).get(k))
+                for w, k, _ in RATE_COLUMNS
+            ]
             a, b = _latency(session, busd), _latency(session, peer)
-            lat_cell = " / ".join(_ratio(a[q], b[q]) for q in ("p50", "p99", "p99.9")) \
-                if a and b else "—"
-            lines.append(f"| **{busd} ÷ {peer_label}** | " + " | ".join(cells)
-                         + f" | {lat_cell} (lower is better) | |")
+            lat_cell = (
+                " / ".join(_ratio(a[q], b[q]) for q in ("p50", "p99", "p99.9")) if a and b else "—"
+            )
+            lines.append(
+                f"| **{busd} ÷ {peer_label}** | "
+                + " | ".join(cells)
+                + f" | {lat_cell} (lower is better) | |"
+            )
     return lines
 
 
@@ -77,16 +89,20 @@ def busd_lines(session: Session) -> list[str]:
         c = server.notes.get("checks", {})
         schema = "ON" if c.get("schema_checks") else "OFF"
         rates = "ON" if c.get("rate_checks") else "OFF"
-        out.append(f"- busd checks verified by probe: schema {schema}, rate limit {rates} "
-                   f"(probe answers: {c.get('codes')})")
+        out.append(
+            f"- busd checks verified by probe: schema {schema}, rate limit {rates} "
+            f"(probe answers: {c.get('codes')})"
+        )
     for name in systems.BUSD_SYSTEMS:
         for workload in ("flat", "fanout", "fanin", "topics"):
             med = _median(session, workload, name)
             if "busd_zero_loss_all_runs" in med:
-                out.append(f"- {name} · {workload}: every publish answered in every run: "
-                           f"{'yes' if med['busd_every_publish_answered'] else 'NO'}; "
-                           f"0 loss in every run: "
-                           f"{'yes' if med['busd_zero_loss_all_runs'] else 'NO'}")
+                out.append(
+                    f"- {name} · {workload}: every publish answered in every run: "
+                    f"{'yes' if med['busd_every_publish_answered'] else 'NO'}; "
+                    f"0 loss in every run: "
+                    f"{'yes' if med['busd_zero_loss_all_runs'] else 'NO'}"
+                )
     return out
 
 
@@ -96,28 +112,39 @@ def cpu_lines(session: Session) -> list[str]:
         med = _median(session, "flat", name)
         server, pub = med.get("server_cpu_us_per_msg"), med.get("publisher_cpu_us_per_msg")
         if server is not None or pub is not None:
-            rows.append(f"| {systems.SYSTEMS[name].label} | "
-                        f"{'—' if server is None else f'{server:.2f}'} | "
-                        f"{'—' if pub is None else f'{pub:.2f}'} |")
+            rows.append(
+                f"| {systems.SYSTEMS[name].label} | "
+                f"{'—' if server is None else f'{server:.2f}'} | "
+                f"{'—' if pub is None else f'{pub:.2f}'} |"
+            )
     if not rows:
         return []
-    return ["| 1→1 flat-out | server CPU µs per delivered message | publisher CPU µs per "
-            "message sent |", "|---|---|---|", *rows]
+    return [
+        "| 1→1 flat-out | server CPU µs per delivered message | publisher CPU µs per "
+        "message sent |",
+        "|---|---|---|",
+        *rows,
+    ]
 
 
 def checks_lines(session: Session) -> list[str]:
     checks = session.results.get("checks")
     if not checks:
         return []
-    lines = ["| busd variant (raw publisher, 1→1 flat-out) | probe: schema / rate | delivered |"
-             " busd CPU µs/msg |", "|---|---|---|---|"]
+    lines = [
+        "| busd variant (raw publisher, 1→1 flat-out) | probe: schema / rate | delivered |"
+        " busd CPU µs/msg |",
+        "|---|---|---|---|",
+    ]
     for label, v in checks["variants"].items():
         c = v["checks"]
         med = v.get("median", {})
         cost = med.get("server_cpu_us_per_msg")
-        lines.append(f"| {label} | {'on' if c['schema_checks'] else 'off'} / "
-                     f"{'on' if c['rate_checks'] else 'off'} | {rate(med.get('delivered'))} | "
-                     f"{'—' if cost is None else f'{cost:.2f}'} |")
+        lines.append(
+            f"| {label} | {'on' if c['schema_checks'] else 'off'} / "
+            f"{'on' if c['rate_checks'] else 'off'} | {rate(med.get('delivered'))} | "
+            f"{'—' if cost is None else f'{cost:.2f}'} |"
+        )
     lines += [f"- {note}" for note in checks["notes"]]
     return lines
 
@@ -136,22 +163,30 @@ def memory_lines(session: Session) -> list[str]:
         f"- the stalled subscriber got {m['stalled_received']:,} after it resumed; the two "
         f"others got {m['active']['delivered'] / 1000:.1f}k msg/s (baseline "
         f"{m['baseline']['delivered'] / 1000:.1f}k), lost {m['active']['lost']}: "
-        f"{'unaffected' if m['others_unaffected'] else 'AFFECTED'}."]
+        f"{'unaffected' if m['others_unaffected'] else 'AFFECTED'}.",
+    ]
 
 
 def profile_lines(session: Session, top: int = 10) -> list[str]:
     p = session.results.get("profile")
     if not p or not p.get("samples"):
         return []
-    lines = [f"busd hot functions under 1→1 flat-out ({p['samples']} py-spy samples, "
-             f"% of busy samples; raw stacks in {p['file']}):", "",
-             "| self % | function | | inclusive % | function |", "|---|---|---|---|---|"]
+    lines = [
+        f"busd hot functions under 1→1 flat-out ({p['samples']} py-spy samples, "
+        f"% of busy samples; raw stacks in {p['file']}):",
+        "",
+        "| self % | function | | inclusive % | function |",
+        "|---|---|---|---|---|",
+    ]
     for (fs, ps), (fi, pi) in zip(p["self"][:top], p["inclusive"][:top], strict=False):
         lines.append(f"| {ps} | `{fs}` | | {pi} | `{fi}` |")
     if p.get("self_lines"):
-        lines += ["", "| self % | source line (C calls made there count as its own time) |",
-                  "|---|---|", *[f"| {pct} | `{where}` |" for where, pct in
-                                 p["self_lines"][:top]]]
+        lines += [
+            "",
+            "| self % | source line (C calls made there count as its own time) |",
+            "|---|---|",
+            *[f"| {pct} | `{where}` |" for where, pct in p["self_lines"][:top]],
+        ]
     return lines
 
 
@@ -176,8 +211,10 @@ def pool_lines(session: Session) -> list[str]:
     return [
         f"pool clients ({p['brokers']} busd of their own, window {p['window']}, release v2; "
         "baseline and pool: medians of the repeats; ratio: median of pool ÷ baseline, each "
-        "pair from the same repeat):", "",
-        "| figure | baseline | pool | ratio |", "|---|---|---|---|",
+        "pair from the same repeat):",
+        "",
+        "| figure | baseline | pool | ratio |",
+        "|---|---|---|---|",
         f"| publish flat out, settled msg/s: Publisher → 1 busd vs PoolPublisher → same busd"
         f" | {rate(pub['publish_plain_1']['rate'])} | {rate(pub['publish_pool_1']['rate'])} "
         f"| {_times(r['publish_pool_1'])} |",
@@ -208,22 +245,35 @@ def pool_lines(session: Session) -> list[str]:
         f"{_fig(fo['failed'], '.0f')}; end to end lost: baseline "
         f"{_fig(m['e2e_plain']['lost'], '.0f')}, pool {_fig(m['e2e_pool_3']['lost'], '.0f')}",
         "- where each run's longest gap in the kill window began, ms from the kill (a pause "
-        "the kill caused begins within a few ms after it): " + ", ".join(
-            f"{r['kill']['gap_start_ms']:+.0f}" for r in p["runs"]["failover"]
-            if r["kill"].get("gap_start_ms") is not None),
+        "the kill caused begins within a few ms after it): "
+        + ", ".join(
+            f"{r['kill']['gap_start_ms']:+.0f}"
+            for r in p["runs"]["failover"]
+            if r["kill"].get("gap_start_ms") is not None
+        ),
         "- load average (1, 5, 15 min) at start / end: "
         f"{' '.join(f'{x:.1f}' for x in p['loadavg_start'])} / "
-        f"{' '.join(f'{x:.1f}' for x in p.get('loadavg_end', ()))}"]
+        f"{' '.join(f'{x:.1f}' for x in p.get('loadavg_end', ()))}",
+    ]
 
 
 def render(session: Session, meta: dict[str, Any]) -> str:
-    parts = [f"busd benchmark, {meta['date']} — `{meta['command']}`",
-             f"machine: {meta['machine']['nproc']} cores, {meta['machine']['cpu']}; "
-             f"Python {meta['machine']['python']}, pyzmq {meta['machine']['pyzmq']} / libzmq "
-             f"{meta['machine']['libzmq']}; medians of {session.settings.repeat} run(s)", ""]
+    parts = [
+        f"busd benchmark, {meta['date']} — `{meta['command']}`",
+        f"machine: {meta['machine']['nproc']} cores, {meta['machine']['cpu']}; "
+        f"Python {meta['machine']['python']}, pyzmq {meta['machine']['pyzmq']} / libzmq "
+        f"{meta['machine']['libzmq']}; medians of {session.settings.repeat} run(s)",
+        "",
+    ]
     parts += main_table(session)
-    for section in (busd_lines(session), cpu_lines(session), checks_lines(session),
-                    memory_lines(session), pool_lines(session), profile_lines(session)):
+    for section in (
+        busd_lines(session),
+        cpu_lines(session),
+        checks_lines(session),
+        memory_lines(session),
+        pool_lines(session),
+        profile_lines(session),
+    ):
         if section:
             parts += ["", *section]
     if session.skipped:
@@ -235,9 +285,14 @@ def render(session: Session, meta: dict[str, Any]) -> str:
 
 def write_json(path: Path, session: Session, meta: dict[str, Any]) -> None:
     busd = session.pool.running.get("busd")
-    doc = {"meta": meta, "settings": session.settings.as_dict(), "systems": session.systems,
-           "skipped": session.skipped, "errors": session.errors,
-           "busd_checks": busd.notes.get("checks") if busd is not None else None,
-           "results": session.results}
+    doc = {
+        "meta": meta,
+        "settings": session.settings.as_dict(),
+        "systems": session.systems,
+        "skipped": session.skipped,
+        "errors": session.errors,
+        "busd_checks": busd.notes.get("checks") if busd is not None else None,
+        "results": session.results,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, default=str) + "\n")

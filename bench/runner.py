@@ -44,12 +44,16 @@ class Worker:
         self.role = role
         self.spec = spec
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in end()
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get(
-            "PYTHONPATH", ""))
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", json.dumps(spec)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.err, cwd=REPO, env=env,
-            preexec_fn=die_with_parent)  # noqa: PLW1509 - the controller runs no threads
+            [sys.executable, "-m", "bench.worker", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            cwd=REPO,
+            env=env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - the controller runs no threads
+        )
         self._buf = b""
 
     def tell(self, command: str) -> None:
@@ -68,14 +72,18 @@ class Worker:
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NoAnswer(f"{self.role} {self.spec['driver']}: no answer in "
-                                 f"{timeout:.0f} s{self.stderr_tail()}")
+                raise NoAnswer(
+                    f"{self.role} {self.spec['driver']}: no answer in "
+                    f"{timeout:.0f} s{self.stderr_tail()}"
+                )
             readable, _, _ = select.select([fd], [], [], min(left, 0.5))
             if readable:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    raise TrialError(f"{self.role} {self.spec['driver']} exited "
-                                     f"({self.proc.wait()}){self.stderr_tail()}")
+                    raise TrialError(
+                        f"{self.role} {self.spec['driver']} exited "
+                        f"({self.proc.wait()}){self.stderr_tail()}"
+                    )
                 self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return line.decode()
@@ -117,11 +125,15 @@ class Trial:
     samples: list[dict[str, Any]] = field(default_factory=list)  # from ``sample``
 
 
-def run_trial(pubs: list[dict[str, Any]], subs: list[dict[str, Any]], *,
-              stall: int = 0,
-              on_go: Callable[[], None] | None = None,
-              sample: Callable[[], dict[str, Any]] | None = None,
-              expected_s: float = 10.0) -> Trial:
+def run_trial(
+    pubs: list[dict[str, Any]],
+    subs: list[dict[str, Any]],
+    *,
+    stall: int = 0,
+    on_go: Callable[[], None] | None = None,
+    sample: Callable[[], dict[str, Any]] | None = None,
+    expected_s: float = 10.0,
+) -> Trial:
     """Run one trial. The first ``stall`` subscribers are SIGSTOPped after ``ready`` and
     resumed after the publishers finished. ``sample`` is called every 0.1 s while the
     publishers run; ``on_go`` just before ``go``."""

@@ -30,8 +30,9 @@ def release_v2(i: int) -> dict[str, Any]:
     }
 
 
-def per_message(check: Callable[[dict[str, Any]], Any], messages: list[dict[str, Any]],
-                n: int, repeat: int = 5) -> float:
+def per_message(
+    check: Callable[[dict[str, Any]], Any], messages: list[dict[str, Any]], n: int, repeat: int = 5
+) -> float:
     """Best ns per check over ``repeat`` runs of ``n`` checks, loop overhead subtracted."""
     rounds = max(1, n // len(messages))
     best = float("inf")
@@ -76,17 +77,31 @@ def main() -> None:
         ("compiled checker, invalid", own, invalid),
         ("generated fast check, valid", fast_own, valid),
         ("generated fast check, invalid", fast_own, invalid),
-        ("SchemaSet.explain (closure path)",
-         lambda m: schemas.explain("release.shop", "release", 2, m), valid),
-        ("SchemaSet.check (+ lookup, topic)",
-         lambda m: schemas.check("release.shop", "release", 2, m), valid),
-        ("SchemaGate, closure path (as before)",
-         lambda m: slow_gate._check_slowly("release.shop", "release", 2, m, "deployer"),
-         valid),
-        ("SchemaGate.check (+ counters)",
-         lambda m: gate.check("release.shop", "release", 2, m, "deployer"), valid),
-        ("SchemaGate.check, invalid",
-         lambda m: gate.check("release.shop", "release", 2, m, "deployer"), invalid),
+        (
+            "SchemaSet.explain (closure path)",
+            lambda m: schemas.explain("release.shop", "release", 2, m),
+            valid,
+        ),
+        (
+            "SchemaSet.check (+ lookup, topic)",
+            lambda m: schemas.check("release.shop", "release", 2, m),
+            valid,
+        ),
+        (
+            "SchemaGate, closure path (as before)",
+            lambda m: slow_gate._check_slowly("release.shop", "release", 2, m, "deployer"),
+            valid,
+        ),
+        (
+            "SchemaGate.check (+ counters)",
+            lambda m: gate.check("release.shop", "release", 2, m, "deployer"),
+            valid,
+        ),
+        (
+            "SchemaGate.check, invalid",
+            lambda m: gate.check("release.shop", "release", 2, m, "deployer"),
+            invalid,
+        ),
     ]
     try:
         import fastjsonschema
@@ -98,8 +113,11 @@ def main() -> None:
         def fast_check(message: dict[str, Any]) -> None:
             with contextlib.suppress(fastjsonschema.JsonSchemaException):
                 fast(message)
-        rows += [("fastjsonschema, valid", fast_check, valid),
-                 ("fastjsonschema, invalid", fast_check, invalid)]
+
+        rows += [
+            ("fastjsonschema, valid", fast_check, valid),
+            ("fastjsonschema, invalid", fast_check, invalid),
+        ]
     figures: dict[str, float] = {}
     for label, check, messages in rows:
         figure = per_message(check, messages, args.n)
@@ -107,8 +125,10 @@ def main() -> None:
         print(f"release v2, {label:38s} {figure:6.0f} ns/message")
     before = figures["SchemaGate, closure path (as before)"]
     after = figures["SchemaGate.check (+ counters)"]
-    print(f"SchemaGate.check, valid: {before:.0f} -> {after:.0f} ns/message "
-          f"({before / after:.2f}x faster)")
+    print(
+        f"SchemaGate.check, valid: {before:.0f} -> {after:.0f} ns/message "
+        f"({before / after:.2f}x faster)"
+    )
 
 
 if __name__ == "__main__":

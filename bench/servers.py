@@ -107,13 +107,20 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _spawn(name: str, argv: list[str], workdir: Path,
-           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - owned by the child from here
     try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=workdir, env=env,
-                                preexec_fn=die_with_parent)  # noqa: PLW1509 - no threads here
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads here
+        )
     except OSError as exc:
         raise Unavailable(f"{name}: cannot run {argv[0]}: {exc.strerror}") from None
     finally:
@@ -124,8 +131,9 @@ def _workdir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
 
 
-def _started(name: str, argv: list[str], port: int, *, pub: str, sub: str,
-             env: dict[str, str] | None = None) -> Server:
+def _started(
+    name: str, argv: list[str], port: int, *, pub: str, sub: str, env: dict[str, str] | None = None
+) -> Server:
     workdir = _workdir(name.replace(".", "-"))
     proc = _spawn(name, argv, workdir, env)
     server = Server(name, proc, pub, sub, workdir)
@@ -141,11 +149,22 @@ def _started(name: str, argv: list[str], port: int, *, pub: str, sub: str,
 def start_proxy() -> Server:
     """zmq.proxy(XSUB, XPUB) in C, in its own process (bench.proxy)."""
     xsub, xpub = free_port(), free_port()
-    argv = [sys.executable, "-m", "bench.proxy", f"tcp://127.0.0.1:{xsub}",
-            f"tcp://127.0.0.1:{xpub}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.proxy",
+        f"tcp://127.0.0.1:{xsub}",
+        f"tcp://127.0.0.1:{xpub}",
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    server = _started("zmq.proxy", argv, xpub, pub=f"tcp://127.0.0.1:{xsub}",
-                      sub=f"tcp://127.0.0.1:{xpub}", env=env)
+    server = _started(
+        "zmq.proxy",
+        argv,
+        xpub,
+        pub=f"tcp://127.0.0.1:{xsub}",
+        sub=f"tcp://127.0.0.1:{xpub}",
+        env=env,
+    )
     wait_port(xsub, server.proc)
     return server
 
@@ -156,8 +175,7 @@ def start_nats() -> Server:
         raise Unavailable("nats-server is not installed (apt-get install nats-server)")
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
-    server = _started("nats", [exe, "-a", "127.0.0.1", "-p", str(port)], port, pub=url,
-                      sub=url)
+    server = _started("nats", [exe, "-a", "127.0.0.1", "-p", str(port)], port, pub=url, sub=url)
     server.notes["version"] = _version([exe, "--version"])
     return server
 
@@ -168,8 +186,23 @@ def start_redis() -> Server:
         raise Unavailable("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     endpoint = f"127.0.0.1:{port}"
-    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-            "no", "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"]
+    argv = [
+        exe,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
     server = _started("redis", argv, port, pub=endpoint, sub=endpoint)
     server.notes["version"] = _version([exe, "--version"])
     return server
@@ -201,11 +234,28 @@ def start_busd(opts: BusdOptions = BusdOptions(), name: str = "busd") -> Server:
         (rates / "publish").write_text(GENEROUS_PUBLISH)
         (rates / "publisher.bench-probe").write_text("0\n")
     pub, sub = free_port(), free_port()
-    argv = [str(exe), "--pub-endpoint", f"tcp://127.0.0.1:{pub}",
-            "--sub-endpoint", f"tcp://127.0.0.1:{sub}", "--metrics", "off",
-            "--var-dir", str(workdir / "var"), "--rates-dir", str(rates),
-            "--schemas-dir", str(opts.schemas_dir), "--control", str(workdir / "control.sock"),
-            "--log-format", "json", "--log-level", "info", *opts.extra]
+    argv = [
+        str(exe),
+        "--pub-endpoint",
+        f"tcp://127.0.0.1:{pub}",
+        "--sub-endpoint",
+        f"tcp://127.0.0.1:{sub}",
+        "--metrics",
+        "off",
+        "--var-dir",
+        str(workdir / "var"),
+        "--rates-dir",
+        str(rates),
+        "--schemas-dir",
+        str(opts.schemas_dir),
+        "--control",
+        str(workdir / "control.sock"),
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+        *opts.extra,
+    ]
     proc = _spawn(name, argv, workdir)
     server = Server(name, proc, f"tcp://127.0.0.1:{pub}", f"tcp://127.0.0.1:{sub}", workdir)
     try:
@@ -221,8 +271,13 @@ def start_busd(opts: BusdOptions = BusdOptions(), name: str = "busd") -> Server:
 def busd_flags() -> str:
     """busd's --help text, to find which switches this busd has."""
     try:
-        return subprocess.run([str(busd_executable()), "--help"], capture_output=True,
-                              text=True, timeout=20, check=False).stdout
+        return subprocess.run(
+            [str(busd_executable()), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        ).stdout
     except (Unavailable, OSError, subprocess.TimeoutExpired):
         return ""
 
@@ -232,8 +287,7 @@ def _version(argv: list[str]) -> str:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "?"
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) \
-        else "?"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
 
 
 def memory_kib(pid: int) -> dict[str, int]:

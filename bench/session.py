@@ -33,8 +33,16 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(repeat=1, duration=0.5, paced_steps=3, paced_step=0.5,
-                   latency_duration=1.0, topics=20_000, stall_count=100_000, profile=False)
+        return cls(
+            repeat=1,
+            duration=0.5,
+            paced_steps=3,
+            paced_step=0.5,
+            latency_duration=1.0,
+            topics=20_000,
+            stall_count=100_000,
+            profile=False,
+        )
 
     def load(self, **spec: Any) -> dict[str, Any]:
         """Publisher spec fields for a flat-out or paced load of the default length."""
@@ -112,17 +120,25 @@ class Session:
         return ok
 
     def record(self, workload: str, system: str, run: dict[str, Any]) -> None:
-        self.results.setdefault(workload, {}).setdefault(system, {"runs": []})["runs"].append(
-            run)
+        self.results.setdefault(workload, {}).setdefault(system, {"runs": []})["runs"].append(run)
 
     def error(self, workload: str, system: str, exc: Exception) -> None:
         text = f"{workload} · {system}: {exc}"
         self.errors.append(text)
         self.progress.say("error: " + text)
 
-    def trial(self, workload: str, name: str, n_pubs: int, n_subs: int, *,
-              server: Server | None = None, expected_s: float = 10.0, stall: int = 0,
-              **spec: Any) -> tuple[Trial, dict[str, Any]] | None:
+    def trial(
+        self,
+        workload: str,
+        name: str,
+        n_pubs: int,
+        n_subs: int,
+        *,
+        server: Server | None = None,
+        expected_s: float = 10.0,
+        stall: int = 0,
+        **spec: Any,
+    ) -> tuple[Trial, dict[str, Any]] | None:
         """One trial of ``name``; figures from ``metrics.delivery`` plus the server's CPU.
         Errors are recorded and give None (the session goes on)."""
         system = SYSTEMS[name]

@@ -29,14 +29,17 @@ class System:
     server: str  # key into ``SERVERS``; "" for none (PUB binds, SUB connects)
 
 
-SYSTEMS: dict[str, System] = {s.name: s for s in (
-    System("pyzmq", "pyzmq PUB → SUB, no broker", "zmq-bind", "zmq-sub", ""),
-    System("zmq.proxy", "zmq.proxy (XSUB/XPUB in C)", "zmq-connect", "zmq-sub", "zmq.proxy"),
-    System("nats", "nats-server + nats-py", "nats", "nats-sub", "nats"),
-    System("redis", "redis-server pub/sub + redis-py", "redis", "redis-sub", "redis"),
-    System("busd", "busd, busd_client.Publisher", "busd-client", "zmq-sub", "busd"),
-    System("busd-raw", "busd, raw protocol-v1 publisher", "busd-raw", "zmq-sub", "busd"),
-)}
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System("pyzmq", "pyzmq PUB → SUB, no broker", "zmq-bind", "zmq-sub", ""),
+        System("zmq.proxy", "zmq.proxy (XSUB/XPUB in C)", "zmq-connect", "zmq-sub", "zmq.proxy"),
+        System("nats", "nats-server + nats-py", "nats", "nats-sub", "nats"),
+        System("redis", "redis-server pub/sub + redis-py", "redis", "redis-sub", "redis"),
+        System("busd", "busd, busd_client.Publisher", "busd-client", "zmq-sub", "busd"),
+        System("busd-raw", "busd, raw protocol-v1 publisher", "busd-raw", "zmq-sub", "busd"),
+    )
+}
 BUSD_SYSTEMS = ("busd", "busd-raw")
 
 SERVERS: dict[str, Callable[[], Server]] = {
@@ -49,8 +52,7 @@ SERVERS: dict[str, Callable[[], Server]] = {
 
 def python_client_missing(system: System) -> str | None:
     """Why the system's Python client cannot be imported here, or None."""
-    module = {"nats": "nats", "redis": "redis", "busd-client": "busd_client"}.get(
-        system.pub_driver)
+    module = {"nats": "nats", "redis": "redis", "busd-client": "busd_client"}.get(system.pub_driver)
     if module is None:
         return None
     try:
@@ -95,8 +97,9 @@ class ServerPool:
         self.running.clear()
 
 
-def specs(system: System, server: Server | None, n_pubs: int, n_subs: int,
-          **common: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def specs(
+    system: System, server: Server | None, n_pubs: int, n_subs: int, **common: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Worker specs for ``n_pubs`` publishers and ``n_subs`` subscribers of ``system``."""
     if server is None:  # no broker: every publisher binds, every subscriber connects to all
         pub_endpoints = [f"tcp://127.0.0.1:{servers.free_port()}" for _ in range(n_pubs)]
@@ -104,12 +107,20 @@ def specs(system: System, server: Server | None, n_pubs: int, n_subs: int,
     else:
         pub_endpoints = [server.pub_endpoint] * n_pubs
         sub_endpoints = [server.sub_endpoint]
-    sub_common = {k: v for k, v in common.items() if k in ("topics", "latency", "deadline",
-                                                           "idle")}
-    pubs = [{"driver": system.pub_driver, "endpoint": pub_endpoints[i], "index": i, **common}
-            for i in range(n_pubs)]
-    subs = [{"driver": system.sub_driver, "endpoints": sub_endpoints, "publishers": n_pubs,
-             **sub_common} for _ in range(n_subs)]
+    sub_common = {k: v for k, v in common.items() if k in ("topics", "latency", "deadline", "idle")}
+    pubs = [
+        {"driver": system.pub_driver, "endpoint": pub_endpoints[i], "index": i, **common}
+        for i in range(n_pubs)
+    ]
+    subs = [
+        {
+            "driver": system.sub_driver,
+            "endpoints": sub_endpoints,
+            "publishers": n_pubs,
+            **sub_common,
+        }
+        for _ in range(n_subs)
+    ]
     for p in pubs:
         p.pop("latency", None)
     return pubs, subs
@@ -129,15 +140,18 @@ def probe_busd(server: Server, timeout: float = 1.0) -> dict[str, Any]:
     try:
         while time.monotonic() < deadline:
             bad = dict(message.DATA, env={"RACK_ENV": 5})
-            cases = {"valid": message.Envelopes().encode(message.TOPIC),
-                     "schema": message.Envelopes().encode(message.TOPIC, bad),
-                     "rate": message.Envelopes(message.PROBE_PUBLISHER).encode(message.TOPIC)}
+            cases = {
+                "valid": message.Envelopes().encode(message.TOPIC),
+                "schema": message.Envelopes().encode(message.TOPIC, bad),
+                "rate": message.Envelopes(message.PROBE_PUBLISHER).encode(message.TOPIC),
+            }
             by_seq: dict[int, str] = {}
             for case, body in cases.items():
                 seq += 1
                 by_seq[seq] = case
-                sock.send_multipart([b"B\x01" + seq.to_bytes(8, "big"), message.TOPIC.encode(),
-                                     body])
+                sock.send_multipart(
+                    [b"B\x01" + seq.to_bytes(8, "big"), message.TOPIC.encode(), body]
+                )
             while by_seq and sock.poll(1000):
                 reply = msgpack.unpackb(sock.recv())
                 for lo, hi in reply["acc"]:
@@ -153,9 +167,12 @@ def probe_busd(server: Server, timeout: float = 1.0) -> dict[str, Any]:
     finally:
         sock.close(linger=0)
         ctx.term()
-    return {"schema_checks": codes.get("schema") == "invalid",
-            "rate_checks": codes.get("rate") == "disabled",
-            "valid_accepted": codes.get("valid") == "accepted", "codes": codes}
+    return {
+        "schema_checks": codes.get("schema") == "invalid",
+        "rate_checks": codes.get("rate") == "disabled",
+        "valid_accepted": codes.get("valid") == "accepted",
+        "codes": codes,
+    }
 
 
 def start_busd_variant(name: str, opts: BusdOptions) -> Server:

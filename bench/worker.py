@@ -148,8 +148,9 @@ def run_sync_publisher(pub: SyncPublisher, spec: Spec, control: Control) -> None
     pub.begin()
     run = send_paced(spec, pub.send)
     result = pub.finish()
-    result.update(sent=run.sent, t_start=run.t_start, t_end=run.t_end,
-                  cpu_s=time.process_time() - run.cpu0)
+    result.update(
+        sent=run.sent, t_start=run.t_start, t_end=run.t_end, cpu_s=time.process_time() - run.cpu0
+    )
     control.say(json.dumps(result))
     control.exit.wait(120)
     pub.close()
@@ -202,8 +203,11 @@ class Tally:
             self.last = time.monotonic_ns()
 
     def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"received": self.received, "t_first": self.first,
-                               "t_last": self.last}
+        out: dict[str, Any] = {
+            "received": self.received,
+            "t_first": self.first,
+            "t_last": self.last,
+        }
         if self.latencies:
             out["latency_us"] = percentiles(self.latencies)
         return out
@@ -216,8 +220,13 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
     def at(q: float) -> float:
         return ordered[min(n - 1, int(q * n))] / 1000.0
 
-    return {"p50": at(0.50), "p99": at(0.99), "p99.9": at(0.999), "max": ordered[-1] / 1000.0,
-            "n": float(n)}
+    return {
+        "p50": at(0.50),
+        "p99": at(0.99),
+        "p99.9": at(0.999),
+        "max": ordered[-1] / 1000.0,
+        "n": float(n),
+    }
 
 
 def idle_done(control: Control, tally: Tally, idle_s: float, deadline: float) -> bool:

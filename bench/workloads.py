@@ -30,13 +30,20 @@ def _summarise(session: Session, workload: str, keys: tuple[str, ...]) -> None:
         busd = [r["busd"] for r in runs if "busd" in r]
         if busd:
             median["busd_zero_loss_all_runs"] = all(b["zero_loss"] for b in busd)
-            median["busd_every_publish_answered"] = all(b["every_publish_answered"]
-                                                        for b in busd)
+            median["busd_every_publish_answered"] = all(b["every_publish_answered"] for b in busd)
         per_system["median"] = median
 
 
-def _repeat(session: Session, workload: str, title: str, *, n_pubs: int, n_subs: int,
-            expected_s: float, **spec: Any) -> None:
+def _repeat(
+    session: Session,
+    workload: str,
+    title: str,
+    *,
+    n_pubs: int,
+    n_subs: int,
+    expected_s: float,
+    **spec: Any,
+) -> None:
     names = session.available()
     for rep in range(session.settings.repeat):
         for name in names:
@@ -50,31 +57,49 @@ def _repeat(session: Session, workload: str, title: str, *, n_pubs: int, n_subs:
             if "latency_us" in figures:
                 lat = figures["latency_us"]
                 extra = f", p50/p99/p99.9 {lat['p50']:.0f}/{lat['p99']:.0f}/{lat['p99.9']:.0f} µs"
-            session.progress.step(f"{title} · {name} · run {rep + 1}: "
-                                  f"{_fmt(figures['delivered'])}, lost {figures['lost']}{extra}")
-    _summarise(session, workload, ("delivered", "published", "lost", "server_cpu_us_per_msg",
-                                   "publisher_cpu_us_per_msg"))
+            session.progress.step(
+                f"{title} · {name} · run {rep + 1}: "
+                f"{_fmt(figures['delivered'])}, lost {figures['lost']}{extra}"
+            )
+    _summarise(
+        session,
+        workload,
+        ("delivered", "published", "lost", "server_cpu_us_per_msg", "publisher_cpu_us_per_msg"),
+    )
 
 
 def flat(session: Session) -> None:
     """1 -> 1 flat-out: delivered msg/s; for busd every publish answered and 0 loss."""
     s = session.settings
-    _repeat(session, "flat", "1→1 flat-out", n_pubs=1, n_subs=1, expected_s=s.duration,
-            **s.load())
+    _repeat(session, "flat", "1→1 flat-out", n_pubs=1, n_subs=1, expected_s=s.duration, **s.load())
 
 
 def fanout(session: Session) -> None:
     """1 -> N subscribers: aggregate delivered msg/s."""
     s = session.settings
-    _repeat(session, "fanout", f"1→{s.fan} fan-out", n_pubs=1, n_subs=s.fan,
-            expected_s=s.duration, **s.load())
+    _repeat(
+        session,
+        "fanout",
+        f"1→{s.fan} fan-out",
+        n_pubs=1,
+        n_subs=s.fan,
+        expected_s=s.duration,
+        **s.load(),
+    )
 
 
 def fanin(session: Session) -> None:
     """N publishers -> 1 subscriber."""
     s = session.settings
-    _repeat(session, "fanin", f"{s.fan}→1 fan-in", n_pubs=s.fan, n_subs=1,
-            expected_s=s.duration, **s.load())
+    _repeat(
+        session,
+        "fanin",
+        f"{s.fan}→1 fan-in",
+        n_pubs=s.fan,
+        n_subs=1,
+        expected_s=s.duration,
+        **s.load(),
+    )
 
 
 def latency(session: Session) -> None:
@@ -83,16 +108,31 @@ def latency(session: Session) -> None:
     spec = {"rate": s.latency_rate, "latency": True, "duration": s.latency_duration}
     if s.messages is not None:
         spec["count"] = s.messages
-    _repeat(session, "latency", f"latency at {s.latency_rate:.0f}/s", n_pubs=1, n_subs=1,
-            expected_s=s.latency_duration, **spec)
+    _repeat(
+        session,
+        "latency",
+        f"latency at {s.latency_rate:.0f}/s",
+        n_pubs=1,
+        n_subs=1,
+        expected_s=s.latency_duration,
+        **spec,
+    )
 
 
 def topics(session: Session) -> None:
     """Flat-out over many distinct topics (each once), subscriber on a prefix/wildcard."""
     s = session.settings
     count = s.messages if s.messages is not None else s.topics
-    _repeat(session, "topics", f"{s.topics:,} topics", n_pubs=1, n_subs=1, expected_s=30.0,
-            topics=s.topics, count=count)
+    _repeat(
+        session,
+        "topics",
+        f"{s.topics:,} topics",
+        n_pubs=1,
+        n_subs=1,
+        expected_s=30.0,
+        topics=s.topics,
+        count=count,
+    )
 
 
 def _paced_step(session: Session, name: str, rate: float) -> tuple[bool, dict[str, Any]]:
@@ -130,8 +170,9 @@ def paced(session: Session) -> None:
     for name in names:
         ceiling = flat_medians.get(name, {}).get("median", {}).get("delivered")
         if not ceiling:  # no flat-out figure in this session: measure one, briefly
-            got = session.trial("paced", name, 1, 1, expected_s=s.paced_step,
-                                **s.load(duration=s.paced_step))
+            got = session.trial(
+                "paced", name, 1, 1, expected_s=s.paced_step, **s.load(duration=s.paced_step)
+            )
             ceiling = got[1]["delivered"] if got is not None else 0.0
             session.progress.note(f"paced search · {name}: flat-out ceiling {_fmt(ceiling)}")
         ceilings[name] = ceiling or FALLBACK_CEILING
@@ -144,17 +185,19 @@ def paced(session: Session) -> None:
             for k in range(s.paced_steps):
                 ok, figures = _paced_step(session, name, rate)
                 steps.append(figures)
-                session.progress.step(f"paced search · {name} · run {rep + 1} · step {k + 1}: "
-                                      f"{_fmt(rate)} {'ok' if ok else 'lossy/late'}")
+                session.progress.step(
+                    f"paced search · {name} · run {rep + 1} · step {k + 1}: "
+                    f"{_fmt(rate)} {'ok' if ok else 'lossy/late'}"
+                )
                 if ok:
                     lo = rate
                 else:
                     hi = rate
                 rate = (lo + hi) / 2 if lo else hi * 0.6
-            session.record("paced", name, {"loss_free": lo, "first_failed": hi,
-                                           "steps": steps})
+            session.record("paced", name, {"loss_free": lo, "first_failed": hi, "steps": steps})
     for per_system in session.results.get("paced", {}).values():
         runs = per_system["runs"]
         per_system["median"] = {
             "loss_free": statistics.median(r["loss_free"] for r in runs),
-            "first_failed": statistics.median(r["first_failed"] for r in runs)}
+            "first_failed": statistics.median(r["first_failed"] for r in runs),
+        }

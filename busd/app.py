@@ -87,20 +87,24 @@ class App:
         # The monitors attach now, before anyone can connect: a connection accepted before
         # its monitor exists is never reported, and the connection gauges would miss it.
         # A restarted watcher attaches a new monitor (libzmq replaces the old one).
-        first = {role: self.broker.monitor_socket(role, monitor.EVENTS)
-                 for role in ("ingress", "egress")}
+        first = {
+            role: self.broker.monitor_socket(role, monitor.EVENTS) for role in ("ingress", "egress")
+        }
 
         def watcher(role: str, stats: monitor.ConnectionStats) -> Callable[[], Awaitable[None]]:
             def start() -> Awaitable[None]:
                 sock = first.pop(role, None) or self.broker.monitor_socket(role, monitor.EVENTS)
                 return monitor.watch(sock, stats, role)
+
             return start
 
         self.supervisor.add("monitor.ingress", watcher("ingress", self.ingress))
         self.supervisor.add("monitor.egress", watcher("egress", self.egress))
 
-        self.control = ControlServer(cfg.control_path, {
-            **self.rates.handlers(), **self.schemas.handlers(), "stats": self._stats_command})
+        self.control = ControlServer(
+            cfg.control_path,
+            {**self.rates.handlers(), **self.schemas.handlers(), "stats": self._stats_command},
+        )
         await self.control.start()
         self.supervisor.add("control", self.control.run)
         self.stats_sources["control"] = self.control.statistics
@@ -112,10 +116,12 @@ class App:
     def statistics(self) -> dict[str, Any]:
         """A snapshot of every counter, for the control socket and the metrics exporter."""
         stats: dict[str, Any] = {
-            "broker": self.broker.stats.snapshot(), "ingress": self.ingress.snapshot(),
+            "broker": self.broker.stats.snapshot(),
+            "ingress": self.ingress.snapshot(),
             "egress": self.egress.snapshot(),
             "restarts": dict(self.supervisor.restarts_total),
-            "draining": self.draining}
+            "draining": self.draining,
+        }
         for name, source in self.stats_sources.items():
             stats[name] = source()
         return stats
@@ -125,8 +131,9 @@ class App:
         try:
             await self.startup()
         except Exception as exc:
-            _log.error("startup failed", extra={"error": str(exc),
-                                                "error_type": type(exc).__name__})
+            _log.error(
+                "startup failed", extra={"error": str(exc), "error_type": type(exc).__name__}
+            )
             await self._close_peripherals()
             self.ctx.destroy(linger=0)
             return EXIT_UNAVAILABLE
@@ -134,10 +141,16 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
-        _log.info("ready", extra={"version": __version__, "pid": os.getpid(),
-                                  "pub_endpoint": self.broker.pub_endpoint,
-                                  "sub_endpoint": self.broker.sub_endpoint,
-                                  "config": describe(self.config)})
+        _log.info(
+            "ready",
+            extra={
+                "version": __version__,
+                "pid": os.getpid(),
+                "pub_endpoint": self.broker.pub_endpoint,
+                "sub_endpoint": self.broker.sub_endpoint,
+                "config": describe(self.config),
+            },
+        )
         for hook in self.ready_hooks:
             hook()
         try:
@@ -199,6 +212,7 @@ class App:
             await self.control.close()
         if self.rates is not None:
             self.rates.close()
+
     def _shutdown(self) -> None:
         self.broker.close(linger=self.config.linger)
         self.ctx.destroy(linger=0)  # waits for the lingering sockets above

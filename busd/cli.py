@@ -19,14 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="busd",
         description="busd: a brokered publish/subscribe message bus over ZeroMQ. "
-                    "Settings come from defaults, then --config FILE (TOML, keys as below "
-                    "with underscores), then BUSD_<KEY> environment variables, then flags.",
-        epilog="Subcommand: `busd schemas check DIR` checks schema evolution offline.")
+        "Settings come from defaults, then --config FILE (TOML, keys as below "
+        "with underscores), then BUSD_<KEY> environment variables, then flags.",
+        epilog="Subcommand: `busd schemas check DIR` checks schema evolution offline.",
+    )
     parser.add_argument("--version", action="version", version=f"busd {__version__}")
     parser.add_argument("--config", help="TOML configuration file", default=None)
-    parser.add_argument("--check-config", action="store_true",
-                        help="print the effective configuration as JSON and exit "
-                             "(0 valid, 2 invalid)")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="print the effective configuration as JSON and exit (0 valid, 2 invalid)",
+    )
     add_arguments(parser)
     return parser
 

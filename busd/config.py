@@ -21,49 +21,87 @@ def _opt(help_text: str, unit: str = "") -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    pub_endpoint: str = field(default="tcp://127.0.0.1:7401", metadata=_opt(
-        "publisher ingress (ROUTER) endpoint, tcp:// or ipc://"))
-    sub_endpoint: str = field(default="tcp://127.0.0.1:7402", metadata=_opt(
-        "subscriber egress (XPUB) endpoint, tcp:// or ipc://"))
-    control: str = field(default="", metadata=_opt(
-        "control socket path (default VAR_DIR/run/control.sock)"))
-    rates_dir: str = field(default="", metadata=_opt(
-        "rates directory (default /etc/rates when it exists, else VAR_DIR/rates)"))
+    pub_endpoint: str = field(
+        default="tcp://127.0.0.1:7401",
+        metadata=_opt("publisher ingress (ROUTER) endpoint, tcp:// or ipc://"),
+    )
+    sub_endpoint: str = field(
+        default="tcp://127.0.0.1:7402",
+        metadata=_opt("subscriber egress (XPUB) endpoint, tcp:// or ipc://"),
+    )
+    control: str = field(
+        default="", metadata=_opt("control socket path (default VAR_DIR/run/control.sock)")
+    )
+    rates_dir: str = field(
+        default="",
+        metadata=_opt("rates directory (default /etc/rates when it exists, else VAR_DIR/rates)"),
+    )
     schemas_dir: str = field(default="schemas", metadata=_opt("message schemas directory"))
-    metrics: str = field(default="127.0.0.1:7403", metadata=_opt(
-        "HOST:PORT for /metrics, /healthz, /readyz; 'off' disables"))
+    metrics: str = field(
+        default="127.0.0.1:7403",
+        metadata=_opt("HOST:PORT for /metrics, /healthz, /readyz; 'off' disables"),
+    )
     var_dir: str = field(default="var", metadata=_opt("directory for runtime files"))
-    assertions: str = field(default="", metadata=_opt(
-        "service-level assertions file (TOML); empty: none"))
-    schema_checks: str = field(default="on", metadata=_opt(
-        "on: check every payload against its claimed schema version; off: accept any payload "
-        "(for measuring, or an emergency; envelope checks stay on)"))
-    rate_checks: str = field(default="on", metadata=_opt(
-        "on: enforce the rates directory's limits; off: ignore them (files still watched)"))
-    max_message_bytes: int = field(default=65536, metadata=_opt(
-        "largest envelope accepted; larger gets too_large", "bytes"))
-    max_frame_bytes: int = field(default=1048576, metadata=_opt(
-        "ZMQ_MAXMSGSIZE: a larger frame drops the connection", "bytes"))
-    pub_hwm: int = field(default=10000, metadata=_opt(
-        "messages queued per publisher, each way", "messages"))
-    sub_hwm: int = field(default=10000, metadata=_opt(
-        "messages queued per subscriber before drops", "messages"))
-    batch: int = field(default=256, metadata=_opt(
-        "messages handled per wake-up before yielding to other tasks", "messages"))
-    drain_timeout: float = field(default=5.0, metadata=_opt(
-        "on SIGTERM, longest time spent answering in-flight messages", "seconds"))
-    warmup: float = field(default=2.0, metadata=_opt(
-        "after start, answer publishes with not_ready for this long so that subscribers "
-        "reconnect first (a pool's restarted broker loses nothing); 0: none", "seconds"))
-    linger: float = field(default=1.0, metadata=_opt(
-        "on close, longest time to flush replies and deliveries", "seconds"))
-    restart_budget: int = field(default=5, metadata=_opt(
-        "peripheral task restarts allowed per window before busd exits", "restarts"))
-    restart_window: float = field(default=60.0, metadata=_opt(
-        "window for restart_budget", "seconds"))
+    assertions: str = field(
+        default="", metadata=_opt("service-level assertions file (TOML); empty: none")
+    )
+    schema_checks: str = field(
+        default="on",
+        metadata=_opt(
+            "on: check every payload against its claimed schema version; off: accept any payload "
+            "(for measuring, or an emergency; envelope checks stay on)"
+        ),
+    )
+    rate_checks: str = field(
+        default="on",
+        metadata=_opt(
+            "on: enforce the rates directory's limits; off: ignore them (files still watched)"
+        ),
+    )
+    max_message_bytes: int = field(
+        default=65536, metadata=_opt("largest envelope accepted; larger gets too_large", "bytes")
+    )
+    max_frame_bytes: int = field(
+        default=1048576,
+        metadata=_opt("ZMQ_MAXMSGSIZE: a larger frame drops the connection", "bytes"),
+    )
+    pub_hwm: int = field(
+        default=10000, metadata=_opt("messages queued per publisher, each way", "messages")
+    )
+    sub_hwm: int = field(
+        default=10000, metadata=_opt("messages queued per subscriber before drops", "messages")
+    )
+    batch: int = field(
+        default=256,
+        metadata=_opt("messages handled per wake-up before yielding to other tasks", "messages"),
+    )
+    drain_timeout: float = field(
+        default=5.0,
+        metadata=_opt("on SIGTERM, longest time spent answering in-flight messages", "seconds"),
+    )
+    warmup: float = field(
+        default=2.0,
+        metadata=_opt(
+            "after start, answer publishes with not_ready for this long so that subscribers "
+            "reconnect first (a pool's restarted broker loses nothing); 0: none",
+            "seconds",
+        ),
+    )
+    linger: float = field(
+        default=1.0,
+        metadata=_opt("on close, longest time to flush replies and deliveries", "seconds"),
+    )
+    restart_budget: int = field(
+        default=5,
+        metadata=_opt("peripheral task restarts allowed per window before busd exits", "restarts"),
+    )
+    restart_window: float = field(
+        default=60.0, metadata=_opt("window for restart_budget", "seconds")
+    )
     loop: str = field(default="uvloop", metadata=_opt("event loop: uvloop or asyncio"))
-    log_format: str = field(default="auto", metadata=_opt(
-        "auto (JSON unless stderr is a terminal), json or text"))
+    log_format: str = field(
+        default="auto", metadata=_opt("auto (JSON unless stderr is a terminal), json or text")
+    )
     log_level: str = field(default="info", metadata=_opt("debug, info, warning or error"))
 
     @property
@@ -88,16 +126,23 @@ class Config:
         for name in ("pub_endpoint", "sub_endpoint"):
             value = getattr(self, name)
             if not value.startswith(("tcp://", "ipc://", "inproc://")):
-                raise ConfigError(f"{name}: expected a tcp://, ipc:// or inproc:// endpoint, "
-                                  f"got {value!r}")
+                raise ConfigError(
+                    f"{name}: expected a tcp://, ipc:// or inproc:// endpoint, got {value!r}"
+                )
         if self.pub_endpoint == self.sub_endpoint:
             raise ConfigError("pub_endpoint and sub_endpoint must differ")
         if self.metrics not in ("", "off"):
             host, sep, port = self.metrics.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise ConfigError(f"metrics: expected HOST:PORT or 'off', got {self.metrics!r}")
-        for name in ("max_message_bytes", "max_frame_bytes", "pub_hwm", "sub_hwm", "batch",
-                     "restart_budget"):
+        for name in (
+            "max_message_bytes",
+            "max_frame_bytes",
+            "pub_hwm",
+            "sub_hwm",
+            "batch",
+            "restart_budget",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected an integer >= 1")
         if self.max_message_bytes > self.max_frame_bytes:
@@ -130,8 +175,9 @@ def _coerce(name: str, kind: type, value: object, source: str) -> object:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{name} ({source}): expected {kind.__name__}, "
-                          f"got {type(value).__name__}")
+        raise ConfigError(
+            f"{name} ({source}): expected {kind.__name__}, got {type(value).__name__}"
+        )
     return value
 
 
@@ -147,12 +193,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in _fields():
         unit = f.metadata.get("unit")
         help_text = f"{f.metadata['help']} (default: {f.default!r}{' ' + unit if unit else ''})"
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            help=help_text, metavar=f.name.upper())
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            help=help_text,
+            metavar=f.name.upper(),
+        )
 
 
-def load(flags: Mapping[str, object | None], env: Mapping[str, str],
-         config_file: str | None) -> Config:
+def load(
+    flags: Mapping[str, object | None], env: Mapping[str, str], config_file: str | None
+) -> Config:
     values: dict[str, tuple[object, str]] = {}
     if config_file:
         try:
@@ -187,4 +239,3 @@ def describe(config: Config) -> dict[str, object]:
     out["control"] = str(config.control_path)
     out["rates_dir"] = str(config.rates_path)
     return out
-

@@ -29,19 +29,31 @@ from busd_client.schemas import (
 )
 
 # Value kinds a schema's "type" admits; "number" is int and float.
-_KINDS = {"string": {"string"}, "integer": {"int"}, "number": {"int", "float"},
-          "boolean": {"bool"}, "array": {"array"}, "object": {"map"}, "null": {"nil"}}
+_KINDS = {
+    "string": {"string"},
+    "integer": {"int"},
+    "number": {"int", "float"},
+    "boolean": {"bool"},
+    "array": {"array"},
+    "object": {"map"},
+    "null": {"nil"},
+}
 _ALL_KINDS = frozenset().union(*_KINDS.values())
 _KIND_ORDER = ("string", "int", "float", "bool", "array", "map", "nil")
 assert set(_KINDS) == set(JSON_TYPES)
 
 # (keyword, kind it applies to, True if a larger value is stricter).
 _BOUNDS = (
-    ("minLength", "string", True), ("maxLength", "string", False),
-    ("minimum", "number", True), ("maximum", "number", False),
-    ("exclusiveMinimum", "number", True), ("exclusiveMaximum", "number", False),
-    ("minItems", "array", True), ("maxItems", "array", False),
-    ("minProperties", "map", True), ("maxProperties", "map", False),
+    ("minLength", "string", True),
+    ("maxLength", "string", False),
+    ("minimum", "number", True),
+    ("maximum", "number", False),
+    ("exclusiveMinimum", "number", True),
+    ("exclusiveMaximum", "number", False),
+    ("minItems", "array", True),
+    ("maxItems", "array", False),
+    ("minProperties", "map", True),
+    ("maxProperties", "map", False),
 )
 
 
@@ -100,22 +112,24 @@ def _compare(old: object, new: object, path: str, found: list[tuple[str, str]]) 
     old_kinds, new_kinds = _kinds(old_node), _kinds(new_node)
     if old_kinds != new_kinds:
         verb = "narrowed" if new_kinds < old_kinds else "changed"
-        found.append((path, f"type {verb} from {_show_kinds(old_kinds)} to "
-                            f"{_show_kinds(new_kinds)}"))
+        found.append(
+            (path, f"type {verb} from {_show_kinds(old_kinds)} to {_show_kinds(new_kinds)}")
+        )
     shared = old_kinds & new_kinds
     old_values, new_values = _values(old_node), _values(new_node)
     if new_values is not None:
         if old_values is None:
-            found.append((path, "values restricted to ["
-                                + ", ".join(show(v) for v in new_values) + "]"))
+            found.append(
+                (path, "values restricted to [" + ", ".join(show(v) for v in new_values) + "]")
+            )
         else:
             removed = [v for v in old_values if not any(json_equal(v, w) for w in new_values)]
             if removed:
-                found.append((path, "enum values removed: "
-                                    + ", ".join(show(v) for v in removed)))
+                found.append((path, "enum values removed: " + ", ".join(show(v) for v in removed)))
     for keyword, kind, larger_is_stricter in _BOUNDS:
         if (kind == "number" and not shared & {"int", "float"}) or (
-                kind != "number" and kind not in shared):
+            kind != "number" and kind not in shared
+        ):
             continue
         before, after = old_node.get(keyword), new_node.get(keyword)
         if after is None or before == after:
@@ -129,16 +143,23 @@ def _compare(old: object, new: object, path: str, found: list[tuple[str, str]]) 
         for keyword in ("pattern", "format"):
             before, after = old_node.get(keyword), new_node.get(keyword)
             if after is not None and before != after:
-                found.append((path, f"{keyword} {show(after)} added" if before is None else
-                              f"{keyword} changed from {show(before)} to {show(after)}"))
+                found.append(
+                    (
+                        path,
+                        f"{keyword} {show(after)} added"
+                        if before is None
+                        else f"{keyword} changed from {show(before)} to {show(after)}",
+                    )
+                )
     if "array" in shared:
         _compare(old_node.get("items", True), new_node.get("items", True), path + "[]", found)
     if "map" in shared:
         _compare_maps(old_node, new_node, path, found)
 
 
-def _compare_maps(old: dict[str, Any], new: dict[str, Any], path: str,
-                  found: list[tuple[str, str]]) -> None:
+def _compare_maps(
+    old: dict[str, Any], new: dict[str, Any], path: str, found: list[tuple[str, str]]
+) -> None:
     old_fields: dict[str, Any] = old.get("properties", {})
     new_fields: dict[str, Any] = new.get("properties", {})
     old_required, new_required = set(old.get("required", ())), set(new.get("required", ()))
@@ -146,11 +167,21 @@ def _compare_maps(old: dict[str, Any], new: dict[str, Any], path: str,
     new_rest = new.get("additionalProperties", True)
     for name in sorted(old_required - new_required):
         removed = name not in new_fields
-        found.append((path + key_segment(name),
-                      "required field removed" if removed else "field is no longer required"))
+        found.append(
+            (
+                path + key_segment(name),
+                "required field removed" if removed else "field is no longer required",
+            )
+        )
     for name in sorted(new_required - old_required):
-        found.append((path + key_segment(name), "field became required" if name in old_fields
-                      else "new field is required (new fields must be optional)"))
+        found.append(
+            (
+                path + key_segment(name),
+                "field became required"
+                if name in old_fields
+                else "new field is required (new fields must be optional)",
+            )
+        )
     for name, schema in new_fields.items():
         # A field new to the schema was, before, one of the map's extra fields.
         _compare(old_fields.get(name, old_rest), schema, path + key_segment(name), found)
@@ -159,16 +190,21 @@ def _compare_maps(old: dict[str, Any], new: dict[str, Any], path: str,
             if new_rest is False:
                 found.append((path + key_segment(name), "field removed from a closed map"))
             elif new_rest is True or ASSERTIONS.isdisjoint(new_rest):
-                found.append((path + key_segment(name), "optional field removed from an open "
-                              "map (it could now hold any value)"))
+                found.append(
+                    (
+                        path + key_segment(name),
+                        "optional field removed from an open map (it could now hold any value)",
+                    )
+                )
             else:
                 _compare(schema, new_rest, path + key_segment(name), found)
     if new_rest is False and old_rest is not False:
         found.append((path, "map closed: additionalProperties is now false"))
     else:
         _compare(old_rest, new_rest, path + ".*", found)
-    _compare(old.get("propertyNames", True), new.get("propertyNames", True),
-             path + " (keys)", found)
+    _compare(
+        old.get("propertyNames", True), new.get("propertyNames", True), path + " (keys)", found
+    )
 
 
 def check_sources(sources: list[SchemaSource]) -> list[str]:
@@ -182,7 +218,8 @@ def check_sources(sources: list[SchemaSource]) -> list[str]:
             compile_version(source.name, number, version.path, version.document)
             if previous is not None:
                 violations += compatibility_violations(
-                    previous.document, version.document, f"{source.name} v{number}")
+                    previous.document, version.document, f"{source.name} v{number}"
+                )
             previous = version
     return violations
 

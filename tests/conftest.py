@@ -28,7 +28,8 @@ LOOPS = ("uvloop", "asyncio")
 # `tests.conftest` and the tests import it as `conftest`: the set lives in sys.modules so
 # both copies share it.
 _GIVEN: set[int] = sys.modules.setdefault(
-    "_busd_test_ports", types.ModuleType("_busd_test_ports")).__dict__.setdefault("ports", set())
+    "_busd_test_ports", types.ModuleType("_busd_test_ports")
+).__dict__.setdefault("ports", set())
 
 
 def free_port() -> int:
@@ -59,8 +60,12 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01,
-             what: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 5.0,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> Any:
     """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -96,26 +101,50 @@ class BusdProcess:
         self._log_offset = 0
 
     def argv(self) -> list[str]:
-        return [str(BIN / "busd"), "--pub-endpoint", self.pub_endpoint,
-                "--sub-endpoint", self.sub_endpoint, "--control", self.control,
-                "--rates-dir", str(self.rates_dir), "--schemas-dir", str(self.schemas_dir),
-                "--metrics", self.metrics, "--var-dir", str(self.var_dir),
-                "--loop", self.loop, "--log-format", "json", "--log-level", "debug",
-                "--warmup", "0",  # most tests publish at once; pool tests pass their own
-                *self.extra_args]
+        return [
+            str(BIN / "busd"),
+            "--pub-endpoint",
+            self.pub_endpoint,
+            "--sub-endpoint",
+            self.sub_endpoint,
+            "--control",
+            self.control,
+            "--rates-dir",
+            str(self.rates_dir),
+            "--schemas-dir",
+            str(self.schemas_dir),
+            "--metrics",
+            self.metrics,
+            "--var-dir",
+            str(self.var_dir),
+            "--loop",
+            self.loop,
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "--warmup",
+            "0",  # most tests publish at once; pool tests pass their own
+            *self.extra_args,
+        ]
 
     def start(self, timeout: float = 10.0) -> float:
         """Start and wait for the ``ready`` log line; returns seconds taken."""
         started = time.monotonic()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, cwd=self.root,
-                                         env={**os.environ, **self.env} if self.env else None)
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdout=log,
+                stderr=log,
+                cwd=self.root,
+                env={**os.environ, **self.env} if self.env else None,
+            )
         self.wait_log("ready", timeout=timeout)
         return time.monotonic() - started
 
     def logs(self, since_start: bool = True) -> list[dict[str, Any]]:
-        data = self.log_path.read_bytes()[self._log_offset if since_start else 0:]
+        data = self.log_path.read_bytes()[self._log_offset if since_start else 0 :]
         lines = []
         for raw in data.splitlines():
             try:
@@ -127,11 +156,12 @@ class BusdProcess:
     def wait_log(self, event: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
             if self.proc is not None and self.proc.poll() is not None and event != "stopped":
-                raise AssertionError(f"busd exited {self.proc.returncode} before {event!r}:\n"
-                                     + self.log_path.read_text(errors="replace")[-3000:])
+                raise AssertionError(
+                    f"busd exited {self.proc.returncode} before {event!r}:\n"
+                    + self.log_path.read_text(errors="replace")[-3000:]
+                )
             for line in self.logs():
-                if line.get("event") == event and all(line.get(k) == v
-                                                       for k, v in fields.items()):
+                if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
                     return line
             return None
 
@@ -167,8 +197,12 @@ def busd_factory(tmp_path: Path) -> Iterator[Callable[..., BusdProcess]]:
     """Make (and start) busd processes; all are killed at teardown."""
     made: list[BusdProcess] = []
 
-    def make(loop: str = "uvloop", extra_args: tuple[str, ...] = (), start: bool = True,
-             name: str = "busd") -> BusdProcess:
+    def make(
+        loop: str = "uvloop",
+        extra_args: tuple[str, ...] = (),
+        start: bool = True,
+        name: str = "busd",
+    ) -> BusdProcess:
         proc = BusdProcess(tmp_path / name, loop, extra_args)
         made.append(proc)
         if start:
@@ -187,8 +221,9 @@ def busd(busd_factory: Callable[..., BusdProcess]) -> BusdProcess:
 
 
 @pytest.fixture(params=LOOPS)
-def busd_each_loop(request: pytest.FixtureRequest,
-                   busd_factory: Callable[..., BusdProcess]) -> BusdProcess:
+def busd_each_loop(
+    request: pytest.FixtureRequest, busd_factory: Callable[..., BusdProcess]
+) -> BusdProcess:
     """A running busd, once on uvloop and once on asyncio."""
     return busd_factory(loop=request.param)
 

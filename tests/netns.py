@@ -47,8 +47,18 @@ from types import TracebackType
 import pytest
 from conftest import BusdProcess
 
-__all__ = ["IP", "Brokers", "Link", "NetnsBusd", "Network", "brokers_in_namespaces",
-           "leftover_namespaces", "require_netns", "run", "start_all"]
+__all__ = [
+    "IP",
+    "Brokers",
+    "Link",
+    "NetnsBusd",
+    "Network",
+    "brokers_in_namespaces",
+    "leftover_namespaces",
+    "require_netns",
+    "run",
+    "start_all",
+]
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 TC = shutil.which("tc") or "/usr/sbin/tc"
@@ -186,8 +196,9 @@ class Network:
             raise
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _make_link(self, i: int, block: ipaddress.IPv4Network) -> None:
@@ -201,10 +212,13 @@ class Network:
             raise NetnsError(f"ip netns add {ns}: {made.stderr.strip()}")
         self.links.append(link)  # from here on, close() removes it
         # The peer is born inside the namespace, so no half-made pair is left in ours.
-        run(IP, "link", "add", link.host_if, "type", "veth", "peer", "name", link.ns_if,
-            "netns", ns)
+        run(
+            IP, "link", "add", link.host_if, "type", "veth", "peer", "name", link.ns_if, "netns", ns
+        )
         ends: list[tuple[tuple[str, ...], str, str]] = [
-            ((), link.host_if, link.host_addr), (("-n", ns), link.ns_if, link.ns_addr)]
+            ((), link.host_if, link.host_addr),
+            (("-n", ns), link.ns_if, link.ns_addr),
+        ]
         for where, dev, addr in ends:
             # No IPv6 link-local address: keeps router solicitations and DAD off the link.
             run(IP, *where, "link", "set", "dev", dev, "addrgenmode", "none")
@@ -262,8 +276,9 @@ class NetnsBusd(BusdProcess):
     Its metrics (and /readyz) listen on the namespace address too, across the link.
     """
 
-    def __init__(self, root: Path, link: Link, loop: str = "uvloop",
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, root: Path, link: Link, loop: str = "uvloop", extra_args: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(root, loop, extra_args)
         self.link = link
         self.pub_port, self.sub_port, self.metrics_port = PUB_PORT, SUB_PORT, METRICS_PORT
@@ -299,8 +314,9 @@ class Brokers:
 
 
 @contextlib.contextmanager
-def brokers_in_namespaces(root: Path, count: int,
-                          extra_args: tuple[str, ...] = ()) -> Iterator[Brokers]:
+def brokers_in_namespaces(
+    root: Path, count: int, extra_args: tuple[str, ...] = ()
+) -> Iterator[Brokers]:
     """``count`` running busd, one per namespace (files under ``root/b<i>``); on exit the
     links are restored, the brokers stopped and the namespaces removed, whatever happened."""
     with Network(count) as net:

@@ -14,11 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus); CI has it")
+    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus); CI has it"
+)
 
 
-def get(address: str, path: str, method: str = "GET",
-        timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def get(
+    address: str, path: str, method: str = "GET", timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     host, _, port = address.rpartition(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
@@ -44,8 +46,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def value(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], metric: str,
-          /, **labels: Any) -> float | None:
+def value(
+    scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], metric: str, /, **labels: Any
+) -> float | None:
     return scrape.get((metric, tuple(sorted((k, str(v)) for k, v in labels.items()))))
 
 

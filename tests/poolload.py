@@ -15,8 +15,11 @@ from typing import Any
 
 import busd_client
 
-RELEASE = {"slug": "https://apps.example/shop/releases/1", "cmd": "bin/web",
-           "env": {"RACK_ENV": "production"}}
+RELEASE = {
+    "slug": "https://apps.example/shop/releases/1",
+    "cmd": "bin/web",
+    "env": {"RACK_ENV": "production"},
+}
 TOPIC = "release.load"
 
 
@@ -60,8 +63,9 @@ class SubscriberThread(threading.Thread):
 class PublisherThread(threading.Thread):
     """A PoolPublisher sending ``count`` messages at about ``rate`` per second."""
 
-    def __init__(self, endpoints: Sequence[str], name: str, count: int, rate: float,
-                 **options: Any) -> None:
+    def __init__(
+        self, endpoints: Sequence[str], name: str, count: int, rate: float, **options: Any
+    ) -> None:
         super().__init__(daemon=True)
         self.endpoints = list(endpoints)
         self.name_ = name
@@ -77,8 +81,7 @@ class PublisherThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            with busd_client.PoolPublisher(self.endpoints, name=self.name_,
-                                           **self.options) as pub:
+            with busd_client.PoolPublisher(self.endpoints, name=self.name_, **self.options) as pub:
                 receipts = []
                 started = time.monotonic()
                 for i in range(self.count):
@@ -95,8 +98,9 @@ class PublisherThread(threading.Thread):
             self.error = exc
 
 
-def verdict(publishers: Sequence[PublisherThread],
-            subscribers: Sequence[SubscriberThread]) -> dict[str, Any]:
+def verdict(
+    publishers: Sequence[PublisherThread], subscribers: Sequence[SubscriberThread]
+) -> dict[str, Any]:
     """Every accepted message delivered exactly once to every subscriber; the figures."""
     threads: list[PublisherThread | SubscriberThread] = [*publishers, *subscribers]
     for t in threads:
@@ -105,7 +109,9 @@ def verdict(publishers: Sequence[PublisherThread],
     published = {i for p in publishers for i in p.published}
     failures = [f for p in publishers for f in p.failures]
     figures: dict[str, Any] = {
-        "published": len(published), "accepted": len(accepted), "failed": len(failures),
+        "published": len(published),
+        "accepted": len(accepted),
+        "failed": len(failures),
         "resent": sum(p.stats.get("resent", 0) for p in publishers),
         "late_accepts": sum(p.stats.get("late_accepts", 0) for p in publishers),
     }
@@ -113,12 +119,15 @@ def verdict(publishers: Sequence[PublisherThread],
         got = s.ids
         missing = accepted - set(got)
         figures[f"sub{k}"] = {
-            "delivered": len(got), "duplicates_suppressed": s.duplicates,
-            "duplicates_delivered": len(got) - len(set(got)), "missing": len(missing),
+            "delivered": len(got),
+            "duplicates_suppressed": s.duplicates,
+            "duplicates_delivered": len(got) - len(set(got)),
+            "missing": len(missing),
             "longest_pause_ms": round(s.longest_gap() * 1000, 1),
             "max_latency_ms": round(max(s.latencies, default=0.0) * 1000, 1),
             "p99_latency_ms": round(sorted(s.latencies)[int(len(s.latencies) * 0.99)] * 1000, 1)
-            if s.latencies else 0.0,
+            if s.latencies
+            else 0.0,
             "over_100ms": sum(1 for x in s.latencies if x > 0.1),
         }
     return figures

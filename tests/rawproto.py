@@ -19,27 +19,49 @@ def header(seq: int, version: int = 1) -> bytes:
 def envelope(topic: str = "release.shop", **overrides: Any) -> dict[str, Any]:
     """A valid envelope: a release v2 event, or instance-state v1 on ``instance.`` topics."""
     env: dict[str, Any] = {
-        "topic": topic, "schema": "release", "version": 2, "id": f"id-{time.time_ns()}",
-        "publisher": "tester", "ts": time.time_ns(),
-        "data": {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-                 "env": {"RACK_ENV": "production"}, "flag": "extra_cpu"},
+        "topic": topic,
+        "schema": "release",
+        "version": 2,
+        "id": f"id-{time.time_ns()}",
+        "publisher": "tester",
+        "ts": time.time_ns(),
+        "data": {
+            "slug": "https://apps.example/shop/releases/42",
+            "cmd": "bin/web",
+            "env": {"RACK_ENV": "production"},
+            "flag": "extra_cpu",
+        },
     }
     if topic.startswith("instance."):
-        env.update(schema="instance-state", version=1, data={
-            "app": "shop", "instance_id": "web.1", "state": "up", "host": "h1",
-            "version": "v42", "reported_at": time.time_ns()})
+        env.update(
+            schema="instance-state",
+            version=1,
+            data={
+                "app": "shop",
+                "instance_id": "web.1",
+                "state": "up",
+                "host": "h1",
+                "version": "v42",
+                "reported_at": time.time_ns(),
+            },
+        )
     env.update(overrides)
     return env
 
 
-def publish(sock: zmq.Socket[bytes], seq: int, topic: str = "release.shop",
-            env: dict[str, Any] | bytes | None = None) -> None:
+def publish(
+    sock: zmq.Socket[bytes],
+    seq: int,
+    topic: str = "release.shop",
+    env: dict[str, Any] | bytes | None = None,
+) -> None:
     body = env if isinstance(env, bytes) else msgpack.packb(env or envelope(topic))
     sock.send_multipart([header(seq), topic.encode(), body])
 
 
-def collect(sock: zmq.Socket[bytes], count: int, timeout: float = 10.0
-            ) -> dict[int | None, dict[str, Any]]:
+def collect(
+    sock: zmq.Socket[bytes], count: int, timeout: float = 10.0
+) -> dict[int | None, dict[str, Any]]:
     """Read replies until ``count`` fates are known: seq -> {"code": "accepted"|code, ...}."""
     fates: dict[int | None, dict[str, Any]] = {}
     unnumbered = 0
@@ -47,8 +69,9 @@ def collect(sock: zmq.Socket[bytes], count: int, timeout: float = 10.0
     while len(fates) - (None in fates) + unnumbered < count:
         left = deadline - time.monotonic()
         if left <= 0 or not sock.poll(int(left * 1000)):
-            raise AssertionError(f"got {len(fates) - (None in fates) + unnumbered} of "
-                                 f"{count} replies")
+            raise AssertionError(
+                f"got {len(fates) - (None in fates) + unnumbered} of {count} replies"
+            )
         reply = msgpack.unpackb(sock.recv())
         for lo, hi in reply["acc"]:
             for seq in range(lo, hi + 1):
@@ -71,8 +94,9 @@ def dealer(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[byt
     return sock
 
 
-def subscriber(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
-               *prefixes: str) -> zmq.Socket[bytes]:
+def subscriber(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, *prefixes: str
+) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
@@ -82,8 +106,13 @@ def subscriber(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
     return sock
 
 
-def wait_subscribed(ctx: zmq.Context[zmq.Socket[bytes]], pub_endpoint: str,
-                    sub: zmq.Socket[bytes], topic: str, timeout: float = 5.0) -> None:
+def wait_subscribed(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    pub_endpoint: str,
+    sub: zmq.Socket[bytes],
+    topic: str,
+    timeout: float = 5.0,
+) -> None:
     """Publish probes on ``topic`` until ``sub`` sees one (the slow-joiner handshake)."""
     probe = dealer(ctx, pub_endpoint)
     try:

@@ -13,17 +13,23 @@ from busd.config import Config
 
 
 def _config(tmp_path: Path) -> Config:
-    return Config(pub_endpoint=f"ipc://{tmp_path}/pub.sock",
-                  sub_endpoint=f"ipc://{tmp_path}/sub.sock",
-                  control=str(tmp_path / "run" / "control.sock"),
-                  rates_dir=str(tmp_path / "rates"), schemas_dir=str(REPO / "schemas"),
-                  metrics="off", var_dir=str(tmp_path / "var"), restart_budget=2,
-                  restart_window=60.0, drain_timeout=0.5, linger=0.1).validate()
+    return Config(
+        pub_endpoint=f"ipc://{tmp_path}/pub.sock",
+        sub_endpoint=f"ipc://{tmp_path}/sub.sock",
+        control=str(tmp_path / "run" / "control.sock"),
+        rates_dir=str(tmp_path / "rates"),
+        schemas_dir=str(REPO / "schemas"),
+        metrics="off",
+        var_dir=str(tmp_path / "var"),
+        restart_budget=2,
+        restart_window=60.0,
+        drain_timeout=0.5,
+        linger=0.1,
+    ).validate()
 
 
 @pytest.mark.timeout(30)
-async def test_a_task_crashing_past_its_restart_budget_drains_and_exits_70(
-        tmp_path: Path) -> None:
+async def test_a_task_crashing_past_its_restart_budget_drains_and_exits_70(tmp_path: Path) -> None:
     app = App(_config(tmp_path))
     crashes = 0
 
@@ -41,8 +47,7 @@ async def test_a_task_crashing_past_its_restart_budget_drains_and_exits_70(
 
 
 @pytest.mark.timeout(30)
-async def test_a_task_that_crashes_once_is_restarted_and_busd_keeps_serving(
-        tmp_path: Path) -> None:
+async def test_a_task_that_crashes_once_is_restarted_and_busd_keeps_serving(tmp_path: Path) -> None:
     app = App(_config(tmp_path))
     restarted = asyncio.Event()
     runs = 0

@@ -45,13 +45,21 @@ CASES: list[tuple[str, list[bytes], str, int | None]] = [
     ("trailing bytes", [header(8), GOOD_TOPIC, _env() + b"\x00"], "bad_encoding", 8),
     ("not a map", [header(9), GOOD_TOPIC, msgpack.packb([1, 2, 3])], "bad_encoding", 9),
     ("random bytes", [header(10), GOOD_TOPIC, os.urandom(64) + b"\xc1"], "bad_encoding", 10),
-    ("ext type", [header(11), GOOD_TOPIC, msgpack.packb({"a": msgpack.ExtType(5, b"x")})],
-     "bad_encoding", 11),
+    (
+        "ext type",
+        [header(11), GOOD_TOPIC, msgpack.packb({"a": msgpack.ExtType(5, b"x")})],
+        "bad_encoding",
+        11,
+    ),
     ("non-utf8 string", [header(12), GOOD_TOPIC, b"\x81\xa1a\xa2\xff\xfe"], "bad_encoding", 12),
     ("empty topic", [header(13), b"", _env(topic="")], "bad_topic", 13),
     ("non-utf8 topic", [header(14), b"release.\xff", _env()], "bad_topic", 14),
-    ("topic with space", [header(15), b"release shop", _env(topic="release shop")],
-     "bad_topic", 15),
+    (
+        "topic with space",
+        [header(15), b"release shop", _env(topic="release shop")],
+        "bad_topic",
+        15,
+    ),
     ("topic too long", [header(16), b"r" * 256, _env(topic="r" * 256)], "bad_topic", 16),
     ("topic mismatch", [header(17), b"release.other", _env()], "bad_topic", 17),
     ("missing data", [header(18), GOOD_TOPIC, _without("data")], "bad_envelope", 18),
@@ -60,16 +68,21 @@ CASES: list[tuple[str, list[bytes], str, int | None]] = [
     ("version zero", [header(21), GOOD_TOPIC, _env(version=0)], "bad_envelope", 21),
     ("ts is a float", [header(22), GOOD_TOPIC, _env(ts=1.5)], "bad_envelope", 22),
     ("data is a list", [header(23), GOOD_TOPIC, _env(data=[1])], "bad_envelope", 23),
-    ("publisher has a space", [header(24), GOOD_TOPIC, _env(publisher="a b")],
-     "bad_envelope", 24),
+    ("publisher has a space", [header(24), GOOD_TOPIC, _env(publisher="a b")], "bad_envelope", 24),
     ("empty id", [header(25), GOOD_TOPIC, _env(id="")], "bad_envelope", 25),
 ]
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("name", "frames", "code", "seq"), CASES, ids=[c[0] for c in CASES])
-def test_bad_message_gets_its_code(busd: BusdProcess, zctx: TrackedContext, name: str,
-                                   frames: list[bytes], code: str, seq: int | None) -> None:
+def test_bad_message_gets_its_code(
+    busd: BusdProcess,
+    zctx: TrackedContext,
+    name: str,
+    frames: list[bytes],
+    code: str,
+    seq: int | None,
+) -> None:
     """Each kind of malformed message is answered with its stable code and logged."""
     pub = dealer(zctx, busd.pub_endpoint)
     pub.send_multipart(frames)
@@ -99,7 +112,8 @@ def _handshake_failures(busd: BusdProcess) -> dict[str, int]:
 
 @pytest.mark.timeout(60)
 def test_after_a_burst_of_every_bad_kind_good_traffic_still_flows(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """Raw TCP junk, an HTTP request, every bad message kind and a frame over the hard limit:
     busd survives, counts handshake failures, and a good publisher and subscriber work."""
     sub = subscriber(zctx, busd.sub_endpoint, "release.")
@@ -130,8 +144,10 @@ def test_after_a_burst_of_every_bad_kind_good_traffic_still_flows(
             topics.append(sub.recv_multipart()[0])
     assert topics == [b"release.before", b"release.after"]
     wrong_type.close()
-    wait_for(lambda: _handshake_failures(busd) == {"ingress": 4, "egress": 1},
-             what="every non-ZMTP or mismatched connection counted once")
+    wait_for(
+        lambda: _handshake_failures(busd) == {"ingress": 4, "egress": 1},
+        what="every non-ZMTP or mismatched connection counted once",
+    )
     assert any(line.get("event", "").startswith("handshake failed") for line in busd.logs())
     assert busd.proc is not None and busd.proc.poll() is None
     for sock in (sub, good, bad, huge):
@@ -140,7 +156,8 @@ def test_after_a_burst_of_every_bad_kind_good_traffic_still_flows(
 
 @pytest.mark.timeout(30)
 def test_a_message_accepted_before_bad_input_is_still_delivered(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """Bad input interleaved with good messages on one connection never loses a good one."""
     sub = subscriber(zctx, busd.sub_endpoint, "release.")
     wait_subscribed(zctx, busd.pub_endpoint, sub, "release.probe")
@@ -163,7 +180,8 @@ def test_a_message_accepted_before_bad_input_is_still_delivered(
 
 
 def test_zmq_frame_over_the_hard_limit_drops_only_that_connection(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """libzmq cuts a connection whose frame exceeds max_frame_bytes; others are untouched."""
     other = dealer(zctx, busd.pub_endpoint)
     huge = dealer(zctx, busd.pub_endpoint)

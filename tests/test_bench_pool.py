@@ -18,17 +18,42 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MESSAGES = 200
-KINDS = ("publish_plain_1", "publish_pool_1", "e2e_plain", "receive", "publish_pool_3",
-         "e2e_pool_3", "failover")
+KINDS = (
+    "publish_plain_1",
+    "publish_pool_1",
+    "e2e_plain",
+    "receive",
+    "publish_pool_3",
+    "e2e_pool_3",
+    "failover",
+)
 
 
 @pytest.fixture(scope="module")
 def pool_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     out = tmp_path_factory.mktemp("bench-pool")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "pool", "--systems", "busd",
-         "--messages", str(MESSAGES), "--no-profile", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=50, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--only",
+            "pool",
+            "--systems",
+            "busd",
+            "--messages",
+            str(MESSAGES),
+            "--no-profile",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     files = list(out.glob("*.json"))
     assert len(files) == 1, files
@@ -37,7 +62,8 @@ def pool_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, A
 
 @pytest.mark.timeout(60)
 def test_pool_workload_runs_every_trial_once_without_errors(
-        pool_run: tuple[str, dict[str, Any]]) -> None:
+    pool_run: tuple[str, dict[str, Any]],
+) -> None:
     _, doc = pool_run
     assert doc["errors"] == []
     runs = doc["results"]["pool"]["runs"]
@@ -50,7 +76,8 @@ def test_pool_workload_runs_every_trial_once_without_errors(
 
 @pytest.mark.timeout(60)
 def test_pool_workload_delivers_every_accepted_message_once(
-        pool_run: tuple[str, dict[str, Any]]) -> None:
+    pool_run: tuple[str, dict[str, Any]],
+) -> None:
     _, doc = pool_run
     runs = doc["results"]["pool"]["runs"]
     for kind in ("e2e_plain", "e2e_pool_3"):
@@ -64,7 +91,8 @@ def test_pool_workload_delivers_every_accepted_message_once(
 
 @pytest.mark.timeout(60)
 def test_pool_failover_kills_a_broker_in_use_and_loses_nothing(
-        pool_run: tuple[str, dict[str, Any]]) -> None:
+    pool_run: tuple[str, dict[str, Any]],
+) -> None:
     _, doc = pool_run
     (fo,) = doc["results"]["pool"]["runs"]["failover"]
     assert fo["victim"]["accepted"] > 0 and fo["victim"]["disconnects"] >= 1
@@ -77,7 +105,8 @@ def test_pool_failover_kills_a_broker_in_use_and_loses_nothing(
 
 @pytest.mark.timeout(60)
 def test_pool_table_prints_ratios_to_the_same_run_baseline(
-        pool_run: tuple[str, dict[str, Any]]) -> None:
+    pool_run: tuple[str, dict[str, Any]],
+) -> None:
     table, doc = pool_run
     ratios = doc["results"]["pool"]["median"]["ratios"]
     assert all(isinstance(v, float) and v > 0 for v in ratios.values()), ratios

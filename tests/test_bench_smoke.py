@@ -25,8 +25,10 @@ def _bench_package() -> Any:
     (tests must import the installed busd, not the checkout's)."""
     if "bench" not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            "bench", REPO / "bench" / "__init__.py",
-            submodule_search_locations=[str(REPO / "bench")])
+            "bench",
+            REPO / "bench" / "__init__.py",
+            submodule_search_locations=[str(REPO / "bench")],
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules["bench"] = module
@@ -38,9 +40,28 @@ def _bench_package() -> Any:
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--systems", "zmq.proxy,busd,busd-raw", "--only",
-         "flat", "--messages", str(MESSAGES), "--repeat", "1", "--no-profile", "--out",
-         str(out)], cwd=REPO, capture_output=True, text=True, timeout=50, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--systems",
+            "zmq.proxy,busd,busd-raw",
+            "--only",
+            "flat",
+            "--messages",
+            str(MESSAGES),
+            "--repeat",
+            "1",
+            "--no-profile",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     files = list(out.glob("*.json"))
     assert len(files) == 1, files
@@ -48,21 +69,25 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
 
 
 @pytest.mark.timeout(60)
-def test_bench_prints_table_with_same_run_ratios(bench_run: tuple[str, dict[str, Any]]
-                                                 ) -> None:
+def test_bench_prints_table_with_same_run_ratios(bench_run: tuple[str, dict[str, Any]]) -> None:
     """The table has a row per system and busd's ratios to zmq.proxy from the same run."""
     table, _ = bench_run
     assert "| system | 1→1 flat-out delivered |" in table
-    for label in ("zmq.proxy (XSUB/XPUB in C)", "busd, busd_client.Publisher",
-                  "busd, raw protocol-v1 publisher", "**busd ÷ zmq.proxy**",
-                  "**busd-raw ÷ zmq.proxy**"):
+    for label in (
+        "zmq.proxy (XSUB/XPUB in C)",
+        "busd, busd_client.Publisher",
+        "busd, raw protocol-v1 publisher",
+        "**busd ÷ zmq.proxy**",
+        "**busd-raw ÷ zmq.proxy**",
+    ):
         assert f"| {label} |" in table, label
     assert "JSON: " in table
 
 
 @pytest.mark.timeout(60)
 def test_bench_json_records_machine_settings_and_busd_counts(
-        bench_run: tuple[str, dict[str, Any]]) -> None:
+    bench_run: tuple[str, dict[str, Any]],
+) -> None:
     """Every busd publish is answered and accepted, and the subscriber got each one once."""
     _, doc = bench_run
     machine = doc["meta"]["machine"]
@@ -92,8 +117,15 @@ def _trial(received: list[int], accepted: int, sent: int = 100) -> Any:
     _bench_package()
     from bench.runner import Trial
 
-    pub = {"sent": sent, "t_start": 0, "t_end": 10**9, "answered": sent, "accepted": accepted,
-           "unanswered": 0, "rejected": {"invalid": sent - accepted} if sent - accepted else {}}
+    pub = {
+        "sent": sent,
+        "t_start": 0,
+        "t_end": 10**9,
+        "answered": sent,
+        "accepted": accepted,
+        "unanswered": 0,
+        "rejected": {"invalid": sent - accepted} if sent - accepted else {},
+    }
     subs = [{"received": n, "t_first": 1, "t_last": 10**9 + 1} for n in received]
     return Trial([pub], subs)
 
@@ -126,8 +158,10 @@ def test_hot_functions_ranks_self_and_inclusive_time() -> None:
     _bench_package()
     from bench.profile import hot_functions
 
-    collapsed = ("main (busd/cli.py:10);_pump (busd/broker.py:200) 6\n"
-                 "main (busd/cli.py:10);_pump (busd/broker.py:210);decide (k.py:5) 4\n")
+    collapsed = (
+        "main (busd/cli.py:10);_pump (busd/broker.py:200) 6\n"
+        "main (busd/cli.py:10);_pump (busd/broker.py:210);decide (k.py:5) 4\n"
+    )
     hot = hot_functions(collapsed)
     assert hot["samples"] == 10
     assert hot["self"][0] == ["_pump (busd/broker.py)", 60.0]
@@ -142,8 +176,10 @@ def test_hot_functions_leaves_out_threads_blocked_in_c() -> None:
     _bench_package()
     from bench.profile import hot_functions
 
-    collapsed = ("main (busd/cli.py:10);_pump (busd/broker.py:200) 3\n"
-                 "run (threading.py:1);get_impl (q.c);PyThread_acquire_lock_timed (t.c) 9\n")
+    collapsed = (
+        "main (busd/cli.py:10);_pump (busd/broker.py:200) 3\n"
+        "run (threading.py:1);get_impl (q.c);PyThread_acquire_lock_timed (t.c) 9\n"
+    )
     hot = hot_functions(collapsed)
     assert hot["samples"] == 3 and hot["idle_samples"] == 9
     assert hot["self"] == [["_pump (busd/broker.py)", 100.0]]

@@ -20,23 +20,35 @@ PROBE = "release.cli.probe"
 
 def release(i: int = 0) -> dict[str, Any]:
     """A valid release v2 payload (busd checks schemas) numbered ``i``."""
-    return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-            "env": {"N": str(i)}}
+    return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {"N": str(i)}}
 
 
-def busctl(*args: str, stdin: str = "", env: dict[str, str] | None = None,
-           timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BUSCTL, *args], input=stdin, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+def busctl(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BUSCTL, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def start_sub(busd: Any, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([BUSCTL, "sub", "--sub-endpoint", busd.sub_endpoint, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [BUSCTL, "sub", "--sub-endpoint", busd.sub_endpoint, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-def feed_until_exit(busd: Any, proc: subprocess.Popen[str], topic: str,
-                    timeout: float = 15) -> tuple[str, str]:
+def feed_until_exit(
+    busd: Any, proc: subprocess.Popen[str], topic: str, timeout: float = 15
+) -> tuple[str, str]:
     """Publish to ``topic`` until ``proc`` exits (a late subscription misses the first ones)."""
     deadline = time.monotonic() + timeout
     with Publisher(busd.pub_endpoint, name="feeder") as pub:
@@ -66,8 +78,10 @@ class Received:
 
 @pytest.fixture
 def sub(busd: Any) -> Iterator[Received]:
-    with Subscriber(busd.sub_endpoint, "release.cli.") as s, \
-            Publisher(busd.pub_endpoint, name="joiner") as pub:
+    with (
+        Subscriber(busd.sub_endpoint, "release.cli.") as s,
+        Publisher(busd.pub_endpoint, name="joiner") as pub,
+    ):
         deadline = time.monotonic() + 10
         while True:  # until the subscription reached busd
             pub.publish_wait(PROBE, "release", 2, release())
@@ -79,33 +93,73 @@ def sub(busd: Any) -> Iterator[Received]:
 
 @pytest.mark.timeout(30)
 def test_pub_with_data_publishes_one_message_and_exits_zero(busd: Any, sub: Received) -> None:
-    result = busctl("pub", "release.cli.one", "--schema", "release", "--version", "2",
-                    "--data", json.dumps(release(1)), "--id", "fixed-id",
-                    "--publisher", "ops", "--pub-endpoint", busd.pub_endpoint)
+    result = busctl(
+        "pub",
+        "release.cli.one",
+        "--schema",
+        "release",
+        "--version",
+        "2",
+        "--data",
+        json.dumps(release(1)),
+        "--id",
+        "fixed-id",
+        "--publisher",
+        "ops",
+        "--pub-endpoint",
+        busd.pub_endpoint,
+    )
     assert result.returncode == 0, result.stderr
     assert "accepted 1, failed 0" in result.stderr
     [message] = sub.take(1)
-    assert (message.topic, message.schema, message.version, message.id, message.publisher,
-            message.data) == ("release.cli.one", "release", 2, "fixed-id", "ops", release(1))
+    assert (
+        message.topic,
+        message.schema,
+        message.version,
+        message.id,
+        message.publisher,
+        message.data,
+    ) == ("release.cli.one", "release", 2, "fixed-id", "ops", release(1))
 
 
 @pytest.mark.timeout(30)
 def test_pub_reads_json_lines_from_stdin_using_env_endpoint(busd: Any, sub: Received) -> None:
     lines = "".join(json.dumps(release(i)) + "\n" for i in range(200))
-    result = busctl("pub", "release.cli.many", "--schema", "release", "--version", "2", "--json",
-                    stdin=lines, env={"BUSD_PUB_ENDPOINT": busd.pub_endpoint})
+    result = busctl(
+        "pub",
+        "release.cli.many",
+        "--schema",
+        "release",
+        "--version",
+        "2",
+        "--json",
+        stdin=lines,
+        env={"BUSD_PUB_ENDPOINT": busd.pub_endpoint},
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"accepted": 200, "rejected": {}, "bad_input": 0,
-                                         "unsent": 0}
+    assert json.loads(result.stdout) == {
+        "accepted": 200,
+        "rejected": {},
+        "bad_input": 0,
+        "unsent": 0,
+    }
     assert [m.data for m in sub.take(200)] == [release(i) for i in range(200)]
 
 
 @pytest.mark.timeout(30)
 def test_pub_reports_bad_lines_and_exits_non_zero(busd: Any, sub: Received) -> None:
     good = [json.dumps(release(i)) for i in (1, 2)]
-    result = busctl("pub", "release.cli.mixed", "--schema", "release", "--version", "2",
-                    "--pub-endpoint", busd.pub_endpoint,
-                    stdin=f"{good[0]}\nnot json\n[1, 2]\n\n{good[1]}\n")
+    result = busctl(
+        "pub",
+        "release.cli.mixed",
+        "--schema",
+        "release",
+        "--version",
+        "2",
+        "--pub-endpoint",
+        busd.pub_endpoint,
+        stdin=f"{good[0]}\nnot json\n[1, 2]\n\n{good[1]}\n",
+    )
     assert result.returncode == 1
     assert "line 2: not a JSON object" in result.stderr
     assert "line 3: not a JSON object" in result.stderr
@@ -116,9 +170,17 @@ def test_pub_reports_bad_lines_and_exits_non_zero(busd: Any, sub: Received) -> N
 @pytest.mark.timeout(30)
 def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
     bad = {**release(), "cmd": 7}
-    result = busctl("pub", "release.cli.bad", "--schema", "release", "--version", "2",
-                    "--pub-endpoint", busd.pub_endpoint,
-                    stdin=f"{json.dumps(bad)}\n{json.dumps(release())}\n{json.dumps(bad)}\n")
+    result = busctl(
+        "pub",
+        "release.cli.bad",
+        "--schema",
+        "release",
+        "--version",
+        "2",
+        "--pub-endpoint",
+        busd.pub_endpoint,
+        stdin=f"{json.dumps(bad)}\n{json.dumps(release())}\n{json.dumps(bad)}\n",
+    )
     assert result.returncode == 1
     rejections = [line for line in result.stderr.splitlines() if "rejected invalid:" in line]
     assert len(rejections) == 2
@@ -130,8 +192,19 @@ def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
 @pytest.mark.timeout(30)
 def test_pub_gives_up_when_busd_is_unreachable(tmp_path: Path) -> None:
     start = time.monotonic()
-    result = busctl("pub", "cli.x", "--schema", "s", "--version", "1", "--timeout", "0.3",
-                    "--pub-endpoint", f"ipc://{tmp_path}/nobody", stdin='{"a": 1}\n{"a": 2}\n')
+    result = busctl(
+        "pub",
+        "cli.x",
+        "--schema",
+        "s",
+        "--version",
+        "1",
+        "--timeout",
+        "0.3",
+        "--pub-endpoint",
+        f"ipc://{tmp_path}/nobody",
+        stdin='{"a": 1}\n{"a": 2}\n',
+    )
     assert result.returncode == 1
     assert "giving up" in result.stderr and "not sent 1" in result.stderr
     assert time.monotonic() - start < 10
@@ -139,8 +212,18 @@ def test_pub_gives_up_when_busd_is_unreachable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [["--data", "[1]"], ["--data", "{"], ["--id", "x"]])
 def test_pub_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
-    result = busctl("pub", "cli.x", "--schema", "s", "--version", "1", *args,
-                    "--pub-endpoint", f"ipc://{tmp_path}/nobody", timeout=10)
+    result = busctl(
+        "pub",
+        "cli.x",
+        "--schema",
+        "s",
+        "--version",
+        "1",
+        *args,
+        "--pub-endpoint",
+        f"ipc://{tmp_path}/nobody",
+        timeout=10,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("busctl: ")
 
@@ -152,8 +235,9 @@ def test_sub_prints_count_messages_as_json_lines_and_exits_zero(busd: Any) -> No
     assert proc.returncode == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 3
-    assert all(set(r) == {"topic", "schema", "version", "id", "publisher", "ts", "data"}
-               for r in rows)
+    assert all(
+        set(r) == {"topic", "schema", "version", "id", "publisher", "ts", "data"} for r in rows
+    )
     assert [r["topic"] for r in rows] == ["release.cli.sub"] * 3
     assert rows[0]["publisher"] == "feeder"
     assert int(rows[1]["data"]["env"]["N"]) == int(rows[0]["data"]["env"]["N"]) + 1
@@ -165,8 +249,18 @@ def test_busctl_pub_to_busctl_sub_end_to_end(busd: Any) -> None:
     deadline = time.monotonic() + 15
     while proc.poll() is None:
         assert time.monotonic() < deadline
-        result = busctl("pub", "release.cli.e2e", "--schema", "release", "--version", "2",
-                        "--data", json.dumps(release(5)), "--pub-endpoint", busd.pub_endpoint)
+        result = busctl(
+            "pub",
+            "release.cli.e2e",
+            "--schema",
+            "release",
+            "--version",
+            "2",
+            "--data",
+            json.dumps(release(5)),
+            "--pub-endpoint",
+            busd.pub_endpoint,
+        )
         assert result.returncode == 0, result.stderr
     out, _ = proc.communicate(timeout=5)
     assert proc.returncode == 0
@@ -176,8 +270,15 @@ def test_busctl_pub_to_busctl_sub_end_to_end(busd: Any) -> None:
 @pytest.mark.timeout(30)
 def test_sub_timeout_with_fewer_than_count_exits_non_zero(busd: Any) -> None:
     start = time.monotonic()
-    result = busctl("sub", "nothing.here", "--count", "2", "--timeout", "0.5",
-                    env={"BUSD_SUB_ENDPOINT": busd.sub_endpoint})
+    result = busctl(
+        "sub",
+        "nothing.here",
+        "--count",
+        "2",
+        "--timeout",
+        "0.5",
+        env={"BUSD_SUB_ENDPOINT": busd.sub_endpoint},
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert "timed out after 0.5 s with 0 of 2" in result.stderr

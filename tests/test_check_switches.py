@@ -12,7 +12,8 @@ from rawproto import collect, dealer, envelope, publish
 
 @pytest.mark.timeout(30)
 def test_with_schema_checks_off_an_invalid_payload_is_accepted_but_a_bad_envelope_is_not(
-        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
+) -> None:
     busd = busd_factory(extra_args=("--schema-checks", "off"))
     busd.wait_log("schema checks are off: payloads are not checked")
     pub = dealer(zctx, busd.pub_endpoint)
@@ -26,7 +27,8 @@ def test_with_schema_checks_off_an_invalid_payload_is_accepted_but_a_bad_envelop
 
 @pytest.mark.timeout(30)
 def test_with_rate_checks_off_a_disabled_key_does_not_stop_publishing(
-        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
+) -> None:
     busd = busd_factory(start=False, extra_args=("--rate-checks", "off"))
     (busd.rates_dir / "publish").write_text("0\n")
     busd.start()

@@ -40,10 +40,10 @@ class Peer:
     async def arecv(self, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:  # noqa: ASYNC109
         return await asyncio.to_thread(self.recv, timeout)
 
-    def reply(self, acc: list[list[int]] | None = None,
-              rej: list[dict[str, Any]] | None = None) -> None:
-        self.sock.send_multipart([self.ident, msgpack.packb({"acc": acc or [],
-                                                             "rej": rej or []})])
+    def reply(
+        self, acc: list[list[int]] | None = None, rej: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.sock.send_multipart([self.ident, msgpack.packb({"acc": acc or [], "rej": rej or []})])
 
 
 @pytest.fixture
@@ -90,8 +90,7 @@ async def test_async_silent_broker_times_out(peer: Peer, actx: Any) -> None:
 @pytest.mark.timeout(10)
 async def test_async_no_broker_raises_unsent_timeout(tmp_path: Path, actx: Any) -> None:
     # ipc, not a closed tcp port: a tcp connect to a free port can connect to itself.
-    async with AsyncPublisher(f"ipc://{tmp_path}/none", name="a", context=actx,
-                              timeout=0.3) as pub:
+    async with AsyncPublisher(f"ipc://{tmp_path}/none", name="a", context=actx, timeout=0.3) as pub:
         with pytest.raises(PublishTimeout) as info:
             await pub.publish("t", "s", 1, {})
         assert info.value.sent is False
@@ -99,12 +98,22 @@ async def test_async_no_broker_raises_unsent_timeout(tmp_path: Path, actx: Any) 
 
 @pytest.mark.timeout(10)
 async def test_async_rate_limited_is_retried_with_same_id(peer: Peer, actx: Any) -> None:
-    async with AsyncPublisher(peer.endpoint, name="a", context=actx, timeout=2,
-                              retry_deadline=3) as pub:
+    async with AsyncPublisher(
+        peer.endpoint, name="a", context=actx, timeout=2, retry_deadline=3
+    ) as pub:
         r = await pub.publish("t", "s", 1, {})
         seq1, env1 = await peer.arecv()
-        peer.reply(rej=[{"seq": seq1, "code": "rate_limited", "reason": "slow",
-                         "key": "publish", "retry_after_ms": 100}])
+        peer.reply(
+            rej=[
+                {
+                    "seq": seq1,
+                    "code": "rate_limited",
+                    "reason": "slow",
+                    "key": "publish",
+                    "retry_after_ms": 100,
+                }
+            ]
+        )
         seq2, env2 = await peer.arecv()
         peer.reply(acc=[[seq2, seq2]])
         await r.result(2)
@@ -116,16 +125,24 @@ async def test_async_rate_limited_without_deadline_raises(peer: Peer, actx: Any)
     async with AsyncPublisher(peer.endpoint, name="a", context=actx) as pub:
         r = await pub.publish("t", "s", 1, {})
         await peer.arecv()
-        peer.reply(rej=[{"seq": 1, "code": "rate_limited", "reason": "slow",
-                         "key": "publish", "retry_after_ms": 100}])
+        peer.reply(
+            rej=[
+                {
+                    "seq": 1,
+                    "code": "rate_limited",
+                    "reason": "slow",
+                    "key": "publish",
+                    "retry_after_ms": 100,
+                }
+            ]
+        )
         with pytest.raises(RateLimited):
             await r.result(2)
 
 
 @pytest.mark.timeout(10)
 async def test_async_window_holds_publish_until_replies(peer: Peer, actx: Any) -> None:
-    async with AsyncPublisher(peer.endpoint, name="a", context=actx, window=3,
-                              timeout=3) as pub:
+    async with AsyncPublisher(peer.endpoint, name="a", context=actx, window=3, timeout=3) as pub:
         for i in range(3):
             await pub.publish("t", "s", 1, {"i": i})
         fourth = asyncio.ensure_future(pub.publish("t", "s", 1, {"i": 3}))
@@ -163,8 +180,16 @@ async def test_async_subscriber_decodes_and_filters_by_prefix(zctx: Any, actx: A
         async with AsyncSubscriber(f"tcp://127.0.0.1:{port}", ["a."], context=actx) as sub:
             assert xpub.poll(5000)
             assert xpub.recv() == b"\x01a."  # the subscription reached the "broker"
-            env = {"topic": "a.x", "schema": "s", "version": 1, "id": "i1", "publisher": "p",
-                   "ts": 1, "data": {"k": 1}, "extra": True}
+            env = {
+                "topic": "a.x",
+                "schema": "s",
+                "version": 1,
+                "id": "i1",
+                "publisher": "p",
+                "ts": 1,
+                "data": {"k": 1},
+                "extra": True,
+            }
             xpub.send_multipart([b"a.x", b"\xc1"])  # undecodable: skipped, counted
             xpub.send_multipart([b"a.x", msgpack.packb(env)])
             message = await sub.recv(timeout=2)

@@ -24,8 +24,7 @@ PREFIX = "release.e2e."
 
 def release(i: int = 0) -> dict[str, Any]:
     """A valid release v2 payload (busd checks schemas) numbered ``i``."""
-    return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-            "env": {"N": str(i)}}
+    return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {"N": str(i)}}
 
 
 def join(pub: Publisher, sub: Subscriber, timeout: float = 10.0) -> None:
@@ -52,11 +51,12 @@ def collect(sub: Subscriber, count: int, timeout: float = 10.0) -> list[Message]
 
 @pytest.mark.timeout(30)
 def test_sync_round_trip_delivers_every_message_in_order(busd: Any) -> None:
-    with Publisher(busd.pub_endpoint, name="e2e", timeout=5) as pub, \
-            Subscriber(busd.sub_endpoint, PREFIX) as sub:
+    with (
+        Publisher(busd.pub_endpoint, name="e2e", timeout=5) as pub,
+        Subscriber(busd.sub_endpoint, PREFIX) as sub,
+    ):
         join(pub, sub)
-        receipts = [pub.publish("release.e2e.data", "release", 2, release(i))
-                    for i in range(2000)]
+        receipts = [pub.publish("release.e2e.data", "release", 2, release(i)) for i in range(2000)]
         assert pub.flush(10) == []
         assert all(r.accepted for r in receipts)
         messages = collect(sub, 2000)
@@ -64,20 +64,27 @@ def test_sync_round_trip_delivers_every_message_in_order(busd: Any) -> None:
         assert [m.data["env"]["N"] for m in messages] == [str(i) for i in range(2000)]
         first = messages[0]
         assert (first.topic, first.schema, first.version, first.publisher) == (
-            "release.e2e.data", "release", 2, "e2e")
+            "release.e2e.data",
+            "release",
+            2,
+            "e2e",
+        )
         assert abs(first.ts - time.time_ns()) < 60 * 10**9
 
 
 @pytest.mark.timeout(30)
 async def test_async_round_trip_delivers_every_message(busd: Any) -> None:
-    async with AsyncPublisher(busd.pub_endpoint, name="e2e-async", timeout=5) as pub, \
-            AsyncSubscriber(busd.sub_endpoint, PREFIX) as sub:
+    async with (
+        AsyncPublisher(busd.pub_endpoint, name="e2e-async", timeout=5) as pub,
+        AsyncSubscriber(busd.sub_endpoint, PREFIX) as sub,
+    ):
         deadline = time.monotonic() + 10
         while await sub.recv(0.05) is None:  # wait until the subscription reached busd
             assert time.monotonic() < deadline
             await pub.publish_wait(PROBE, "release", 2, release())
-        receipts = [await pub.publish("release.e2e.data", "release", 2, release(i))
-                    for i in range(500)]
+        receipts = [
+            await pub.publish("release.e2e.data", "release", 2, release(i)) for i in range(500)
+        ]
         assert await pub.flush(10) == []
         ids = []
         while len(ids) < 500:
@@ -113,8 +120,10 @@ def test_schema_rejections_carry_code_and_reason(busd: Any) -> None:
         with pytest.raises(Rejected) as info:
             pub.publish_wait("release.e2e.bad", "no-such-schema", 1, {})
         assert info.value.code == "unknown_schema"
-        receipts = [pub.publish("release.e2e.mixed", "release", 2, release() if i % 2 else bad)
-                    for i in range(10)]
+        receipts = [
+            pub.publish("release.e2e.mixed", "release", 2, release() if i % 2 else bad)
+            for i in range(10)
+        ]
         failures = pub.flush(5)
         assert [e.id for e in failures] == [r.id for r in receipts[::2]]
         assert all(isinstance(e, Rejected) and e.code == "invalid" for e in failures)
@@ -144,8 +153,10 @@ def test_window_holds_publishers_while_busd_is_stopped(busd: Any) -> None:
 
 @pytest.mark.timeout(60)
 def test_same_objects_keep_working_after_busd_is_killed_and_restarted(busd: Any) -> None:
-    with Publisher(busd.pub_endpoint, name="e2e", timeout=1.0, reconnect_ivl_max=0.2) as pub, \
-            Subscriber(busd.sub_endpoint, PREFIX, reconnect_ivl_max=0.2) as sub:
+    with (
+        Publisher(busd.pub_endpoint, name="e2e", timeout=1.0, reconnect_ivl_max=0.2) as pub,
+        Subscriber(busd.sub_endpoint, PREFIX, reconnect_ivl_max=0.2) as sub,
+    ):
         join(pub, sub)
         busd.kill()
         with pytest.raises(PublishTimeout):  # nobody to send to, or no reply (fate unknown)

@@ -16,15 +16,23 @@ def test_header_is_magic_version_and_big_endian_seq() -> None:
 
 
 def test_envelope_has_exactly_the_protocol_fields() -> None:
-    raw = encode_envelope("release.shop", "release", 2, {"cmd": "bin/web"}, id="abc",
-                          publisher="deployer", ts=17)
-    assert msgpack.unpackb(raw) == {"topic": "release.shop", "schema": "release", "version": 2,
-                                    "id": "abc", "publisher": "deployer", "ts": 17,
-                                    "data": {"cmd": "bin/web"}}
+    raw = encode_envelope(
+        "release.shop", "release", 2, {"cmd": "bin/web"}, id="abc", publisher="deployer", ts=17
+    )
+    assert msgpack.unpackb(raw) == {
+        "topic": "release.shop",
+        "schema": "release",
+        "version": 2,
+        "id": "abc",
+        "publisher": "deployer",
+        "ts": 17,
+        "data": {"cmd": "bin/web"},
+    }
 
 
 def test_envelope_ts_defaults_to_wall_clock_nanoseconds() -> None:
     import time
+
     before = time.time_ns()
     env = msgpack.unpackb(encode_envelope("t", "s", 1, {}, id="i", publisher="p"))
     assert before <= env["ts"] <= time.time_ns()
@@ -37,37 +45,88 @@ def test_new_ids_are_32_hex_digits_and_distinct() -> None:
 
 
 def test_decode_message_ignores_unknown_keys_and_keeps_raw_bytes() -> None:
-    env = {"topic": "a.b", "schema": "s", "version": 3, "id": "x", "publisher": "p",
-           "ts": 5, "data": {"k": [1, 2]}, "trace": "t-1"}
+    env = {
+        "topic": "a.b",
+        "schema": "s",
+        "version": 3,
+        "id": "x",
+        "publisher": "p",
+        "ts": 5,
+        "data": {"k": [1, 2]},
+        "trace": "t-1",
+    }
     raw = msgpack.packb(env)
     message = decode_message(b"a.b", raw)
     assert message == Message("a.b", "s", 3, "x", "p", 5, {"k": [1, 2]}, raw)
     assert message.to_dict() == {k: v for k, v in env.items() if k != "trace"}
 
 
-@pytest.mark.parametrize(("topic", "raw"), [
-    (b"a", b"\xc1"),                                        # not msgpack
-    (b"a", msgpack.packb([1, 2])),                          # not a map
-    (b"a", msgpack.packb({"topic": "a"}) + b"\x00"),        # trailing bytes
-    (b"a", msgpack.packb({"topic": "b", "schema": "s", "version": 1, "id": "i",
-                          "publisher": "p", "ts": 1, "data": {}})),   # topic mismatch
-    (b"a", msgpack.packb({"topic": "a", "schema": "s", "version": "1", "id": "i",
-                          "publisher": "p", "ts": 1, "data": {}})),   # wrong type
-    (b"a", msgpack.packb({"topic": "a", "schema": "s", "version": 1, "id": "i",
-                          "publisher": "p", "ts": 1})),                # missing data
-    (b"\xff", msgpack.packb({"topic": "a"})),                          # topic not UTF-8
-])
+@pytest.mark.parametrize(
+    ("topic", "raw"),
+    [
+        (b"a", b"\xc1"),  # not msgpack
+        (b"a", msgpack.packb([1, 2])),  # not a map
+        (b"a", msgpack.packb({"topic": "a"}) + b"\x00"),  # trailing bytes
+        (
+            b"a",
+            msgpack.packb(
+                {
+                    "topic": "b",
+                    "schema": "s",
+                    "version": 1,
+                    "id": "i",
+                    "publisher": "p",
+                    "ts": 1,
+                    "data": {},
+                }
+            ),
+        ),  # topic mismatch
+        (
+            b"a",
+            msgpack.packb(
+                {
+                    "topic": "a",
+                    "schema": "s",
+                    "version": "1",
+                    "id": "i",
+                    "publisher": "p",
+                    "ts": 1,
+                    "data": {},
+                }
+            ),
+        ),  # wrong type
+        (
+            b"a",
+            msgpack.packb(
+                {"topic": "a", "schema": "s", "version": 1, "id": "i", "publisher": "p", "ts": 1}
+            ),
+        ),  # missing data
+        (b"\xff", msgpack.packb({"topic": "a"})),  # topic not UTF-8
+    ],
+)
 def test_decode_message_refuses_malformed_input(topic: bytes, raw: bytes) -> None:
     with pytest.raises(DecodeError):
         decode_message(topic, raw)
 
 
 def test_rate_limited_rejection_carries_key_and_retry_after() -> None:
-    err = rejection_from_reply({"seq": 4, "code": "rate_limited", "reason": "slow down",
-                                "key": "publish", "retry_after_ms": 120})
+    err = rejection_from_reply(
+        {
+            "seq": 4,
+            "code": "rate_limited",
+            "reason": "slow down",
+            "key": "publish",
+            "retry_after_ms": 120,
+        }
+    )
     assert isinstance(err, RateLimited)
     assert (err.code, err.reason, err.seq, err.key, err.retry_after_ms) == (
-        "rate_limited", "slow down", 4, "publish", 120)
+        "rate_limited",
+        "slow down",
+        4,
+        "publish",
+        120,
+    )
     assert err.extra == {"key": "publish", "retry_after_ms": 120}
 
 

@@ -27,8 +27,9 @@ def ranges(seqs: list[int]) -> list[list[int]]:
 
 
 @given(st.lists(st.booleans(), min_size=1, max_size=200), st.randoms(use_true_random=False))
-def test_every_message_settles_once_under_any_batching(accept: list[bool],
-                                                        rnd: random.Random) -> None:
+def test_every_message_settles_once_under_any_batching(
+    accept: list[bool], rnd: random.Random
+) -> None:
     inflight = InFlight(timeout=5.0)
     messages = [pending(i) for i in range(len(accept))]
     for p in messages:
@@ -46,8 +47,9 @@ def test_every_message_settles_once_under_any_batching(accept: list[bool],
     assert inflight.count == 0
     assert [p.accepted for p in messages] == accept
     failures = inflight.take_failures()
-    assert [e.id for e in failures] == [p.id for p, ok in zip(messages, accept, strict=True)
-                                        if not ok]
+    assert [e.id for e in failures] == [
+        p.id for p, ok in zip(messages, accept, strict=True) if not ok
+    ]
     assert all(isinstance(e, Rejected) and e.code == "invalid" for e in failures)
 
 
@@ -68,9 +70,23 @@ def test_rate_limited_message_is_handed_back_for_resending_when_due() -> None:
     inflight = InFlight(timeout=1.0)
     p = pending(1, retry_until=10.0)
     inflight.sent(p, now=0.0)
-    inflight.on_reply(msgpack.packb({"acc": [], "rej": [
-        {"seq": 1, "code": "rate_limited", "reason": "r", "key": "k",
-         "retry_after_ms": 300}]}), now=0.1)
+    inflight.on_reply(
+        msgpack.packb(
+            {
+                "acc": [],
+                "rej": [
+                    {
+                        "seq": 1,
+                        "code": "rate_limited",
+                        "reason": "r",
+                        "key": "k",
+                        "retry_after_ms": 300,
+                    }
+                ],
+            }
+        ),
+        now=0.1,
+    )
     assert not p.done() and inflight.count == 1
     assert inflight.next_wakeup() == 0.4
     inflight.expire(5.0)  # the first attempt's deadline no longer applies
@@ -87,9 +103,23 @@ def test_retry_that_cannot_be_sent_before_the_deadline_fails_with_the_refusal() 
     inflight = InFlight(timeout=1.0)
     p = pending(1, retry_until=0.5)
     inflight.sent(p, now=0.0)
-    inflight.on_reply(msgpack.packb({"acc": [], "rej": [
-        {"seq": 1, "code": "rate_limited", "reason": "r", "key": "k",
-         "retry_after_ms": 400}]}), now=0.0)
+    inflight.on_reply(
+        msgpack.packb(
+            {
+                "acc": [],
+                "rej": [
+                    {
+                        "seq": 1,
+                        "code": "rate_limited",
+                        "reason": "r",
+                        "key": "k",
+                        "retry_after_ms": 400,
+                    }
+                ],
+            }
+        ),
+        now=0.0,
+    )
     [due] = inflight.due_retries(0.4)
     inflight.retry_later(due, now=0.4, delay=0.2)  # socket full: 0.6 is past the deadline
     assert isinstance(p.error, RateLimited) and inflight.count == 0

@@ -9,16 +9,29 @@ from busd_client import AsyncSubscriber, Publisher, Subscriber
 from busd_client.latency import LatencyRecorder
 from conftest import BusdProcess, wait_for
 
-DATA = {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-        "env": {"RACK_ENV": "production"}}
+DATA = {
+    "slug": "https://apps.example/shop/releases/42",
+    "cmd": "bin/web",
+    "env": {"RACK_ENV": "production"},
+}
 
 
-@pytest.mark.parametrize(("latency_ns", "bucket_us"), [
-    (0, 1), (1, 1), (1_000, 1), (1_001, 2), (2_000, 2), (2_001, 4), (1_000_000, 1024),
-    (10**15, 2**32),
-])
-def test_latencies_land_in_power_of_two_microsecond_buckets(latency_ns: int,
-                                                            bucket_us: int) -> None:
+@pytest.mark.parametrize(
+    ("latency_ns", "bucket_us"),
+    [
+        (0, 1),
+        (1, 1),
+        (1_000, 1),
+        (1_001, 2),
+        (2_000, 2),
+        (2_001, 4),
+        (1_000_000, 1024),
+        (10**15, 2**32),
+    ],
+)
+def test_latencies_land_in_power_of_two_microsecond_buckets(
+    latency_ns: int, bucket_us: int
+) -> None:
     rec = LatencyRecorder()
     rec.observe_ns(latency_ns)
     assert rec.snapshot().quantile(1.0) == bucket_us / 1e6
@@ -39,8 +52,11 @@ def test_quantiles_and_clock_skew_are_reported() -> None:
 
 @pytest.mark.timeout(30)
 def test_a_subscriber_records_the_latency_of_every_message(busd: BusdProcess) -> None:
-    with Subscriber(busd.sub_endpoint, ["release."]) as sub, \
-            Publisher(busd.pub_endpoint, name="lat") as pub:
+    with (
+        Subscriber(busd.sub_endpoint, ["release."]) as sub,
+        Publisher(busd.pub_endpoint, name="lat") as pub,
+    ):
+
         def probe() -> bool:
             pub.publish_wait("release.warm", "release", 2, DATA)
             return sub.recv(timeout=0.2) is not None

@@ -37,27 +37,52 @@ class FakeClock:
         self.now += seconds
 
 
-@pytest.mark.parametrize(("content", "limit"), [
-    (b"10", Limit(10, 10)),
-    (b"10\n", Limit(10, 10)),
-    (b"2.5 7", Limit(2.5, 7)),
-    (b"0.5", Limit(0.5, 1)),
-    (b"0", Limit(0, 1)),
-    (b"0.0\n", Limit(0, 1)),
-    (b"100\t200 \t\n", Limit(100, 200)),
-    (b"007", Limit(7, 7)),
-    (b"1000000000 1000000000", Limit(1e9, 1e9)),
-])
+@pytest.mark.parametrize(
+    ("content", "limit"),
+    [
+        (b"10", Limit(10, 10)),
+        (b"10\n", Limit(10, 10)),
+        (b"2.5 7", Limit(2.5, 7)),
+        (b"0.5", Limit(0.5, 1)),
+        (b"0", Limit(0, 1)),
+        (b"0.0\n", Limit(0, 1)),
+        (b"100\t200 \t\n", Limit(100, 200)),
+        (b"007", Limit(7, 7)),
+        (b"1000000000 1000000000", Limit(1e9, 1e9)),
+    ],
+)
 def test_valid_rate_files_parse(content: bytes, limit: Limit) -> None:
     assert parse_rate(content) == limit
 
 
-@pytest.mark.parametrize("content", [
-    b"", b"\n", b" 10", b"+5", b"-5", b"1e3", b"nan", b"inf", b"1_000", b"1.",
-    b".5", b"1..2", b"10\n\n", b"10\r\n", b"10 20 30", b"10,5", b"\xd9\xa3",
-    "５".encode(), b"10\x00", b"0x10", b"10 0.5",       # burst below 1: busd refuses too
-    b"1000000001", b"5 1000000001",                    # over busd's MAX_RATE
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\n",
+        b" 10",
+        b"+5",
+        b"-5",
+        b"1e3",
+        b"nan",
+        b"inf",
+        b"1_000",
+        b"1.",
+        b".5",
+        b"1..2",
+        b"10\n\n",
+        b"10\r\n",
+        b"10 20 30",
+        b"10,5",
+        b"\xd9\xa3",
+        "５".encode(),
+        b"10\x00",
+        b"0x10",
+        b"10 0.5",  # burst below 1: busd refuses too
+        b"1000000001",
+        b"5 1000000001",  # over busd's MAX_RATE
+    ],
+)
 def test_invalid_rate_files_are_refused(content: bytes) -> None:
     assert parse_rate(content) is None
 
@@ -66,8 +91,9 @@ def test_trailing_blank_before_newline_is_allowed() -> None:
     assert parse_rate(b"10 \n") == Limit(10, 10)
 
 
-@given(st.binary(max_size=24) | st.text(alphabet="0123456789. \t\n-+e", max_size=16).map(
-    str.encode))
+@given(
+    st.binary(max_size=24) | st.text(alphabet="0123456789. \t\n-+e", max_size=16).map(str.encode)
+)
 def test_parser_accepts_exactly_the_documented_grammar(content: bytes) -> None:
     limit = parse_rate(content)
     if limit is not None:
@@ -227,8 +253,7 @@ async def test_async_disabled_raises_after_timeout(tmp_path: Path) -> None:
     await asyncio.sleep(0)
 
 
-@given(st.binary(max_size=24) | st.text(alphabet="0123456789. \t\n", max_size=20).map(
-    str.encode))
+@given(st.binary(max_size=24) | st.text(alphabet="0123456789. \t\n", max_size=20).map(str.encode))
 def test_client_and_busd_parsers_agree_on_every_input(content: bytes) -> None:
     from busd.control.rates_dir import RateFileError
     from busd.control.rates_dir import parse_rate as busd_parse_rate

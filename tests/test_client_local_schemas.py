@@ -8,8 +8,12 @@ import pytest
 from busd_client import AsyncPublisher, Publisher, Rejected
 from conftest import REPO, BusdProcess
 
-GOOD = {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-        "env": {"RACK_ENV": "production"}, "flag": "extra_cpu"}
+GOOD = {
+    "slug": "https://apps.example/shop/releases/42",
+    "cmd": "bin/web",
+    "env": {"RACK_ENV": "production"},
+    "flag": "extra_cpu",
+}
 
 BAD: list[tuple[str, str, int, dict[str, Any]]] = [
     ("release.shop", "release", 2, {**GOOD, "env": {"JAVA_OPTS": 1}}),
@@ -20,8 +24,9 @@ BAD: list[tuple[str, str, int, dict[str, Any]]] = [
 ]
 
 
-def _busd_verdict(busd: BusdProcess, topic: str, schema: str, version: int,
-                  data: dict[str, Any]) -> tuple[str, str]:
+def _busd_verdict(
+    busd: BusdProcess, topic: str, schema: str, version: int, data: dict[str, Any]
+) -> tuple[str, str]:
     with Publisher(busd.pub_endpoint, name="remote") as pub, pytest.raises(Rejected) as info:
         pub.publish_wait(topic, schema, version, data)
     return info.value.code, info.value.reason
@@ -29,7 +34,8 @@ def _busd_verdict(busd: BusdProcess, topic: str, schema: str, version: int,
 
 @pytest.mark.timeout(30)
 def test_local_validation_refuses_with_the_code_and_reason_busd_would_give(
-        busd: BusdProcess) -> None:
+    busd: BusdProcess,
+) -> None:
     """Each bad payload raises locally exactly what busd answers for it, and is not sent."""
     with Publisher(busd.pub_endpoint, name="local", schemas=REPO / "schemas") as pub:
         for topic, schema, version, data in BAD:
@@ -37,7 +43,8 @@ def test_local_validation_refuses_with_the_code_and_reason_busd_would_give(
                 pub.publish(topic, schema, version, data)
             assert info.value.extra == {"local": True}
             assert (info.value.code, info.value.reason) == _busd_verdict(
-                busd, topic, schema, version, data)
+                busd, topic, schema, version, data
+            )
         pub.publish_wait("release.shop", "release", 2, GOOD)
         assert pub.flush(5) == []
 
@@ -49,7 +56,9 @@ async def test_async_publisher_validates_locally_too(busd: BusdProcess) -> None:
         with pytest.raises(Rejected) as info:
             await pub.publish("release.shop", "release", 2, {**GOOD, "cmd": 7})
         assert (info.value.code, info.value.reason) == (
-            "invalid", "data.cmd: expected string, got int")
+            "invalid",
+            "data.cmd: expected string, got int",
+        )
         await (await pub.publish("release.shop", "release", 2, GOOD)).result()
     finally:
         await pub.close()

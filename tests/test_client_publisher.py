@@ -42,8 +42,9 @@ class Peer:
         """True when nothing arrives for ``seconds``."""
         return not self.sock.poll(int(seconds * 1000))
 
-    def reply(self, acc: list[list[int]] | None = None,
-              rej: list[dict[str, Any]] | None = None) -> None:
+    def reply(
+        self, acc: list[list[int]] | None = None, rej: list[dict[str, Any]] | None = None
+    ) -> None:
         self.send_raw(msgpack.packb({"acc": acc or [], "rej": rej or []}))
 
     def send_raw(self, frame: bytes) -> None:
@@ -73,8 +74,12 @@ def test_publish_sends_three_frames_with_seq_counting_from_one(peer: Peer, zctx:
             assert topic == "release.shop"
             assert env["id"] == r.id
             assert {k: env[k] for k in ("topic", "schema", "version", "publisher", "data")} == {
-                "topic": "release.shop", "schema": "release", "version": 2,
-                "publisher": "tester", "data": {"n": i}}
+                "topic": "release.shop",
+                "schema": "release",
+                "version": 2,
+                "publisher": "tester",
+                "data": {"n": i},
+            }
         assert len({r.id for r in receipts}) == 3
         assert not any(r.done() for r in receipts)
         peer.reply(acc=[[1, 3]])
@@ -88,17 +93,26 @@ def test_batched_reply_settles_ranges_and_rejections(peer: Peer, zctx: Any) -> N
         receipts = [pub.publish("t", "s", 1, {}) for _ in range(6)]
         for _ in range(6):
             peer.recv()
-        peer.reply(acc=[[1, 2], [4, 5]],
-                   rej=[{"seq": 3, "code": "invalid", "reason": "data.x: expected int"},
-                        {"seq": 6, "code": "unknown_schema", "reason": "no schema s"}])
+        peer.reply(
+            acc=[[1, 2], [4, 5]],
+            rej=[
+                {"seq": 3, "code": "invalid", "reason": "data.x: expected int"},
+                {"seq": 6, "code": "unknown_schema", "reason": "no schema s"},
+            ],
+        )
         failures = pub.flush(2)
         assert [r.accepted for r in receipts] == [True, True, False, True, True, False]
         assert [(e.code, e.id) for e in failures if isinstance(e, Rejected)] == [
-            ("invalid", receipts[2].id), ("unknown_schema", receipts[5].id)]
+            ("invalid", receipts[2].id),
+            ("unknown_schema", receipts[5].id),
+        ]
         with pytest.raises(Rejected) as info:
             receipts[2].result()
         assert (info.value.code, info.value.reason, info.value.seq) == (
-            "invalid", "data.x: expected int", 3)
+            "invalid",
+            "data.x: expected int",
+            3,
+        )
         assert pub.flush(1) == []  # failures are handed out once
 
 
@@ -108,8 +122,12 @@ def test_flush_leaves_out_errors_already_raised_by_result(peer: Peer, zctx: Any)
         seen, unseen = pub.publish("t", "s", 1, {}), pub.publish("t", "s", 1, {})
         peer.recv()
         peer.recv()
-        peer.reply(rej=[{"seq": 1, "code": "invalid", "reason": "a"},
-                        {"seq": 2, "code": "invalid", "reason": "b"}])
+        peer.reply(
+            rej=[
+                {"seq": 1, "code": "invalid", "reason": "a"},
+                {"seq": 2, "code": "invalid", "reason": "b"},
+            ]
+        )
         with pytest.raises(Rejected):
             seen.result(2)
         assert [e.id for e in pub.flush(2)] == [unseen.id]
@@ -159,8 +177,17 @@ def test_rate_limited_is_resent_with_same_id_and_new_seq(peer: Peer, zctx: Any) 
         r = pub.publish("t", "s", 1, {"a": 1})
         seq1, _, env1, _ = peer.recv()
         sent_back = time.monotonic()
-        peer.reply(rej=[{"seq": seq1, "code": "rate_limited", "reason": "slow",
-                         "key": "publish", "retry_after_ms": 200}])
+        peer.reply(
+            rej=[
+                {
+                    "seq": seq1,
+                    "code": "rate_limited",
+                    "reason": "slow",
+                    "key": "publish",
+                    "retry_after_ms": 200,
+                }
+            ]
+        )
         t = threading.Thread(target=lambda: r.result(5))
         t.start()
         seq2, _, env2, _ = peer.recv()
@@ -177,8 +204,17 @@ def test_rate_limited_without_retry_deadline_raises_at_once(peer: Peer, zctx: An
     with make(peer, zctx) as pub:
         r = pub.publish("t", "s", 1, {})
         peer.recv()
-        peer.reply(rej=[{"seq": 1, "code": "rate_limited", "reason": "slow",
-                         "key": "publish.t", "retry_after_ms": 50}])
+        peer.reply(
+            rej=[
+                {
+                    "seq": 1,
+                    "code": "rate_limited",
+                    "reason": "slow",
+                    "key": "publish.t",
+                    "retry_after_ms": 50,
+                }
+            ]
+        )
         with pytest.raises(RateLimited) as info:
             r.result(2)
         assert (info.value.key, info.value.retry_after_ms) == ("publish.t", 50)
@@ -190,8 +226,17 @@ def test_rate_limited_beyond_retry_deadline_raises_at_once(peer: Peer, zctx: Any
     with make(peer, zctx, retry_deadline=0.5) as pub:
         r = pub.publish("t", "s", 1, {})
         peer.recv()
-        peer.reply(rej=[{"seq": 1, "code": "rate_limited", "reason": "slow",
-                         "key": "publish", "retry_after_ms": 10_000}])
+        peer.reply(
+            rej=[
+                {
+                    "seq": 1,
+                    "code": "rate_limited",
+                    "reason": "slow",
+                    "key": "publish",
+                    "retry_after_ms": 10_000,
+                }
+            ]
+        )
         start = time.monotonic()
         with pytest.raises(RateLimited):
             r.result(2)
@@ -211,7 +256,8 @@ def test_disabled_raises_at_once_by_default(peer: Peer, zctx: Any) -> None:
 
 @pytest.mark.timeout(10)
 def test_wait_when_disabled_retries_every_quarter_second_until_deadline(
-        peer: Peer, zctx: Any) -> None:
+    peer: Peer, zctx: Any
+) -> None:
     with make(peer, zctx, retry_deadline=0.9, wait_when_disabled=True) as pub:
         r = pub.publish("t", "s", 1, {})
         attempts: list[float] = []
@@ -223,8 +269,9 @@ def test_wait_when_disabled_retries_every_quarter_second_until_deadline(
                 except AssertionError:
                     return
                 attempts.append(time.monotonic())
-                peer.reply(rej=[{"seq": seq, "code": "disabled", "reason": "off",
-                                 "key": "publish"}])
+                peer.reply(
+                    rej=[{"seq": seq, "code": "disabled", "reason": "off", "key": "publish"}]
+                )
 
         refuser = threading.Thread(target=refuse_all)
         refuser.start()
@@ -267,8 +314,12 @@ def test_malformed_replies_are_counted_and_ignored(peer: Peer, zctx: Any) -> Non
     with make(peer, zctx) as pub:
         r = pub.publish("t", "s", 1, {})
         peer.recv()
-        for junk in (b"\xc1", msgpack.packb([1]), msgpack.packb({"acc": [[1]]}),
-                     msgpack.packb({"acc": [["a", "b"]], "rej": [7]})):
+        for junk in (
+            b"\xc1",
+            msgpack.packb([1]),
+            msgpack.packb({"acc": [[1]]}),
+            msgpack.packb({"acc": [["a", "b"]], "rej": [7]}),
+        ):
             peer.send_raw(junk)
         # A range beyond what was sent is refused whole: it cannot settle a message busd
         # never answered (it used to be clamped, and accepted the message).
@@ -295,8 +346,7 @@ def test_close_fails_pending_messages_with_closed_error(peer: Peer, zctx: Any) -
 
 
 @pytest.mark.timeout(10)
-def test_flush_with_short_timeout_raises_and_keeps_messages_pending(
-        peer: Peer, zctx: Any) -> None:
+def test_flush_with_short_timeout_raises_and_keeps_messages_pending(peer: Peer, zctx: Any) -> None:
     with make(peer, zctx) as pub:
         r = pub.publish("t", "s", 1, {})
         peer.recv()

@@ -62,8 +62,9 @@ def test_rate_limited_messages_are_retried_until_accepted(busd: Any) -> None:
 
 @pytest.mark.timeout(30)
 def test_waiting_when_disabled_ends_accepted_once_reenabled(busd: Any) -> None:
-    with Publisher(busd.pub_endpoint, name="rates", retry_deadline=15,
-                   wait_when_disabled=True) as pub:
+    with Publisher(
+        busd.pub_endpoint, name="rates", retry_deadline=15, wait_when_disabled=True
+    ) as pub:
         set_rate(busd, "publish", "0\n")
         until_refused(pub, Disabled)
         r = pub.publish("release.rates.x", "release", 2, RELEASE)

@@ -12,8 +12,17 @@ from busd_client import Subscriber
 
 
 def envelope(topic: str, id: str) -> bytes:
-    return msgpack.packb({"topic": topic, "schema": "s", "version": 1, "id": id,
-                          "publisher": "p", "ts": 1, "data": {"id": id}})
+    return msgpack.packb(
+        {
+            "topic": topic,
+            "schema": "s",
+            "version": 1,
+            "id": id,
+            "publisher": "p",
+            "ts": 1,
+            "data": {"id": id},
+        }
+    )
 
 
 @pytest.mark.timeout(10)
@@ -30,8 +39,7 @@ def test_subscriber_receives_only_subscribed_prefixes(zctx: Any) -> None:
             xpub.send_multipart([topic.encode(), envelope(topic, id)])
         first, second = sub.recv(2), sub.recv(2)
         assert first is not None and second is not None
-        assert [(first.topic, first.id), (second.topic, second.id)] == [("a.x", "2"),
-                                                                         ("b.y", "3")]
+        assert [(first.topic, first.id), (second.topic, second.id)] == [("a.x", "2"), ("b.y", "3")]
         assert sub.recv(0.1) is None
     assert sub.closed
     xpub.close()

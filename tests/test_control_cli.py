@@ -29,24 +29,36 @@ class Served:
     def __init__(self, root: Path, idle_timeout: float):
         self.root = root
         self.table = RateTable()
-        self.rates = RatesDir(root / "rates", lambda limits, _: self.table.configure(
-            limits, time.monotonic()))
+        self.rates = RatesDir(
+            root / "rates", lambda limits, _: self.table.configure(limits, time.monotonic())
+        )
         self.path = root / "run" / "control.sock"
         self.calls: list[str] = []
 
         async def schemas_list(args: dict[str, Any]) -> dict[str, Any]:
             self.calls.append("schemas.list")
-            return {"dir": "schemas", "loaded_at": 1_800_000_000.5, "schemas": [
-                {"name": "release", "versions": [1, 2], "retired": [1]},
-                {"name": "instance-state", "versions": [1], "retired": []}]}
+            return {
+                "dir": "schemas",
+                "loaded_at": 1_800_000_000.5,
+                "schemas": [
+                    {"name": "release", "versions": [1, 2], "retired": [1]},
+                    {"name": "instance-state", "versions": [1], "retired": []},
+                ],
+            }
 
         async def schemas_reload(args: dict[str, Any]) -> dict[str, Any]:
             self.calls.append("schemas.reload")
             return {"loaded": 2, "errors": []}
 
-        self.server = ControlServer(self.path, {
-            **rate_handlers(self.table, self.rates), "schemas.list": schemas_list,
-            "schemas.reload": schemas_reload}, idle_timeout=idle_timeout)
+        self.server = ControlServer(
+            self.path,
+            {
+                **rate_handlers(self.table, self.rates),
+                "schemas.list": schemas_list,
+                "schemas.reload": schemas_reload,
+            },
+            idle_timeout=idle_timeout,
+        )
 
 
 @pytest.fixture
@@ -63,8 +75,12 @@ async def served() -> AsyncIterator[Served]:
 
 async def busctl(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        BUSCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})})
+        BUSCTL,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -72,11 +88,13 @@ async def busctl(*args: str, env: dict[str, str] | None = None) -> tuple[int, st
 
 async def test_rate_set_writes_the_file_and_rates_lists_it(served: Served) -> None:
     control = str(served.path)
-    status, out, _ = await busctl("rate", "set", "publish.release", "500", "--burst", "50",
-                                  "--control", control)
+    status, out, _ = await busctl(
+        "rate", "set", "publish.release", "500", "--burst", "50", "--control", control
+    )
     assert status == 0
-    assert out == (f"publish.release: 500/s, burst 50 (written to "
-                   f"{served.rates.path / 'publish.release'})\n")
+    assert out == (
+        f"publish.release: 500/s, burst 50 (written to {served.rates.path / 'publish.release'})\n"
+    )
     assert (served.rates.path / "publish.release").read_text() == "500 50\n"
     status, out, _ = await busctl("rate", "set", "publisher.deployer", "0", "--control", control)
     assert (status, out.split(" (")[0]) == (0, "publisher.deployer: disabled")
@@ -84,11 +102,28 @@ async def test_rate_set_writes_the_file_and_rates_lists_it(served: Served) -> No
     assert status == 0
     lines = out.splitlines()
     assert lines[0] == f"rates directory: {served.rates.path}"
-    assert lines[1].split() == ["KEY", "RATE/S", "BURST", "TOKENS", "THROTTLED(60s)",
-                                "THROTTLED", "DISABLED(60s)", "DISABLED"]
+    assert lines[1].split() == [
+        "KEY",
+        "RATE/S",
+        "BURST",
+        "TOKENS",
+        "THROTTLED(60s)",
+        "THROTTLED",
+        "DISABLED(60s)",
+        "DISABLED",
+    ]
     assert lines[2].split() == ["publish.release", "500", "50", "50", "0", "0", "0", "0"]
-    assert lines[3].split() == ["publisher.deployer", "0", "(disabled)", "1", "0", "0", "0",
-                                "0", "0"]
+    assert lines[3].split() == [
+        "publisher.deployer",
+        "0",
+        "(disabled)",
+        "1",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+    ]
 
 
 async def test_rates_json_is_the_reply_for_scripts(served: Served) -> None:
@@ -98,8 +133,7 @@ async def test_rates_json_is_the_reply_for_scripts(served: Served) -> None:
     status, out, _ = await busctl("rates", "--json", "--control", str(served.path))
     assert status == 0
     reply = json.loads(out)
-    assert [(r["key"], r["rate"], r["burst"]) for r in reply["limits"]] == [
-        ("publish", 10.0, 10.0)]
+    assert [(r["key"], r["rate"], r["burst"]) for r in reply["limits"]] == [("publish", 10.0, 10.0)]
     assert [(e["file"], e["kind"]) for e in reply["errors"]] == [("publish.x", "content")]
 
 
@@ -119,19 +153,30 @@ async def test_rate_clear_reports_whether_a_limit_was_removed(served: Served) ->
     control = str(served.path)
     await busctl("rate", "set", "publish", "0", "--control", control)
     assert (await busctl("rate", "clear", "publish", "--control", control))[:2] == (
-        0, "publish: cleared, now unlimited\n")
+        0,
+        "publish: cleared, now unlimited\n",
+    )
     assert (await busctl("rate", "clear", "publish", "--control", control))[:2] == (
-        0, "publish: had no limit\n")
+        0,
+        "publish: had no limit\n",
+    )
     status, out, _ = await busctl("rate", "clear", "publish", "--json", "--control", control)
     assert (status, json.loads(out)) == (0, {"key": "publish", "cleared": False})
 
 
-@pytest.mark.parametrize("argv", [
-    ("rate", "set", "other", "5"), ("rate", "set", "publish", "nan"),
-    ("rate", "set", "publish", "1_000"), ("rate", "set", "publish", "5", "--burst", "0"),
-    ("rate", "clear", "publish/x")])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("rate", "set", "other", "5"),
+        ("rate", "set", "publish", "nan"),
+        ("rate", "set", "publish", "1_000"),
+        ("rate", "set", "publish", "5", "--burst", "0"),
+        ("rate", "clear", "publish/x"),
+    ],
+)
 async def test_a_refused_command_exits_1_naming_the_error_code(
-        served: Served, argv: tuple[str, ...]) -> None:
+    served: Served, argv: tuple[str, ...]
+) -> None:
     status, out, err = await busctl(*argv, "--control", str(served.path))
     assert (status, out) == (1, "")
     assert err.startswith("busctl: rates.") and err.rstrip().endswith("(bad_argument)")
@@ -154,8 +199,7 @@ async def test_schemas_lists_and_reload_reloads(served: Served) -> None:
     assert served.calls == ["schemas.list", "schemas.reload", "schemas.list"]
 
 
-async def test_the_control_path_comes_from_busd_control_in_the_environment(
-        served: Served) -> None:
+async def test_the_control_path_comes_from_busd_control_in_the_environment(served: Served) -> None:
     status, _, _ = await busctl("rates", env={"BUSD_CONTROL": str(served.path)})
     assert status == 0
 
@@ -167,12 +211,16 @@ async def test_an_unreachable_busd_exits_3_with_a_clear_message(tmp_path: Path) 
 
 
 async def test_control_client_raises_typed_errors_and_reconnects_after_idle_close(
-        served: Served) -> None:
+    served: Served,
+) -> None:
     def session() -> None:
         with ControlClient(served.path, timeout=5) as client:
             assert client.call("rates.set", key="publish", rate="7") == {
-                "key": "publish", "rate": 7.0, "burst": 7.0,
-                "file": str(served.rates.path / "publish")}
+                "key": "publish",
+                "rate": 7.0,
+                "burst": 7.0,
+                "file": str(served.rates.path / "publish"),
+            }
             with pytest.raises(ControlError) as refused:
                 client.call("nope")
             assert refused.value.code == "unknown_command"

@@ -57,15 +57,20 @@ def throughput(busd: BusdProcess, zctx: TrackedContext, count: int = 60_000) -> 
 
 
 def test_a_flood_of_control_requests_does_not_slow_message_traffic(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     for i in range(200):  # high limits: listed by rates.list, never refusing a message
         (busd.rates_dir / f"publisher.p{i}").write_text("1000000\n")
     (busd.rates_dir / "publisher.tester").write_text("1000000\n")
     busd.wait_log("rate limit changed", key="publisher.tester")
     throughput(busd, zctx, 2000)  # warm up
     baseline = max(throughput(busd, zctx) for _ in range(2))
-    flood = subprocess.Popen([sys.executable, "-c", FLOOD, busd.control],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    flood = subprocess.Popen(
+        [sys.executable, "-c", FLOOD, busd.control],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert flood.stdout is not None and flood.stdout.readline() == "go\n"
         flooded = max(throughput(busd, zctx) for _ in range(2))
@@ -76,4 +81,5 @@ def test_a_flood_of_control_requests_does_not_slow_message_traffic(
     # Answering is budgeted to ~10 % of busd's loop, and on a shared 2-core machine the flood
     # client takes CPU too: allow 35 %. Without the budget, traffic halves (measured 0.42-0.49).
     assert flooded > 0.65 * baseline, (
-        f"{flooded:.0f} msg/s during the flood vs {baseline:.0f} msg/s without")
+        f"{flooded:.0f} msg/s during the flood vs {baseline:.0f} msg/s without"
+    )

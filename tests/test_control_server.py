@@ -35,8 +35,9 @@ def short_dir() -> Iterator[Path]:
 class Setup:
     def __init__(self, root: Path, **options: Any):
         self.table = RateTable()
-        self.rates = RatesDir(root / "rates", lambda limits, _: self.table.configure(
-            limits, time.monotonic()))
+        self.rates = RatesDir(
+            root / "rates", lambda limits, _: self.table.configure(limits, time.monotonic())
+        )
         self.path = root / "run" / "control.sock"
 
         async def boom(args: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +46,7 @@ class Setup:
         async def echo(args: dict[str, Any]) -> dict[str, Any]:
             return {"args": args}
 
-        handlers = {**rate_handlers(self.table, self.rates), "test.boom": boom,
-                    "test.echo": echo}
+        handlers = {**rate_handlers(self.table, self.rates), "test.boom": boom, "test.echo": echo}
         self.server = ControlServer(self.path, handlers, **options)
 
 
@@ -85,18 +85,32 @@ async def test_socket_is_mode_0600_in_a_private_0700_directory(setup: Setup) -> 
 
 
 async def test_set_writes_the_file_atomically_and_installs_the_limit(setup: Setup) -> None:
-    [reply] = await ask(setup.path, {"cmd": "rates.set", "key": "publish.release",
-                                     "rate": 500, "burst": "50"})
-    assert reply == {"ok": True, "key": "publish.release", "rate": 500.0, "burst": 50.0,
-                     "file": str(setup.rates.path / "publish.release")}
+    [reply] = await ask(
+        setup.path, {"cmd": "rates.set", "key": "publish.release", "rate": 500, "burst": "50"}
+    )
+    assert reply == {
+        "ok": True,
+        "key": "publish.release",
+        "rate": 500.0,
+        "burst": 50.0,
+        "file": str(setup.rates.path / "publish.release"),
+    }
     assert (setup.rates.path / "publish.release").read_text() == "500 50\n"
     assert sorted(p.name for p in setup.rates.path.iterdir()) == ["publish.release"]
     assert dict(setup.table.limits) == {"publish.release": Limit(500, 50)}
     [listing] = await ask(setup.path, {"cmd": "rates.list"})
-    assert listing["limits"] == [{
-        "key": "publish.release", "rate": 500.0, "burst": 50.0, "tokens": 50.0,
-        "throttled_recent": 0, "throttled_total": 0, "disabled_recent": 0,
-        "disabled_total": 0}]
+    assert listing["limits"] == [
+        {
+            "key": "publish.release",
+            "rate": 500.0,
+            "burst": 50.0,
+            "tokens": 50.0,
+            "throttled_recent": 0,
+            "throttled_total": 0,
+            "disabled_recent": 0,
+            "disabled_total": 0,
+        }
+    ]
     assert listing["errors"] == []
     assert listing["statistics"]["rate_keys"] == 1
 
@@ -104,8 +118,11 @@ async def test_set_writes_the_file_atomically_and_installs_the_limit(setup: Setu
 async def test_clear_removes_the_file_and_the_limit(setup: Setup) -> None:
     await ask(setup.path, {"cmd": "rates.set", "key": "publish", "rate": "0"})
     assert setup.table.admit("t", "p", time.monotonic()) is not None
-    first, second = await ask(setup.path, {"cmd": "rates.clear", "key": "publish"},
-                              {"cmd": "rates.clear", "key": "publish"})
+    first, second = await ask(
+        setup.path,
+        {"cmd": "rates.clear", "key": "publish"},
+        {"cmd": "rates.clear", "key": "publish"},
+    )
     assert (first["cleared"], second["cleared"]) == (True, False)
     assert not (setup.rates.path / "publish").exists()
     assert setup.table.admit("t", "p", time.monotonic()) is None
@@ -120,36 +137,41 @@ async def test_list_shows_throttles_and_rate_file_errors(setup: Setup) -> None:
     await setup.rates.refresh()
     [listing] = await ask(setup.path, {"cmd": "rates.list"})
     assert [(r["key"], r["rate"], r["throttled_recent"]) for r in listing["limits"]] == [
-        ("publish", 1.0, 1)]
+        ("publish", 1.0, 1)
+    ]
     [err] = listing["errors"]
     assert (err["file"], err["kind"], err["count"]) == ("publish", "content", 1)
     assert "nan" in err["message"]
 
 
-@pytest.mark.parametrize(("request_line", "expected"), [
-    (b"not json", "bad_request"),
-    (b"\xff\xfe", "bad_request"),
-    (b"[1, 2]", "bad_request"),
-    (b'{"cmd": 5}', "bad_request"),
-    (b'{"nocmd": 1}', "bad_request"),
-    (b'{"cmd": "rates.set", "key": "publish", "rate": NaN}', "bad_request"),
-    (b"[" * 50_000, "bad_request"),
-    (b'{"cmd": "nope"}', "unknown_command"),
-    (b'{"cmd": "rates.set", "key": "other", "rate": 5}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": "publish/x", "rate": 5}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": 5, "rate": 5}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": "publish", "rate": -5}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": "publish", "rate": "1e3"}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": "publish", "rate": 1e400}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": "publish", "rate": true}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": "publish", "rate": 5, "burst": 0}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": "publish", "rate": 5, "burts": 9}', "bad_argument"),
-    (b'{"cmd": "rates.set", "key": "publish"}', "bad_argument"),
-    (b'{"cmd": "rates.list", "x": 1}', "bad_argument"),
-    (b'{"cmd": "test.boom"}', "internal"),
-])
+@pytest.mark.parametrize(
+    ("request_line", "expected"),
+    [
+        (b"not json", "bad_request"),
+        (b"\xff\xfe", "bad_request"),
+        (b"[1, 2]", "bad_request"),
+        (b'{"cmd": 5}', "bad_request"),
+        (b'{"nocmd": 1}', "bad_request"),
+        (b'{"cmd": "rates.set", "key": "publish", "rate": NaN}', "bad_request"),
+        (b"[" * 50_000, "bad_request"),
+        (b'{"cmd": "nope"}', "unknown_command"),
+        (b'{"cmd": "rates.set", "key": "other", "rate": 5}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": "publish/x", "rate": 5}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": 5, "rate": 5}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": "publish", "rate": -5}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": "publish", "rate": "1e3"}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": "publish", "rate": 1e400}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": "publish", "rate": true}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": "publish", "rate": 5, "burst": 0}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": "publish", "rate": 5, "burts": 9}', "bad_argument"),
+        (b'{"cmd": "rates.set", "key": "publish"}', "bad_argument"),
+        (b'{"cmd": "rates.list", "x": 1}', "bad_argument"),
+        (b'{"cmd": "test.boom"}', "internal"),
+    ],
+)
 async def test_bad_requests_are_answered_and_the_connection_keeps_serving(
-        setup: Setup, request_line: bytes, expected: str) -> None:
+    setup: Setup, request_line: bytes, expected: str
+) -> None:
     bad, good = await ask(setup.path, request_line, {"cmd": "test.echo", "a": 1})
     assert code(bad) == expected
     assert bad["error"]["message"]
@@ -158,8 +180,7 @@ async def test_bad_requests_are_answered_and_the_connection_keeps_serving(
     assert setup.server.statistics()["control_errors_total"] == 1
 
 
-async def test_a_line_over_the_limit_is_refused_and_the_connection_closed(
-        short_dir: Path) -> None:
+async def test_a_line_over_the_limit_is_refused_and_the_connection_closed(short_dir: Path) -> None:
     s = Setup(short_dir, max_line=1024)
     await s.server.start()
     try:
@@ -285,8 +306,14 @@ async def test_a_flood_of_requests_leaves_the_loop_to_message_traffic(setup: Set
     measured, so other processes on the machine do not skew the figure."""
     setup.table.configure({f"publisher.p{i}": Limit(10, 10) for i in range(200)}, 0.0)
     flood = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FLOOD, os.fspath(setup.path), "16", "8",
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        FLOOD,
+        os.fspath(setup.path),
+        "16",
+        "8",
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert flood.stdout is not None
     stop = asyncio.Event()
     assert await flood.stdout.readline() == b"go\n"

@@ -14,7 +14,8 @@ from rawproto import collect, dealer, envelope, publish, subscriber, wait_subscr
 
 @pytest.mark.timeout(30)
 def test_raw_dealer_and_sub_written_from_the_protocol_document_publish_and_receive(
-        busd_each_loop: BusdProcess, zctx: TrackedContext) -> None:
+    busd_each_loop: BusdProcess, zctx: TrackedContext
+) -> None:
     """A DEALER and a SUB that know only docs/protocol.md publish and receive."""
     busd = busd_each_loop
     sub = subscriber(zctx, busd.sub_endpoint, "release.")
@@ -35,12 +36,14 @@ def test_raw_dealer_and_sub_written_from_the_protocol_document_publish_and_recei
 
 @pytest.mark.timeout(60)
 def test_ten_thousand_messages_from_three_publishers_reach_three_subscribers_in_order(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """10,000 messages from 3 concurrent publishers reach each of 3 subscribers, complete,
     with each publisher's order kept."""
     total, publishers = 10_000, 3
-    per_pub = [total // publishers + (1 if i < total % publishers else 0)
-               for i in range(publishers)]
+    per_pub = [
+        total // publishers + (1 if i < total % publishers else 0) for i in range(publishers)
+    ]
     subs = [subscriber(zctx, busd.sub_endpoint, "release.") for _ in range(3)]
     for sub in subs:
         wait_subscribed(zctx, busd.pub_endpoint, sub, "release.probe")
@@ -50,8 +53,12 @@ def test_ten_thousand_messages_from_three_publishers_reach_three_subscribers_in_
         sock = dealer(zctx, busd.pub_endpoint)
         try:
             for seq in range(1, per_pub[index] + 1):
-                publish(sock, seq, "release.load",
-                        envelope("release.load", id=f"{index}:{seq}", publisher=f"p{index}"))
+                publish(
+                    sock,
+                    seq,
+                    "release.load",
+                    envelope("release.load", id=f"{index}:{seq}", publisher=f"p{index}"),
+                )
             fates[index] = collect(sock, per_pub[index], timeout=40)
         finally:
             sock.close()
@@ -84,7 +91,8 @@ def test_ten_thousand_messages_from_three_publishers_reach_three_subscribers_in_
 
 @pytest.mark.timeout(30)
 def test_subscribers_with_different_prefixes_get_exactly_their_topics(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """Prefix filtering: each subscriber sees its topics and nothing else."""
     release = subscriber(zctx, busd.sub_endpoint, "release.")
     instance = subscriber(zctx, busd.sub_endpoint, "instance.")

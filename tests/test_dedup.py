@@ -77,9 +77,16 @@ def test_statistics_reports_ids_bounds_duplicates_and_evictions() -> None:
     assert isinstance(stats["ttl"], float)
 
 
-@pytest.mark.parametrize(("size", "ttl"), [
-    (0, 1.0), (-1, 1.0), (1, 0.0), (1, -5.0), (1, math.nan),
-])
+@pytest.mark.parametrize(
+    ("size", "ttl"),
+    [
+        (0, 1.0),
+        (-1, 1.0),
+        (1, 0.0),
+        (1, -5.0),
+        (1, math.nan),
+    ],
+)
 def test_bad_size_or_ttl_raises_value_error(size: int, ttl: float) -> None:
     with pytest.raises(ValueError, match="dedup"):
         DedupWindow(size=size, ttl=ttl)
@@ -99,11 +106,16 @@ def test_memory_stays_bounded_under_a_long_stream_of_unique_ids() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(size=st.integers(1, 8), ttl=st.sampled_from([0.5, 1.0, 3.0]),
-       events=st.lists(st.tuples(st.integers(0, 12), st.sampled_from([0.0, 0.25, 0.5, 1.5])),
-                       max_size=120))
+@given(
+    size=st.integers(1, 8),
+    ttl=st.sampled_from([0.5, 1.0, 3.0]),
+    events=st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from([0.0, 0.25, 0.5, 1.5])), max_size=120
+    ),
+)
 def test_window_matches_a_reference_model_and_never_exceeds_its_size(
-        size: int, ttl: float, events: list[tuple[int, float]]) -> None:
+    size: int, ttl: float, events: list[tuple[int, float]]
+) -> None:
     """Times are exact binary fractions, so the ttl edge is compared exactly.
 
     Reference: an id is a duplicate iff it was delivered within ttl and fewer than

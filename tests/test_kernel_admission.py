@@ -17,17 +17,36 @@ from busd.wire.codec import decode_envelope, encode_reply, parse_header, reject_
 
 
 def env(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"topic": "release.shop", "schema": "release", "version": 1,
-                            "id": "m1", "publisher": "deployer", "ts": 1, "data": {}}
+    base: dict[str, Any] = {
+        "topic": "release.shop",
+        "schema": "release",
+        "version": 1,
+        "id": "m1",
+        "publisher": "deployer",
+        "ts": 1,
+        "data": {},
+    }
     base.update(overrides)
     return base
 
 
-@pytest.mark.parametrize(("topic", "ok"), [
-    ("release.shop", True), ("r", True), ("é.ü", True), ("a" * 255, True),
-    ("", False), ("a" * 256, False), ("é" * 128, False), ("a b", False), ("a\tb", False),
-    ("a\x00", False), ("a\x7f", False), ("a\nb", False),
-])
+@pytest.mark.parametrize(
+    ("topic", "ok"),
+    [
+        ("release.shop", True),
+        ("r", True),
+        ("é.ü", True),
+        ("a" * 255, True),
+        ("", False),
+        ("a" * 256, False),
+        ("é" * 128, False),
+        ("a b", False),
+        ("a\tb", False),
+        ("a\x00", False),
+        ("a\x7f", False),
+        ("a\nb", False),
+    ],
+)
 def test_topic_rules(topic: str, ok: bool) -> None:
     """Topics are 1-255 UTF-8 bytes with no control characters or spaces."""
     result = check_topic(topic)
@@ -36,20 +55,24 @@ def test_topic_rules(topic: str, ok: bool) -> None:
         assert result is not None and result.code == Code.BAD_TOPIC
 
 
-@pytest.mark.parametrize(("overrides", "reason"), [
-    ({"schema": 3}, "envelope.schema: expected string, got int"),
-    ({"schema": "Release"}, "envelope.schema: expected 1-64 chars"),
-    ({"version": True}, "envelope.version: expected int, got bool"),
-    ({"version": -1}, "envelope.version: expected an int >= 1"),
-    ({"id": "x" * 129}, "envelope.id: expected 1-128 chars"),
-    ({"publisher": ""}, "envelope.publisher: expected 1-128 chars"),
-    ({"ts": -5}, "envelope.ts: expected an int >= 0"),
-    ({"ts": None}, "envelope.ts: expected int, got nil"),
-    ({"data": "x"}, "envelope.data: expected map, got string"),
-    ({"topic": b"release.shop"}, "envelope.topic: expected string, got bytes"),
-])
-def test_envelope_field_errors_name_the_field_and_rule(overrides: dict[str, Any],
-                                                       reason: str) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"schema": 3}, "envelope.schema: expected string, got int"),
+        ({"schema": "Release"}, "envelope.schema: expected 1-64 chars"),
+        ({"version": True}, "envelope.version: expected int, got bool"),
+        ({"version": -1}, "envelope.version: expected an int >= 1"),
+        ({"id": "x" * 129}, "envelope.id: expected 1-128 chars"),
+        ({"publisher": ""}, "envelope.publisher: expected 1-128 chars"),
+        ({"ts": -5}, "envelope.ts: expected an int >= 0"),
+        ({"ts": None}, "envelope.ts: expected int, got nil"),
+        ({"data": "x"}, "envelope.data: expected map, got string"),
+        ({"topic": b"release.shop"}, "envelope.topic: expected string, got bytes"),
+    ],
+)
+def test_envelope_field_errors_name_the_field_and_rule(
+    overrides: dict[str, Any], reason: str
+) -> None:
     """A wrong field is ``bad_envelope`` with a reason naming the field and the rule."""
     result = check_envelope("release.shop", env(**overrides))
     assert result is not None
@@ -57,8 +80,7 @@ def test_envelope_field_errors_name_the_field_and_rule(overrides: dict[str, Any]
     assert result.reason.startswith(reason)
 
 
-@pytest.mark.parametrize("field", ["topic", "schema", "version", "id", "publisher", "ts",
-                                   "data"])
+@pytest.mark.parametrize("field", ["topic", "schema", "version", "id", "publisher", "ts", "data"])
 def test_every_required_field_is_checked(field: str) -> None:
     """Each of the seven envelope fields is required."""
     e = env()
@@ -81,8 +103,9 @@ class _Refuse:
         self.calls += 1
         return Reject(self.code, "no")
 
-    def check(self, topic: str, schema: str, version: int, data: dict[str, Any],
-              publisher: str = "") -> Reject | None:
+    def check(
+        self, topic: str, schema: str, version: int, data: dict[str, Any], publisher: str = ""
+    ) -> Reject | None:
         self.calls += 1
         return Reject(self.code, "no")
 
@@ -106,15 +129,18 @@ def test_admission_with_no_policies_accepts_a_well_formed_envelope() -> None:
     assert Admission().decide("release.shop", env(), now=0.0) is None
 
 
-@pytest.mark.parametrize(("frame", "expected"), [
-    (b"B\x01" + (7).to_bytes(8, "big"), 7),
-    (b"B\x01" + b"\xff" * 8, 2**64 - 1),
-    (b"B\x02" + (7).to_bytes(8, "big"), Code.UNSUPPORTED_PROTOCOL),
-    (b"B\x02", Code.UNSUPPORTED_PROTOCOL),
-    (b"B\x01", Code.BAD_FRAME),
-    (b"", Code.BAD_FRAME),
-    (b"C\x01" + (7).to_bytes(8, "big"), Code.BAD_FRAME),
-])
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (b"B\x01" + (7).to_bytes(8, "big"), 7),
+        (b"B\x01" + b"\xff" * 8, 2**64 - 1),
+        (b"B\x02" + (7).to_bytes(8, "big"), Code.UNSUPPORTED_PROTOCOL),
+        (b"B\x02", Code.UNSUPPORTED_PROTOCOL),
+        (b"B\x01", Code.BAD_FRAME),
+        (b"", Code.BAD_FRAME),
+        (b"C\x01" + (7).to_bytes(8, "big"), Code.BAD_FRAME),
+    ],
+)
 def test_header_frames(frame: bytes, expected: int | Code) -> None:
     result = parse_header(frame)
     if isinstance(expected, Code):
@@ -130,19 +156,32 @@ def test_decoding_arbitrary_bytes_never_raises(data: bytes) -> None:
     assert isinstance(result, dict) or result.code == Code.BAD_ENCODING
 
 
-@given(st.dictionaries(st.text(max_size=8),
-                       st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8), max_size=6))
+@given(
+    st.dictionaries(
+        st.text(max_size=8), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8), max_size=6
+    )
+)
 def test_string_keyed_maps_round_trip(value: dict[str, Any]) -> None:
     assert decode_envelope(msgpack.packb(value)) == value
 
 
 def test_reply_frames_carry_ranges_and_rejections() -> None:
-    entry = reject_entry(9, Reject(Code.RATE_LIMITED, "slow down",
-                                   {"key": "publish", "retry_after_ms": 12}))
+    entry = reject_entry(
+        9, Reject(Code.RATE_LIMITED, "slow down", {"key": "publish", "retry_after_ms": 12})
+    )
     reply = msgpack.unpackb(encode_reply([1, 8, 10, 10], [entry]))
-    assert reply == {"acc": [[1, 8], [10, 10]],
-                     "rej": [{"seq": 9, "code": "rate_limited", "reason": "slow down",
-                              "key": "publish", "retry_after_ms": 12}]}
+    assert reply == {
+        "acc": [[1, 8], [10, 10]],
+        "rej": [
+            {
+                "seq": 9,
+                "code": "rate_limited",
+                "reason": "slow down",
+                "key": "publish",
+                "retry_after_ms": 12,
+            }
+        ],
+    }
 
 
 def test_histogram_quantiles_are_bucket_upper_bounds() -> None:
@@ -155,19 +194,31 @@ def test_histogram_quantiles_are_bucket_upper_bounds() -> None:
     assert h.snapshot().minus(snap).quantile(1.0) == float("inf")
 
 
-_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=4),
-                    st.sampled_from(["release.shop", "release", "deployer", "a b", ""]),
-                    st.binary(max_size=3), st.dictionaries(st.text(max_size=2), st.none(),
-                                                           max_size=2))
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.text(max_size=4),
+    st.sampled_from(["release.shop", "release", "deployer", "a b", ""]),
+    st.binary(max_size=3),
+    st.dictionaries(st.text(max_size=2), st.none(), max_size=2),
+)
 
 
-@given(st.dictionaries(st.sampled_from(["topic", "schema", "version", "id", "publisher", "ts",
-                                        "data", "extra"]), _values), st.booleans())
-def test_the_fast_envelope_check_agrees_with_the_explained_one(partial: dict[str, Any],
-                                                               complete: bool) -> None:
+@given(
+    st.dictionaries(
+        st.sampled_from(["topic", "schema", "version", "id", "publisher", "ts", "data", "extra"]),
+        _values,
+    ),
+    st.booleans(),
+)
+def test_the_fast_envelope_check_agrees_with_the_explained_one(
+    partial: dict[str, Any], complete: bool
+) -> None:
     """The one-expression fast path accepts exactly what the field-by-field rules accept."""
     e = {**env(), **partial} if complete else partial
     assert (check_envelope("release.shop", e) is None) == (
-        explain_envelope("release.shop", e) is None)
+        explain_envelope("release.shop", e) is None
+    )
     if check_envelope("release.shop", e) is not None:
         assert check_envelope("release.shop", e) == explain_envelope("release.shop", e)

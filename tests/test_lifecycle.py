@@ -17,7 +17,8 @@ from rawproto import collect, dealer, envelope, publish, subscriber, wait_subscr
 
 @pytest.mark.timeout(60)
 def test_sigterm_with_messages_in_flight_answers_every_publish_and_exits_zero(
-        busd_each_loop: BusdProcess, zctx: TrackedContext) -> None:
+    busd_each_loop: BusdProcess, zctx: TrackedContext
+) -> None:
     """SIGTERM while a publisher streams: every message read gets a reply; exit status 0."""
     busd = busd_each_loop
     pub = dealer(zctx, busd.pub_endpoint)
@@ -41,7 +42,8 @@ def test_sigterm_with_messages_in_flight_answers_every_publish_and_exits_zero(
 
 @pytest.mark.timeout(60)
 def test_kill_9_then_restart_on_the_same_endpoints_lets_existing_sockets_carry_on(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """After kill -9, busd restarts in under 2 s and the same DEALER and SUB carry on."""
     pub = dealer(zctx, busd.pub_endpoint)
     sub = subscriber(zctx, busd.sub_endpoint, "release.")
@@ -68,7 +70,8 @@ def test_kill_9_then_restart_on_the_same_endpoints_lets_existing_sockets_carry_o
 
 @pytest.mark.timeout(30)
 def test_stale_ipc_socket_files_from_a_killed_busd_do_not_block_the_next_start(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path, zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path, zctx: TrackedContext
+) -> None:
     """ipc:// endpoints: a kill -9 leaves socket files; the next start replaces them."""
     run = tmp_path / "ipc"
     run.mkdir()
@@ -87,7 +90,8 @@ def test_stale_ipc_socket_files_from_a_killed_busd_do_not_block_the_next_start(
 
 @pytest.mark.timeout(30)
 def test_a_second_busd_on_a_live_ipc_endpoint_refuses_to_start(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path
+) -> None:
     """A live busd's ipc socket is never stolen: the second exits 69 and says why."""
     run = tmp_path / "ipc"
     run.mkdir()
@@ -103,8 +107,7 @@ def test_a_second_busd_on_a_live_ipc_endpoint_refuses_to_start(
 
 
 @pytest.mark.timeout(30)
-def test_a_second_sigint_forces_an_immediate_exit(busd: BusdProcess,
-                                                  zctx: TrackedContext) -> None:
+def test_a_second_sigint_forces_an_immediate_exit(busd: BusdProcess, zctx: TrackedContext) -> None:
     """First SIGINT drains (a busy publisher keeps it draining); a second one forces exit."""
     pub = dealer(zctx, busd.pub_endpoint)
     raw = msgpack.packb(envelope("release.busy"))
@@ -129,10 +132,22 @@ def test_check_config_prints_the_effective_configuration(tmp_path: Path) -> None
     config = tmp_path / "busd.toml"
     config.write_text('sub_endpoint = "tcp://127.0.0.1:9002"\npub_hwm = 5\nbatch = 7\n')
     env = {"BUSD_PUB_HWM": "6", "BUSD_SUB_ENDPOINT": "tcp://127.0.0.1:9003", "PATH": "/usr/bin"}
-    out = subprocess.run([str(BIN / "busd"), "--config", str(config), "--check-config",
-                          "--sub-endpoint", "tcp://127.0.0.1:9004"],
-                         capture_output=True, timeout=20, env=env, check=True)
+    out = subprocess.run(
+        [
+            str(BIN / "busd"),
+            "--config",
+            str(config),
+            "--check-config",
+            "--sub-endpoint",
+            "tcp://127.0.0.1:9004",
+        ],
+        capture_output=True,
+        timeout=20,
+        env=env,
+        check=True,
+    )
     import json
+
     effective = json.loads(out.stdout)
     assert effective["sub_endpoint"] == "tcp://127.0.0.1:9004"
     assert effective["pub_hwm"] == 6
@@ -140,19 +155,22 @@ def test_check_config_prints_the_effective_configuration(tmp_path: Path) -> None
     assert effective["pub_endpoint"] == "tcp://127.0.0.1:7401"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--pub-hwm", "ten"], b"pub_hwm"),
-    (["--pub-endpoint", "http://x"], b"pub_endpoint"),
-    (["--metrics", "nohost"], b"metrics"),
-    (["--max-message-bytes", "2000000"], b"max_message_bytes"),
-    (["--loop", "trio"], b"loop"),
-    (["--schema-checks", "maybe"], b"schema_checks"),
-])
-def test_invalid_configuration_exits_2_naming_the_setting(args: list[str],
-                                                          message: bytes) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pub-hwm", "ten"], b"pub_hwm"),
+        (["--pub-endpoint", "http://x"], b"pub_endpoint"),
+        (["--metrics", "nohost"], b"metrics"),
+        (["--max-message-bytes", "2000000"], b"max_message_bytes"),
+        (["--loop", "trio"], b"loop"),
+        (["--schema-checks", "maybe"], b"schema_checks"),
+    ],
+)
+def test_invalid_configuration_exits_2_naming_the_setting(args: list[str], message: bytes) -> None:
     """A bad setting is refused before anything binds, with its name in the message."""
-    proc = subprocess.run([str(BIN / "busd"), "--check-config", *args],
-                          capture_output=True, timeout=20, check=False)
+    proc = subprocess.run(
+        [str(BIN / "busd"), "--check-config", *args], capture_output=True, timeout=20, check=False
+    )
     assert proc.returncode == 2
     assert message in proc.stderr
 
@@ -161,19 +179,32 @@ def test_unknown_key_in_the_config_file_is_refused(tmp_path: Path) -> None:
     """A typo in the TOML file is an error, not a silently ignored setting."""
     config = tmp_path / "busd.toml"
     config.write_text("pub_hmw = 5\n")
-    proc = subprocess.run([str(BIN / "busd"), "--config", str(config), "--check-config"],
-                          capture_output=True, timeout=20, check=False)
+    proc = subprocess.run(
+        [str(BIN / "busd"), "--config", str(config), "--check-config"],
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
     assert proc.returncode == 2
     assert b"pub_hmw" in proc.stderr
 
 
 def test_help_documents_every_option() -> None:
     """`busd --help` lists a flag for every configuration key."""
-    out = subprocess.run([str(BIN / "busd"), "--help"], capture_output=True, timeout=20,
-                         check=True).stdout.decode()
-    for flag in ("--pub-endpoint", "--sub-endpoint", "--control", "--rates-dir",
-                 "--schemas-dir", "--metrics", "--var-dir", "--config", "--check-config",
-                 "--max-message-bytes", "--drain-timeout"):
+    out = subprocess.run(
+        [str(BIN / "busd"), "--help"], capture_output=True, timeout=20, check=True
+    ).stdout.decode()
+    for flag in (
+        "--pub-endpoint",
+        "--sub-endpoint",
+        "--control",
+        "--rates-dir",
+        "--schemas-dir",
+        "--metrics",
+        "--var-dir",
+        "--config",
+        "--check-config",
+        "--max-message-bytes",
+        "--drain-timeout",
+    ):
         assert flag in out
-
-

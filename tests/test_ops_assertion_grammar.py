@@ -21,32 +21,41 @@ from busd.kernel.assertions import (
 from busd.kernel.figures import FIGURES, compute, sample
 from busd.kernel.histogram import Histogram
 
-FIG = {"p99_latency_ms": 12.0, "publishers_connected": 2.0, "reject_ratio": 0.02,
-       "accept_rate": 90.0, "receive_rate": 100.0, "zero": 0.0}
+FIG = {
+    "p99_latency_ms": 12.0,
+    "publishers_connected": 2.0,
+    "reject_ratio": 0.02,
+    "accept_rate": 90.0,
+    "receive_rate": 100.0,
+    "zero": 0.0,
+}
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("p99_latency_ms < 50", True),
-    ("p99_latency_ms < 12", False),
-    ("p99_latency_ms <= 12", True),
-    ("publishers_connected >= 1", True),
-    ("publishers_connected == 2", True),
-    ("publishers_connected != 2", False),
-    ("reject_ratio < 0.01", False),
-    ("reject_ratio < 0.01 or publishers_connected > 1", True),
-    ("p99_latency_ms < 50 and reject_ratio < 0.01", False),
-    ("not reject_ratio < 0.01", True),
-    ("not (p99_latency_ms < 50 and publishers_connected >= 1)", False),
-    ("accept_rate >= 0.9 * receive_rate", True),
-    ("accept_rate / receive_rate > 0.95", False),
-    ("(accept_rate + 10) / receive_rate == 1", True),
-    ("-publishers_connected < 0", True),
-    ("1e2 == receive_rate", True),
-    (".5 < 1", True),
-    ("zero == 0", True),
-    ("p99_latency_ms < 50 and publishers_connected >= 1 or zero > 1", True),
-    ("zero > 1 or p99_latency_ms < 50 and publishers_connected >= 3", False),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("p99_latency_ms < 50", True),
+        ("p99_latency_ms < 12", False),
+        ("p99_latency_ms <= 12", True),
+        ("publishers_connected >= 1", True),
+        ("publishers_connected == 2", True),
+        ("publishers_connected != 2", False),
+        ("reject_ratio < 0.01", False),
+        ("reject_ratio < 0.01 or publishers_connected > 1", True),
+        ("p99_latency_ms < 50 and reject_ratio < 0.01", False),
+        ("not reject_ratio < 0.01", True),
+        ("not (p99_latency_ms < 50 and publishers_connected >= 1)", False),
+        ("accept_rate >= 0.9 * receive_rate", True),
+        ("accept_rate / receive_rate > 0.95", False),
+        ("(accept_rate + 10) / receive_rate == 1", True),
+        ("-publishers_connected < 0", True),
+        ("1e2 == receive_rate", True),
+        (".5 < 1", True),
+        ("zero == 0", True),
+        ("p99_latency_ms < 50 and publishers_connected >= 1 or zero > 1", True),
+        ("zero > 1 or p99_latency_ms < 50 and publishers_connected >= 3", False),
+    ],
+)
 def test_expressions_evaluate_like_their_arithmetic(source: str, expected: bool) -> None:
     """Comparisons, and/or/not with the usual precedence, and + - * / on figures."""
     assert evaluate(parse(source, FIG), FIG) is expected
@@ -58,23 +67,25 @@ def test_division_by_zero_makes_every_comparison_false_so_the_assertion_is_viola
     assert evaluate(parse("accept_rate / zero >= 1"), FIG) is False
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("", "empty expression"),
-    ("p99_latency_ms", "expected a comparison"),
-    ("p99_latency_ms < ", "expected a number or a figure name"),
-    ("p99_latency_ms < 50 and", "expected a number or a figure name"),
-    ("0 < zero < 5", "chained comparison"),
-    ("p99_latency_ms < 50)", "expected 'and', 'or' or the end"),
-    ("(p99_latency_ms < 50", "expected ')'"),
-    ("p99_latency_ms < 50; import os", "unexpected character ';'"),
-    ("__import__('os') == 1", "unexpected character"),
-    ("p99_latency_ms << 50", "expected a number or a figure name"),
-    ("nope < 1", "unknown figure 'nope'"),
-    ("p99_latency_ms < 5 0", "expected 'and', 'or' or the end"),
-    ("(" * 40 + "zero < 1" + ")" * 40, "nested more than"),
-])
-def test_bad_expressions_are_refused_with_a_message_saying_where(source: str,
-                                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("", "empty expression"),
+        ("p99_latency_ms", "expected a comparison"),
+        ("p99_latency_ms < ", "expected a number or a figure name"),
+        ("p99_latency_ms < 50 and", "expected a number or a figure name"),
+        ("0 < zero < 5", "chained comparison"),
+        ("p99_latency_ms < 50)", "expected 'and', 'or' or the end"),
+        ("(p99_latency_ms < 50", "expected ')'"),
+        ("p99_latency_ms < 50; import os", "unexpected character ';'"),
+        ("__import__('os') == 1", "unexpected character"),
+        ("p99_latency_ms << 50", "expected a number or a figure name"),
+        ("nope < 1", "unknown figure 'nope'"),
+        ("p99_latency_ms < 5 0", "expected 'and', 'or' or the end"),
+        ("(" * 40 + "zero < 1" + ")" * 40, "nested more than"),
+    ],
+)
+def test_bad_expressions_are_refused_with_a_message_saying_where(source: str, message: str) -> None:
     with pytest.raises(ExpressionError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse(source, FIG)
 
@@ -99,8 +110,10 @@ def test_any_text_either_parses_or_raises_expression_error(text: str) -> None:
     assert isinstance(evaluate(tree, FIG), bool)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("60s", 60.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), (" 1.5s ", 1.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("60s", 60.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), (" 1.5s ", 1.5)],
+)
 def test_windows_are_durations_with_a_unit(text: str, seconds: float) -> None:
     assert parse_window(text) == seconds
 
@@ -123,33 +136,45 @@ window_seconds = 5
     assert first.holds({**dict.fromkeys(FIGURES, 0.0), "p99_latency_ms": 49.0})
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('[other]\nx = 1', "unknown top-level key"),
-    ('[assertions.a]\nwindow = "5s"', "assertions.a.expr: expected a string"),
-    ('[assertions.a]\nexpr = "bogus > 1"', "assertions.a.expr: column 1: unknown figure"),
-    ('[assertions.a]\nexpr = "received > 1"\nwindow = "5 parsecs"', "assertions.a.window"),
-    ('[assertions.a]\nexpr = "received > 1"\nwindow = "2h"', "between 1s and 3600s"),
-    ('[assertions.a]\nexpr = "received > 1"\nwindow_seconds = 0.1', "between 1s and 3600s"),
-    ('[assertions.a]\nexpr = "received > 1"\nwindow = "5s"\nwindow_seconds = 5',
-     "not both"),
-    ('[assertions.a]\nexpr = "received > 1"\ncritical = "yes"', "expected true or false"),
-    ('[assertions.a]\nexpr = "received > 1"\ncrtical = true', "unknown key"),
-    ('[assertions."a b"]\nexpr = "received > 1"', "a name is 1-64 characters"),
-    ('assertions = 3', "expected tables"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[other]\nx = 1", "unknown top-level key"),
+        ('[assertions.a]\nwindow = "5s"', "assertions.a.expr: expected a string"),
+        ('[assertions.a]\nexpr = "bogus > 1"', "assertions.a.expr: column 1: unknown figure"),
+        ('[assertions.a]\nexpr = "received > 1"\nwindow = "5 parsecs"', "assertions.a.window"),
+        ('[assertions.a]\nexpr = "received > 1"\nwindow = "2h"', "between 1s and 3600s"),
+        ('[assertions.a]\nexpr = "received > 1"\nwindow_seconds = 0.1', "between 1s and 3600s"),
+        ('[assertions.a]\nexpr = "received > 1"\nwindow = "5s"\nwindow_seconds = 5', "not both"),
+        ('[assertions.a]\nexpr = "received > 1"\ncritical = "yes"', "expected true or false"),
+        ('[assertions.a]\nexpr = "received > 1"\ncrtical = true', "unknown key"),
+        ('[assertions."a b"]\nexpr = "received > 1"', "a name is 1-64 characters"),
+        ("assertions = 3", "expected tables"),
+    ],
+)
 def test_bad_assertions_files_are_refused_naming_table_and_key(text: str, message: str) -> None:
     with pytest.raises(AssertionConfigError, match=message):
         parse_file(tomllib.loads(text), FIGURES)
 
 
-def _stats(received: int, accepted: int, rejected: dict[str, int], latency: Histogram,
-           publishers: int = 0) -> dict[str, object]:
-    return {"broker": {"received": received, "accepted": accepted, "rejected": rejected,
-                       "bytes_in": received * 100, "bytes_accepted": accepted * 100,
-                       "subscriptions": 3, "latency": latency.snapshot()},
-            "ingress": {"connected": publishers, "handshake_failures": 1},
-            "egress": {"connected": 4, "handshake_failures": 0},
-            "restarts": {"monitor.ingress": 0}, "draining": False}
+def _stats(
+    received: int, accepted: int, rejected: dict[str, int], latency: Histogram, publishers: int = 0
+) -> dict[str, object]:
+    return {
+        "broker": {
+            "received": received,
+            "accepted": accepted,
+            "rejected": rejected,
+            "bytes_in": received * 100,
+            "bytes_accepted": accepted * 100,
+            "subscriptions": 3,
+            "latency": latency.snapshot(),
+        },
+        "ingress": {"connected": publishers, "handshake_failures": 1},
+        "egress": {"connected": 4, "handshake_failures": 0},
+        "restarts": {"monitor.ingress": 0},
+        "draining": False,
+    }
 
 
 def test_figures_are_rates_ratios_and_quantiles_over_the_window_between_two_samples() -> None:
@@ -158,8 +183,9 @@ def test_figures_are_rates_ratios_and_quantiles_over_the_window_between_two_samp
     before = sample(_stats(50, 50, {"invalid": 0, "rate_limited": 0}, hist), at=100.0)
     hist.observe(0.03, 99)  # 25 ms < x <= 50 ms bucket
     hist.observe(2.0, 1)
-    after = sample(_stats(250, 100 + 50, {"invalid": 60, "rate_limited": 40}, hist,
-                          publishers=2), at=110.0)
+    after = sample(
+        _stats(250, 100 + 50, {"invalid": 60, "rate_limited": 40}, hist, publishers=2), at=110.0
+    )
     figures = compute(after, before)
     assert set(figures) == set(FIGURES)
     assert figures["receive_rate"] == 20.0

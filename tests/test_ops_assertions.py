@@ -29,8 +29,9 @@ def ok(busd: BusdProcess, name: str) -> float | None:
     return value(scrape(busd.metrics), "busd_assertion_ok", name=name)
 
 
-def start_with(busd_factory: Callable[..., BusdProcess], tmp_path: Path,
-               text: str = ASSERTIONS) -> tuple[BusdProcess, Path]:
+def start_with(
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path, text: str = ASSERTIONS
+) -> tuple[BusdProcess, Path]:
     path = tmp_path / "assertions.toml"
     path.write_text(text)
     return busd_factory(extra_args=("--assertions", str(path))), path
@@ -38,8 +39,8 @@ def start_with(busd_factory: Callable[..., BusdProcess], tmp_path: Path,
 
 @pytest.mark.timeout(40)
 def test_a_violated_critical_assertion_fails_readyz_and_recovers_when_it_holds(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path,
-        zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path, zctx: TrackedContext
+) -> None:
     """Traffic breaks a tiny latency bound: ok 0 and /readyz 503 within the window (plus
     one tick); a window without traffic restores ok 1 and /readyz 200."""
     busd, _ = start_with(busd_factory, tmp_path)
@@ -67,8 +68,8 @@ def test_a_violated_critical_assertion_fails_readyz_and_recovers_when_it_holds(
 
 @pytest.mark.timeout(40)
 def test_an_assertion_on_connections_follows_a_publisher_connecting_and_leaving(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path,
-        zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path, zctx: TrackedContext
+) -> None:
     """publishers_connected >= 1: violated with none, holds with a DEALER, violated after
     it closes. Not critical, so /readyz stays 200 throughout."""
     busd, _ = start_with(busd_factory, tmp_path)
@@ -79,15 +80,22 @@ def test_an_assertion_on_connections_follows_a_publisher_connecting_and_leaving(
     pub.close()
     wait_for(lambda: ok(busd, "publishers") == 0, timeout=4.0, what="publisher gone: violated")
     assert get(busd.metrics, "/readyz")[0] == 200
-    changes = [(line["event"], line["assertion"]) for line in busd.logs()
-               if line.get("assertion") == "publishers"]
-    assert changes == [("assertion violated", "publishers"), ("assertion holds", "publishers"),
-                       ("assertion violated", "publishers")]
+    changes = [
+        (line["event"], line["assertion"])
+        for line in busd.logs()
+        if line.get("assertion") == "publishers"
+    ]
+    assert changes == [
+        ("assertion violated", "publishers"),
+        ("assertion holds", "publishers"),
+        ("assertion violated", "publishers"),
+    ]
 
 
 @pytest.mark.timeout(30)
 def test_sighup_reloads_the_assertions_file_and_a_broken_one_keeps_the_previous_set(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path
+) -> None:
     busd, path = start_with(busd_factory, tmp_path)
     path.write_text(ASSERTIONS + '\n[assertions.quiet]\nexpr = "reject_ratio < 0.5"\n')
     busd.signal(signal.SIGHUP)
@@ -102,15 +110,20 @@ def test_sighup_reloads_the_assertions_file_and_a_broken_one_keeps_the_previous_
 
 @pytest.mark.timeout(30)
 def test_a_broken_assertions_file_stops_start_up_with_the_reason(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[assertions.latency]\nexpr = "p99_latency < 50"\n')
     busd = busd_factory(start=False, extra_args=("--assertions", str(path)))
     with open(busd.log_path, "ab") as log:
-        proc = subprocess.run(busd.argv(), stdout=log, stderr=log, cwd=busd.root, timeout=15,
-                              check=False)
+        proc = subprocess.run(
+            busd.argv(), stdout=log, stderr=log, cwd=busd.root, timeout=15, check=False
+        )
     assert proc.returncode != 0
-    errors = [line["error"] for line in busd.logs(since_start=False)
-              if line.get("event") == "startup failed"]
+    errors = [
+        line["error"]
+        for line in busd.logs(since_start=False)
+        if line.get("event") == "startup failed"
+    ]
     assert errors and "assertions.latency.expr" in errors[0]
     assert "unknown figure 'p99_latency'" in errors[0]

@@ -17,8 +17,9 @@ from rawproto import collect, dealer, envelope, publish
 
 
 def busctl(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "busctl"), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [str(BIN / "busctl"), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def traffic(zctx: TrackedContext, busd: BusdProcess, accepted: int, bad: int) -> None:
@@ -34,7 +35,8 @@ def traffic(zctx: TrackedContext, busd: BusdProcess, accepted: int, bad: int) ->
 
 @pytest.mark.timeout(30)
 def test_stats_json_reports_the_counts_of_known_traffic(
-        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
+) -> None:
     busd = busd_factory(start=False)
     (busd.rates_dir / "publish.release.slow").write_text("0.001 1\n")
     busd.start()
@@ -56,12 +58,11 @@ def test_stats_json_reports_the_counts_of_known_traffic(
 
 @pytest.mark.timeout(30)
 def test_top_once_renders_one_frame_with_rates_rejects_connections_and_latency(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path,
-        zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path, zctx: TrackedContext
+) -> None:
     """A frame taken while a publisher streams shows a non-zero inbound rate."""
     path = tmp_path / "a.toml"
-    path.write_text('[assertions.publishers]\nexpr = "publishers_connected >= 1"\n'
-                    'window = "1s"\n')
+    path.write_text('[assertions.publishers]\nexpr = "publishers_connected >= 1"\nwindow = "1s"\n')
     busd = busd_factory(extra_args=("--assertions", str(path)))
     traffic(zctx, busd, accepted=5, bad=2)
     stop = threading.Event()
@@ -80,8 +81,10 @@ def test_top_once_renders_one_frame_with_rates_rejects_connections_and_latency(
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: value(scrape(busd.metrics), "busd_assertion_ok", name="publishers") == 1,
-                 what="the publishers assertion sees the streaming publisher")
+        wait_for(
+            lambda: value(scrape(busd.metrics), "busd_assertion_ok", name="publishers") == 1,
+            what="the publishers assertion sees the streaming publisher",
+        )
         result = busctl("top", "--once", "--interval", "0.5", "--metrics", busd.metrics)
     finally:
         stop.set()
@@ -94,11 +97,9 @@ def test_top_once_renders_one_frame_with_rates_rejects_connections_and_latency(
     assert "interval 0.5s" in lines[0]
     rates = next(line for line in lines if line.startswith("messages/s")).split()
     assert float(rates[2]) > 0  # in
-    assert any(line.split()[:1] == ["bad_encoding"] and line.split()[-1] == "2"
-               for line in lines)
+    assert any(line.split()[:1] == ["bad_encoding"] and line.split()[-1] == "2" for line in lines)
     assert next(line for line in lines if line.startswith("connections")).split()[2] == "1"
-    assert next(line for line in lines if line.startswith("latency")).split()[2].startswith(
-        "<=")
+    assert next(line for line in lines if line.startswith("latency")).split()[2].startswith("<=")
     assert any(line.split() == ["publishers", "ok"] for line in lines)
 
 
@@ -112,15 +113,18 @@ def test_stats_and_top_exit_3_when_busd_cannot_be_reached() -> None:
 
 def test_a_frame_shows_rates_over_the_interval_and_throttles_by_key() -> None:
     """render_frame on two parsed scrapes ten seconds apart (no busd needed)."""
+
     def text(received: int, limited: int, le_fast: int, total: int) -> str:
-        return (f'busd_messages_received_total {received}\n'
-                f'busd_messages_accepted_total {received - limited}\n'
-                f'busd_messages_rejected_total{{code="rate_limited"}} {limited}\n'
-                f'busd_rate_key_throttled_total{{key="publish.release"}} {limited}\n'
-                f'busd_processing_latency_seconds_bucket{{le="0.001"}} {le_fast}\n'
-                f'busd_processing_latency_seconds_bucket{{le="0.05"}} {total}\n'
-                f'busd_processing_latency_seconds_bucket{{le="+Inf"}} {total}\n'
-                'busd_ready 1\nbusd_build_info{version="9.9",protocol="1"} 1\n')
+        return (
+            f"busd_messages_received_total {received}\n"
+            f"busd_messages_accepted_total {received - limited}\n"
+            f'busd_messages_rejected_total{{code="rate_limited"}} {limited}\n'
+            f'busd_rate_key_throttled_total{{key="publish.release"}} {limited}\n'
+            f'busd_processing_latency_seconds_bucket{{le="0.001"}} {le_fast}\n'
+            f'busd_processing_latency_seconds_bucket{{le="0.05"}} {total}\n'
+            f'busd_processing_latency_seconds_bucket{{le="+Inf"}} {total}\n'
+            'busd_ready 1\nbusd_build_info{version="9.9",protocol="1"} 1\n'
+        )
 
     then = Summary.of(parse_exposition(text(1000, 0, 1000, 1000)), at=100.0)
     now = Summary.of(parse_exposition(text(3000, 500, 1000, 2500)), at=110.0)
@@ -128,7 +132,14 @@ def test_a_frame_shows_rates_over_the_interval_and_throttles_by_key() -> None:
     lines = frame.splitlines()
     assert lines[0].startswith("busd 9.9 at bus:7403   ready")
     assert next(x for x in lines if x.startswith("messages/s")).split() == [
-        "messages/s", "in", "200.0", "out", "150.0", "rejected", "50.0"]
+        "messages/s",
+        "in",
+        "200.0",
+        "out",
+        "150.0",
+        "rejected",
+        "50.0",
+    ]
     latency = next(x for x in lines if x.startswith("latency")).split()
     assert latency[1:5] == ["p50", "<=50", "ms", "p99"]  # the window saw only slow ones
     throttles = lines.index(next(x for x in lines if x.startswith("throttles by rate key")))

@@ -45,8 +45,14 @@ def test_the_example_lists_every_setting_with_its_default_and_unit() -> None:
 
 
 def test_busd_accepts_the_example_and_uses_its_values() -> None:
-    result = subprocess.run([str(BIN / "busd"), "--config", str(EXAMPLE), "--check-config"],
-                            capture_output=True, text=True, timeout=20, check=False, env={})
+    result = subprocess.run(
+        [str(BIN / "busd"), "--config", str(EXAMPLE), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+        env={},
+    )
     assert result.returncode == 0, result.stderr
     effective = json.loads(result.stdout)
     for key, value in tomllib.loads(EXAMPLE.read_text()).items():
@@ -61,7 +67,8 @@ def test_operations_doc_lists_every_figure() -> None:
 
 @pytest.mark.timeout(30)
 def test_operations_doc_lists_every_metric_family_of_a_real_scrape(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path
+) -> None:
     """All sections on: rate keys, schemas, control, assertions."""
     assertions = tmp_path / "a.toml"
     assertions.write_text('[assertions.x]\nexpr = "received >= 0"\n')

@@ -17,10 +17,23 @@ from conftest import BusdProcess, TrackedContext, wait_for
 from opshttp import PROMTOOL, get, needs_promtool, scrape, scrape_text, value
 from rawproto import collect, dealer, envelope, header, publish
 
-CODES = ("bad_frame", "unsupported_protocol", "too_large", "bad_encoding", "bad_topic",
-         "bad_envelope", "unknown_schema", "unknown_version", "retired_version",
-         "schema_not_allowed", "invalid", "rate_limited", "disabled", "shutting_down",
-         "internal")
+CODES = (
+    "bad_frame",
+    "unsupported_protocol",
+    "too_large",
+    "bad_encoding",
+    "bad_topic",
+    "bad_envelope",
+    "unknown_schema",
+    "unknown_version",
+    "retired_version",
+    "schema_not_allowed",
+    "invalid",
+    "rate_limited",
+    "disabled",
+    "shutting_down",
+    "internal",
+)
 
 
 Scrape = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -28,6 +41,7 @@ Scrape = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def scrape_when(busd: BusdProcess, condition: Callable[[Scrape], bool], what: str) -> Scrape:
     """Scrape until ``condition`` holds for a scrape; returns that scrape."""
+
     def attempt() -> Scrape | None:
         s = scrape(busd.metrics)
         return s if condition(s) else None
@@ -36,11 +50,11 @@ def scrape_when(busd: BusdProcess, condition: Callable[[Scrape], bool], what: st
     return result
 
 
-def send_known_traffic(ctx: TrackedContext, pub: zmq.Socket[bytes],
-                       endpoint: str) -> dict[str, int]:
+def send_known_traffic(
+    ctx: TrackedContext, pub: zmq.Socket[bytes], endpoint: str
+) -> dict[str, int]:
     """8 accepted and 8 rejected messages of 6 codes; returns the expected counters."""
-    accepted_envs = [msgpack.packb(envelope("release.metrics", id=f"ok-{i}"))
-                     for i in range(7)]
+    accepted_envs = [msgpack.packb(envelope("release.metrics", id=f"ok-{i}")) for i in range(7)]
     for seq, env in enumerate(accepted_envs, start=1):
         publish(pub, seq, "release.metrics", env)
     bad_encoding = b"\xc1\x00"
@@ -59,9 +73,16 @@ def send_known_traffic(ctx: TrackedContext, pub: zmq.Socket[bytes],
     publish(pub, 15, "release.metrics", too_large)
     fates = collect(pub, 15)
     got = {seq: fate["code"] for seq, fate in fates.items()}
-    assert got == {**dict.fromkeys(range(1, 10), "accepted"), 8: "bad_frame",
-                   10: "bad_encoding", 11: "bad_encoding", 12: "bad_topic",
-                   13: "bad_envelope", 14: "bad_envelope", 15: "too_large"}
+    assert got == {
+        **dict.fromkeys(range(1, 10), "accepted"),
+        8: "bad_frame",
+        10: "bad_encoding",
+        11: "bad_encoding",
+        12: "bad_topic",
+        13: "bad_envelope",
+        14: "bad_envelope",
+        15: "too_large",
+    }
     # Answered with seq nil or 16 (collect counts a nil seq once): its own socket keeps the
     # count unambiguous.
     other = dealer(ctx, endpoint)
@@ -69,23 +90,39 @@ def send_known_traffic(ctx: TrackedContext, pub: zmq.Socket[bytes],
     assert [f["code"] for f in collect(other, 1).values()] == ["unsupported_protocol"]
     other.close()
     accepted_envs.append(accepted_envs[0])
-    with_body = [*accepted_envs, bad_encoding, bad_encoding, bad_topic, bad_envelope,
-                 bad_envelope, too_large]
-    return {"received": 16, "accepted": 8,
-            "bytes_in": sum(len(b) for b in with_body),
-            "bytes_accepted": sum(len(b) for b in accepted_envs),
-            "bad_frame": 1, "unsupported_protocol": 1, "bad_encoding": 2, "bad_topic": 1,
-            "bad_envelope": 2, "too_large": 1}
+    with_body = [
+        *accepted_envs,
+        bad_encoding,
+        bad_encoding,
+        bad_topic,
+        bad_envelope,
+        bad_envelope,
+        too_large,
+    ]
+    return {
+        "received": 16,
+        "accepted": 8,
+        "bytes_in": sum(len(b) for b in with_body),
+        "bytes_accepted": sum(len(b) for b in accepted_envs),
+        "bad_frame": 1,
+        "unsupported_protocol": 1,
+        "bad_encoding": 2,
+        "bad_topic": 1,
+        "bad_envelope": 2,
+        "too_large": 1,
+    }
 
 
 @pytest.mark.timeout(30)
 def test_a_scrape_after_known_traffic_shows_exactly_those_counts(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """N accepted and M rejected by code appear exactly; unused codes are present at 0."""
     pub = dealer(zctx, busd.pub_endpoint)
     expected = send_known_traffic(zctx, pub, busd.pub_endpoint)
-    m = scrape_when(busd, lambda s: value(s, "busd_publishers_connected") == 1,
-                    "publisher connection counted")
+    m = scrape_when(
+        busd, lambda s: value(s, "busd_publishers_connected") == 1, "publisher connection counted"
+    )
     assert value(m, "busd_messages_received_total") == expected["received"]
     assert value(m, "busd_messages_accepted_total") == expected["accepted"]
     assert value(m, "busd_received_bytes_total") == expected["bytes_in"]
@@ -100,34 +137,47 @@ def test_a_scrape_after_known_traffic_shows_exactly_those_counts(
     assert value(m, "busd_subscribers_connected") == 0
     assert value(m, "busd_ready") == 1
     assert value(m, "busd_draining") == 0
-    assert value(m, "busd_build_info", version="0.1.0", protocol="1",
-                 python=__import__("platform").python_version()) == 1
+    assert (
+        value(
+            m,
+            "busd_build_info",
+            version="0.1.0",
+            protocol="1",
+            python=__import__("platform").python_version(),
+        )
+        == 1
+    )
     assert value(m, "busd_task_restarts_total", task="metrics") == 0
     pub.close()
-    wait_for(lambda: value(scrape(busd.metrics), "busd_publishers_connected") == 0,
-             what="publisher disconnection counted")
+    wait_for(
+        lambda: value(scrape(busd.metrics), "busd_publishers_connected") == 0,
+        what="publisher disconnection counted",
+    )
 
 
 @pytest.mark.timeout(30)
-def test_subscribers_and_subscriptions_are_counted(busd: BusdProcess,
-                                                   zctx: TrackedContext) -> None:
+def test_subscribers_and_subscriptions_are_counted(busd: BusdProcess, zctx: TrackedContext) -> None:
     sub = zctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"release.")
     sub.setsockopt(zmq.SUBSCRIBE, b"audit.")
     sub.connect(busd.sub_endpoint)
-    m = scrape_when(busd, lambda s: value(s, "busd_active_subscriptions") == 2,
-                    "two subscriptions counted")
+    m = scrape_when(
+        busd, lambda s: value(s, "busd_active_subscriptions") == 2, "two subscriptions counted"
+    )
     assert value(m, "busd_subscribers_connected") == 1
     assert value(m, "busd_subscribe_requests_total") == 2
     sub.close()
-    wait_for(lambda: value(scrape(busd.metrics), "busd_subscribers_connected") == 0,
-             what="subscriber disconnection counted")
+    wait_for(
+        lambda: value(scrape(busd.metrics), "busd_subscribers_connected") == 0,
+        what="subscriber disconnection counted",
+    )
 
 
 @needs_promtool
 @pytest.mark.timeout(30)
 def test_promtool_check_metrics_finds_no_problem_in_a_real_scrape(
-        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext, tmp_path: Path) -> None:
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext, tmp_path: Path
+) -> None:
     """Every section present: traffic, rate keys, schemas, control, assertions."""
     assertions = tmp_path / "a.toml"
     assertions.write_text('[assertions.latency]\nexpr = "p99_latency_ms < 50"\n')
@@ -137,12 +187,22 @@ def test_promtool_check_metrics_finds_no_problem_in_a_real_scrape(
     pub = dealer(zctx, busd.pub_endpoint)
     send_known_traffic(zctx, pub, busd.pub_endpoint)
     text = scrape_text(busd.metrics)
-    for family in ("busd_rate_key_throttled_total", "busd_schema_messages_accepted_total",
-                   "busd_control_requests_total", "busd_assertion_ok", "process_cpu_seconds"):
+    for family in (
+        "busd_rate_key_throttled_total",
+        "busd_schema_messages_accepted_total",
+        "busd_control_requests_total",
+        "busd_assertion_ok",
+        "process_cpu_seconds",
+    ):
         assert f"\n{family}" in text, family
     assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(),
-                            capture_output=True, timeout=20, check=False)
+    result = subprocess.run(
+        [PROMTOOL, "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert result.stdout.strip() == b"" and result.stderr.strip() == b"", result.stderr
     pub.close()
@@ -150,7 +210,8 @@ def test_promtool_check_metrics_finds_no_problem_in_a_real_scrape(
 
 @pytest.mark.timeout(20)
 def test_health_endpoints_answer_and_other_requests_get_clear_errors(
-        busd_each_loop: BusdProcess) -> None:
+    busd_each_loop: BusdProcess,
+) -> None:
     busd = busd_each_loop
     assert get(busd.metrics, "/healthz")[::2] == (200, b"ok\n")
     assert get(busd.metrics, "/readyz")[::2] == (200, b"ready\n")
@@ -165,30 +226,39 @@ def test_health_endpoints_answer_and_other_requests_get_clear_errors(
 
 @pytest.mark.timeout(20)
 def test_the_metrics_port_listens_on_the_configured_loopback_address_only(
-        busd: BusdProcess) -> None:
+    busd: BusdProcess,
+) -> None:
     """Bound to 127.0.0.1, not 0.0.0.0 (prometheus-client's default would be all)."""
     port_hex = f"{busd.metrics_port:04X}"
-    listening = [line.split()[1] for line in
-                 Path("/proc/net/tcp").read_text().splitlines()[1:]
-                 if line.split()[1].endswith(":" + port_hex) and line.split()[3] == "0A"]
+    listening = [
+        line.split()[1]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if line.split()[1].endswith(":" + port_hex) and line.split()[3] == "0A"
+    ]
     assert listening == ["0100007F:" + port_hex]
     v6 = Path("/proc/net/tcp6")
     if v6.exists():
-        assert not [line for line in v6.read_text().splitlines()[1:]
-                    if line.split()[1].endswith(":" + port_hex) and line.split()[3] == "0A"]
+        assert not [
+            line
+            for line in v6.read_text().splitlines()[1:]
+            if line.split()[1].endswith(":" + port_hex) and line.split()[3] == "0A"
+        ]
 
 
 @pytest.mark.timeout(20)
 def test_a_taken_metrics_port_fails_start_up_with_a_non_zero_exit(
-        busd: BusdProcess, busd_factory: Callable[..., BusdProcess]) -> None:
+    busd: BusdProcess, busd_factory: Callable[..., BusdProcess]
+) -> None:
     second = busd_factory(start=False, name="second")
     second.metrics, second.metrics_port = busd.metrics, busd.metrics_port
     with open(second.log_path, "ab") as log:
-        proc = subprocess.run(second.argv(), stdout=log, stderr=log, cwd=second.root,
-                              timeout=15, check=False)
+        proc = subprocess.run(
+            second.argv(), stdout=log, stderr=log, cwd=second.root, timeout=15, check=False
+        )
     assert proc.returncode == 69
-    failed = [line for line in second.logs(since_start=False)
-              if line.get("event") == "startup failed"]
+    failed = [
+        line for line in second.logs(since_start=False) if line.get("event") == "startup failed"
+    ]
     assert failed and "in use" in failed[0]["error"].lower()
 
 
@@ -217,11 +287,14 @@ def test_readyz_fails_while_draining(busd: BusdProcess, zctx: TrackedContext) ->
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: (value(scrape(busd.metrics), "busd_messages_received_total") or 0) > 0,
-                 what="traffic flowing")
+        wait_for(
+            lambda: (value(scrape(busd.metrics), "busd_messages_received_total") or 0) > 0,
+            what="traffic flowing",
+        )
         busd.signal(signal.SIGTERM)
-        body = wait_for(lambda: (r := get(busd.metrics, "/readyz"))[0] == 503 and r[2],
-                        what="/readyz 503")
+        body = wait_for(
+            lambda: (r := get(busd.metrics, "/readyz"))[0] == 503 and r[2], what="/readyz 503"
+        )
         assert b"draining" in body
         assert value(scrape(busd.metrics), "busd_draining") == 1
     finally:
@@ -232,7 +305,8 @@ def test_readyz_fails_while_draining(busd: BusdProcess, zctx: TrackedContext) ->
 
 @pytest.mark.timeout(30)
 def test_throttled_and_disabled_messages_are_counted_by_code_and_by_rate_key(
-        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
+) -> None:
     """K throttled by one key and D refused by a disabled key appear exactly, per key too."""
     busd = busd_factory(start=False)
     (busd.rates_dir / "publish.release.slow").write_text("0.001 1\n")
@@ -262,7 +336,8 @@ def test_throttled_and_disabled_messages_are_counted_by_code_and_by_rate_key(
 
 
 def test_subscribers_connecting_as_busd_binds_are_counted(
-        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
+) -> None:
     """Connections accepted the moment busd binds (clients retrying every 10 ms, as after a
     restart) are counted: the monitors attach before the sockets can accept anything."""
     b = busd_factory(start=False)
@@ -274,8 +349,11 @@ def test_subscribers_connecting_as_busd_binds_are_counted(
         subs.append(sub)
     try:
         b.start()
-        wait_for(lambda: value(scrape(b.metrics), "busd_subscribers_connected") == 3,
-                 timeout=5, what="all three subscribers counted")
+        wait_for(
+            lambda: value(scrape(b.metrics), "busd_subscribers_connected") == 3,
+            timeout=5,
+            what="all three subscribers counted",
+        )
     finally:
         for sub in subs:
             sub.close()

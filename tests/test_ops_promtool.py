@@ -20,8 +20,9 @@ ASSERTIONS = REPO / "deploy" / "assertions.toml"
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], cwd=PROM, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [PROMTOOL, *args], cwd=PROM, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @needs_promtool
@@ -62,7 +63,8 @@ def test_every_shipped_assertion_has_a_matching_alert() -> None:
 
 @pytest.mark.timeout(30)
 def test_every_metric_the_rules_read_is_in_a_real_scrape_of_busd_with_the_shipped_assertions(
-        busd_factory: Callable[..., BusdProcess]) -> None:
+    busd_factory: Callable[..., BusdProcess],
+) -> None:
     busd = busd_factory(extra_args=("--assertions", str(ASSERTIONS)), start=False)
     (busd.rates_dir / "publish").write_text("500\n")  # per-key families need a key
     busd.start()

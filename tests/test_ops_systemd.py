@@ -32,8 +32,9 @@ def notify_socket() -> Iterator[tuple[socket.socket, str]]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def receive(sock: socket.socket, until: Callable[[list[str]], bool],
-            timeout: float = 5.0) -> list[str]:
+def receive(
+    sock: socket.socket, until: Callable[[list[str]], bool], timeout: float = 5.0
+) -> list[str]:
     """Datagrams (as text) until ``until(got)`` holds; fails after ``timeout`` seconds."""
     got: list[str] = []
     deadline = time.monotonic() + timeout
@@ -52,8 +53,8 @@ def first_lines(datagrams: list[str]) -> list[str]:
 
 @pytest.mark.timeout(30)
 def test_busd_sends_ready_then_watchdog_pings_then_stopping_in_order(
-        busd_factory: Callable[..., BusdProcess],
-        notify_socket: tuple[socket.socket, str]) -> None:
+    busd_factory: Callable[..., BusdProcess], notify_socket: tuple[socket.socket, str]
+) -> None:
     sock, path = notify_socket
     busd = busd_factory(start=False)
     busd.env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
@@ -75,7 +76,8 @@ def test_busd_sends_ready_then_watchdog_pings_then_stopping_in_order(
 
 @pytest.mark.timeout(30)
 def test_an_abstract_notify_socket_name_starting_with_at_is_used(
-        busd_factory: Callable[..., BusdProcess]) -> None:
+    busd_factory: Callable[..., BusdProcess],
+) -> None:
     name = f"busd-test-{os.getpid()}-{time.monotonic_ns()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind("\0" + name)
@@ -114,8 +116,10 @@ def test_a_vanished_notify_socket_is_counted_not_raised(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze not installed (no systemd on this machine)")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze not installed (no systemd on this machine)",
+)
 def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(tmp_path: Path) -> None:
     """The shipped unit, with ExecStart pointed at this checkout's busd (verify checks that
     the binary exists)."""
@@ -123,11 +127,24 @@ def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(tmp_path: Pat
     assert "ExecStart=/opt/busd/bin/busd " in text
     unit = tmp_path / "busd.service"
     unit.write_text(text.replace("/opt/busd/bin/busd", str(BIN / "busd")))
-    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
-                            text=True, timeout=25, check=False)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=25,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
-    for needed in ("Type=notify", "WatchdogSec=", "Restart=always", "StartLimitBurst=",
-                   "DynamicUser=yes", "ProtectSystem=strict", "RuntimeDirectory=busd",
-                   "NoNewPrivileges=yes", "ExecReload=/bin/kill -HUP $MAINPID"):
+    for needed in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=always",
+        "StartLimitBurst=",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "RuntimeDirectory=busd",
+        "NoNewPrivileges=yes",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ):
         assert needed in text, needed

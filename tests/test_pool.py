@@ -43,18 +43,24 @@ def accepted_by(b: BusdProcess) -> float:
     return scrape(b.metrics).get(("busd_messages_accepted_total", ()), 0.0)
 
 
-def run_traffic(brokers: list[BusdProcess], during: Callable[[list[SubscriberThread]], None],
-                count: int = COUNT) -> dict[str, object]:
+def run_traffic(
+    brokers: list[BusdProcess], during: Callable[[list[SubscriberThread]], None], count: int = COUNT
+) -> dict[str, object]:
     pubs_at = [b.pub_endpoint for b in brokers]
     subs = [SubscriberThread([b.sub_endpoint for b in brokers]) for _ in range(2)]
     for s in subs:
         s.start()
         assert s.ready.wait(5)
     wait_for(lambda: subscribed(brokers, 2), timeout=10, what="both subscribers on every broker")
-    wait_for(lambda: all(get(b.metrics, "/readyz")[0] == 200 for b in brokers), timeout=10,
-             what="every broker past its warm-up")
-    pubs = [PublisherThread(pubs_at, f"pub{k}", count, RATE, timeout=30.0, attempt_timeout=0.5)
-            for k in range(2)]
+    wait_for(
+        lambda: all(get(b.metrics, "/readyz")[0] == 200 for b in brokers),
+        timeout=10,
+        what="every broker past its warm-up",
+    )
+    pubs = [
+        PublisherThread(pubs_at, f"pub{k}", count, RATE, timeout=30.0, attempt_timeout=0.5)
+        for k in range(2)
+    ]
     for p in pubs:
         p.start()
     try:
@@ -63,8 +69,11 @@ def run_traffic(brokers: list[BusdProcess], during: Callable[[list[SubscriberThr
             p.join(60)
             assert not p.is_alive(), "publisher did not finish"
         accepted = {i for p in pubs for i in p.accepted}
-        wait_for(lambda: delivered_all(accepted, subs) or any(s.error for s in subs),
-                 timeout=15, what="every accepted message at every subscriber")
+        wait_for(
+            lambda: delivered_all(accepted, subs) or any(s.error for s in subs),
+            timeout=15,
+            what="every accepted message at every subscriber",
+        )
     finally:
         for s in subs:
             s.stop.set()
@@ -83,7 +92,8 @@ def run_traffic(brokers: list[BusdProcess], during: Callable[[list[SubscriberThr
 
 @pytest.mark.timeout(90)
 def test_kill_9_of_one_broker_loses_nothing_and_it_is_used_again(
-        busd_factory: Callable[..., BusdProcess]) -> None:
+    busd_factory: Callable[..., BusdProcess],
+) -> None:
     """One broker killed with -9 mid-stream and restarted: every accepted message reaches
     each subscriber exactly once, no publish fails, the restarted broker takes traffic."""
     brokers = start_pool(busd_factory)
@@ -92,18 +102,30 @@ def test_kill_9_of_one_broker_loses_nothing_and_it_is_used_again(
 
     def kill_and_restart(subs: list[SubscriberThread]) -> None:
         nonlocal kills
-        wait_for(lambda: min(len(s.ids) for s in subs) >= 3000, timeout=20,
-                 what="traffic before the kill")
+        wait_for(
+            lambda: min(len(s.ids) for s in subs) >= 3000,
+            timeout=20,
+            what="traffic before the kill",
+        )
         victim.kill()
         kills += 1
         seen = min(len(s.ids) for s in subs)
-        wait_for(lambda: min(len(s.ids) for s in subs) >= seen + 1500, timeout=20,
-                 what="traffic carrying on without the killed broker")
+        wait_for(
+            lambda: min(len(s.ids) for s in subs) >= seen + 1500,
+            timeout=20,
+            what="traffic carrying on without the killed broker",
+        )
         victim.start()
-        wait_for(lambda: get(victim.metrics, "/readyz")[0] == 200, timeout=10,
-                 what="the restarted broker ready")
-        wait_for(lambda: accepted_by(victim) > 100, timeout=10,
-                 what="publishers using the restarted broker again")
+        wait_for(
+            lambda: get(victim.metrics, "/readyz")[0] == 200,
+            timeout=10,
+            what="the restarted broker ready",
+        )
+        wait_for(
+            lambda: accepted_by(victim) > 100,
+            timeout=10,
+            what="publishers using the restarted broker again",
+        )
 
     run_traffic(brokers, kill_and_restart, count=8000)  # ~5.3 s: kill, restart, reuse
     print(f"kills: {kills}")
@@ -113,36 +135,54 @@ def test_kill_9_of_one_broker_loses_nothing_and_it_is_used_again(
 ROLLING_RESTART = Path(__file__).resolve().parents[1] / "deploy" / "rolling-restart"
 # What a unit's restart does, as the pool file's `restart` command: SIGTERM busd and return
 # once it is gone (the supervisor, like systemd's Restart=always, starts a new one).
-RESTART = ("pid=$(cat {pidfile}); kill -TERM $pid; "
-           "while kill -0 $pid 2>/dev/null; do sleep 0.02; done")
+RESTART = (
+    "pid=$(cat {pidfile}); kill -TERM $pid; while kill -0 $pid 2>/dev/null; do sleep 0.02; done"
+)
 
 
 @pytest.mark.timeout(90)
 def test_rolling_restart_under_load_loses_nothing(
-        busd_factory: Callable[..., BusdProcess], tmp_path: Path) -> None:
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path
+) -> None:
     """deploy/rolling-restart restarts each broker in turn, the next only once the last is
     ready: every accepted message reaches each subscriber exactly once, no publish fails."""
     script = tmp_path / "supervise.py"
     script.write_text(SUPERVISOR)
-    units = [Supervised(busd_factory(name=f"b{k}", extra_args=WARMUP, start=False), script)
-             for k in range(3)]
+    units = [
+        Supervised(busd_factory(name=f"b{k}", extra_args=WARMUP, start=False), script)
+        for k in range(3)
+    ]
     try:
         for u in units:
-            wait_for(lambda: u.pidfile.exists() and _ready(u.busd.metrics),  # noqa: B023
-                     timeout=15, what=f"{u.name} ready")
+            wait_for(
+                lambda: u.pidfile.exists() and _ready(u.busd.metrics),  # noqa: B023
+                timeout=15,
+                what=f"{u.name} ready",
+            )
         brokers = [u.busd for u in units]
-        pool = write_pool(tmp_path / "pool.toml", brokers,
-                          {u.name: RESTART.format(pidfile=u.pidfile) for u in units})
+        pool = write_pool(
+            tmp_path / "pool.toml",
+            brokers,
+            {u.name: RESTART.format(pidfile=u.pidfile) for u in units},
+        )
         before = [u.pid() for u in units]
         took: list[float] = []
 
         def rolling(subs: list[SubscriberThread]) -> None:
-            wait_for(lambda: min(len(s.ids) for s in subs) >= 2000, timeout=20,
-                     what="traffic before the restarts")
+            wait_for(
+                lambda: min(len(s.ids) for s in subs) >= 2000,
+                timeout=20,
+                what="traffic before the restarts",
+            )
             began = time.monotonic()
-            done = subprocess.run([str(ROLLING_RESTART), str(pool), "--ready-timeout", "15"],
-                                  env={**os.environ, "BUSCTL": BUSCTL}, capture_output=True,
-                                  text=True, timeout=60, check=False)
+            done = subprocess.run(
+                [str(ROLLING_RESTART), str(pool), "--ready-timeout", "15"],
+                env={**os.environ, "BUSCTL": BUSCTL},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             took.append(time.monotonic() - began)
             assert done.returncode == 0, done.stderr
 
@@ -157,7 +197,8 @@ def test_rolling_restart_under_load_loses_nothing(
 
 @pytest.mark.timeout(60)
 def test_all_brokers_down_publishers_wait_or_time_out_as_chosen(
-        busd_factory: Callable[..., BusdProcess]) -> None:
+    busd_factory: Callable[..., BusdProcess],
+) -> None:
     """With every broker down no message is reported accepted: a publisher without a timeout
     waits and succeeds once a broker is back; one with a timeout fails with PublishTimeout."""
     brokers = start_pool(busd_factory, 2)
@@ -167,28 +208,33 @@ def test_all_brokers_down_publishers_wait_or_time_out_as_chosen(
     assert sub.ready.wait(5)
     try:
         wait_for(lambda: subscribed(brokers, 1), timeout=10, what="subscriber connected")
-        with busd_client.PoolPublisher(endpoints, timeout=None, attempt_timeout=0.3) as waiting, \
-                busd_client.PoolPublisher(endpoints, timeout=1.0, attempt_timeout=0.3,
-                                          window=5) as hasty:
+        with (
+            busd_client.PoolPublisher(endpoints, timeout=None, attempt_timeout=0.3) as waiting,
+            busd_client.PoolPublisher(
+                endpoints, timeout=1.0, attempt_timeout=0.3, window=5
+            ) as hasty,
+        ):
             waiting.publish_wait("release.load", "release", 2, _release())  # warm-up over
             for b in brokers:
                 b.kill()
-            wait_for(lambda: all(x["state"] == "down" for x in waiting.brokers), timeout=5,
-                     what="the publisher to see every broker down")
-            held = [waiting.publish("release.load", "release", 2, _release())
-                    for _ in range(20)]
+            wait_for(
+                lambda: all(x["state"] == "down" for x in waiting.brokers),
+                timeout=5,
+                what="the publisher to see every broker down",
+            )
+            held = [waiting.publish("release.load", "release", 2, _release()) for _ in range(20)]
             with pytest.raises(busd_client.PublishTimeout):
                 held[0].result(timeout=1.0)  # still pending: not accepted, not failed
             assert not any(r.done() for r in held)
 
-            doomed = [hasty.publish("release.load", "release", 2, _release())
-                      for _ in range(5)]
+            doomed = [hasty.publish("release.load", "release", 2, _release()) for _ in range(5)]
             began = time.monotonic()
             doomed.append(hasty.publish("release.load", "release", 2, _release()))
             assert time.monotonic() - began >= 0.5  # blocked: the window was full
             failures = hasty.flush()
             assert len(failures) == 6 and all(
-                isinstance(f, busd_client.PublishTimeout) and f.sent is False for f in failures)
+                isinstance(f, busd_client.PublishTimeout) and f.sent is False for f in failures
+            )
             assert not any(r.accepted for r in doomed)
 
             for b in brokers:

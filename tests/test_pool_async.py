@@ -58,8 +58,9 @@ async def actx() -> AsyncIterator[zmq.asyncio.Context]:
     assert _terminated(ctx, 5.0), "a socket was left open: the context did not terminate"
 
 
-async def until(cond: Callable[[], object], within: float, what: str,
-                blocking: bool = False) -> None:
+async def until(
+    cond: Callable[[], object], within: float, what: str, blocking: bool = False
+) -> None:
     """Poll ``cond`` (in a thread when ``blocking``) until truthy; fail past ``within`` s."""
     deadline = time.monotonic() + within
     while not (await asyncio.to_thread(cond) if blocking else cond()):
@@ -122,8 +123,7 @@ async def through(b: BusdProcess, got: Collector, ctx: zmq.asyncio.Context) -> N
             await asyncio.sleep(0.05)  # pacing the probes, not synchronisation
 
 
-async def through_all(brokers: list[BusdProcess], got: Collector,
-                      ctx: zmq.asyncio.Context) -> None:
+async def through_all(brokers: list[BusdProcess], got: Collector, ctx: zmq.asyncio.Context) -> None:
     await asyncio.gather(*(through(b, got, ctx) for b in brokers))
 
 
@@ -141,7 +141,8 @@ async def paced(pub: AsyncPoolPublisher, stop: asyncio.Event) -> list[AsyncPoolR
 
 @pytest.mark.timeout(30)
 async def test_kill_9_of_one_broker_mid_stream_loses_nothing_and_it_is_used_again(
-        busd_factory: Callable[..., BusdProcess], actx: zmq.asyncio.Context) -> None:
+    busd_factory: Callable[..., BusdProcess], actx: zmq.asyncio.Context
+) -> None:
     """One of three brokers killed with -9 under traffic and restarted: no publish fails,
     every accepted message reaches the subscriber exactly once, the restarted broker takes
     traffic again."""
@@ -150,8 +151,13 @@ async def test_kill_9_of_one_broker_mid_stream_loses_nothing_and_it_is_used_agai
     sub = AsyncPoolSubscriber([b.sub_endpoint for b in brokers], "release.", context=actx)
     got = Collector(sub)
     await through_all(brokers, got, actx)
-    pub = AsyncPoolPublisher([b.pub_endpoint for b in brokers], name="apool", context=actx,
-                             timeout=30.0, attempt_timeout=0.5)
+    pub = AsyncPoolPublisher(
+        [b.pub_endpoint for b in brokers],
+        name="apool",
+        context=actx,
+        timeout=30.0,
+        attempt_timeout=0.5,
+    )
     stop = asyncio.Event()
     traffic = asyncio.get_running_loop().create_task(paced(pub, stop))
 
@@ -173,18 +179,27 @@ async def test_kill_9_of_one_broker_mid_stream_loses_nothing_and_it_is_used_agai
     stats = pub.statistics()
     victim_link = stats["brokers"][1]
     assert victim_link["disconnects"] >= 1 and victim_link["state"] == "up"
-    print("\nasync pool figures:", json.dumps({
-        "published": len(receipts), "delivered": len(got.ids),
-        "duplicates_suppressed": sub.duplicates, "resent": stats["resent"],
-        "late_accepts": stats["late_accepts"],
-        "accepted_by_restarted": accepted_by(victim)}))
+    print(
+        "\nasync pool figures:",
+        json.dumps(
+            {
+                "published": len(receipts),
+                "delivered": len(got.ids),
+                "duplicates_suppressed": sub.duplicates,
+                "resent": stats["resent"],
+                "late_accepts": stats["late_accepts"],
+                "accepted_by_restarted": accepted_by(victim),
+            }
+        ),
+    )
     assert await pub.close() == []
     await got.close()
 
 
 @pytest.mark.timeout(30)
 async def test_all_brokers_down_holds_messages_without_timeout_and_fails_them_with_one(
-        busd_factory: Callable[..., BusdProcess], actx: zmq.asyncio.Context) -> None:
+    busd_factory: Callable[..., BusdProcess], actx: zmq.asyncio.Context
+) -> None:
     """With every broker down nothing is reported accepted: a publisher with timeout=None
     keeps its messages pending and delivers them once brokers return; one with a timeout
     fails them with PublishTimeout(sent=False), waiting for window space meanwhile."""
@@ -193,16 +208,18 @@ async def test_all_brokers_down_holds_messages_without_timeout_and_fails_them_wi
     sub = AsyncPoolSubscriber([b.sub_endpoint for b in brokers], "release.", context=actx)
     got = Collector(sub)
     waiting = AsyncPoolPublisher(endpoints, timeout=None, attempt_timeout=0.3, context=actx)
-    hasty = AsyncPoolPublisher(endpoints, timeout=1.0, attempt_timeout=0.3, window=5,
-                               context=actx)
+    hasty = AsyncPoolPublisher(endpoints, timeout=1.0, attempt_timeout=0.3, window=5, context=actx)
     await through_all(brokers, got, actx)
     for pub in (waiting, hasty):  # both have been connected before the brokers go down
         await pub.publish_wait(TOPIC, "release", 2, RELEASE)
 
     for b in brokers:
         b.kill()
-    await until(lambda: all(x["state"] == "down" for x in waiting.brokers + hasty.brokers),
-                5, "both publishers to see every broker down")
+    await until(
+        lambda: all(x["state"] == "down" for x in waiting.brokers + hasty.brokers),
+        5,
+        "both publishers to see every broker down",
+    )
     held = [await waiting.publish(TOPIC, "release", 2, RELEASE) for _ in range(20)]
     with pytest.raises(PublishTimeout):
         await held[0].result(1.0)  # still pending: neither accepted nor failed
@@ -237,14 +254,16 @@ async def test_all_brokers_down_holds_messages_without_timeout_and_fails_them_wi
 
 @pytest.mark.timeout(20)
 async def test_a_silent_broker_costs_one_attempt_timeout_and_its_late_copies_are_dropped(
-        busd_factory: Callable[..., BusdProcess], actx: zmq.asyncio.Context) -> None:
+    busd_factory: Callable[..., BusdProcess], actx: zmq.asyncio.Context
+) -> None:
     """Messages sent to a broker that stopped answering (SIGSTOP) go to the other one after
     attempt_timeout; when it resumes and forwards them too, the subscriber drops the copies."""
     brokers = await start_pool(busd_factory, 2)
     sub = AsyncPoolSubscriber([b.sub_endpoint for b in brokers], "release.", context=actx)
     got = Collector(sub)
-    pub = AsyncPoolPublisher([b.pub_endpoint for b in brokers], timeout=10.0,
-                             attempt_timeout=0.3, context=actx)
+    pub = AsyncPoolPublisher(
+        [b.pub_endpoint for b in brokers], timeout=10.0, attempt_timeout=0.3, context=actx
+    )
     await through_all(brokers, got, actx)
     brokers[0].signal(signal.SIGSTOP)
     try:
@@ -262,23 +281,23 @@ async def test_a_silent_broker_costs_one_attempt_timeout_and_its_late_copies_are
     await until(lambda: sub.duplicates == resent, 10, "the resumed broker's copies dropped")
     assert sorted(got.ids) == sorted(r.id for r in receipts)
     await until(lambda: pub.brokers[0]["late_answers"] == resent, 5, "the late answers")
-    print(f"\nsilent broker: resent {resent}, failover took {took:.2f} s, "
-          f"duplicates suppressed {sub.duplicates}")
+    print(
+        f"\nsilent broker: resent {resent}, failover took {took:.2f} s, "
+        f"duplicates suppressed {sub.duplicates}"
+    )
     assert await pub.close() == []
     await got.close()
 
 
 @pytest.mark.timeout(10)
-async def test_close_fails_pending_messages_with_closed_error(
-        actx: zmq.asyncio.Context) -> None:
+async def test_close_fails_pending_messages_with_closed_error(actx: zmq.asyncio.Context) -> None:
     """Closing while no broker answers fails every pending message with ClosedError, also
     one waiting for window space; later publishes raise ClosedError; no socket stays open."""
     nowhere = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
     pub = AsyncPoolPublisher(nowhere, timeout=None, window=3, context=actx)
     sub = AsyncPoolSubscriber([f"tcp://127.0.0.1:{free_port()}"], context=actx)
     pending = [await pub.publish(TOPIC, "release", 2, RELEASE) for _ in range(3)]
-    blocked = asyncio.get_running_loop().create_task(
-        pub.publish(TOPIC, "release", 2, RELEASE))
+    blocked = asyncio.get_running_loop().create_task(pub.publish(TOPIC, "release", 2, RELEASE))
     await asyncio.sleep(0)  # one step of the loop: the task runs up to its first await
     assert not blocked.done()  # the window is full: it waits for room
 

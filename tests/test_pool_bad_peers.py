@@ -128,8 +128,11 @@ def test_a_bad_acc_pair_does_not_stop_the_good_ones_in_the_same_reply() -> None:
     a, b = msg("a"), msg("b")
     core.add(a, 0.0, wire)
     core.add(b, 0.0, wire)
-    core.on_reply(core.links[0], _pack({"acc": [[1], [1, 1], "x"],
-                                        "rej": [5, {"seq": 2, "code": "invalid"}]}), 0.1)
+    core.on_reply(
+        core.links[0],
+        _pack({"acc": [[1], [1, 1], "x"], "rej": [5, {"seq": 2, "code": "invalid"}]}),
+        0.1,
+    )
     assert a.accepted
     assert isinstance(b.error, Rejected) and b.error.code == "invalid"
     assert core.bad_replies == 3
@@ -139,8 +142,11 @@ def test_a_rejection_with_odd_field_types_still_settles_as_a_rejection() -> None
     core, wire = make_core(1), Wire()
     p = msg("a", retry_until=10.0)
     core.add(p, 0.0, wire)
-    core.on_reply(core.links[0], _pack({"rej": [{"seq": 1, "code": "rate_limited",
-                                                 "key": 5, "retry_after_ms": -3}]}), 0.0)
+    core.on_reply(
+        core.links[0],
+        _pack({"rej": [{"seq": 1, "code": "rate_limited", "key": 5, "retry_after_ms": -3}]}),
+        0.0,
+    )
     # A negative wait reads as 0: retried at once, within the retry deadline.
     assert not p.done()
     core.expire(0.0)
@@ -175,8 +181,12 @@ def test_a_reply_of_extreme_ranges_and_many_items_never_raises_and_ends_quickly(
     core, wire = make_core(1), Wire()
     for k in range(50):
         core.add(msg(f"m{k}"), 0.0, wire)
-    frame = _pack({"acc": [[2**64 - 1, -(2**63)]] * 2000 + [[0, 2**64 - 1]],
-                   "rej": [{"seq": 2**64 - 1, "code": "x" * 1000}] * 2000})
+    frame = _pack(
+        {
+            "acc": [[2**64 - 1, -(2**63)]] * 2000 + [[0, 2**64 - 1]],
+            "rej": [{"seq": 2**64 - 1, "code": "x" * 1000}] * 2000,
+        }
+    )
     started = time.perf_counter()
     core.on_reply(core.links[0], frame, 0.1)
     assert time.perf_counter() - started < 0.5
@@ -196,9 +206,11 @@ def test_a_reply_repeating_a_wide_acc_range_costs_time_in_its_size_only() -> Non
     assert took < 0.15, f"{took:.2f} s for one 14 kB reply"
 
 
-@pytest.mark.parametrize("frame", [_pack({}), _pack({"acc": [[100, 200]]}),
-                                   _pack({"rej": [{"seq": 99, "code": "invalid"}]})],
-                         ids=["empty map", "acc of unsent seqs", "rej of an unsent seq"])
+@pytest.mark.parametrize(
+    "frame",
+    [_pack({}), _pack({"acc": [[100, 200]]}), _pack({"rej": [{"seq": 99, "code": "invalid"}]})],
+    ids=["empty map", "acc of unsent seqs", "rej of an unsent seq"],
+)
 def test_a_reply_that_answers_no_message_leaves_a_silent_link_avoided(frame: bytes) -> None:
     core, wire = make_core(2), Wire()
     core.add(msg("a"), 0.0, wire)  # to link 0, never answered
@@ -276,8 +288,11 @@ def fake_broker(zctx: TrackedContext) -> Iterator[Callable[..., FakeBroker]]:
 
 def connected_publisher(ctx: TrackedContext, endpoints: list[str], **kw: Any) -> PoolPublisher:
     pub = PoolPublisher(endpoints, context=ctx, reconnect_ivl=0.05, **kw)
-    wait_for(lambda: all(b["state"] == "up" for b in pub.brokers), timeout=5,
-             what="every broker connected")
+    wait_for(
+        lambda: all(b["state"] == "up" for b in pub.brokers),
+        timeout=5,
+        what="every broker connected",
+    )
     return pub
 
 
@@ -292,19 +307,23 @@ SILENT_ISH: dict[str, tuple[Answer, int]] = {  # answer, bad_replies counted per
     "acc pairs of the wrong shape": (lambda seq: [[_pack({"acc": [[seq], [str(seq)] * 2]})]], 2),
     "two-frame replies": (lambda seq: [[b"\xc1", _pack([seq])]], 2),
     "acc covering only unsent seqs": (
-        lambda seq: [[_pack({"acc": [[seq + 100_000, seq + 200_000]]})]], 1),
+        lambda seq: [[_pack({"acc": [[seq + 100_000, seq + 200_000]]})]],
+        1,
+    ),
 }
 
 
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("behaviour", list(SILENT_ISH), ids=list(SILENT_ISH))
 def test_every_message_is_accepted_via_the_good_broker_when_the_other_never_answers_properly(
-        zctx: TrackedContext, fake_broker: Callable[..., FakeBroker], behaviour: str) -> None:
+    zctx: TrackedContext, fake_broker: Callable[..., FakeBroker], behaviour: str
+) -> None:
     answer, per_answer = SILENT_ISH[behaviour]
     bad, good = fake_broker(answer), fake_broker(accept)
     n = 30
-    with connected_publisher(zctx, [bad.endpoint, good.endpoint], timeout=5.0,
-                             attempt_timeout=0.3) as pub:
+    with connected_publisher(
+        zctx, [bad.endpoint, good.endpoint], timeout=5.0, attempt_timeout=0.3
+    ) as pub:
         receipts = publish(pub, n)
         assert pub.flush(timeout=5.0) == []
         assert all(r.accepted and r.broker == good.endpoint for r in receipts)
@@ -312,8 +331,11 @@ def test_every_message_is_accepted_via_the_good_broker_when_the_other_never_answ
         assert bad.received, "the bad broker got its share before it was found out"
         stats = pub.statistics()
         assert stats["resent"] == len(bad.received)  # every send to it was sent again
-        wait_for(lambda: pub.bad_replies == bad.replied * per_answer and bool(pub.brokers),
-                 timeout=2, what="every bad reply counted")
+        wait_for(
+            lambda: pub.bad_replies == bad.replied * per_answer and bool(pub.brokers),
+            timeout=2,
+            what="every bad reply counted",
+        )
         bad_state, good_state = pub.brokers
         assert bad_state["endpoint"] == bad.endpoint
         assert bad_state["state"] in {"avoided (no answer in time)", "probing", "up"}
@@ -325,80 +347,95 @@ def test_every_message_is_accepted_via_the_good_broker_when_the_other_never_answ
 
 @pytest.mark.timeout(10)
 def test_a_silent_broker_is_reported_avoided_then_probing(
-        zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]) -> None:
+    zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]
+) -> None:
     silent, good = fake_broker(lambda seq: []), fake_broker(accept)
-    with connected_publisher(zctx, [silent.endpoint, good.endpoint], timeout=5.0,
-                             attempt_timeout=0.3) as pub:
+    with connected_publisher(
+        zctx, [silent.endpoint, good.endpoint], timeout=5.0, attempt_timeout=0.3
+    ) as pub:
         publish(pub, 4)
         assert pub.flush(timeout=5.0) == []
         states: set[str] = set()
         deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and states != {"avoided (no answer in time)",
-                                                           "probing"}:
+        while time.monotonic() < deadline and states != {"avoided (no answer in time)", "probing"}:
             states.add(pub.brokers[0]["state"])
             pub.flush(timeout=0.02)
         assert states == {"avoided (no answer in time)", "probing"}
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize(("code", "expected"), [("no_such_code", "no_such_code"),
-                                                 (42, "internal")],
-                         ids=["unknown code", "code not a string"])
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [("no_such_code", "no_such_code"), (42, "internal")],
+    ids=["unknown code", "code not a string"],
+)
 def test_a_broker_rejecting_with_a_bogus_code_fails_only_what_it_was_sent(
-        zctx: TrackedContext, fake_broker: Callable[..., FakeBroker], code: object,
-        expected: str) -> None:
+    zctx: TrackedContext, fake_broker: Callable[..., FakeBroker], code: object, expected: str
+) -> None:
     """docs/protocol.md §2.1: an unknown code is a final rejection; nothing crashes."""
     bad = fake_broker(lambda seq: [[_pack({"rej": [{"seq": seq, "code": code}]})]])
     good = fake_broker(accept)
-    with connected_publisher(zctx, [bad.endpoint, good.endpoint], timeout=5.0,
-                             attempt_timeout=0.3) as pub:
+    with connected_publisher(
+        zctx, [bad.endpoint, good.endpoint], timeout=5.0, attempt_timeout=0.3
+    ) as pub:
         receipts = publish(pub, 20)
         failures = pub.flush(timeout=5.0)
         refused = set(bad.ids())
         assert refused and len(refused) == len(bad.received)  # none was sent there twice
         assert {e.id for e in failures} == refused
         assert all(isinstance(e, Rejected) and e.code == expected for e in failures)
-        assert all(r.accepted and r.broker == good.endpoint
-                   for r in receipts if r.id not in refused)
+        assert all(
+            r.accepted and r.broker == good.endpoint for r in receipts if r.id not in refused
+        )
         assert pub.brokers[0]["rejected"] == len(refused)
         assert pub.brokers[0]["state"] == "up"  # it answers: it is not avoided
 
 
 @pytest.mark.timeout(10)
 def test_acc_covering_unsent_seqs_is_counted_in_bad_replies(
-        zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]) -> None:
+    zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]
+) -> None:
     bad = fake_broker(lambda seq: [[_pack({"acc": [[seq + 100_000, seq + 200_000]]})]])
     good = fake_broker(accept)
-    with connected_publisher(zctx, [bad.endpoint, good.endpoint], timeout=5.0,
-                             attempt_timeout=0.3) as pub:
+    with connected_publisher(
+        zctx, [bad.endpoint, good.endpoint], timeout=5.0, attempt_timeout=0.3
+    ) as pub:
         publish(pub, 10)
         assert pub.flush(timeout=5.0) == []
-        wait_for(lambda: pub.bad_replies == bad.replied > 0, timeout=0.5,
-                 what="every bad reply counted")
+        wait_for(
+            lambda: pub.bad_replies == bad.replied > 0, timeout=0.5, what="every bad reply counted"
+        )
 
 
 @pytest.mark.timeout(10)
 def test_answers_after_the_attempt_timeout_are_late_and_the_good_broker_takes_the_messages(
-        zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]) -> None:
+    zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]
+) -> None:
     slow, good = fake_broker(accept, delay=0.8), fake_broker(accept)
-    with connected_publisher(zctx, [slow.endpoint, good.endpoint], timeout=5.0,
-                             attempt_timeout=0.3) as pub:
+    with connected_publisher(
+        zctx, [slow.endpoint, good.endpoint], timeout=5.0, attempt_timeout=0.3
+    ) as pub:
         receipts = publish(pub, 20)
         assert pub.flush(timeout=5.0) == []
         assert all(r.accepted and r.broker == good.endpoint for r in receipts)
         assert slow.received
-        wait_for(lambda: pub.brokers[0]["late_answers"] == len(slow.received), timeout=3,
-                 what="the slow broker's answers, late")
+        wait_for(
+            lambda: pub.brokers[0]["late_answers"] == len(slow.received),
+            timeout=3,
+            what="the slow broker's answers, late",
+        )
         assert pub.bad_replies == 0 and pub.statistics()["late_accepts"] == 0
         assert pub.pending == 0
 
 
 @pytest.mark.timeout(10)
 def test_a_late_accept_settles_a_message_no_other_broker_took(
-        zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]) -> None:
+    zctx: TrackedContext, fake_broker: Callable[..., FakeBroker]
+) -> None:
     slow, silent = fake_broker(accept, delay=0.5), fake_broker(lambda seq: [])
-    with connected_publisher(zctx, [slow.endpoint, silent.endpoint], timeout=6.0,
-                             attempt_timeout=0.3) as pub:
+    with connected_publisher(
+        zctx, [slow.endpoint, silent.endpoint], timeout=6.0, attempt_timeout=0.3
+    ) as pub:
         receipts = publish(pub, 4)
         assert pub.flush(timeout=6.0) == []
         assert all(r.accepted and r.broker == slow.endpoint for r in receipts)
@@ -407,6 +444,7 @@ def test_a_late_accept_settles_a_message_no_other_broker_took(
 
 
 # -- a real PoolSubscriber against fake publishers ---------------------------------------------
+
 
 def envelope(id: str, topic: str = "orders.created") -> bytes:
     return encode_envelope(topic, "order", 1, {"n": 1}, id=id, publisher="fake")
@@ -435,8 +473,9 @@ def subscribed(pubs: list[zmq.Socket[bytes]]) -> None:
         assert s.recv().startswith(b"\x01")
 
 
-def drain(sub: PoolSubscriber, until: Callable[[list[str]], bool],
-          timeout: float = 5.0) -> list[str]:
+def drain(
+    sub: PoolSubscriber, until: Callable[[list[str]], bool], timeout: float = 5.0
+) -> list[str]:
     got: list[str] = []
     deadline = time.monotonic() + timeout
     while not until(got):
@@ -461,7 +500,8 @@ UNDECODABLE = [
 
 @pytest.mark.timeout(10)
 def test_the_subscriber_counts_undecodable_messages_and_keeps_delivering(
-        zctx: TrackedContext, fake_pubs: list[zmq.Socket[bytes]]) -> None:
+    zctx: TrackedContext, fake_pubs: list[zmq.Socket[bytes]]
+) -> None:
     bad, good = fake_pubs
     sub = PoolSubscriber([endpoint_of(bad), endpoint_of(good)], "", context=zctx)
     try:
@@ -481,7 +521,8 @@ def test_the_subscriber_counts_undecodable_messages_and_keeps_delivering(
 
 @pytest.mark.timeout(10)
 def test_copies_with_the_same_id_from_two_brokers_are_delivered_once(
-        zctx: TrackedContext, fake_pubs: list[zmq.Socket[bytes]]) -> None:
+    zctx: TrackedContext, fake_pubs: list[zmq.Socket[bytes]]
+) -> None:
     a, b = fake_pubs
     sub = PoolSubscriber([endpoint_of(a), endpoint_of(b)], "orders.", context=zctx)
     try:

@@ -45,19 +45,26 @@ class Wire:
         return [i for k, _, i in self.sent if k == index]
 
 
-def make_core(n: int = 2, connected: tuple[int, ...] | None = None, *,
-              attempt_timeout: float = 1.0, avoid_base: float = 0.25,
-              avoid_max: float = 8.0) -> PoolCore:
+def make_core(
+    n: int = 2,
+    connected: tuple[int, ...] | None = None,
+    *,
+    attempt_timeout: float = 1.0,
+    avoid_base: float = 0.25,
+    avoid_max: float = 8.0,
+) -> PoolCore:
     core = PoolCore(list(EPS[:n]), attempt_timeout, avoid_base=avoid_base, avoid_max=avoid_max)
     for k in range(n) if connected is None else connected:
         core.on_connected(core.links[k])
     return core
 
 
-def msg(id: str, *, deadline: float = math.inf, retry_until: float = 0.0,
-        wait_disabled: bool = False) -> PoolPending:
-    p = PoolPending("orders.created", b"orders.created", b"envelope", id, retry_until,
-                    wait_disabled)
+def msg(
+    id: str, *, deadline: float = math.inf, retry_until: float = 0.0, wait_disabled: bool = False
+) -> PoolPending:
+    p = PoolPending(
+        "orders.created", b"orders.created", b"envelope", id, retry_until, wait_disabled
+    )
     p._deadline = deadline
     return p
 
@@ -73,12 +80,12 @@ def acc(*seqs: int) -> bytes:
 
 
 def rej(seq: int, code: str, **extra: Any) -> bytes:
-    frame: bytes = msgpack.packb({"rej": [{"seq": seq, "code": code, "reason": "test",
-                                           **extra}]})
+    frame: bytes = msgpack.packb({"rej": [{"seq": seq, "code": code, "reason": "test", **extra}]})
     return frame
 
 
 # -- choosing a broker -------------------------------------------------------------------------
+
 
 def test_messages_go_round_robin_over_the_usable_links() -> None:
     core, wire = make_core(3), Wire()
@@ -135,6 +142,7 @@ def test_a_full_socket_avoids_that_link_briefly_and_the_message_goes_to_another(
 
 # -- answers -------------------------------------------------------------------------------------
 
+
 def test_an_accept_settles_the_message_with_the_accepting_broker() -> None:
     core, wire = make_core(2), Wire()
     a, b = msg("a"), msg("b")
@@ -156,8 +164,17 @@ def test_an_acc_range_settles_every_seq_in_it() -> None:
     assert [p.accepted for p in ps] == [False, True, True, True, False]
 
 
-@pytest.mark.parametrize("code", ["invalid", "unknown_schema", "bad_envelope", "too_large",
-                                  "internal", "a_code_from_the_future"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "invalid",
+        "unknown_schema",
+        "bad_envelope",
+        "too_large",
+        "internal",
+        "a_code_from_the_future",
+    ],
+)
 def test_a_message_rejection_is_final_and_never_resent(code: str) -> None:
     core, wire = make_core(2), Wire()
     p = msg("a", deadline=30.0, retry_until=30.0)
@@ -190,13 +207,17 @@ def test_rate_limited_is_retried_after_retry_after_ms_within_the_retry_deadline(
     assert p.accepted and core.count == 0
 
 
-@pytest.mark.parametrize(("retry_until", "deadline"), [
-    (0.0, 30.0),   # no retry deadline: the first refusal is final
-    (0.3, 30.0),   # the retry would come after the retry deadline
-    (10.0, 0.5),   # the retry would come at or after the message's deadline
-])
+@pytest.mark.parametrize(
+    ("retry_until", "deadline"),
+    [
+        (0.0, 30.0),  # no retry deadline: the first refusal is final
+        (0.3, 30.0),  # the retry would come after the retry deadline
+        (10.0, 0.5),  # the retry would come at or after the message's deadline
+    ],
+)
 def test_rate_limited_is_final_when_its_retry_falls_outside_the_deadlines(
-        retry_until: float, deadline: float) -> None:
+    retry_until: float, deadline: float
+) -> None:
     core, wire = make_core(1), Wire()
     p = msg("a", deadline=deadline, retry_until=retry_until)
     core.add(p, 0.0, wire)
@@ -208,13 +229,24 @@ def test_rate_limited_is_final_when_its_retry_falls_outside_the_deadlines(
 
 def test_disabled_is_retried_only_when_waiting_was_asked_for() -> None:
     core, wire = make_core(1), Wire()
-    waits, gives_up = (msg("w", retry_until=10.0, wait_disabled=True),
-                       msg("g", retry_until=10.0, wait_disabled=False))
+    waits, gives_up = (
+        msg("w", retry_until=10.0, wait_disabled=True),
+        msg("g", retry_until=10.0, wait_disabled=False),
+    )
     core.add(waits, 0.0, wire)
     core.add(gives_up, 0.0, wire)
-    core.on_reply(core.links[0], msgpack.packb({"rej": [
-        {"seq": 1, "code": "disabled", "reason": "r", "key": "publish"},
-        {"seq": 2, "code": "disabled", "reason": "r", "key": "publish"}]}), 0.0)
+    core.on_reply(
+        core.links[0],
+        msgpack.packb(
+            {
+                "rej": [
+                    {"seq": 1, "code": "disabled", "reason": "r", "key": "publish"},
+                    {"seq": 2, "code": "disabled", "reason": "r", "key": "publish"},
+                ]
+            }
+        ),
+        0.0,
+    )
     assert isinstance(gives_up.error, Disabled) and not waits.done()
     core.expire(0.25)
     core.dispatch(0.25, wire)
@@ -263,6 +295,7 @@ def test_a_draining_reply_avoids_the_link_and_still_settles_what_it_accepts() ->
 
 
 # -- no answer ----------------------------------------------------------------------------------
+
 
 def test_an_attempt_timeout_moves_the_message_to_another_link_and_avoids_the_first() -> None:
     core, wire = make_core(2), Wire()
@@ -359,9 +392,15 @@ def test_a_late_accept_settles_the_moved_message_and_a_second_accept_is_ignored(
     assert core.count == 0 and l1.late_answers == 1
 
 
-@pytest.mark.parametrize("late", [rej(1, "invalid"), rej(1, "not_ready", retry_after_ms=100),
-                                  rej(1, "rate_limited", key="k", retry_after_ms=10)],
-                         ids=["invalid", "not_ready", "rate_limited"])
+@pytest.mark.parametrize(
+    "late",
+    [
+        rej(1, "invalid"),
+        rej(1, "not_ready", retry_after_ms=100),
+        rej(1, "rate_limited", key="k", retry_after_ms=10),
+    ],
+    ids=["invalid", "not_ready", "rate_limited"],
+)
 def test_a_late_rejection_is_ignored(late: bytes) -> None:
     core, wire = make_core(2), Wire()
     p = msg("a", deadline=30.0, retry_until=30.0)
@@ -377,6 +416,7 @@ def test_a_late_rejection_is_ignored(late: bytes) -> None:
 
 
 # -- the overall deadline, close, timers -------------------------------------------------------
+
 
 def test_a_message_never_sent_fails_at_its_deadline_with_sent_false() -> None:
     core, wire = make_core(2, connected=()), Wire()
@@ -427,8 +467,7 @@ def test_close_fails_every_pending_message_with_closed_error() -> None:
         assert isinstance(p.error, ClosedError), p
     assert done.accepted and done.error is None
     assert core.count == 0 and core.settled == 4
-    assert sorted(e.id or "" for e in core.take_failures()) == [
-        "inflight", "retrying", "waiting"]
+    assert sorted(e.id or "" for e in core.take_failures()) == ["inflight", "retrying", "waiting"]
 
 
 def test_next_wakeup_is_the_earliest_timer() -> None:
@@ -480,20 +519,29 @@ def test_messages_timed_out_together_are_resent_in_their_first_send_order() -> N
 
 CODES = ("invalid", "rate_limited", "not_ready", "shutting_down", "disabled", "internal")
 Event = tuple[Any, ...]
-adds = st.tuples(st.just("add"), st.sampled_from([math.inf, 0.5, 3.0, 20.0]), st.booleans(),
-                 st.booleans())
-events = st.lists(st.one_of(
-    adds, adds,
-    st.tuples(st.just("tick"), st.sampled_from([0.0, 0.1, 0.3, 1.0, 2.5, 9.0])),
-    st.tuples(st.just("acc"), st.integers(0, 2), st.integers(0, 30)),
-    st.tuples(st.just("rej"), st.integers(0, 2), st.integers(0, 30), st.sampled_from(CODES)),
-    st.tuples(st.just("down"), st.integers(0, 2)),
-    st.tuples(st.just("up"), st.integers(0, 2)),
-    st.tuples(st.just("full"), st.integers(0, 2), st.booleans()),
-    st.tuples(st.just("reply"), st.integers(0, 2),
-              st.sampled_from([b"\xc1", _pack([]), _pack({"draining": True}),
-                               _pack({"acc": [[0, 2**40]]})])),
-), max_size=60)
+adds = st.tuples(
+    st.just("add"), st.sampled_from([math.inf, 0.5, 3.0, 20.0]), st.booleans(), st.booleans()
+)
+events = st.lists(
+    st.one_of(
+        adds,
+        adds,
+        st.tuples(st.just("tick"), st.sampled_from([0.0, 0.1, 0.3, 1.0, 2.5, 9.0])),
+        st.tuples(st.just("acc"), st.integers(0, 2), st.integers(0, 30)),
+        st.tuples(st.just("rej"), st.integers(0, 2), st.integers(0, 30), st.sampled_from(CODES)),
+        st.tuples(st.just("down"), st.integers(0, 2)),
+        st.tuples(st.just("up"), st.integers(0, 2)),
+        st.tuples(st.just("full"), st.integers(0, 2), st.booleans()),
+        st.tuples(
+            st.just("reply"),
+            st.integers(0, 2),
+            st.sampled_from(
+                [b"\xc1", _pack([]), _pack({"draining": True}), _pack({"acc": [[0, 2**40]]})]
+            ),
+        ),
+    ),
+    max_size=60,
+)
 
 
 def known_seq(link: Link, pick: int) -> int:
@@ -534,8 +582,12 @@ def apply(core: PoolCore, wire: Wire, added: list[PoolPending], now: float, e: E
     kind = e[0]
     if kind == "add":
         _, timeout, retries, wait_disabled = e
-        p = msg(f"m{len(added)}", deadline=now + timeout,
-                retry_until=now + 5.0 if retries else 0.0, wait_disabled=wait_disabled)
+        p = msg(
+            f"m{len(added)}",
+            deadline=now + timeout,
+            retry_until=now + 5.0 if retries else 0.0,
+            wait_disabled=wait_disabled,
+        )
         added.append(p)
         core.add(p, now, wire)
     elif kind == "tick":

@@ -32,11 +32,17 @@ sub_endpoint = "tcp://10.0.0.2:7402"
 
 
 def broker(name: str = "bus3", **fields: object) -> str:
-    values: dict[str, object] = {"name": name, "pub_endpoint": f"tcp://{name}:7401",
-                                 "sub_endpoint": f"tcp://{name}:7402", **fields}
-    lines = ["[[broker]]"] + [f"{k} = {v!r}".replace("'", '"') if isinstance(v, str)
-                              else f"{k} = {str(v).lower()}" for k, v in values.items()
-                              if v is not None]
+    values: dict[str, object] = {
+        "name": name,
+        "pub_endpoint": f"tcp://{name}:7401",
+        "sub_endpoint": f"tcp://{name}:7402",
+        **fields,
+    }
+    lines = ["[[broker]]"] + [
+        f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {str(v).lower()}"
+        for k, v in values.items()
+        if v is not None
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -54,9 +60,16 @@ def test_a_good_pool_file_loads_every_broker_in_order(tmp_path: Path) -> None:
     path = tmp_path / "pool.toml"
     path.write_text(GOOD)
     assert load_pool(path) == [
-        PoolEntry("bus1", "tcp://10.0.0.1:7401", "tcp://10.0.0.1:7402", "10.0.0.1:7403",
-                  "/run/busd/control.sock", "ssh bus1 sudo systemctl restart busd"),
-        PoolEntry("bus2", "tcp://10.0.0.2:7401", "tcp://10.0.0.2:7402")]
+        PoolEntry(
+            "bus1",
+            "tcp://10.0.0.1:7401",
+            "tcp://10.0.0.1:7402",
+            "10.0.0.1:7403",
+            "/run/busd/control.sock",
+            "ssh bus1 sudo systemctl restart busd",
+        ),
+        PoolEntry("bus2", "tcp://10.0.0.2:7401", "tcp://10.0.0.2:7402"),
+    ]
 
 
 def test_the_shipped_example_pool_file_loads() -> None:
@@ -75,8 +88,9 @@ def test_an_unknown_top_level_key_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_duplicate_broker_name_is_refused(tmp_path: Path) -> None:
-    exc = refused(tmp_path, GOOD + broker("bus1", pub_endpoint="tcp://x:1",
-                                          sub_endpoint="tcp://x:2"))
+    exc = refused(
+        tmp_path, GOOD + broker("bus1", pub_endpoint="tcp://x:1", sub_endpoint="tcp://x:2")
+    )
     assert exc.reason == "broker #3 ('bus1'): field 'name' duplicates broker #1 ('bus1'): 'bus1'"
 
 
@@ -95,13 +109,16 @@ def test_a_field_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
     assert exc.reason == "broker #3 ('bus3'): field 'metrics' must be a string, not int"
 
 
-@pytest.mark.parametrize(("field", "value", "problem"), [
-    ("name", "bus 3", "must be 1-64 characters"),
-    ("pub_endpoint", "10.0.0.3:7401", "must be a ZeroMQ endpoint"),
-    ("metrics", "http://10.0.0.3:7403", "must be HOST:PORT"),
-    ("metrics", "10.0.0.3:70000", "must be HOST:PORT"),
-    ("restart", "", "is empty"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("name", "bus 3", "must be 1-64 characters"),
+        ("pub_endpoint", "10.0.0.3:7401", "must be a ZeroMQ endpoint"),
+        ("metrics", "http://10.0.0.3:7403", "must be HOST:PORT"),
+        ("metrics", "10.0.0.3:70000", "must be HOST:PORT"),
+        ("restart", "", "is empty"),
+    ],
+)
 def test_a_bad_value_is_refused(tmp_path: Path, field: str, value: str, problem: str) -> None:
     exc = refused(tmp_path, GOOD + broker(**{field: value}))
     assert f"field {field!r} {problem}" in exc.reason
@@ -127,7 +144,8 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_pool_from_args_takes_the_option_then_the_environment(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "pool.toml"
     path.write_text(GOOD)
     monkeypatch.delenv("BUSD_POOL", raising=False)
@@ -141,9 +159,15 @@ def test_pool_from_args_takes_the_option_then_the_environment(
 def test_busctl_pool_exits_2_on_a_bad_pool_file_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "pool.toml"
     path.write_text(GOOD + broker(metrics=7403))
-    done = subprocess.run([BUSCTL, "pool", "status", "--pool", str(path)], capture_output=True,
-                          text=True, timeout=10, check=False)
+    done = subprocess.run(
+        [BUSCTL, "pool", "status", "--pool", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stdout == ""
-    assert done.stderr == (f"busctl: {path}: broker #3 ('bus3'): field 'metrics' must be a "
-                           "string, not int\n")
+    assert done.stderr == (
+        f"busctl: {path}: broker #3 ('bus3'): field 'metrics' must be a string, not int\n"
+    )

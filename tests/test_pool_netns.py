@@ -52,8 +52,7 @@ CUT_SECONDS = 2.5
 
 
 def release(i: int) -> dict[str, Any]:
-    return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-            "env": {"N": str(i)}}
+    return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {"N": str(i)}}
 
 
 @pytest.fixture
@@ -66,8 +65,9 @@ def pool(tmp_path: Path) -> Iterator[Brokers]:
 def pool_stats(pub: PoolPublisher) -> dict[str, Any]:
     """The publisher's counters and per-broker counts, compact enough to print."""
     out = pub.statistics()
-    out["brokers"] = [{k: v for k, v in b.items() if v and k != "endpoint"}
-                      for b in out.get("brokers", [])]
+    out["brokers"] = [
+        {k: v for k, v in b.items() if v and k != "endpoint"} for b in out.get("brokers", [])
+    ]
     return out
 
 
@@ -117,9 +117,11 @@ def delivered(pub: Publisher, sub: Subscriber) -> bool:
 @pytest.mark.timeout(30)
 def test_cut_link_times_out_its_broker_only_and_restore_brings_it_back(pool: Brokers) -> None:
     b0, b1 = pool.procs[0], pool.procs[1]
-    with Publisher(b0.pub_endpoint, name="netns", timeout=1.0) as pub, \
-            Publisher(b1.pub_endpoint, name="netns", timeout=2.0) as other, \
-            Subscriber(b0.sub_endpoint, PREFIX) as sub:
+    with (
+        Publisher(b0.pub_endpoint, name="netns", timeout=1.0) as pub,
+        Publisher(b1.pub_endpoint, name="netns", timeout=2.0) as other,
+        Subscriber(b0.sub_endpoint, PREFIX) as sub,
+    ):
         assert get(b0.metrics, "/readyz")[0] == 200  # busd's HTTP port is across the link too
         wait_for(lambda: delivered(pub, sub), 10, what="a message across the veth")
 
@@ -173,8 +175,7 @@ class SubRun:
     errors: list[BaseException] = field(default_factory=list)
 
     def longest_gap(self) -> float:
-        return max((b - a for a, b in zip(self.times, self.times[1:], strict=False)),
-                   default=0.0)
+        return max((b - a for a, b in zip(self.times, self.times[1:], strict=False)), default=0.0)
 
 
 class Traffic:
@@ -186,10 +187,13 @@ class Traffic:
         self.aborted = False
         self.pubs = [PubRun(), PubRun()]
         self.subs = [SubRun(), SubRun()]
-        self.threads = [threading.Thread(target=self._subscribe, args=(s,), daemon=True)
-                        for s in self.subs]
-        self.threads += [threading.Thread(target=self._publish, args=(k, p), daemon=True)
-                         for k, p in enumerate(self.pubs)]
+        self.threads = [
+            threading.Thread(target=self._subscribe, args=(s,), daemon=True) for s in self.subs
+        ]
+        self.threads += [
+            threading.Thread(target=self._publish, args=(k, p), daemon=True)
+            for k, p in enumerate(self.pubs)
+        ]
 
     def start(self) -> None:
         for t in self.threads[:2]:
@@ -218,8 +222,9 @@ class Traffic:
         pending: deque[tuple[float, PoolReceipt]] = deque()
         pub = None
         try:
-            pub = PoolPublisher(self.pool.pub_endpoints, name=f"netns{k}",
-                                attempt_timeout=ATTEMPT, timeout=30.0)
+            pub = PoolPublisher(
+                self.pool.pub_endpoints, name=f"netns{k}", attempt_timeout=ATTEMPT, timeout=30.0
+            )
             start, n = time.monotonic(), 0
             while not self.stop.is_set():
                 while n < int((time.monotonic() - start) * RATE):
@@ -261,7 +266,8 @@ class Traffic:
                         missing = out.expected - set(out.ids)
                     if m is None:
                         if missing is not None and (
-                                (not missing and now - quiet_since > 0.3) or now > out.deadline):
+                            (not missing and now - quiet_since > 0.3) or now > out.deadline
+                        ):
                             break
                         continue
                     quiet_since = now
@@ -306,11 +312,16 @@ class Traffic:
 
     def report(self, record: Callable[[str, object], None], label: str) -> None:
         """Print (visible with -s) and record (junit properties) what each client saw."""
-        lines = [f"pub{k}: published={len(p.receipts)} longest_call={p.longest_call:.3f}s "
-                 f"longest_unsettled={p.longest_wait:.3f}s stats={p.stats}"
-                 for k, p in enumerate(self.pubs)]
-        lines += [f"sub{k}: messages={len(s.ids)} duplicates_suppressed={s.duplicates} "
-                  f"longest_gap={s.longest_gap():.3f}s" for k, s in enumerate(self.subs)]
+        lines = [
+            f"pub{k}: published={len(p.receipts)} longest_call={p.longest_call:.3f}s "
+            f"longest_unsettled={p.longest_wait:.3f}s stats={p.stats}"
+            for k, p in enumerate(self.pubs)
+        ]
+        lines += [
+            f"sub{k}: messages={len(s.ids)} duplicates_suppressed={s.duplicates} "
+            f"longest_gap={s.longest_gap():.3f}s"
+            for k, s in enumerate(self.subs)
+        ]
         for line in lines:
             print(f"\n{label} {line}", end="")
             record(f"{label}_{line.partition(':')[0]}", line)
@@ -341,7 +352,8 @@ def check_exactly_once(traffic: Traffic, accepted: set[str]) -> None:
 
 @pytest.mark.timeout(30)
 def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
-        pool: Brokers, traffic: Traffic, record_property: Callable[[str, object], None]) -> None:
+    pool: Brokers, traffic: Traffic, record_property: Callable[[str, object], None]
+) -> None:
     """A link cut for CUT_SECONDS under 2 x 2,000 msg/s: no publish fails, and every message
     a publisher was told was accepted reaches each subscriber exactly once after dedup.
 
@@ -360,8 +372,12 @@ def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
     pool.net.restore(1)
     restored_at = time.monotonic()
     back = pool.procs[1].pub_endpoint
-    wait_for(lambda: all(back in p.brokers_since(restored_at) for p in traffic.pubs),
-             12, interval=0.05, what="the restored broker accepting messages again")
+    wait_for(
+        lambda: all(back in p.brokers_since(restored_at) for p in traffic.pubs),
+        12,
+        interval=0.05,
+        what="the restored broker accepting messages again",
+    )
     back_after = time.monotonic() - restored_at
     print(f"\ncut_restore: broker 1 accepted new messages again {back_after:.2f}s after restore")
     record_property("cut_restore_back_after_s", round(back_after, 3))
@@ -375,7 +391,8 @@ def test_pool_link_cut_and_restored_delivers_every_accepted_message_once(
 
 @pytest.mark.timeout(30)
 def test_pool_link_cut_for_good_publishers_carry_on_through_the_others(
-        pool: Brokers, traffic: Traffic, record_property: Callable[[str, object], None]) -> None:
+    pool: Brokers, traffic: Traffic, record_property: Callable[[str, object], None]
+) -> None:
     """One link cut for good: publishing goes on through the other two brokers, every message
     settles (accepted) within ATTEMPT + 1 s, no publish call blocks for long, and subscribers
     keep receiving. Traffic runs 8.5 s after the cut: past the point (ping every 2 s, 6 s

@@ -23,14 +23,20 @@ BUSCTL = str(Path(sys.executable).parent / "busctl")
 Factory = Callable[..., BusdProcess]
 
 
-def write_pool(path: Path, brokers: list[BusdProcess],
-               restart: dict[str, str] | None = None) -> Path:
+def write_pool(
+    path: Path, brokers: list[BusdProcess], restart: dict[str, str] | None = None
+) -> Path:
     lines = []
     for b in brokers:
         name = b.root.name
-        lines += ["[[broker]]", f'name = "{name}"', f'pub_endpoint = "{b.pub_endpoint}"',
-                  f'sub_endpoint = "{b.sub_endpoint}"', f'metrics = "{b.metrics}"',
-                  f'control = "{b.control}"']
+        lines += [
+            "[[broker]]",
+            f'name = "{name}"',
+            f'pub_endpoint = "{b.pub_endpoint}"',
+            f'sub_endpoint = "{b.sub_endpoint}"',
+            f'metrics = "{b.metrics}"',
+            f'control = "{b.control}"',
+        ]
         if restart and name in restart:
             lines.append(f"restart = {json.dumps(restart[name])}")
         lines.append("")
@@ -40,8 +46,14 @@ def write_pool(path: Path, brokers: list[BusdProcess],
 
 def busctl(pool: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "BUSD_POOL"}
-    return subprocess.run([BUSCTL, "pool", *args, "--pool", str(pool)], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [BUSCTL, "pool", *args, "--pool", str(pool)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 def limits(b: BusdProcess) -> dict[str, tuple[float, float]]:
@@ -58,7 +70,8 @@ def three(busd_factory: Factory, tmp_path: Path) -> tuple[list[BusdProcess], Pat
 
 @pytest.mark.timeout(30)
 def test_pool_rate_set_and_clear_apply_to_every_broker(
-        three: tuple[list[BusdProcess], Path]) -> None:
+    three: tuple[list[BusdProcess], Path],
+) -> None:
     brokers, pool = three
     done = busctl(pool, "rate", "set", "publish.release", "500", "--burst", "50", "--json")
     assert done.returncode == 0, done.stderr
@@ -78,7 +91,8 @@ def test_pool_rate_set_and_clear_apply_to_every_broker(
 
 @pytest.mark.timeout(30)
 def test_pool_rate_set_with_a_broker_down_sets_the_others_and_exits_1(
-        three: tuple[list[BusdProcess], Path]) -> None:
+    three: tuple[list[BusdProcess], Path],
+) -> None:
     brokers, pool = three
     brokers[1].kill()
     done = busctl(pool, "rate", "set", "publish", "0", "--timeout", "2")
@@ -98,7 +112,8 @@ def test_pool_rate_set_with_a_broker_down_sets_the_others_and_exits_1(
 
 @pytest.mark.timeout(30)
 def test_a_hung_broker_costs_one_timeout_and_does_not_hold_up_the_others(
-        three: tuple[list[BusdProcess], Path]) -> None:
+    three: tuple[list[BusdProcess], Path],
+) -> None:
     brokers, pool = three
     brokers[1].signal(signal.SIGSTOP)  # accepts connections (kernel backlog), never answers
     try:
@@ -116,7 +131,8 @@ def test_a_hung_broker_costs_one_timeout_and_does_not_hold_up_the_others(
 
 @pytest.mark.timeout(30)
 def test_pool_rates_flags_the_broker_whose_limits_differ(
-        three: tuple[list[BusdProcess], Path]) -> None:
+    three: tuple[list[BusdProcess], Path],
+) -> None:
     brokers, pool = three
     assert busctl(pool, "rate", "set", "publish", "500").returncode == 0
     same = busctl(pool, "rates")
@@ -130,9 +146,13 @@ def test_pool_rates_flags_the_broker_whose_limits_differ(
     assert drift.returncode == 4, drift.stderr
     found = json.loads(drift.stdout)["drift"]
     assert found["brokers"] == ["b2"]
-    assert found["keys"] == {"publish": {"b1": {"rate": 500, "burst": 500},
-                                         "b2": {"rate": 100, "burst": 100},
-                                         "b3": {"rate": 500, "burst": 500}}}
+    assert found["keys"] == {
+        "publish": {
+            "b1": {"rate": 500, "burst": 500},
+            "b2": {"rate": 100, "burst": 100},
+            "b3": {"rate": 500, "burst": 500},
+        }
+    }
     text = busctl(pool, "rates")
     assert text.returncode == 4
     assert "DRIFT: b2 differ(s) from the other brokers (b1, b3)" in text.stdout
@@ -141,7 +161,8 @@ def test_pool_rates_flags_the_broker_whose_limits_differ(
 
 @pytest.mark.timeout(30)
 def test_pool_stats_reports_each_broker_and_the_pool_total(
-        three: tuple[list[BusdProcess], Path]) -> None:
+    three: tuple[list[BusdProcess], Path],
+) -> None:
     brokers, pool = three
     data = {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {}}
     for b, count in zip(brokers, (3, 2, 0), strict=True):
@@ -166,8 +187,7 @@ def test_pool_stats_reports_each_broker_and_the_pool_total(
 
 
 @pytest.mark.timeout(30)
-def test_pool_schemas_reload_reports_each_broker(
-        three: tuple[list[BusdProcess], Path]) -> None:
+def test_pool_schemas_reload_reports_each_broker(three: tuple[list[BusdProcess], Path]) -> None:
     brokers, pool = three
     (brokers[1].schemas_dir / "release" / "v2.json").write_text("{")
     done = busctl(pool, "schemas", "reload", "--json")
@@ -237,8 +257,10 @@ class Supervised:
         self.busd = busd
         self.name = busd.root.name
         self.pidfile = busd.root / "busd.pid"
-        self.proc = subprocess.Popen([sys.executable, str(script), str(self.pidfile),
-                                      str(busd.log_path), *busd.argv()], cwd=busd.root)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(self.pidfile), str(busd.log_path), *busd.argv()],
+            cwd=busd.root,
+        )
 
     def pid(self) -> int:
         return int(self.pidfile.read_text())
@@ -258,8 +280,11 @@ def supervised(busd_factory: Factory, tmp_path: Path) -> Iterator[list[Supervise
     brokers = [Supervised(busd_factory(name=f"b{i}", start=False), script) for i in (1, 2, 3)]
     try:
         for s in brokers:
-            wait_for(lambda s=s: s.pidfile.exists() and _ready(s.busd.metrics), timeout=15,
-                     what=f"{s.name} ready")
+            wait_for(
+                lambda s=s: s.pidfile.exists() and _ready(s.busd.metrics),
+                timeout=15,
+                what=f"{s.name} ready",
+            )
         yield brokers
     finally:
         for s in brokers:
@@ -275,13 +300,16 @@ def _ready(address: str) -> bool:
 
 @pytest.mark.timeout(40)
 def test_pool_restart_restarts_each_broker_once_and_the_next_only_when_it_is_ready(
-        supervised: list[Supervised], tmp_path: Path) -> None:
+    supervised: list[Supervised], tmp_path: Path
+) -> None:
     script, events = tmp_path / "restart.py", tmp_path / "events.jsonl"
     script.write_text(RESTART)
     before = {s.name: s.pid() for s in supervised}
-    restart = {s.name: f"{sys.executable} {script} {s.name} {s.pidfile} {events} " + " ".join(
-        f"{o.name}={o.pidfile}={o.busd.metrics}" for o in supervised if o is not s)
-        for s in supervised}
+    restart = {
+        s.name: f"{sys.executable} {script} {s.name} {s.pidfile} {events} "
+        + " ".join(f"{o.name}={o.pidfile}={o.busd.metrics}" for o in supervised if o is not s)
+        for s in supervised
+    }
     pool = write_pool(tmp_path / "pool.toml", [s.busd for s in supervised], restart)
 
     done = busctl(pool, "restart", "--ready-timeout", "15", "--json", timeout=35)
@@ -306,12 +334,12 @@ def test_pool_restart_restarts_each_broker_once_and_the_next_only_when_it_is_rea
 
 
 @pytest.mark.timeout(30)
-def test_pool_restart_refuses_while_a_broker_is_down(
-        busd_factory: Factory, tmp_path: Path) -> None:
+def test_pool_restart_refuses_while_a_broker_is_down(busd_factory: Factory, tmp_path: Path) -> None:
     brokers = [busd_factory(name=f"b{i}") for i in (1, 2)]
     marker = tmp_path / "restarted"
-    pool = write_pool(tmp_path / "pool.toml", brokers,
-                      {b.root.name: f"touch {marker}" for b in brokers})
+    pool = write_pool(
+        tmp_path / "pool.toml", brokers, {b.root.name: f"touch {marker}" for b in brokers}
+    )
     brokers[1].kill()
     done = busctl(pool, "restart")
     assert done.returncode == 1
@@ -322,15 +350,18 @@ def test_pool_restart_refuses_while_a_broker_is_down(
 
 @pytest.mark.timeout(30)
 def test_pool_restart_aborts_at_a_failing_restart_command_leaving_the_rest_untouched(
-        busd_factory: Factory, tmp_path: Path) -> None:
+    busd_factory: Factory, tmp_path: Path
+) -> None:
     brokers = [busd_factory(name=f"b{i}") for i in (1, 2)]
     marker = tmp_path / "restarted"
-    pool = write_pool(tmp_path / "pool.toml", brokers,
-                      {"b1": "echo no route to bus1 >&2; exit 3", "b2": f"touch {marker}"})
+    pool = write_pool(
+        tmp_path / "pool.toml",
+        brokers,
+        {"b1": "echo no route to bus1 >&2; exit 3", "b2": f"touch {marker}"},
+    )
     done = busctl(pool, "restart", "--json")
     assert done.returncode == 1
-    assert "aborted at b1: restart command exited with status 3; not restarted: b2" \
-        in done.stderr
+    assert "aborted at b1: restart command exited with status 3; not restarted: b2" in done.stderr
     assert "b1| no route to bus1" in done.stderr
     assert [b["state"] for b in json.loads(done.stdout)["brokers"]] == ["failed", "untouched"]
     assert not marker.exists()
@@ -338,64 +369,94 @@ def test_pool_restart_aborts_at_a_failing_restart_command_leaving_the_rest_untou
 
 @pytest.mark.timeout(30)
 def test_pool_restart_kills_a_restart_command_that_overruns_its_timeout(
-        busd_factory: Factory, tmp_path: Path) -> None:
+    busd_factory: Factory, tmp_path: Path
+) -> None:
     brokers = [busd_factory(name=f"b{i}") for i in (1, 2)]
     marker = tmp_path / "restarted"
-    pool = write_pool(tmp_path / "pool.toml", brokers,
-                      {"b1": f"sleep 30; touch {marker}", "b2": f"touch {marker}"})
+    pool = write_pool(
+        tmp_path / "pool.toml",
+        brokers,
+        {"b1": f"sleep 30; touch {marker}", "b2": f"touch {marker}"},
+    )
     started = time.monotonic()
     done = busctl(pool, "restart", "--timeout", "0.5")
     assert done.returncode == 1
-    assert "aborted at b1: restart command did not finish within 0.5 s (killed); " \
-           "not restarted: b2" in done.stderr
+    assert (
+        "aborted at b1: restart command did not finish within 0.5 s (killed); "
+        "not restarted: b2" in done.stderr
+    )
     assert time.monotonic() - started < 5
     assert not marker.exists()
 
 
 @pytest.mark.timeout(30)
 def test_pool_restart_aborts_when_a_broker_is_not_back_within_the_ready_timeout(
-        busd_factory: Factory, tmp_path: Path) -> None:
+    busd_factory: Factory, tmp_path: Path
+) -> None:
     brokers = [busd_factory(name=f"b{i}") for i in (1, 2, 3)]
     marker = tmp_path / "restarted"
     assert brokers[1].proc is not None
-    pool = write_pool(tmp_path / "pool.toml", brokers, {
-        "b1": "true",  # exits 0 but restarts nothing: the old process is still serving
-        "b2": f"kill -KILL {brokers[1].proc.pid}",  # stops it, and nothing starts it again
-        "b3": f"touch {marker}"})
+    pool = write_pool(
+        tmp_path / "pool.toml",
+        brokers,
+        {
+            "b1": "true",  # exits 0 but restarts nothing: the old process is still serving
+            "b2": f"kill -KILL {brokers[1].proc.pid}",  # stops it, and nothing starts it again
+            "b3": f"touch {marker}",
+        },
+    )
     started = time.monotonic()
     done = busctl(pool, "restart", "--ready-timeout", "1")
     assert done.returncode == 1
-    assert "aborted at b1: not ready within 1 s (last: ready, but still the process from " \
-           "before the restart); not restarted: b2, b3" in done.stderr
+    assert (
+        "aborted at b1: not ready within 1 s (last: ready, but still the process from "
+        "before the restart); not restarted: b2, b3" in done.stderr
+    )
     assert time.monotonic() - started < 10
 
-    pool = write_pool(tmp_path / "pool2.toml", brokers[1:], {
-        "b2": f"kill -KILL {brokers[1].proc.pid}", "b3": f"touch {marker}"})
+    pool = write_pool(
+        tmp_path / "pool2.toml",
+        brokers[1:],
+        {"b2": f"kill -KILL {brokers[1].proc.pid}", "b3": f"touch {marker}"},
+    )
     done = busctl(pool, "restart", "--ready-timeout", "1")
     assert done.returncode == 1
     assert "aborted at b2: not ready within 1 s (last: down:" in done.stderr
     assert not marker.exists()
 
 
-
 @pytest.mark.timeout(30)
 def test_deploy_rolling_restart_runs_busctl_pool_restart_on_the_pool_file(
-        busd_factory: Factory, tmp_path: Path) -> None:
+    busd_factory: Factory, tmp_path: Path
+) -> None:
     script = Path(__file__).resolve().parents[1] / "deploy" / "rolling-restart"
     brokers = [busd_factory(name=f"b{i}") for i in (1, 2)]
     marker = tmp_path / "restarted"
-    pool = write_pool(tmp_path / "pool.toml", brokers,
-                      {b.root.name: f"touch {marker}" for b in brokers})
+    pool = write_pool(
+        tmp_path / "pool.toml", brokers, {b.root.name: f"touch {marker}" for b in brokers}
+    )
     brokers[0].kill()
     env = {**os.environ, "BUSCTL": BUSCTL, "BUSD_POOL": str(tmp_path / "absent.toml")}
-    done = subprocess.run([str(script), str(pool), "--ready-timeout", "1"], env=env,
-                          capture_output=True, text=True, timeout=20, check=False)
+    done = subprocess.run(
+        [str(script), str(pool), "--ready-timeout", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert done.returncode == 1
     assert "refused, not every broker is ready now" in done.stderr and "b1 (down:" in done.stderr
     assert not marker.exists()
 
     # Without a file argument, $BUSD_POOL names the pool file.
-    done = subprocess.run([str(script), "--force", "--ready-timeout", "1"], env=env,
-                          capture_output=True, text=True, timeout=20, check=False)
+    done = subprocess.run(
+        [str(script), "--force", "--ready-timeout", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert done.returncode == 2
     assert f"{tmp_path / 'absent.toml'}: cannot read" in done.stderr

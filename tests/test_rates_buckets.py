@@ -22,8 +22,9 @@ def table(**limits: tuple[float, float]) -> RateTable:
     return RateTable({k.replace("__", "."): Limit(*v) for k, v in limits.items()})
 
 
-def offer(rates: RateTable, count: int, per_second: float,
-          start: float = 0.0) -> tuple[int, list[Code]]:
+def offer(
+    rates: RateTable, count: int, per_second: float, start: float = 0.0
+) -> tuple[int, list[Code]]:
     accepted, refused = 0, []
     for i in range(count):
         reject = rates.admit("t", "p", start + i / per_second)
@@ -184,8 +185,11 @@ def test_snapshot_counts_refusals_recent_and_total() -> None:
     # Minutes later the recent counts have decayed to zero; totals stay.
     rows = {row.key: row for row in rates.snapshot(500.0)}
     assert (rows["publish"].throttled_recent, rows["publish"].throttled_total) == (0, 4)
-    assert rates.statistics() == {"rate_throttled_total": 4, "rate_disabled_total": 1,
-                                  "rate_keys": 2}
+    assert rates.statistics() == {
+        "rate_throttled_total": 4,
+        "rate_disabled_total": 1,
+        "rate_keys": 2,
+    }
 
 
 def test_counters_survive_reconfiguration() -> None:
@@ -206,6 +210,7 @@ def clocks_that_record_reads() -> Iterator[list[str]]:
         def read() -> float:
             reads.append(name)
             return saved[name]()  # type: ignore[no-any-return]
+
         return read
 
     for name in names:
@@ -239,19 +244,35 @@ def test_decisions_depend_only_on_the_passed_now_never_on_a_clock() -> None:
     assert codes == {Code.DISABLED, Code.RATE_LIMITED}
 
 
-@pytest.mark.parametrize(("key", "ok"), [
-    ("publish", True), ("publish.release", True), ("publish.a/b", False), ("publish.", False),
-    ("publish.x y", False), ("publish.x~", False), ("publish.x.tmp", False),
-    ("publish." + "x" * 247, True), ("publish." + "x" * 248, False),
-    ("publisher.deployer", True), ("publisher.bad name", False), ("publisher.", False),
-    ("publishers", False), ("other", False), ("", False), ("publish.ünï", True),
-])
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [
+        ("publish", True),
+        ("publish.release", True),
+        ("publish.a/b", False),
+        ("publish.", False),
+        ("publish.x y", False),
+        ("publish.x~", False),
+        ("publish.x.tmp", False),
+        ("publish." + "x" * 247, True),
+        ("publish." + "x" * 248, False),
+        ("publisher.deployer", True),
+        ("publisher.bad name", False),
+        ("publisher.", False),
+        ("publishers", False),
+        ("other", False),
+        ("", False),
+        ("publish.ünï", True),
+    ],
+)
 def test_check_key_accepts_only_the_three_key_forms(key: str, ok: bool) -> None:
     assert (check_key(key) is None) is ok
 
 
-@pytest.mark.parametrize(("rate", "burst"), [
-    (-1, 1), (math.nan, 1), (math.inf, 1), (1, 0.5), (1, math.nan), (2e9, 1), (1, 0)])
+@pytest.mark.parametrize(
+    ("rate", "burst"),
+    [(-1, 1), (math.nan, 1), (math.inf, 1), (1, 0.5), (1, math.nan), (2e9, 1), (1, 0)],
+)
 def test_bad_limit_values_are_refused(rate: float, burst: float) -> None:
     with pytest.raises(ValueError, match=r"rate|burst"):
         Limit.of(rate, burst)
@@ -265,10 +286,14 @@ def test_bad_key_is_refused_by_configure() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(rate=st.floats(0.5, 5000), burst=st.floats(1, 500),
-       gaps=st.lists(st.floats(0, 0.05), min_size=1, max_size=300))
+@given(
+    rate=st.floats(0.5, 5000),
+    burst=st.floats(1, 500),
+    gaps=st.lists(st.floats(0, 0.05), min_size=1, max_size=300),
+)
 def test_accepted_never_exceeds_burst_plus_rate_times_elapsed(
-        rate: float, burst: float, gaps: list[float]) -> None:
+    rate: float, burst: float, gaps: list[float]
+) -> None:
     rates = RateTable({"publish": Limit(rate, burst)})
     now, accepted = 0.0, 0
     for gap in gaps:

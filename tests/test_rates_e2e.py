@@ -22,10 +22,22 @@ BUSCTL = str(Path(sys.executable).parent / "busctl")
 
 
 def instance_envelope(topic: str = "instance.web") -> dict[str, Any]:
-    return {"topic": topic, "schema": "instance-state", "version": 1, "id": "i-1",
-            "publisher": "tester", "ts": time.time_ns(),
-            "data": {"app": "shop", "instance_id": "web.1", "state": "up",
-                     "host": "web-1.example", "version": "42", "reported_at": 1}}
+    return {
+        "topic": topic,
+        "schema": "instance-state",
+        "version": 1,
+        "id": "i-1",
+        "publisher": "tester",
+        "ts": time.time_ns(),
+        "data": {
+            "app": "shop",
+            "instance_id": "web.1",
+            "state": "up",
+            "host": "web-1.example",
+            "version": "42",
+            "reported_at": 1,
+        },
+    }
 
 
 class Peer:
@@ -40,8 +52,9 @@ class Peer:
         self.sock.send_multipart([header(self.seq), topic.encode(), msgpack.packb(env)])
         return collect(self.sock, 1)[self.seq]
 
-    def until(self, code: str, topic: str, env: dict[str, Any],
-              within: float = 1.0) -> dict[str, Any]:
+    def until(
+        self, code: str, topic: str, env: dict[str, Any], within: float = 1.0
+    ) -> dict[str, Any]:
         """Publish while traffic flows until a message gets ``code``; fail after ``within``."""
         started = time.monotonic()
         while True:
@@ -65,7 +78,8 @@ def echo(value: str, path: Path) -> None:
 
 
 def test_echo_0_stops_acceptance_within_a_second_and_500_resumes(
-        busd: BusdProcess, peer: Peer) -> None:
+    busd: BusdProcess, peer: Peer
+) -> None:
     assert peer.send("release.shop", envelope())["code"] == "accepted"
     echo("0", busd.rates_dir / "publish")
     fate = peer.until("disabled", "release.shop", envelope())
@@ -73,12 +87,12 @@ def test_echo_0_stops_acceptance_within_a_second_and_500_resumes(
     assert peer.send("instance.web", instance_envelope())["code"] == "disabled"
     echo("500", busd.rates_dir / "publish")
     peer.until("accepted", "release.shop", envelope())
-    busd.wait_log("rate limit changed", key="publish", old="0/s burst 1",
-                  new="500/s burst 500", source="file")
+    busd.wait_log(
+        "rate limit changed", key="publish", old="0/s burst 1", new="500/s burst 500", source="file"
+    )
 
 
-def test_a_prefix_key_stops_only_topics_with_that_prefix(
-        busd: BusdProcess, peer: Peer) -> None:
+def test_a_prefix_key_stops_only_topics_with_that_prefix(busd: BusdProcess, peer: Peer) -> None:
     echo("0", busd.rates_dir / "publish.release")
     fate = peer.until("disabled", "release.shop", envelope())
     assert fate["key"] == "publish.release"
@@ -87,8 +101,7 @@ def test_a_prefix_key_stops_only_topics_with_that_prefix(
     assert peer.send("release.other", envelope("release.other"))["code"] == "disabled"
 
 
-def test_a_publisher_key_stops_only_that_publisher(
-        busd: BusdProcess, peer: Peer) -> None:
+def test_a_publisher_key_stops_only_that_publisher(busd: BusdProcess, peer: Peer) -> None:
     echo("0", busd.rates_dir / "publisher.deployer")
     fate = peer.until("disabled", "release.shop", envelope(publisher="deployer"))
     assert fate["key"] == "publisher.deployer"
@@ -97,20 +110,23 @@ def test_a_publisher_key_stops_only_that_publisher(
 
 
 def test_bad_file_content_keeps_the_limit_and_is_shown_by_busctl_rates(
-        busd: BusdProcess, peer: Peer) -> None:
+    busd: BusdProcess, peer: Peer
+) -> None:
     echo("0", busd.rates_dir / "publish")
     peer.until("disabled", "release.shop", envelope())
     echo("nan", busd.rates_dir / "publish")
     busd.wait_log("rate file problem", kind="content")
     assert peer.send("release.shop", envelope())["code"] == "disabled"
-    out = subprocess.run([BUSCTL, "rates", "--control", busd.control], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [BUSCTL, "rates", "--control", busd.control], check=True, capture_output=True, text=True
+    ).stdout
     assert "publish" in out and "content" in out and "b'nan\\n'" in out
 
 
 @pytest.mark.timeout(40)
 def test_rate_1000_burst_100_offered_5000_per_second_accepts_rate_plus_burst(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """2 s of 5,000/s offered: about 100 + 1,000 per second accepted, the rest rate_limited."""
     with ControlClient(busd.control) as control:
         control.call("rates.set", key="publish", rate=1000, burst=100)
@@ -142,9 +158,13 @@ def test_rate_1000_burst_100_offered_5000_per_second_accepts_rate_plus_burst(
 
 
 def test_a_limit_set_with_busctl_survives_kill_9_and_restart(
-        busd: BusdProcess, zctx: TrackedContext) -> None:
-    subprocess.run([BUSCTL, "rate", "set", "publish.release", "0", "--control", busd.control],
-                   check=True, capture_output=True)
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
+    subprocess.run(
+        [BUSCTL, "rate", "set", "publish.release", "0", "--control", busd.control],
+        check=True,
+        capture_output=True,
+    )
     assert (busd.rates_dir / "publish.release").read_text() == "0\n"
     busd.kill()
     busd.start()  # the stale control socket is replaced; the directory applies before ready

@@ -43,13 +43,17 @@ def test_a_file_sets_the_limit_of_the_key_it_is_named_after(rates: RatesDir) -> 
     (rates.path / "publish").write_text("500\n")
     (rates.path / "publish.release").write_text("10 2\n")
     (rates.path / "publisher.deployer").write_text("0\n")
-    assert scanned(rates) == {"publish": Limit(500, 500), "publish.release": Limit(10, 2),
-                              "publisher.deployer": Limit(0, 1)}
+    assert scanned(rates) == {
+        "publish": Limit(500, 500),
+        "publish.release": Limit(10, 2),
+        "publisher.deployer": Limit(0, 1),
+    }
     assert errors(rates) == {}
 
 
 def test_every_applied_change_is_logged_with_old_new_and_source(
-        rates: RatesDir, caplog: pytest.LogCaptureFixture) -> None:
+    rates: RatesDir, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="busd.rates")
     (rates.path / "publish").write_text("500\n")
     assert rates.scan() == (Change("publish", None, Limit(500, 500), "file"),)
@@ -58,7 +62,8 @@ def test_every_applied_change_is_logged_with_old_new_and_source(
     lines = [r for r in caplog.records if r.getMessage() == "rate limit changed"]
     assert [(r.key, r.old, r.new, r.source) for r in lines] == [  # type: ignore[attr-defined]
         ("publish", "unlimited", "500/s burst 500", "file"),
-        ("publish", "500/s burst 500", "0/s burst 1", "file")]
+        ("publish", "500/s burst 500", "0/s burst 1", "file"),
+    ]
 
 
 def test_deleting_a_file_clears_the_limit(rates: RatesDir) -> None:
@@ -68,11 +73,23 @@ def test_deleting_a_file_clears_the_limit(rates: RatesDir) -> None:
     assert scanned(rates) == {}
 
 
-@pytest.mark.parametrize("content", [
-    b"garbage\n", b"-5\n", b"nan\n", b"inf\n", b"1_000\n", "\u0665\n".encode(), b"1e3\n",
-    b"5.\n", b""])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"garbage\n",
+        b"-5\n",
+        b"nan\n",
+        b"inf\n",
+        b"1_000\n",
+        "\u0665\n".encode(),
+        b"1e3\n",
+        b"5.\n",
+        b"",
+    ],
+)
 def test_bad_content_keeps_the_last_good_value_and_is_reported(
-        rates: RatesDir, content: bytes) -> None:
+    rates: RatesDir, content: bytes
+) -> None:
     (rates.path / "publish").write_bytes(b"100\n")
     assert scanned(rates) == {"publish": Limit(100, 100)}
     (rates.path / "publish").write_bytes(content)
@@ -87,7 +104,8 @@ def test_bad_content_keeps_the_last_good_value_and_is_reported(
 
 
 def test_a_half_written_file_keeps_the_last_good_value_until_the_write_lands(
-        rates: RatesDir) -> None:
+    rates: RatesDir,
+) -> None:
     path = rates.path / "publish"
     path.write_text("100\n")
     rates.scan()
@@ -111,7 +129,8 @@ def test_a_same_size_rewrite_in_the_same_clock_tick_is_seen(rates: RatesDir) -> 
 
 
 def test_a_directory_in_place_of_the_file_is_unreadable_and_keeps_the_value(
-        rates: RatesDir) -> None:
+    rates: RatesDir,
+) -> None:
     path = rates.path / "publish"
     path.write_text("100\n")
     rates.scan()
@@ -147,8 +166,10 @@ def _scan_as_nobody(directory: Path) -> dict[str, object]:
             rates.scan()
             os.chmod(directory / "publish", 0)
             rates.scan()
-            result = {"limits": {k: [v.rate, v.burst] for k, v in rates.limits.items()},
-                      "errors": {e.name: [e.kind, e.message] for e in rates.errors()}}
+            result = {
+                "limits": {k: [v.rate, v.burst] for k, v in rates.limits.items()},
+                "errors": {e.name: [e.kind, e.message] for e in rates.errors()},
+            }
             os.write(write_fd, json.dumps(result).encode())
             status = 0
         finally:
@@ -173,8 +194,10 @@ def test_a_mode_000_file_is_unreadable_and_keeps_the_last_good_value() -> None:
             rates.scan()
             os.chmod(directory / "publish", 0)
             rates.scan()
-            result = {"limits": {k: [v.rate, v.burst] for k, v in rates.limits.items()},
-                      "errors": {e.name: [e.kind, e.message] for e in rates.errors()}}
+            result = {
+                "limits": {k: [v.rate, v.burst] for k, v in rates.limits.items()},
+                "errors": {e.name: [e.kind, e.message] for e in rates.errors()},
+            }
     finally:
         shutil.rmtree(directory)
     assert result["limits"] == {"publish": [100.0, 100.0]}
@@ -193,7 +216,8 @@ def test_a_deleted_directory_keeps_every_value_and_is_reported(rates: RatesDir) 
 
 
 def test_a_recreated_directory_applies_its_files_and_keeps_orphans_reported(
-        rates: RatesDir) -> None:
+    rates: RatesDir,
+) -> None:
     (rates.path / "publish").write_text("100\n")
     (rates.path / "publish.a").write_text("3\n")
     rates.scan()
@@ -221,8 +245,14 @@ async def test_clear_drops_an_orphan_kept_after_recreation(rates: RatesDir) -> N
 
 
 def test_editor_and_temp_files_are_ignored_and_other_names_reported(rates: RatesDir) -> None:
-    for name in (".#publish", "publish~", ".publish.swp", "#publish#", "publish.tmp",
-                 ".busd-1-ab.busd.tmp"):
+    for name in (
+        ".#publish",
+        "publish~",
+        ".publish.swp",
+        "#publish#",
+        "publish.tmp",
+        ".busd-1-ab.busd.tmp",
+    ):
         (rates.path / name).write_text("0\n")
     (rates.path / "foo").write_text("5\n")
     assert scanned(rates) == {}
@@ -249,8 +279,12 @@ async def test_set_writes_the_file_atomically_and_applies_it_as_socket(rates: Ra
     assert await rates.set("publish.release", 250, 10) == Limit(250, 10)
     assert (rates.path / "publish.release").read_text() == "250 10\n"
     assert [p.name for p in rates.path.iterdir()] == ["publish.release"]  # no temp left
-    assert seen == [({"publish.release": Limit(250, 10)},
-                     (Change("publish.release", None, Limit(250, 10), "socket"),))]
+    assert seen == [
+        (
+            {"publish.release": Limit(250, 10)},
+            (Change("publish.release", None, Limit(250, 10), "socket"),),
+        )
+    ]
     assert await rates.clear("publish.release") is True
     assert not (rates.path / "publish.release").exists()
     assert seen[-1][1] == (Change("publish.release", Limit(250, 10), None, "socket"),)
@@ -274,7 +308,8 @@ async def test_an_echo_into_the_directory_applies_within_one_second(rates: Rates
         for value, expected in (("0", Limit(0, 1)), ("500", Limit(500, 500))):
             started = time.monotonic()
             echo = await asyncio.create_subprocess_exec(
-                "sh", "-c", f"echo {value} > '{rates.path}/publish'")
+                "sh", "-c", f"echo {value} > '{rates.path}/publish'"
+            )
             assert await echo.wait() == 0
             while not installed or installed[-1].get("publish") != expected:
                 assert time.monotonic() - started < 1.0, "change not applied within 1 s"
@@ -296,7 +331,8 @@ def test_a_dangling_symlink_is_unreadable_and_keeps_the_value(rates: RatesDir) -
 
 
 async def test_a_change_refused_by_on_change_is_delivered_at_the_next_refresh(
-        rates: RatesDir) -> None:
+    rates: RatesDir,
+) -> None:
     delivered: list[tuple[Change, ...]] = []
     failing = [True]
 

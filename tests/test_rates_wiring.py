@@ -20,8 +20,15 @@ pytestmark = pytest.mark.timeout(10)
 
 
 def envelope(topic: str, publisher: str = "deployer") -> dict[str, Any]:
-    return {"topic": topic, "schema": "release", "version": 2, "id": "1",
-            "publisher": publisher, "ts": 0, "data": {}}
+    return {
+        "topic": topic,
+        "schema": "release",
+        "version": 2,
+        "id": "1",
+        "publisher": publisher,
+        "ts": 0,
+        "data": {},
+    }
 
 
 @pytest.fixture
@@ -43,12 +50,13 @@ async def test_a_file_in_the_rates_directory_changes_admission(rates_path: Path)
     reject = admission.decide("release.a", envelope("release.a"), now[0])
     assert reject is not None and reject.code is Code.DISABLED
     assert admission.decide("other", envelope("other"), now[0]) is None
-    await control.handlers()["rates.set"]({"key": "publish.release", "rate": "2",
-                                           "burst": "1"})
+    await control.handlers()["rates.set"]({"key": "publish.release", "rate": "2", "burst": "1"})
     assert admission.decide("release.a", envelope("release.a"), now[0]) is None
     limited = admission.decide("release.a", envelope("release.a"), now[0])
-    assert limited is not None and limited.extra == {"key": "publish.release",
-                                                     "retry_after_ms": 500}
+    assert limited is not None and limited.extra == {
+        "key": "publish.release",
+        "retry_after_ms": 500,
+    }
     now[0] += 0.5
     assert admission.decide("release.a", envelope("release.a"), now[0]) is None
     assert control.statistics()["rate_throttled_total"] == 1
@@ -57,7 +65,8 @@ async def test_a_file_in_the_rates_directory_changes_admission(rates_path: Path)
 
 
 async def test_a_wall_clock_jump_changes_no_decision(
-        rates_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rates_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Same traffic, same monotonic times; the second run with the wall clock a year off."""
 
     async def run() -> list[object]:
@@ -80,7 +89,6 @@ async def test_a_wall_clock_jump_changes_no_decision(
     assert {d[0] for d in baseline if isinstance(d, tuple)} == {Code.RATE_LIMITED}
     for offset in (365 * 86400.0, -365 * 86400.0):
         monkeypatch.setattr(time, "time", lambda o=offset, f=time.time: f() + o)
-        monkeypatch.setattr(time, "time_ns",
-                            lambda o=offset, f=time.time_ns: f() + int(o * 1e9))
+        monkeypatch.setattr(time, "time_ns", lambda o=offset, f=time.time_ns: f() + int(o * 1e9))
         assert await run() == baseline
         monkeypatch.undo()

@@ -23,8 +23,11 @@ def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **rest: Any)
 
 
 S = {"type": "string"}
-BASE = obj({"slug": S, "env": {"type": "object", "additionalProperties": S}}, ("slug", "env"),
-           additionalProperties=False)
+BASE = obj(
+    {"slug": S, "env": {"type": "object", "additionalProperties": S}},
+    ("slug", "env"),
+    additionalProperties=False,
+)
 
 
 def violations(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -33,113 +36,240 @@ def violations(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 # One rule per row: (old, new, the single violation expected).
 RULES = [
-    pytest.param(BASE, obj({"env": BASE["properties"]["env"]}, ("env",),
-                           additionalProperties=False),
-                 "t v2: data.slug: required field removed", id="required-removed"),
-    pytest.param(BASE, {**BASE, "required": ["env"]},
-                 "t v2: data.slug: field is no longer required", id="required-made-optional"),
-    pytest.param(BASE, obj({**BASE["properties"], "flag": S}, ("slug", "env", "flag"),
-                           additionalProperties=False),
-                 "t v2: data.flag: new field is required (new fields must be optional)",
-                 id="new-field-required"),
-    pytest.param(obj({"a": S, "b": S}, ("a",)), obj({"a": S, "b": S}, ("a", "b")),
-                 "t v2: data.b: field became required", id="optional-made-required"),
-    pytest.param(BASE, obj({**BASE["properties"], "env": S}, ("slug", "env"),
-                           additionalProperties=False),
-                 "t v2: data.env: type changed from map to string", id="type-changed"),
-    pytest.param(obj({"n": {"type": "number"}}), obj({"n": {"type": "integer"}}),
-                 "t v2: data.n: type narrowed from float to int", id="type-narrowed"),
-    pytest.param(obj({"s": S}), obj({"s": {"type": ["string", "null"]}}),
-                 "t v2: data.s: type changed from string to string or nil", id="type-widened"),
-    pytest.param(obj({"e": {"enum": ["a", "b", "c"]}}), obj({"e": {"enum": ["a", "c", "d"]}}),
-                 "t v2: data.e: enum values removed: 'b'", id="enum-value-removed"),
-    pytest.param(obj({"e": S}), obj({"e": {"type": "string", "enum": ["a"]}}),
-                 "t v2: data.e: values restricted to ['a']", id="enum-added"),
-    pytest.param(obj({"c": {"const": 1}}), obj({"c": {"const": 2}}),
-                 "t v2: data.c: enum values removed: 1", id="const-changed"),
-    pytest.param(obj({"s": {"type": "string", "minLength": 1}}),
-                 obj({"s": {"type": "string", "minLength": 2}}),
-                 "t v2: data.s: minLength raised from 1 to 2", id="minLength-raised"),
-    pytest.param(obj({"s": {"type": "string", "maxLength": 64}}),
-                 obj({"s": {"type": "string", "maxLength": 32}}),
-                 "t v2: data.s: maxLength lowered from 64 to 32", id="maxLength-lowered"),
-    pytest.param(obj({"s": S}), obj({"s": {"type": "string", "maxLength": 32}}),
-                 "t v2: data.s: maxLength 32 added", id="maxLength-added"),
-    pytest.param(obj({"n": {"type": "integer", "minimum": 0}}),
-                 obj({"n": {"type": "integer", "minimum": 1}}),
-                 "t v2: data.n: minimum raised from 0 to 1", id="minimum-raised"),
-    pytest.param(obj({"n": {"type": "integer", "maximum": 9}}),
-                 obj({"n": {"type": "integer", "maximum": 8}}),
-                 "t v2: data.n: maximum lowered from 9 to 8", id="maximum-lowered"),
-    pytest.param(obj({"n": {"type": "number"}}), obj({"n": {"type": "number",
-                                                            "exclusiveMinimum": 0}}),
-                 "t v2: data.n: exclusiveMinimum 0 added", id="exclusiveMinimum-added"),
-    pytest.param(obj({"a": {"type": "array", "maxItems": 5}}),
-                 obj({"a": {"type": "array", "maxItems": 4}}),
-                 "t v2: data.a: maxItems lowered from 5 to 4", id="maxItems-lowered"),
-    pytest.param(obj({"a": {"type": "array"}}), obj({"a": {"type": "array", "minItems": 1}}),
-                 "t v2: data.a: minItems 1 added", id="minItems-added"),
-    pytest.param(obj({"m": {"type": "object", "minProperties": 0}}),
-                 obj({"m": {"type": "object", "minProperties": 1}}),
-                 "t v2: data.m: minProperties raised from 0 to 1", id="minProperties-raised"),
-    pytest.param(obj({"s": S}), obj({"s": {"type": "string", "pattern": "^a"}}),
-                 "t v2: data.s: pattern '^a' added", id="pattern-added"),
-    pytest.param(obj({"s": {"type": "string", "pattern": "^a"}}),
-                 obj({"s": {"type": "string", "pattern": "^ab"}}),
-                 "t v2: data.s: pattern changed from '^a' to '^ab'", id="pattern-changed"),
-    pytest.param(obj({"s": S}), obj({"s": {"type": "string", "format": "uri"}}),
-                 "t v2: data.s: format 'uri' added", id="format-added"),
-    pytest.param(obj({"a": S}), obj({"a": S}, additionalProperties=False),
-                 "t v2: data: map closed: additionalProperties is now false", id="map-closed"),
-    pytest.param(BASE, obj({**BASE["properties"], "env": {
-        "type": "object", "additionalProperties": {"type": "integer"}}}, ("slug", "env"),
-        additionalProperties=False),
-        "t v2: data.env.*: type changed from string to int", id="extra-values-narrowed"),
-    pytest.param(obj({"a": S, "b": S}, additionalProperties=False),
-                 obj({"a": S}, additionalProperties=False),
-                 "t v2: data.b: field removed from a closed map", id="field-removed-closed"),
-    pytest.param(obj({"a": S, "b": S}), obj({"a": S}),
-                 "t v2: data.b: optional field removed from an open map (it could now hold "
-                 "any value)", id="field-removed-open"),
-    pytest.param(obj({"a": S, "b": S}, additionalProperties={"type": "integer"}),
-                 obj({"a": S}, additionalProperties={"type": "integer"}),
-                 "t v2: data.b: type changed from string to int", id="field-removed-typed-rest"),
-    pytest.param(obj({"a": S}), obj({"a": S, "b": S}),
-                 "t v2: data.b: type narrowed from any to string", id="typed-field-open-map"),
-    pytest.param(obj({"m": {"type": "object"}}), obj({"m": {
-        "type": "object", "propertyNames": {"pattern": "^[A-Z]+$"}}}),
-        "t v2: data.m (keys): pattern '^[A-Z]+$' added", id="property-names-narrowed"),
-    pytest.param(obj({"a": {"type": "array", "items": S}}),
-                 obj({"a": {"type": "array", "items": {"type": "integer"}}}),
-                 "t v2: data.a[]: type changed from string to int", id="items-changed"),
-    pytest.param(obj({"a": S}), obj({"a": False}),
-                 "t v2: data.a: no value is accepted any more", id="field-forbidden"),
+    pytest.param(
+        BASE,
+        obj({"env": BASE["properties"]["env"]}, ("env",), additionalProperties=False),
+        "t v2: data.slug: required field removed",
+        id="required-removed",
+    ),
+    pytest.param(
+        BASE,
+        {**BASE, "required": ["env"]},
+        "t v2: data.slug: field is no longer required",
+        id="required-made-optional",
+    ),
+    pytest.param(
+        BASE,
+        obj({**BASE["properties"], "flag": S}, ("slug", "env", "flag"), additionalProperties=False),
+        "t v2: data.flag: new field is required (new fields must be optional)",
+        id="new-field-required",
+    ),
+    pytest.param(
+        obj({"a": S, "b": S}, ("a",)),
+        obj({"a": S, "b": S}, ("a", "b")),
+        "t v2: data.b: field became required",
+        id="optional-made-required",
+    ),
+    pytest.param(
+        BASE,
+        obj({**BASE["properties"], "env": S}, ("slug", "env"), additionalProperties=False),
+        "t v2: data.env: type changed from map to string",
+        id="type-changed",
+    ),
+    pytest.param(
+        obj({"n": {"type": "number"}}),
+        obj({"n": {"type": "integer"}}),
+        "t v2: data.n: type narrowed from float to int",
+        id="type-narrowed",
+    ),
+    pytest.param(
+        obj({"s": S}),
+        obj({"s": {"type": ["string", "null"]}}),
+        "t v2: data.s: type changed from string to string or nil",
+        id="type-widened",
+    ),
+    pytest.param(
+        obj({"e": {"enum": ["a", "b", "c"]}}),
+        obj({"e": {"enum": ["a", "c", "d"]}}),
+        "t v2: data.e: enum values removed: 'b'",
+        id="enum-value-removed",
+    ),
+    pytest.param(
+        obj({"e": S}),
+        obj({"e": {"type": "string", "enum": ["a"]}}),
+        "t v2: data.e: values restricted to ['a']",
+        id="enum-added",
+    ),
+    pytest.param(
+        obj({"c": {"const": 1}}),
+        obj({"c": {"const": 2}}),
+        "t v2: data.c: enum values removed: 1",
+        id="const-changed",
+    ),
+    pytest.param(
+        obj({"s": {"type": "string", "minLength": 1}}),
+        obj({"s": {"type": "string", "minLength": 2}}),
+        "t v2: data.s: minLength raised from 1 to 2",
+        id="minLength-raised",
+    ),
+    pytest.param(
+        obj({"s": {"type": "string", "maxLength": 64}}),
+        obj({"s": {"type": "string", "maxLength": 32}}),
+        "t v2: data.s: maxLength lowered from 64 to 32",
+        id="maxLength-lowered",
+    ),
+    pytest.param(
+        obj({"s": S}),
+        obj({"s": {"type": "string", "maxLength": 32}}),
+        "t v2: data.s: maxLength 32 added",
+        id="maxLength-added",
+    ),
+    pytest.param(
+        obj({"n": {"type": "integer", "minimum": 0}}),
+        obj({"n": {"type": "integer", "minimum": 1}}),
+        "t v2: data.n: minimum raised from 0 to 1",
+        id="minimum-raised",
+    ),
+    pytest.param(
+        obj({"n": {"type": "integer", "maximum": 9}}),
+        obj({"n": {"type": "integer", "maximum": 8}}),
+        "t v2: data.n: maximum lowered from 9 to 8",
+        id="maximum-lowered",
+    ),
+    pytest.param(
+        obj({"n": {"type": "number"}}),
+        obj({"n": {"type": "number", "exclusiveMinimum": 0}}),
+        "t v2: data.n: exclusiveMinimum 0 added",
+        id="exclusiveMinimum-added",
+    ),
+    pytest.param(
+        obj({"a": {"type": "array", "maxItems": 5}}),
+        obj({"a": {"type": "array", "maxItems": 4}}),
+        "t v2: data.a: maxItems lowered from 5 to 4",
+        id="maxItems-lowered",
+    ),
+    pytest.param(
+        obj({"a": {"type": "array"}}),
+        obj({"a": {"type": "array", "minItems": 1}}),
+        "t v2: data.a: minItems 1 added",
+        id="minItems-added",
+    ),
+    pytest.param(
+        obj({"m": {"type": "object", "minProperties": 0}}),
+        obj({"m": {"type": "object", "minProperties": 1}}),
+        "t v2: data.m: minProperties raised from 0 to 1",
+        id="minProperties-raised",
+    ),
+    pytest.param(
+        obj({"s": S}),
+        obj({"s": {"type": "string", "pattern": "^a"}}),
+        "t v2: data.s: pattern '^a' added",
+        id="pattern-added",
+    ),
+    pytest.param(
+        obj({"s": {"type": "string", "pattern": "^a"}}),
+        obj({"s": {"type": "string", "pattern": "^ab"}}),
+        "t v2: data.s: pattern changed from '^a' to '^ab'",
+        id="pattern-changed",
+    ),
+    pytest.param(
+        obj({"s": S}),
+        obj({"s": {"type": "string", "format": "uri"}}),
+        "t v2: data.s: format 'uri' added",
+        id="format-added",
+    ),
+    pytest.param(
+        obj({"a": S}),
+        obj({"a": S}, additionalProperties=False),
+        "t v2: data: map closed: additionalProperties is now false",
+        id="map-closed",
+    ),
+    pytest.param(
+        BASE,
+        obj(
+            {
+                **BASE["properties"],
+                "env": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+            ("slug", "env"),
+            additionalProperties=False,
+        ),
+        "t v2: data.env.*: type changed from string to int",
+        id="extra-values-narrowed",
+    ),
+    pytest.param(
+        obj({"a": S, "b": S}, additionalProperties=False),
+        obj({"a": S}, additionalProperties=False),
+        "t v2: data.b: field removed from a closed map",
+        id="field-removed-closed",
+    ),
+    pytest.param(
+        obj({"a": S, "b": S}),
+        obj({"a": S}),
+        "t v2: data.b: optional field removed from an open map (it could now hold any value)",
+        id="field-removed-open",
+    ),
+    pytest.param(
+        obj({"a": S, "b": S}, additionalProperties={"type": "integer"}),
+        obj({"a": S}, additionalProperties={"type": "integer"}),
+        "t v2: data.b: type changed from string to int",
+        id="field-removed-typed-rest",
+    ),
+    pytest.param(
+        obj({"a": S}),
+        obj({"a": S, "b": S}),
+        "t v2: data.b: type narrowed from any to string",
+        id="typed-field-open-map",
+    ),
+    pytest.param(
+        obj({"m": {"type": "object"}}),
+        obj({"m": {"type": "object", "propertyNames": {"pattern": "^[A-Z]+$"}}}),
+        "t v2: data.m (keys): pattern '^[A-Z]+$' added",
+        id="property-names-narrowed",
+    ),
+    pytest.param(
+        obj({"a": {"type": "array", "items": S}}),
+        obj({"a": {"type": "array", "items": {"type": "integer"}}}),
+        "t v2: data.a[]: type changed from string to int",
+        id="items-changed",
+    ),
+    pytest.param(
+        obj({"a": S}),
+        obj({"a": False}),
+        "t v2: data.a: no value is accepted any more",
+        id="field-forbidden",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), RULES)
-def test_each_rule_reports_its_violation_with_the_path(old: dict[str, Any],
-                                                       new: dict[str, Any],
-                                                       expected: str) -> None:
+def test_each_rule_reports_its_violation_with_the_path(
+    old: dict[str, Any], new: dict[str, Any], expected: str
+) -> None:
     """Every listed incompatibility is caught, once, with the field's path."""
     assert violations(old, new) == [expected]
 
 
-@pytest.mark.parametrize(("old", "new"), [
-    pytest.param(BASE, obj({**BASE["properties"], "flag": S}, ("slug", "env"),
-                           additionalProperties=False), id="optional-field-added"),
-    pytest.param(obj({"e": {"enum": ["a"]}}), obj({"e": {"enum": ["a", "b"]}}),
-                 id="enum-value-added"),
-    pytest.param(obj({"s": {"type": "string", "maxLength": 3, "minLength": 2}}),
-                 obj({"s": {"type": "string", "maxLength": 4, "minLength": 1}}),
-                 id="constraints-loosened"),
-    pytest.param(obj({"s": {"type": "string", "pattern": "^a", "format": "uri"}}),
-                 obj({"s": S}), id="pattern-and-format-dropped"),
-    pytest.param(obj({"a": S}, additionalProperties=False), obj({"a": S}), id="map-opened"),
-    pytest.param(obj({"a": S}, description="x"), obj({"a": {**S, "title": "A"}}, title="y"),
-                 id="annotations-changed"),
-    pytest.param(obj({"a": False}), obj({"a": S}), id="forbidden-field-allowed"),
-])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param(
+            BASE,
+            obj({**BASE["properties"], "flag": S}, ("slug", "env"), additionalProperties=False),
+            id="optional-field-added",
+        ),
+        pytest.param(
+            obj({"e": {"enum": ["a"]}}), obj({"e": {"enum": ["a", "b"]}}), id="enum-value-added"
+        ),
+        pytest.param(
+            obj({"s": {"type": "string", "maxLength": 3, "minLength": 2}}),
+            obj({"s": {"type": "string", "maxLength": 4, "minLength": 1}}),
+            id="constraints-loosened",
+        ),
+        pytest.param(
+            obj({"s": {"type": "string", "pattern": "^a", "format": "uri"}}),
+            obj({"s": S}),
+            id="pattern-and-format-dropped",
+        ),
+        pytest.param(obj({"a": S}, additionalProperties=False), obj({"a": S}), id="map-opened"),
+        pytest.param(
+            obj({"a": S}, description="x"),
+            obj({"a": {**S, "title": "A"}}, title="y"),
+            id="annotations-changed",
+        ),
+        pytest.param(obj({"a": False}), obj({"a": S}), id="forbidden-field-allowed"),
+    ],
+)
 def test_allowed_evolutions_pass(old: dict[str, Any], new: dict[str, Any]) -> None:
     """Changes a v1 consumer and a v2 consumer both survive raise no violation."""
     assert violations(old, new) == []
@@ -166,14 +296,19 @@ def test_shipped_schemas_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"{SCHEMAS}: 2 schemas, 3 versions, compatible\n"
 
 
-def test_violations_print_one_per_line_and_exit_1(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_violations_print_one_per_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Every violation in every schema is listed, metadata problems included."""
     meta = {"topics": ["t."], "versions": {"1": "active", "2": "active", "3": "active"}}
     narrowed = obj({"slug": S, "env": S}, ("slug", "env"), additionalProperties=False)
     write(tmp_path, "t", meta, {1: BASE, 2: narrowed, 3: narrowed})
-    write(tmp_path, "u", {"topics": ["u."], "versions": {"1": "active", "3": "active"}},
-          {1: BASE, 3: BASE})
+    write(
+        tmp_path,
+        "u",
+        {"topics": ["u."], "versions": {"1": "active", "3": "active"}},
+        {1: BASE, 3: BASE},
+    )
     assert main(["check", str(tmp_path)]) == 1
     assert capsys.readouterr().out.splitlines() == [
         f"{tmp_path}/u/meta.json: versions must run from 1 without gaps; missing 2",
@@ -181,11 +316,14 @@ def test_violations_print_one_per_line_and_exit_1(tmp_path: Path,
     ]
 
 
-def test_load_errors_and_usage_exit_2(tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_load_errors_and_usage_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file that cannot be loaded, a missing directory or bad arguments exit 2."""
-    write(tmp_path, "t", {"topics": ["t."], "versions": {"1": "active"}},
-          {1: {"type": "object", "oneOf": []}})
+    write(
+        tmp_path,
+        "t",
+        {"topics": ["t."], "versions": {"1": "active"}},
+        {1: {"type": "object", "oneOf": []}},
+    )
     assert main(["check", str(tmp_path)]) == 2
     assert "unsupported keyword 'oneOf'" in capsys.readouterr().err
     assert main(["check", str(tmp_path / "missing")]) == 2
@@ -208,8 +346,7 @@ def test_reload_gate_refuses_incompatible_or_broken_sets(tmp_path: Path) -> None
     write(tmp_path, "t", meta, {1: BASE})
     assert load_checked(tmp_path).status("t", 1) == "active"
     narrowed = obj({"slug": S, "env": S}, ("slug", "env"), additionalProperties=False)
-    write(tmp_path, "t", {**meta, "versions": {"1": "active", "2": "active"}},
-          {2: narrowed})
+    write(tmp_path, "t", {**meta, "versions": {"1": "active", "2": "active"}}, {2: narrowed})
     with pytest.raises(IncompatibleSchemas) as caught:
         load_checked(tmp_path)
     assert caught.value.violations == ["t v2: data.env: type changed from map to string"]
@@ -220,6 +357,11 @@ def test_reload_gate_refuses_incompatible_or_broken_sets(tmp_path: Path) -> None
 
 def test_module_runs_as_a_command() -> None:
     """`python -m busd.schemacheck check DIR` works without the daemon's CLI wiring."""
-    done = subprocess.run([sys.executable, "-m", "busd.schemacheck", "check", str(SCHEMAS)],
-                          capture_output=True, text=True, timeout=20, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "busd.schemacheck", "check", str(SCHEMAS)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr

@@ -43,10 +43,16 @@ CASES = [
     ({"type": ["string", "null"]}, None, None),
     ({"type": ["string", "null"]}, 1, "data: expected string or nil, got int"),
     ({"type": ["integer", "number"]}, "1", "data: expected float, got string"),
-    ({"type": ["integer", "string"], "minimum": 5, "minLength": 2}, 4,
-     "data: expected >= 5, got 4"),
-    ({"type": ["integer", "string"], "minimum": 5, "minLength": 2}, "a",
-     "data: expected at least 2 characters, got 1"),
+    (
+        {"type": ["integer", "string"], "minimum": 5, "minLength": 2},
+        4,
+        "data: expected >= 5, got 4",
+    ),
+    (
+        {"type": ["integer", "string"], "minimum": 5, "minLength": 2},
+        "a",
+        "data: expected at least 2 characters, got 1",
+    ),
     ({"minimum": 5}, "untyped: number rules skip strings", None),
     ({"minimum": 5}, 4, "data: expected >= 5, got 4"),
     ({"enum": ["a", 1, None]}, 1.0, None),
@@ -61,38 +67,72 @@ CASES = [
     ({"type": "string", "pattern": "b"}, "abc", None),
     ({"type": "string", "pattern": "^b"}, "abc", "data: 'abc' does not match pattern '^b'"),
     ({"type": "string", "format": "date-time"}, "2026-05-01T12:00:00.5+02:00", None),
-    ({"type": "string", "format": "date-time"}, "2026-02-30T12:00:00Z",
-     "data: expected an RFC 3339 date-time, got '2026-02-30T12:00:00Z'"),
-    ({"type": "string", "format": "date-time"}, "2026-05-01 12:00:00",
-     "data: expected an RFC 3339 date-time, got '2026-05-01 12:00:00'"),
+    (
+        {"type": "string", "format": "date-time"},
+        "2026-02-30T12:00:00Z",
+        "data: expected an RFC 3339 date-time, got '2026-02-30T12:00:00Z'",
+    ),
+    (
+        {"type": "string", "format": "date-time"},
+        "2026-05-01 12:00:00",
+        "data: expected an RFC 3339 date-time, got '2026-05-01 12:00:00'",
+    ),
     ({"type": "string", "format": "hostname"}, "a-b.example", None),
-    ({"type": "string", "format": "hostname"}, "a" * 64,
-     "data: expected a host name, got '" + "a" * 59 + "...'"),
-    ({"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10}, 0,
-     "data: expected > 0, got 0"),
-    ({"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10}, 10,
-     "data: expected < 10, got 10"),
+    (
+        {"type": "string", "format": "hostname"},
+        "a" * 64,
+        "data: expected a host name, got '" + "a" * 59 + "...'",
+    ),
+    (
+        {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10},
+        0,
+        "data: expected > 0, got 0",
+    ),
+    (
+        {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10},
+        10,
+        "data: expected < 10, got 10",
+    ),
     ({"type": "number", "maximum": 1.5}, 1.6, "data: expected <= 1.5, got 1.6"),
-    ({"type": "array", "items": {"type": "string"}}, ["a", 2],
-     "data[1]: expected string, got int"),
+    ({"type": "array", "items": {"type": "string"}}, ["a", 2], "data[1]: expected string, got int"),
     ({"type": "array", "minItems": 1}, [], "data: expected at least 1 item, got 0"),
     ({"type": "array", "maxItems": 2}, [1, 2, 3], "data: expected at most 2 items, got 3"),
-    ({"type": "array", "items": {"type": "object", "required": ["k"]}}, [{"k": 1}, {}],
-     "data[1].k: required field is missing"),
+    (
+        {"type": "array", "items": {"type": "object", "required": ["k"]}},
+        [{"k": 1}, {}],
+        "data[1].k: required field is missing",
+    ),
     ({"type": "object", "minProperties": 1}, {}, "data: expected at least 1 field, got 0"),
-    ({"type": "object", "maxProperties": 1}, {"a": 1, "b": 2},
-     "data: expected at most 1 field, got 2"),
+    (
+        {"type": "object", "maxProperties": 1},
+        {"a": 1, "b": 2},
+        "data: expected at most 1 field, got 2",
+    ),
     ({"type": "object", "required": ["a"]}, {"a": None}, None),
-    ({"type": "object", "properties": {"a": {"type": "object", "properties": {
-        "b": {"type": "integer"}}}}}, {"a": {"b": "x"}}, "data.a.b: expected int, got string"),
-    ({"type": "object", "additionalProperties": {"type": "integer"}}, {"x y": "1"},
-     "data['x y']: expected int, got string"),
-    ({"type": "object", "properties": {"a": True}, "additionalProperties": False},
-     {"a": 1, "b": 2}, "data.b: field not allowed by t v1"),
-    ({"type": "object", "propertyNames": {"maxLength": 2}}, {"abc": 1},
-     "data: key 'abc': expected at most 2 characters, got 3"),
-    ({"type": "object", "properties": {"a": False}}, {"a": 1},
-     "data.a: no value is allowed here"),
+    (
+        {
+            "type": "object",
+            "properties": {"a": {"type": "object", "properties": {"b": {"type": "integer"}}}},
+        },
+        {"a": {"b": "x"}},
+        "data.a.b: expected int, got string",
+    ),
+    (
+        {"type": "object", "additionalProperties": {"type": "integer"}},
+        {"x y": "1"},
+        "data['x y']: expected int, got string",
+    ),
+    (
+        {"type": "object", "properties": {"a": True}, "additionalProperties": False},
+        {"a": 1, "b": 2},
+        "data.b: field not allowed by t v1",
+    ),
+    (
+        {"type": "object", "propertyNames": {"maxLength": 2}},
+        {"abc": 1},
+        "data: key 'abc': expected at most 2 characters, got 3",
+    ),
+    ({"type": "object", "properties": {"a": False}}, {"a": 1}, "data.a: no value is allowed here"),
     ({"type": "object", "properties": {"a": {"description": "any"}}}, {"a": [1]}, None),
 ]
 
@@ -105,36 +145,47 @@ def test_keyword_verdicts(schema: dict[str, Any], value: Any, reason: str | None
 
 def test_memoised_strings_are_still_judged_by_length() -> None:
     """A string remembered as matching its pattern is still refused when too long elsewhere."""
-    check = compile_schema({"type": "object", "properties": {
-        "a": {"type": "string", "pattern": "^x", "maxLength": 3}}}, "t v1")
+    check = compile_schema(
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string", "pattern": "^x", "maxLength": 3}},
+        },
+        "t v1",
+    )
     assert check({"a": "xy"}) is None
     assert check({"a": "xy"}) is None
     assert check({"a": "yy"}) == (".a", "'yy' does not match pattern '^x'")
     assert check({"a": "xyzw"}) == (".a", "expected at most 3 characters, got 4")
 
 
-@pytest.mark.parametrize(("schema", "message"), [
-    ({"type": "object", "$ref": "#/x"}, "#: unsupported keyword '$ref'"),
-    ({"type": "object", "properties": {"a": {"oneOf": []}}},
-     "#/properties/a: unsupported keyword 'oneOf'"),
-    ({"type": "object", "patternProperties": {}}, "#: unsupported keyword 'patternProperties'"),
-    ({"type": "strin"}, "#/type: unknown type 'strin'"),
-    ({"type": []}, "#/type: expected a type name or a list of distinct ones"),
-    ({"type": "string", "format": "email"},
-     "#/format: unsupported format 'email'; supported: date-time, hostname, uri"),
-    ({"type": "string", "pattern": "("}, "#/pattern: invalid regular expression"),
-    ({"type": "string", "minLength": -1}, "#/minLength: expected a non-negative integer"),
-    ({"type": "string", "maxLength": 1.5}, "#/maxLength: expected a non-negative integer"),
-    ({"type": "number", "minimum": "0"}, "#/minimum: expected a number"),
-    ({"enum": []}, "#/enum: expected a non-empty list"),
-    ({"required": ["a", "a"]}, "#/required: expected a list of distinct strings"),
-    ({"properties": []}, "#/properties: expected an object"),
-    ({"items": [{}]}, "#/items: expected a schema (prefixItems is unsupported)"),
-    ({"properties": {"a/b": 3}}, "#/properties/a~1b: a schema must be an object or a boolean"),
-    ({"$schema": "http://json-schema.org/draft-07/schema#"}, "#/$schema: expected"),
-])
-def test_unsupported_or_invalid_schemas_are_refused(schema: dict[str, Any],
-                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ({"type": "object", "$ref": "#/x"}, "#: unsupported keyword '$ref'"),
+        (
+            {"type": "object", "properties": {"a": {"oneOf": []}}},
+            "#/properties/a: unsupported keyword 'oneOf'",
+        ),
+        ({"type": "object", "patternProperties": {}}, "#: unsupported keyword 'patternProperties'"),
+        ({"type": "strin"}, "#/type: unknown type 'strin'"),
+        ({"type": []}, "#/type: expected a type name or a list of distinct ones"),
+        (
+            {"type": "string", "format": "email"},
+            "#/format: unsupported format 'email'; supported: date-time, hostname, uri",
+        ),
+        ({"type": "string", "pattern": "("}, "#/pattern: invalid regular expression"),
+        ({"type": "string", "minLength": -1}, "#/minLength: expected a non-negative integer"),
+        ({"type": "string", "maxLength": 1.5}, "#/maxLength: expected a non-negative integer"),
+        ({"type": "number", "minimum": "0"}, "#/minimum: expected a number"),
+        ({"enum": []}, "#/enum: expected a non-empty list"),
+        ({"required": ["a", "a"]}, "#/required: expected a list of distinct strings"),
+        ({"properties": []}, "#/properties: expected an object"),
+        ({"items": [{}]}, "#/items: expected a schema (prefixItems is unsupported)"),
+        ({"properties": {"a/b": 3}}, "#/properties/a~1b: a schema must be an object or a boolean"),
+        ({"$schema": "http://json-schema.org/draft-07/schema#"}, "#/$schema: expected"),
+    ],
+)
+def test_unsupported_or_invalid_schemas_are_refused(schema: dict[str, Any], message: str) -> None:
     """A schema using anything the compiler does not enforce is refused, naming where."""
     with pytest.raises(SchemaError) as caught:
         compile_schema(schema, "t v1")
@@ -159,55 +210,119 @@ def make_dir(root: Path, files: dict[str, Any]) -> Path:
 
 def test_directory_loads_and_ignores_non_json_files(tmp_path: Path) -> None:
     """Top-level files, dot-entries and non-.json files are skipped."""
-    make_dir(tmp_path, {"README.md": "# x", "t/meta.json": META, "t/v1.json": V1,
-                        "t/v1.json~": "{", "t/.v2.json.swp": "{", ".git/x.json": "{",
-                        "t/notes.txt": "x"})
+    make_dir(
+        tmp_path,
+        {
+            "README.md": "# x",
+            "t/meta.json": META,
+            "t/v1.json": V1,
+            "t/v1.json~": "{",
+            "t/.v2.json.swp": "{",
+            ".git/x.json": "{",
+            "t/notes.txt": "x",
+        },
+    )
     schemas = SchemaSet.load(tmp_path)
     assert schemas.check("t.x", "t", 1, {"a": "b"}) is None
     assert [i.name for i in schemas.describe()] == ["t"]
 
 
-@pytest.mark.parametrize(("files", "file", "reason"), [
-    ({"t/meta.json": META, "t/v1.json": '{"type": "object",'}, "t/v1.json",
-     "invalid JSON: Expecting property name enclosed in double quotes at line 1 column 19"),
-    ({"t/meta.json": META, "t/v1.json": '{"type": "object", "type": "object"}'}, "t/v1.json",
-     "invalid JSON: duplicate key 'type'"),
-    ({"t/meta.json": META, "t/v1.json": '{"type": "object", "minimum": NaN}'}, "t/v1.json",
-     "invalid JSON: NaN is not JSON"),
-    ({"t/meta.json": META, "t/v1.json": b"{\xff}"}, "t/v1.json",
-     "not UTF-8: byte 1"),
-    ({"t/meta.json": META, "t/v1.json": {"type": "object", "anyOf": []}}, "t/v1.json",
-     "#: unsupported keyword 'anyOf'"),
-    ({"t/meta.json": META, "t/v1.json": {"type": "string"}}, "t/v1.json",
-     'a message schema must be an object with "type": "object" (data is always a map)'),
-    ({"t/meta.json": META, "t/v1.json": V1, "t/v2.json": V1}, "t/v2.json",
-     "version 2 has no status in meta.json"),
-    ({"t/meta.json": {**META, "versions": {"1": "active", "2": "active"}}, "t/v1.json": V1},
-     "t/meta.json", "version 2 has a status but no file v2.json"),
-    ({"t/meta.json": {**META, "versions": {"1": "active", "3": "active"}}, "t/v1.json": V1,
-      "t/v3.json": V1}, "t/meta.json", "versions must run from 1 without gaps; missing 2"),
-    ({"t/v1.json": V1}, "t/meta.json", "missing: every schema needs a meta.json"),
-    ({"t/meta.json": META, "t/v1.json": V1, "t/v01.json": V1}, "t/v01.json",
-     "unexpected file: expected meta.json or v<N>.json (N from 1, no leading zeros)"),
-    ({"t/meta.json": META, "t/v1.json": V1, "t/latest.json": V1}, "t/latest.json",
-     "unexpected file"),
-    ({"T/meta.json": META, "T/v1.json": V1}, "T", "not a valid schema name"),
-    ({"t/meta.json": [], "t/v1.json": V1}, "t/meta.json", "expected a JSON object"),
-    ({"t/meta.json": {**META, "topic": ["t."]}, "t/v1.json": V1}, "t/meta.json",
-     "unknown key 'topic'; expected description, topics, versions"),
-    ({"t/meta.json": {**META, "topics": []}, "t/v1.json": V1}, "t/meta.json",
-     "topics: expected a non-empty list of topic prefixes"),
-    ({"t/meta.json": {**META, "topics": ["a b"]}, "t/v1.json": V1}, "t/meta.json",
-     "topics: 'a b' is not a valid topic prefix"),
-    ({"t/meta.json": {**META, "versions": {"1": "live"}}, "t/v1.json": V1}, "t/meta.json",
-     "versions: 1: status must be one of active, deprecated, retired, got 'live'"),
-    ({"t/meta.json": {**META, "versions": {"one": "active"}}, "t/v1.json": V1}, "t/meta.json",
-     "versions: 'one' is not a version number"),
-    ({"t/meta.json": {**META, "description": 5}, "t/v1.json": V1}, "t/meta.json",
-     "description: expected a string"),
-])
+@pytest.mark.parametrize(
+    ("files", "file", "reason"),
+    [
+        (
+            {"t/meta.json": META, "t/v1.json": '{"type": "object",'},
+            "t/v1.json",
+            "invalid JSON: Expecting property name enclosed in double quotes at line 1 column 19",
+        ),
+        (
+            {"t/meta.json": META, "t/v1.json": '{"type": "object", "type": "object"}'},
+            "t/v1.json",
+            "invalid JSON: duplicate key 'type'",
+        ),
+        (
+            {"t/meta.json": META, "t/v1.json": '{"type": "object", "minimum": NaN}'},
+            "t/v1.json",
+            "invalid JSON: NaN is not JSON",
+        ),
+        ({"t/meta.json": META, "t/v1.json": b"{\xff}"}, "t/v1.json", "not UTF-8: byte 1"),
+        (
+            {"t/meta.json": META, "t/v1.json": {"type": "object", "anyOf": []}},
+            "t/v1.json",
+            "#: unsupported keyword 'anyOf'",
+        ),
+        (
+            {"t/meta.json": META, "t/v1.json": {"type": "string"}},
+            "t/v1.json",
+            'a message schema must be an object with "type": "object" (data is always a map)',
+        ),
+        (
+            {"t/meta.json": META, "t/v1.json": V1, "t/v2.json": V1},
+            "t/v2.json",
+            "version 2 has no status in meta.json",
+        ),
+        (
+            {"t/meta.json": {**META, "versions": {"1": "active", "2": "active"}}, "t/v1.json": V1},
+            "t/meta.json",
+            "version 2 has a status but no file v2.json",
+        ),
+        (
+            {
+                "t/meta.json": {**META, "versions": {"1": "active", "3": "active"}},
+                "t/v1.json": V1,
+                "t/v3.json": V1,
+            },
+            "t/meta.json",
+            "versions must run from 1 without gaps; missing 2",
+        ),
+        ({"t/v1.json": V1}, "t/meta.json", "missing: every schema needs a meta.json"),
+        (
+            {"t/meta.json": META, "t/v1.json": V1, "t/v01.json": V1},
+            "t/v01.json",
+            "unexpected file: expected meta.json or v<N>.json (N from 1, no leading zeros)",
+        ),
+        (
+            {"t/meta.json": META, "t/v1.json": V1, "t/latest.json": V1},
+            "t/latest.json",
+            "unexpected file",
+        ),
+        ({"T/meta.json": META, "T/v1.json": V1}, "T", "not a valid schema name"),
+        ({"t/meta.json": [], "t/v1.json": V1}, "t/meta.json", "expected a JSON object"),
+        (
+            {"t/meta.json": {**META, "topic": ["t."]}, "t/v1.json": V1},
+            "t/meta.json",
+            "unknown key 'topic'; expected description, topics, versions",
+        ),
+        (
+            {"t/meta.json": {**META, "topics": []}, "t/v1.json": V1},
+            "t/meta.json",
+            "topics: expected a non-empty list of topic prefixes",
+        ),
+        (
+            {"t/meta.json": {**META, "topics": ["a b"]}, "t/v1.json": V1},
+            "t/meta.json",
+            "topics: 'a b' is not a valid topic prefix",
+        ),
+        (
+            {"t/meta.json": {**META, "versions": {"1": "live"}}, "t/v1.json": V1},
+            "t/meta.json",
+            "versions: 1: status must be one of active, deprecated, retired, got 'live'",
+        ),
+        (
+            {"t/meta.json": {**META, "versions": {"one": "active"}}, "t/v1.json": V1},
+            "t/meta.json",
+            "versions: 'one' is not a version number",
+        ),
+        (
+            {"t/meta.json": {**META, "description": 5}, "t/v1.json": V1},
+            "t/meta.json",
+            "description: expected a string",
+        ),
+    ],
+)
 def test_broken_directories_are_refused_naming_file_and_reason(
-        tmp_path: Path, files: dict[str, Any], file: str, reason: str) -> None:
+    tmp_path: Path, files: dict[str, Any], file: str, reason: str
+) -> None:
     """Loading refuses bad JSON, invalid schemas, unknown keywords and bad metadata."""
     make_dir(tmp_path, files)
     with pytest.raises(SchemaLoadError) as caught:
@@ -224,12 +339,23 @@ def test_missing_directory_is_refused(tmp_path: Path) -> None:
 
 def test_retired_version_is_refused_pointing_at_newest_usable(tmp_path: Path) -> None:
     """A retired version answers `retired_version`; the reason names what to publish."""
-    make_dir(tmp_path, {"t/meta.json": {"topics": [""], "versions": {
-        "1": "retired", "2": "deprecated", "3": "retired"}},
-        "t/v1.json": V1, "t/v2.json": V1, "t/v3.json": V1})
+    make_dir(
+        tmp_path,
+        {
+            "t/meta.json": {
+                "topics": [""],
+                "versions": {"1": "retired", "2": "deprecated", "3": "retired"},
+            },
+            "t/v1.json": V1,
+            "t/v2.json": V1,
+            "t/v3.json": V1,
+        },
+    )
     schemas = SchemaSet.load(tmp_path)
     assert schemas.check("any", "t", 1, {"a": "b"}) == (
-        "retired_version", "t v1 is retired; publish v2")
+        "retired_version",
+        "t v1 is retired; publish v2",
+    )
     assert schemas.check("any", "t", 2, {"a": "b"}) is None
     assert schemas.status("t", 2) == "deprecated" and schemas.status("t", 9) is None
 
@@ -237,12 +363,15 @@ def test_retired_version_is_refused_pointing_at_newest_usable(tmp_path: Path) ->
 ALL_KEYWORDS = {
     "type": "object",
     "properties": {
-        "s": {"type": "string", "minLength": 1, "maxLength": 5, "pattern": "^a",
-              "format": "uri"},
+        "s": {"type": "string", "minLength": 1, "maxLength": 5, "pattern": "^a", "format": "uri"},
         "n": {"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 10},
         "a": {"type": "array", "items": {"enum": [1, "x", None, [1]]}, "maxItems": 3},
-        "m": {"type": "object", "propertyNames": {"maxLength": 3}, "minProperties": 1,
-              "additionalProperties": {"const": {"k": [True]}}},
+        "m": {
+            "type": "object",
+            "propertyNames": {"maxLength": 3},
+            "minProperties": 1,
+            "additionalProperties": {"const": {"k": [True]}},
+        },
         "d": {"type": "string", "format": "date-time"},
         "h": {"format": "hostname", "minimum": 1},
     },
@@ -250,16 +379,30 @@ ALL_KEYWORDS = {
     "additionalProperties": False,
 }
 decoded = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
     | st.binary(max_size=4),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.text(max_size=4) | st.integers() | st.binary(max_size=2), inner, max_size=4),
-    max_leaves=20)
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=4) | st.integers() | st.binary(max_size=2), inner, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["s", "n", "a", "m", "d", "h", "zz"]) | st.text(
-    max_size=3), decoded, max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(["s", "n", "a", "m", "d", "h", "zz"]) | st.text(max_size=3),
+        decoded,
+        max_size=6,
+    )
+)
 def test_any_decoded_value_gets_a_verdict_never_an_exception(value: dict[Any, Any]) -> None:
     """Whatever msgpack can decode, a checker answers None or a (path, rule) failure."""
     failure = compile_schema(ALL_KEYWORDS, "t v1")(value)

@@ -15,8 +15,12 @@ from conftest import BusdProcess, TrackedContext
 from rawproto import collect, dealer, envelope, publish, subscriber, wait_subscribed
 
 TOTAL = 20_000
-V2 = {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-      "env": {"RACK_ENV": "production"}, "flag": "extra_cpu"}
+V2 = {
+    "slug": "https://apps.example/shop/releases/42",
+    "cmd": "bin/web",
+    "env": {"RACK_ENV": "production"},
+    "flag": "extra_cpu",
+}
 
 
 def require_schema_commands(busd: BusdProcess) -> ControlClient:
@@ -46,8 +50,9 @@ def message(seq: int) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(90)
-def test_reload_under_load_loses_and_misjudges_nothing(busd: BusdProcess,
-                                                       zctx: TrackedContext) -> None:
+def test_reload_under_load_loses_and_misjudges_nothing(
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
     """20,000 messages stream while release v3 is added (SIGHUP) and a broken file is
     dropped in (refused over the control socket): every message is answered once; v2 always
     passes, the invalid v1 claims always fail, v3 switches once from unknown_version to

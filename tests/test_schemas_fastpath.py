@@ -27,16 +27,28 @@ pytestmark = pytest.mark.timeout(60)
 # Decoded msgpack values, plus the odd ones a publisher can send: bytes keys, huge ints,
 # non-finite floats, tuples.
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63, max_value=2**80),
-    st.floats(), st.sampled_from([0.0, 1.0, -1.0, math.nan, math.inf]), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**63, max_value=2**80),
+    st.floats(),
+    st.sampled_from([0.0, 1.0, -1.0, math.nan, math.inf]),
+    st.text(max_size=12),
     st.binary(max_size=4),
 )
-KEYS = st.one_of(st.text(max_size=8), st.sampled_from(["slug", "cmd", "env", "flag", "app",
-                                                       "state", "host", "k", "a"]))
-ANY = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.tuples(inner, inner),
-    st.dictionaries(st.one_of(KEYS, st.integers(), st.binary(max_size=2)), inner, max_size=4),
-), max_leaves=12)
+KEYS = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(["slug", "cmd", "env", "flag", "app", "state", "host", "k", "a"]),
+)
+ANY = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(KEYS, st.integers(), st.binary(max_size=2)), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
 
 
 def agree(schema: Any, value: Any) -> None:
@@ -58,18 +70,43 @@ def conforming(schema: Any) -> st.SearchStrategy[Any]:
         shaped = st.fixed_dictionaries(
             {k: conforming(v) for k, v in properties.items() if k in required},
             optional={k: conforming(v) for k, v in properties.items() if k not in required},
-        ).flatmap(lambda d: st.sampled_from(  # sometimes a field goes missing or one is added
-            [d, d, {**d, "extra": 1}, {**d, b"slug": 1},
-             *({k: v for k, v in d.items() if k != gone} for gone in d)]))
+        ).flatmap(
+            lambda d: st.sampled_from(  # sometimes a field goes missing or one is added
+                [
+                    d,
+                    d,
+                    {**d, "extra": 1},
+                    {**d, b"slug": 1},
+                    *({k: v for k, v in d.items() if k != gone} for gone in d),
+                ]
+            )
+        )
         if rest is not False:
-            shaped = st.builds(lambda d, more: {**more, **d}, shaped, st.dictionaries(
-                st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,8}\Z") | KEYS, conforming(rest),
-                max_size=4))
+            shaped = st.builds(
+                lambda d, more: {**more, **d},
+                shaped,
+                st.dictionaries(
+                    st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,8}\Z") | KEYS,
+                    conforming(rest),
+                    max_size=4,
+                ),
+            )
     elif schema.get("type") == "string":
         if schema.get("format") == "uri":
-            shaped = st.sampled_from(["https://a.example/x", "s3://b/c%20d", "x:", "a b:",
-                                      "https://é.example", "h:%zz", "/rel", "", "urn:a:b",
-                                      "https://a.example/shop/releases/7?x=1#top"])
+            shaped = st.sampled_from(
+                [
+                    "https://a.example/x",
+                    "s3://b/c%20d",
+                    "x:",
+                    "a b:",
+                    "https://é.example",
+                    "h:%zz",
+                    "/rel",
+                    "",
+                    "urn:a:b",
+                    "https://a.example/shop/releases/7?x=1#top",
+                ]
+            )
         elif schema.get("format") == "hostname":
             shaped = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,3}[a-z0-9])?(?:\.[a-z]{1,3})*\Z")
         elif "pattern" in schema:
@@ -83,13 +120,22 @@ def conforming(schema: Any) -> st.SearchStrategy[Any]:
     return st.one_of(*[shaped] * 7, ANY)
 
 
-RELEASE_V1 = {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web",
-              "env": {"RACK_ENV": "production"}}
+RELEASE_V1 = {
+    "slug": "https://apps.example/shop/releases/42",
+    "cmd": "bin/web",
+    "env": {"RACK_ENV": "production"},
+}
 VALID: dict[str, Any] = {
     "release-v1": RELEASE_V1,
     "release-v2": {**RELEASE_V1, "flag": "extra_cpu"},
-    "instance-state-v1": {"app": "shop", "instance_id": "web.1", "state": "up", "host": "h1",
-                          "version": "v42", "reported_at": 1795791600000000000},
+    "instance-state-v1": {
+        "app": "shop",
+        "instance_id": "web.1",
+        "state": "up",
+        "host": "h1",
+        "version": "v42",
+        "reported_at": 1795791600000000000,
+    },
 }
 
 
@@ -102,13 +148,15 @@ def test_fast_check_agrees_with_closure_checker_on_shipped_schemas(path: Path) -
     reference = compile_schema(document, path.stem)
     seen = {True: 0, False: 0}
 
-    @settings(max_examples=400, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(conforming(document))
     def run(value: Any) -> None:
         verdict = fast(value)
         assert verdict == (reference(value) is None), value
         seen[verdict] += 1
+
     run()
     # Random payloads are mostly invalid, and sometimes none of 400 is valid: the accepting
     # side is exercised for certain with a known-good payload of each shipped version.
@@ -118,33 +166,52 @@ def test_fast_check_agrees_with_closure_checker_on_shipped_schemas(path: Path) -
 
 
 SUBSCHEMAS = st.deferred(lambda: st.one_of(st.booleans(), NODES))
-NODES: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries({}, optional={
-    "type": st.one_of(st.sampled_from(["string", "integer", "number", "boolean", "array",
-                                        "object", "null"]),
-                      st.lists(st.sampled_from(["string", "integer", "number", "null"]),
-                               min_size=1, max_size=3, unique=True)),
-    "enum": st.lists(st.one_of(st.text(max_size=2), st.integers(-2, 2), st.none(),
-                               st.booleans()), min_size=1, max_size=3),
-    "const": st.one_of(st.text(max_size=2), st.integers(-2, 2), st.just(1.0)),
-    "minLength": st.integers(0, 3), "maxLength": st.integers(0, 5),
-    "pattern": st.sampled_from(["^a", "b", "^[a-z]*$"]),
-    "format": st.sampled_from(["uri", "hostname", "date-time"]),
-    "minimum": st.one_of(st.integers(-3, 3), st.floats(-3, 3)),
-    "maximum": st.integers(-3, 3), "exclusiveMinimum": st.floats(-3, 3),
-    "exclusiveMaximum": st.integers(-3, 2**70),
-    "items": SUBSCHEMAS, "minItems": st.integers(0, 2), "maxItems": st.integers(0, 3),
-    "properties": st.dictionaries(KEYS, SUBSCHEMAS, max_size=3),
-    "required": st.lists(KEYS, max_size=3, unique=True),
-    "additionalProperties": SUBSCHEMAS, "propertyNames": SUBSCHEMAS,
-    "minProperties": st.integers(0, 2), "maxProperties": st.integers(0, 3),
-})
+NODES: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(
+            st.sampled_from(["string", "integer", "number", "boolean", "array", "object", "null"]),
+            st.lists(
+                st.sampled_from(["string", "integer", "number", "null"]),
+                min_size=1,
+                max_size=3,
+                unique=True,
+            ),
+        ),
+        "enum": st.lists(
+            st.one_of(st.text(max_size=2), st.integers(-2, 2), st.none(), st.booleans()),
+            min_size=1,
+            max_size=3,
+        ),
+        "const": st.one_of(st.text(max_size=2), st.integers(-2, 2), st.just(1.0)),
+        "minLength": st.integers(0, 3),
+        "maxLength": st.integers(0, 5),
+        "pattern": st.sampled_from(["^a", "b", "^[a-z]*$"]),
+        "format": st.sampled_from(["uri", "hostname", "date-time"]),
+        "minimum": st.one_of(st.integers(-3, 3), st.floats(-3, 3)),
+        "maximum": st.integers(-3, 3),
+        "exclusiveMinimum": st.floats(-3, 3),
+        "exclusiveMaximum": st.integers(-3, 2**70),
+        "items": SUBSCHEMAS,
+        "minItems": st.integers(0, 2),
+        "maxItems": st.integers(0, 3),
+        "properties": st.dictionaries(KEYS, SUBSCHEMAS, max_size=3),
+        "required": st.lists(KEYS, max_size=3, unique=True),
+        "additionalProperties": SUBSCHEMAS,
+        "propertyNames": SUBSCHEMAS,
+        "minProperties": st.integers(0, 2),
+        "maxProperties": st.integers(0, 3),
+    },
+)
 
 
-@settings(max_examples=600, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(NODES, st.lists(ANY, min_size=1, max_size=6))
 def test_fast_check_agrees_with_closure_checker_on_random_schemas(
-        schema: dict[str, Any], values: list[Any]) -> None:
+    schema: dict[str, Any], values: list[Any]
+) -> None:
     """Any schema the compiler accepts, any decoded value: the two checks agree."""
     for value in values:
         agree(schema, value)
@@ -152,30 +219,62 @@ def test_fast_check_agrees_with_closure_checker_on_random_schemas(
 
 EDGE_CASES = [
     # (schema, value) pairs where a hand-written fast check most easily goes wrong
-    ({"type": "integer"}, True), ({"type": "integer"}, 1.0), ({"type": "integer"}, 2**200),
+    ({"type": "integer"}, True),
+    ({"type": "integer"}, 1.0),
+    ({"type": "integer"}, 2**200),
     ({"type": "integer", "maximum": 9223372036854775807}, 2**63),
-    ({"type": "number"}, False), ({"type": "number"}, math.nan), ({"type": "number"}, -math.inf),
-    ({"type": "number", "minimum": 0.5}, 0), ({"type": "boolean"}, 0), ({"type": "null"}, 0),
-    ({"type": "string"}, b"x"), ({"type": "string", "minLength": 1}, ""),
-    ({"type": "string", "maxLength": 1}, "é"), ({"type": "string", "maxLength": 1}, "\U0001f600"),
+    ({"type": "number"}, False),
+    ({"type": "number"}, math.nan),
+    ({"type": "number"}, -math.inf),
+    ({"type": "number", "minimum": 0.5}, 0),
+    ({"type": "boolean"}, 0),
+    ({"type": "null"}, 0),
+    ({"type": "string"}, b"x"),
+    ({"type": "string", "minLength": 1}, ""),
+    ({"type": "string", "maxLength": 1}, "é"),
+    ({"type": "string", "maxLength": 1}, "\U0001f600"),
     ({"type": "string", "format": "uri"}, "https://x/\u00e9"),
     ({"type": "string", "format": "uri"}, "https://x/%4"),
     ({"type": "string", "pattern": "^[a-z]+$"}, "abc\n"),
-    ({"enum": ["a", 1]}, True), ({"enum": ["a", 1]}, 1.0), ({"enum": ["a"]}, ["a"]),
-    ({"const": {"k": [1]}}, {"k": [1.0]}), ({"const": 1}, True),
+    ({"enum": ["a", 1]}, True),
+    ({"enum": ["a", 1]}, 1.0),
+    ({"enum": ["a"]}, ["a"]),
+    ({"const": {"k": [1]}}, {"k": [1.0]}),
+    ({"const": 1}, True),
     ({"type": "array", "items": {"type": "integer"}}, (1, 2.0)),
-    ({"type": "object"}, {b"k": 1}), ({"type": "object"}, {1: 1}),
+    ({"type": "object"}, {b"k": 1}),
+    ({"type": "object"}, {1: 1}),
     ({"type": "object", "additionalProperties": False}, {b"k": 1}),
     ({"type": "object", "required": ["a"], "additionalProperties": False}, {"a": 1}),
-    ({"type": "object", "required": ["a"], "additionalProperties": False,
-      "propertyNames": {"maxLength": 3}}, {"a": 1}),
+    (
+        {
+            "type": "object",
+            "required": ["a"],
+            "additionalProperties": False,
+            "propertyNames": {"maxLength": 3},
+        },
+        {"a": 1},
+    ),
     ({"type": "object", "properties": {"a": {"type": "string"}}}, {"a": None}),
-    ({"type": "object", "properties": {"a": {"type": "object", "properties": {
-        "b": {"type": "object", "required": ["c"]}}}}}, {"a": {"b": {}}}),
+    (
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "object", "properties": {"b": {"type": "object", "required": ["c"]}}}
+            },
+        },
+        {"a": {"b": {}}},
+    ),
     ({"type": "object", "propertyNames": {"type": "integer"}}, {"a": 1}),
     ({"type": "object", "propertyNames": {"type": "integer"}}, {}),
-    ({"type": "object", "properties": {"it's \"odd\"\n\\": {"type": "integer"}},
-      "required": ["it's \"odd\"\n\\"]}, {"it's \"odd\"\n\\": 1}),
+    (
+        {
+            "type": "object",
+            "properties": {'it\'s "odd"\n\\': {"type": "integer"}},
+            "required": ['it\'s "odd"\n\\'],
+        },
+        {'it\'s "odd"\n\\': 1},
+    ),
 ]
 
 
@@ -191,8 +290,12 @@ def test_deep_schemas_compile_and_agree() -> None:
     schema: dict[str, Any] = {"type": "integer"}
     value: Any = 1
     for _ in range(40):
-        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"],
-                  "additionalProperties": False}
+        schema = {
+            "type": "object",
+            "properties": {"a": schema},
+            "required": ["a"],
+            "additionalProperties": False,
+        }
         value = {"a": value}
     assert compile_fast(schema, "deep")(value) is True
     bad = json.loads(json.dumps(value).replace("1", "true"))
@@ -203,8 +306,13 @@ def test_deep_schemas_compile_and_agree() -> None:
 def test_generated_source_holds_no_schema_text_but_escaped_literals() -> None:
     """Patterns and enum values are bound as constants; a field name is written with repr."""
     name = "x'); import os; ('"
-    fast = compile_fast({"type": "object", "properties": {
-        name: {"type": "string", "pattern": "^ev'il$", "enum": ["ev'il"]}}}, "t v1")
+    fast = compile_fast(
+        {
+            "type": "object",
+            "properties": {name: {"type": "string", "pattern": "^ev'il$", "enum": ["ev'il"]}},
+        },
+        "t v1",
+    )
     source = fast.__doc__ or ""
     assert "ev'il" not in source and repr(name) in source
     assert fast({name: "ev'il"}) is True and fast({name: "good"}) is False
@@ -217,10 +325,15 @@ def test_schemaset_check_uses_fast_path_with_identical_verdicts() -> None:
     assert set(routes) == {("release", 1), ("release", 2), ("instance-state", 1)}
     assert routes[("release", 1)][2] is True and routes[("release", 2)][2] is False
     good = {"slug": "https://a.example/1", "cmd": "x", "env": {"A": "b"}}
-    for args in [("release.a", "release", 2, good), ("release.a", "release", 1, good),
-                 ("release.a", "release", 2, {**good, "env": {"A": 1}}),
-                 ("instance.a", "release", 2, good), ("release.a", "release", 9, good),
-                 ("release.a", "nope", 1, good), ("release.a", "release", 2, [])]:
+    for args in [
+        ("release.a", "release", 2, good),
+        ("release.a", "release", 1, good),
+        ("release.a", "release", 2, {**good, "env": {"A": 1}}),
+        ("instance.a", "release", 2, good),
+        ("release.a", "release", 9, good),
+        ("release.a", "nope", 1, good),
+        ("release.a", "release", 2, []),
+    ]:
         assert schemas.check(*args) == schemas.explain(*args)
 
 

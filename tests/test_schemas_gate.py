@@ -53,8 +53,7 @@ def test_counters_by_schema_version_and_code(gate: SchemaGate) -> None:
     assert release["topics"] == ["release."]
     assert release["versions"] == [
         {"version": 1, "status": "deprecated", "accepted": 1, "rejected": {"invalid": 1}},
-        {"version": 2, "status": "active", "accepted": 3,
-         "rejected": {"schema_not_allowed": 1}},
+        {"version": 2, "status": "active", "accepted": 3, "rejected": {"schema_not_allowed": 1}},
     ]
 
 
@@ -77,8 +76,10 @@ def test_deprecated_uses_are_recorded_per_publisher_and_drained(gate: SchemaGate
     gate.check("release.b", "release", 1, V1, "legacy-ci")
     gate.check("release.a", "release", 2, V2, "deployer")
     gate.check("release.a", "release", 1, V2, "broken")  # rejected: not a use
-    assert gate.drain_deprecated() == [DeprecatedUse("release", 1, "deployer", 4),
-                                       DeprecatedUse("release", 1, "legacy-ci", 1)]
+    assert gate.drain_deprecated() == [
+        DeprecatedUse("release", 1, "deployer", 4),
+        DeprecatedUse("release", 1, "legacy-ci", 1),
+    ]
     assert gate.drain_deprecated() == []
     assert gate.statistics()["deprecated_pending"] == 0
 
@@ -117,7 +118,8 @@ def test_counters_survive_install_of_a_new_set(tmp_path: Path) -> None:
     gate.check("t.x", "t", 1, {}, "p")
     stats = gate.statistics()
     assert stats["schemas"][0]["versions"] == [
-        {"version": 1, "status": "deprecated", "accepted": 2, "rejected": {}}]
+        {"version": 1, "status": "deprecated", "accepted": 2, "rejected": {}}
+    ]
     assert stats["unloaded"] == [{"name": "t", "version": 2, "accepted": 1, "rejected": {}}]
     assert gate.drain_deprecated() == [DeprecatedUse("t", 1, "p", 1)]
     assert gate.check("t.x", "t", 2, {}, "p") is not None
@@ -154,9 +156,13 @@ class BuggySet(SchemaSet):
             def check(data: Any) -> bool:
                 explode(data)
                 return fast(data)
+
             return check
-        return {key: (prefixes, buggy(fast), deprecated)
-                for key, (prefixes, fast, deprecated) in super().routes().items()}
+
+        return {
+            key: (prefixes, buggy(fast), deprecated)
+            for key, (prefixes, fast, deprecated) in super().routes().items()
+        }
 
 
 def test_a_checker_bug_costs_one_message_not_the_broker() -> None:
@@ -171,8 +177,15 @@ def test_a_checker_bug_costs_one_message_not_the_broker() -> None:
 def test_admission_runs_the_gate_after_envelope_checks(gate: SchemaGate) -> None:
     """Through Admission, a valid envelope with a v1-claimed v2 payload is `invalid`."""
     admission = Admission(schemas=gate)
-    env = {"topic": "release.a", "schema": "release", "version": 1, "id": "m1",
-           "publisher": "deployer", "ts": 1, "data": V2}
+    env = {
+        "topic": "release.a",
+        "schema": "release",
+        "version": 1,
+        "id": "m1",
+        "publisher": "deployer",
+        "ts": 1,
+        "data": V2,
+    }
     reject = admission.decide("release.a", env, now=0.0)
     assert reject is not None and reject.code is Code.INVALID
     assert admission.decide("release.a", {**env, "version": 2}, now=0.0) is None

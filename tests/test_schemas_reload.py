@@ -24,8 +24,15 @@ V2 = {"slug": "https://apps.example/shop/1", "cmd": "bin/web", "env": {}, "flag"
 
 
 def env(version: int, data: dict[str, Any], publisher: str = "deployer") -> dict[str, Any]:
-    return {"topic": "release.shop", "schema": "release", "version": version, "id": "m",
-            "publisher": publisher, "ts": 1, "data": data}
+    return {
+        "topic": "release.shop",
+        "schema": "release",
+        "version": version,
+        "id": "m",
+        "publisher": publisher,
+        "ts": 1,
+        "data": data,
+    }
 
 
 @pytest.fixture
@@ -76,14 +83,18 @@ async def test_reload_installs_a_new_version_and_keeps_counters(schemas_dir: Pat
     assert control.statistics()["reloads"] == 1
 
 
-@pytest.mark.parametrize(("breakage", "message"), [
-    ("bad_json", "v3.json: invalid JSON"),
-    ("unknown_keyword", "v3.json: #: unsupported keyword 'allOf'"),
-    ("incompatible", "release v3: data.cmd: type changed from string to int"),
-    ("no_status", "v3.json: version 3 has no status in meta.json"),
-])
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("bad_json", "v3.json: invalid JSON"),
+        ("unknown_keyword", "v3.json: #: unsupported keyword 'allOf'"),
+        ("incompatible", "release v3: data.cmd: type changed from string to int"),
+        ("no_status", "v3.json: version 3 has no status in meta.json"),
+    ],
+)
 async def test_broken_reload_is_refused_and_previous_set_serves(
-        schemas_dir: Path, breakage: str, message: str) -> None:
+    schemas_dir: Path, breakage: str, message: str
+) -> None:
     """Bad JSON, an unsupported keyword, an incompatible version or missing metadata refuse
     the whole new set with the file and reason; the loaded set keeps judging."""
     admission = Admission()
@@ -177,7 +188,8 @@ async def test_reload_under_load_loses_and_misjudges_nothing(schemas_dir: Path) 
 
 
 def test_deprecated_use_is_logged_with_the_publisher_and_listed(
-        schemas_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    schemas_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Messages of a deprecated version produce one warning per publisher per interval, and
     `schemas.list` names who sent them."""
     admission = Admission()
@@ -197,6 +209,7 @@ def test_deprecated_use_is_logged_with_the_publisher_and_listed(
     assert (fields["publisher"], fields["version"], fields["messages"]) == ("legacy-ci", 1, 3)
     listing = control.listing()
     assert [(p["publisher"], p["messages"]) for p in listing["deprecated_publishers"]] == [
-        ("legacy-ci", 3)]
+        ("legacy-ci", 3)
+    ]
     row = next(r for r in listing["versions"] if (r["schema"], r["version"]) == ("release", 1))
     assert (row["status"], row["accepted"]) == ("deprecated", 3)

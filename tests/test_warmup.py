@@ -16,7 +16,8 @@ RELEASE = {"slug": "https://apps.example/shop/releases/1", "cmd": "bin/web", "en
 
 
 def test_publishes_during_warmup_are_refused_with_not_ready_and_retry_after(
-        busd_factory: Callable[..., BusdProcess], zctx: TrackedContext) -> None:
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
+) -> None:
     """Every publish in the warm-up gets not_ready with retry_after_ms; later ones pass."""
     b = busd_factory(extra_args=("--warmup", "1.5"))
     sock = rawproto.dealer(zctx, b.pub_endpoint)
@@ -39,14 +40,18 @@ def test_publishes_during_warmup_are_refused_with_not_ready_and_retry_after(
     wait_for(accepted, timeout=5, interval=0.05, what="the warm-up to end")
     assert get(b.metrics, "/readyz")[0] == 200
     counted = scrape(b.metrics)
-    refused = [v for (name, labels), v in counted.items()
-               if name == "busd_messages_rejected_total" and ("code", "not_ready") in labels]
+    refused = [
+        v
+        for (name, labels), v in counted.items()
+        if name == "busd_messages_rejected_total" and ("code", "not_ready") in labels
+    ]
     assert refused and refused[0] >= 1
     sock.close()
 
 
-def test_warmup_zero_accepts_at_once(busd_factory: Callable[..., BusdProcess],
-                                     zctx: TrackedContext) -> None:
+def test_warmup_zero_accepts_at_once(
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
+) -> None:
     """With --warmup 0 the first publish is accepted and /readyz is 200 at start."""
     b = busd_factory(extra_args=("--warmup", "0"))
     assert get(b.metrics, "/readyz")[0] == 200
@@ -57,7 +62,8 @@ def test_warmup_zero_accepts_at_once(busd_factory: Callable[..., BusdProcess],
 
 
 def test_publisher_waits_out_the_warmup_within_its_timeout(
-        busd_factory: Callable[..., BusdProcess]) -> None:
+    busd_factory: Callable[..., BusdProcess],
+) -> None:
     """The client retries not_ready itself: publish_wait succeeds once the warm-up ends."""
     b = busd_factory(extra_args=("--warmup", "1"))
     with busd_client.Publisher(b.pub_endpoint, timeout=5.0) as pub:
@@ -68,7 +74,8 @@ def test_publisher_waits_out_the_warmup_within_its_timeout(
 
 
 def test_publisher_reports_not_ready_past_its_timeout(
-        busd_factory: Callable[..., BusdProcess]) -> None:
+    busd_factory: Callable[..., BusdProcess],
+) -> None:
     """A warm-up longer than the publisher's timeout fails the message with NotReady."""
     b = busd_factory(extra_args=("--warmup", "30"))
     with busd_client.Publisher(b.pub_endpoint, timeout=0.5) as pub:

@@ -24,15 +24,26 @@ from busd.control.server import rate_handlers as _rate_handlers
 from busd.kernel.admission import Admission
 from busd.kernel.buckets import Limits, RateTable
 
-__all__ = ["ControlError", "ControlServer", "ControlSocketError", "Handler", "RateControl",
-           "RatesDir"]
+__all__ = [
+    "ControlError",
+    "ControlServer",
+    "ControlSocketError",
+    "Handler",
+    "RateControl",
+    "RatesDir",
+]
 
 
 class RateControl:
     """The rate table, the watcher of its directory, and the ``rates.*`` commands."""
 
-    def __init__(self, rates_path: str | os.PathLike[str], admission: Admission,
-                 clock: Callable[[], float] = time.monotonic, poll_interval: float = 0.25):
+    def __init__(
+        self,
+        rates_path: str | os.PathLike[str],
+        admission: Admission,
+        clock: Callable[[], float] = time.monotonic,
+        poll_interval: float = 0.25,
+    ):
         self.clock = clock  # the clock the broker passes to Admission.decide
         self.table = RateTable()
         admission.install_rates(self.table)

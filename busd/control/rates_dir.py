@@ -49,8 +49,15 @@ from busd_client.limiter import MAX_FILE_BYTES, EmptyRateFile, RateFileError, re
 
 from busd.kernel.buckets import IGNORED_SUFFIXES, NO_LIMITS, Limit, Limits, check_key
 
-__all__ = ["Change", "EmptyRateFile", "RateFileError", "RatesDir", "decimal_text", "parse_rate",
-           "rate_file_text"]
+__all__ = [
+    "Change",
+    "EmptyRateFile",
+    "RateFileError",
+    "RatesDir",
+    "decimal_text",
+    "parse_rate",
+    "rate_file_text",
+]
 
 # One number of the rate-file grammar: what the control socket may write into a file.
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -132,8 +139,12 @@ class _Seen:
 class RatesDir:
     """Watches one directory. Mutated only by ``scan`` (serialized by ``refresh``)."""
 
-    def __init__(self, path: str | os.PathLike[str], on_change: ChangeCallback | None = None,
-                 poll_interval: float = 0.25):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        on_change: ChangeCallback | None = None,
+        poll_interval: float = 0.25,
+    ):
         self.path = Path(path)
         self.poll_interval = poll_interval
         self._on_change = on_change
@@ -159,9 +170,12 @@ class RatesDir:
         return tuple(self._errors[name] for name in sorted(self._errors))
 
     def statistics(self) -> dict[str, int]:
-        return {"rates_dir_scans_total": self.scans, "rates_dir_changes_total": self.changes,
-                "rates_dir_errors_total": self.errors_seen,
-                "rates_dir_errors": len(self._errors)}
+        return {
+            "rates_dir_scans_total": self.scans,
+            "rates_dir_changes_total": self.changes,
+            "rates_dir_errors_total": self.errors_seen,
+            "rates_dir_errors": len(self._errors),
+        }
 
     # -- asyncio side -------------------------------------------------------------------
 
@@ -256,8 +270,9 @@ class RatesDir:
         finally:
             os.close(fd)
 
-    def scan(self, sources: Mapping[str, str] | None = None,
-             forget: str | None = None) -> tuple[Change, ...]:
+    def scan(
+        self, sources: Mapping[str, str] | None = None, forget: str | None = None
+    ) -> tuple[Change, ...]:
         """One pass over the directory; returns the changes applied to ``limits``.
 
         ``sources`` names the source of a key's change when not "file"; ``forget`` is a key
@@ -270,8 +285,12 @@ class RatesDir:
                 raise NotADirectoryError(errno.ENOTDIR, "not a directory")
             names = [entry.name for entry in os.scandir(self.path)]
         except OSError as exc:
-            self._note(errors, "", "directory",
-                       f"cannot list {self.path}: {exc.strerror or exc}; last good values kept")
+            self._note(
+                errors,
+                "",
+                "directory",
+                f"cannot list {self.path}: {exc.strerror or exc}; last good values kept",
+            )
             self._errors = MappingProxyType(errors)
             return ()
         dir_gen = self._pin_directory(dir_stat)
@@ -296,8 +315,13 @@ class RatesDir:
                 updates[key] = None  # deleted by the operator: unlimited
             else:
                 orphans.add(key)
-                self._note(errors, key, "orphan", "file missing from the recreated directory; "
-                           "last good value kept (`busctl rate clear` drops it)")
+                self._note(
+                    errors,
+                    key,
+                    "orphan",
+                    "file missing from the recreated directory; "
+                    "last good value kept (`busctl rate clear` drops it)",
+                )
         for name in set(errors) - present - orphans:
             del errors[name]  # the file is gone: nothing left to report
         for name in set(self._seen) - present:
@@ -332,20 +356,34 @@ class RatesDir:
             os.close(self._dir_fd)
             self._dir_fd = None
 
-    def _read(self, key: str, dir_gen: int, now_ns: int, errors: dict[str, FileError],
-              updates: dict[str, Limit | None]) -> bool:
+    def _read(
+        self,
+        key: str,
+        dir_gen: int,
+        now_ns: int,
+        errors: dict[str, FileError],
+        updates: dict[str, Limit | None],
+    ) -> bool:
         """Read one key's file into ``updates`` or ``errors``; False if it is gone."""
         path = self.path / key
         try:
             st = os.stat(path)
             signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             seen = self._seen.get(key)
-            if (seen is not None and seen.signature == signature and not seen.error
-                    and seen.dir_gen == dir_gen and now_ns - st.st_mtime_ns > RACY_NS):
+            if (
+                seen is not None
+                and seen.signature == signature
+                and not seen.error
+                and seen.dir_gen == dir_gen
+                and now_ns - st.st_mtime_ns > RACY_NS
+            ):
                 return True
             if not stat.S_ISREG(st.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "not a regular file") \
-                    if stat.S_ISDIR(st.st_mode) else OSError(errno.EINVAL, "not a regular file")
+                raise (
+                    IsADirectoryError(errno.EISDIR, "not a regular file")
+                    if stat.S_ISDIR(st.st_mode)
+                    else OSError(errno.EINVAL, "not a regular file")
+                )
             # O_NONBLOCK: a FIFO swapped in after the stat must not hang the reader.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
@@ -357,11 +395,11 @@ class RatesDir:
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):
                 return False
-            kind = "unreadable" if exc.errno not in (errno.EISDIR, errno.EINVAL) \
-                else "not_a_file"
+            kind = "unreadable" if exc.errno not in (errno.EISDIR, errno.EINVAL) else "not_a_file"
             self._seen[key] = _Seen((0, 0, 0, 0), dir_gen, True)
-            self._note(errors, key, kind, f"cannot read: {exc.strerror or exc}; "
-                       "last good value kept")
+            self._note(
+                errors, key, kind, f"cannot read: {exc.strerror or exc}; last good value kept"
+            )
             return True
         try:
             limit = parse_rate(data)
@@ -376,8 +414,14 @@ class RatesDir:
             updates[key] = limit
         return True
 
-    def _note(self, errors: dict[str, FileError], name: str, kind: str, message: str,
-              signature: object = None) -> None:
+    def _note(
+        self,
+        errors: dict[str, FileError],
+        name: str,
+        kind: str,
+        message: str,
+        signature: object = None,
+    ) -> None:
         """Record an error; the same error seen again on an unchanged file is not new."""
         fingerprint = (kind, message, signature)
         if name in errors and self._fingerprints.get(name) == fingerprint:
@@ -389,11 +433,14 @@ class RatesDir:
         else:
             errors[name] = FileError(name, kind, message, time.time(), 1)
         self.errors_seen += 1
-        log.warning("rate file problem", extra={"path": str(self.path / name), "kind": kind,
-                                                "error": message})
+        log.warning(
+            "rate file problem",
+            extra={"path": str(self.path / name), "kind": kind, "error": message},
+        )
 
-    def _apply(self, updates: Mapping[str, Limit | None],
-               sources: Mapping[str, str]) -> tuple[Change, ...]:
+    def _apply(
+        self, updates: Mapping[str, Limit | None], sources: Mapping[str, str]
+    ) -> tuple[Change, ...]:
         limits = dict(self._limits)
         changes = []
         for key in sorted(updates):
@@ -406,8 +453,10 @@ class RatesDir:
                 limits[key] = new
             change = Change(key, old, new, sources.get(key, "file"))
             changes.append(change)
-            log.warning("rate limit changed", extra={
-                "key": key, "old": show(old), "new": show(new), "source": change.source})
+            log.warning(
+                "rate limit changed",
+                extra={"key": key, "old": show(old), "new": show(new), "source": change.source},
+            )
         if changes:
             self.changes += len(changes)
             self._limits = MappingProxyType(limits)

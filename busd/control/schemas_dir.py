@@ -40,9 +40,14 @@ MAX_PUBLISHERS_SHOWN = 1024
 class SchemaControl:
     """The loaded set's gate in ``Admission``, its reloads, and the ``schemas.*`` commands."""
 
-    def __init__(self, directory: str | os.PathLike[str], admission: Admission, *,
-                 log_interval: float = 60.0,
-                 loader: Callable[[str], SchemaSet] = load_checked) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        admission: Admission,
+        *,
+        log_interval: float = 60.0,
+        loader: Callable[[str], SchemaSet] = load_checked,
+    ) -> None:
         self.directory = os.fspath(directory)
         self.admission = admission
         self.log_interval = log_interval
@@ -84,9 +89,15 @@ class SchemaControl:
             except SchemaLoadError as exc:
                 self.reload_failures += 1
                 self.last_error = str(exc)
-                log.error("schemas reload refused; the previous set keeps serving",
-                          extra={"dir": self.directory, "file": exc.file, "error": exc.reason,
-                                 "violations": getattr(exc, "violations", [])})
+                log.error(
+                    "schemas reload refused; the previous set keeps serving",
+                    extra={
+                        "dir": self.directory,
+                        "file": exc.file,
+                        "error": exc.reason,
+                        "violations": getattr(exc, "violations", []),
+                    },
+                )
                 raise
             except Exception as exc:
                 self.reload_failures += 1
@@ -98,8 +109,7 @@ class SchemaControl:
             self.last_error = ""
             summary = self._summary()
             log.info("schemas reloaded", extra={"dir": self.directory, **summary})
-            return {"loaded": summary["schemas"], "versions": summary["versions"],
-                    "errors": []}
+            return {"loaded": summary["schemas"], "versions": summary["versions"], "errors": []}
 
     def request_reload(self) -> None:
         """SIGHUP hook (runs on the loop, must not block): reload in a task; errors logged."""
@@ -123,9 +133,15 @@ class SchemaControl:
             return
         now = time.time()
         for use in self.gate.drain_deprecated():
-            log.warning("deprecated schema version in use",
-                        extra={"schema": use.schema, "version": use.version,
-                               "publisher": use.publisher, "messages": use.count})
+            log.warning(
+                "deprecated schema version in use",
+                extra={
+                    "schema": use.schema,
+                    "version": use.version,
+                    "publisher": use.publisher,
+                    "messages": use.count,
+                },
+            )
             key = (use.schema, use.version, use.publisher)
             seen = self.deprecated_seen.get(key)
             if seen is not None:
@@ -135,8 +151,9 @@ class SchemaControl:
                 self.deprecated_seen[key] = [use.count, now]
         dropped = self.traffic.deprecated_dropped
         if dropped:
-            log.warning("deprecated uses not attributed: too many publishers",
-                        extra={"messages": dropped})
+            log.warning(
+                "deprecated uses not attributed: too many publishers", extra={"messages": dropped}
+            )
 
     def statistics(self) -> dict[str, Any]:
         stats = self.gate.statistics() if self.gate is not None else {}
@@ -152,13 +169,26 @@ class SchemaControl:
             for v in schema["versions"]:
                 rows.append(_row(schema["name"], v, v["status"], ", ".join(schema["topics"])))
         rows += [_row(v["name"], v, "unloaded", "") for v in stats.get("unloaded", ())]
-        publishers = [{"schema": s, "version": v, "publisher": p, "messages": int(seen[0]),
-                       "last_seen": seen[1]}
-                      for (s, v, p), seen in sorted(self.deprecated_seen.items())]
-        return {"dir": self.directory, "versions": rows,
-                "deprecated_publishers": publishers, "unknown": stats.get("unknown", {}),
-                "loaded_at": self.loaded_at, "reloads": self.reloads,
-                "reload_failures": self.reload_failures, "last_error": self.last_error}
+        publishers = [
+            {
+                "schema": s,
+                "version": v,
+                "publisher": p,
+                "messages": int(seen[0]),
+                "last_seen": seen[1],
+            }
+            for (s, v, p), seen in sorted(self.deprecated_seen.items())
+        ]
+        return {
+            "dir": self.directory,
+            "versions": rows,
+            "deprecated_publishers": publishers,
+            "unknown": stats.get("unknown", {}),
+            "loaded_at": self.loaded_at,
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
+            "last_error": self.last_error,
+        }
 
     def handlers(self) -> dict[str, Handler]:
         async def schemas_list(args: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +205,12 @@ class SchemaControl:
 
 def _row(name: str, version: dict[str, Any], status: str, topics: str) -> dict[str, Any]:
     rejected: dict[str, int] = version.get("rejected", {})
-    return {"schema": name, "version": version["version"], "status": status, "topics": topics,
-            "accepted": version["accepted"], "rejected": sum(rejected.values()),
-            "rejected_by_code": " ".join(f"{c}={n}" for c, n in sorted(rejected.items()))}
+    return {
+        "schema": name,
+        "version": version["version"],
+        "status": status,
+        "topics": topics,
+        "accepted": version["accepted"],
+        "rejected": sum(rejected.values()),
+        "rejected_by_code": " ".join(f"{c}={n}" for c, n in sorted(rejected.items())),
+    }

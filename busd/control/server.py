@@ -53,10 +53,18 @@ def _no_constants(name: str) -> None:
 class ControlServer:
     """Serves ``handlers`` (command name -> async function of the arguments) at ``path``."""
 
-    def __init__(self, path: str | os.PathLike[str], handlers: Mapping[str, Handler], *,
-                 max_line: int = 65536, max_connections: int = 32, max_concurrent: int = 4,
-                 idle_timeout: float = 60.0, loop_share: float = 0.1,
-                 budget_burst: float = 0.01):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        handlers: Mapping[str, Handler],
+        *,
+        max_line: int = 65536,
+        max_connections: int = 32,
+        max_concurrent: int = 4,
+        idle_timeout: float = 60.0,
+        loop_share: float = 0.1,
+        budget_burst: float = 0.01,
+    ):
         self.path = Path(path)
         self.handlers: dict[str, Handler] = dict(handlers)
         self.max_line = max_line
@@ -77,22 +85,27 @@ class ControlServer:
         self.internal_errors = 0
 
     def statistics(self) -> dict[str, int]:
-        return {"control_connections_total": self.connections,
-                "control_connections_refused_total": self.refused_connections,
-                "control_connections": len(self._writers),
-                "control_requests_total": self.requests,
-                "control_errors_total": self.errors,
-                "control_internal_errors_total": self.internal_errors}
+        return {
+            "control_connections_total": self.connections,
+            "control_connections_refused_total": self.refused_connections,
+            "control_connections": len(self._writers),
+            "control_requests_total": self.requests,
+            "control_errors_total": self.errors,
+            "control_internal_errors_total": self.internal_errors,
+        }
 
     async def start(self) -> None:
         """Bind the socket; raises ControlSocketError when another busd answers on it."""
         if len(os.fsencode(self.path)) > MAX_SUN_PATH:
-            raise ControlSocketError(f"control socket path {self.path} is over "
-                                     f"{MAX_SUN_PATH} bytes; choose a shorter --control")
+            raise ControlSocketError(
+                f"control socket path {self.path} is over "
+                f"{MAX_SUN_PATH} bytes; choose a shorter --control"
+            )
         self._private_directory()
         await self._remove_stale_socket()
         self._server = await asyncio.start_unix_server(
-            self._serve, path=os.fspath(self.path), limit=self.max_line)
+            self._serve, path=os.fspath(self.path), limit=self.max_line
+        )
         # The directory is private, so the moment before this chmod exposes nothing.
         os.chmod(self.path, 0o600)
         self._inode = os.stat(self.path).st_ino
@@ -126,8 +139,10 @@ class ControlServer:
             directory.mkdir(mode=0o700, parents=True)
             os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
         elif directory.stat().st_mode & 0o077:
-            log.warning("control socket directory is accessible to other users",
-                        extra={"path": str(directory)})
+            log.warning(
+                "control socket directory is accessible to other users",
+                extra={"path": str(directory)},
+            )
 
     async def _remove_stale_socket(self) -> None:
         try:
@@ -135,11 +150,13 @@ class ControlServer:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(mode):
-            raise ControlSocketError(f"{self.path} exists and is not a socket; remove it or "
-                                     "choose another --control")
+            raise ControlSocketError(
+                f"{self.path} exists and is not a socket; remove it or choose another --control"
+            )
         try:
             _, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(os.fspath(self.path)), 2.0)
+                asyncio.open_unix_connection(os.fspath(self.path)), 2.0
+            )
         except (ConnectionRefusedError, FileNotFoundError):
             self.path.unlink(missing_ok=True)  # left by a busd killed with -9
             log.info("removed a stale control socket", extra={"path": str(self.path)})
@@ -147,8 +164,10 @@ class ControlServer:
         except (OSError, TimeoutError) as exc:
             raise ControlSocketError(f"cannot check {self.path}: {exc}") from exc
         writer.close()
-        raise ControlSocketError(f"another busd is serving the control socket {self.path}; "
-                                 "stop it or choose another --control")
+        raise ControlSocketError(
+            f"another busd is serving the control socket {self.path}; "
+            "stop it or choose another --control"
+        )
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._writers) >= self.max_connections:
@@ -167,8 +186,9 @@ class ControlServer:
             self._writers.discard(writer)
             writer.close()
 
-    async def _conversation(self, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
+    async def _conversation(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         while True:
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout)
@@ -197,8 +217,9 @@ class ControlServer:
         """Wait until the time budget for answering is positive again."""
         while True:
             now = time.monotonic()
-            self._budget = min(self.budget_burst,
-                               self._budget + max(0.0, now - self._stamp) * self.loop_share)
+            self._budget = min(
+                self.budget_burst, self._budget + max(0.0, now - self._stamp) * self.loop_share
+            )
             self._stamp = now
             if self._budget > 0:
                 return
@@ -241,8 +262,9 @@ def _error(code: str, message: str) -> bytes:
     return _encode({"ok": False, "error": {"code": code, "message": message}})
 
 
-def _arguments(args: dict[str, Any], required: tuple[str, ...],
-               optional: tuple[str, ...] = ()) -> None:
+def _arguments(
+    args: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> None:
     missing = [name for name in required if name not in args]
     unknown = sorted(set(args) - set(required) - set(optional))
     if missing:
@@ -261,24 +283,43 @@ def _key(args: dict[str, Any]) -> str:
     return key
 
 
-def rate_handlers(table: RateTable, rates_dir: RatesDir,
-                  clock: Callable[[], float] = time.monotonic) -> dict[str, Handler]:
+def rate_handlers(
+    table: RateTable, rates_dir: RatesDir, clock: Callable[[], float] = time.monotonic
+) -> dict[str, Handler]:
     """``rates.list``, ``rates.set`` and ``rates.clear``. Run them on the event loop that
     owns ``table``; ``clock`` must be the clock the broker passes to ``admit``."""
 
     async def rates_list(args: dict[str, Any]) -> dict[str, Any]:
         _arguments(args, ())
-        limits = [{"key": row.key, "rate": row.rate, "burst": row.burst,
-                   "tokens": round(row.tokens, 3),
-                   "throttled_recent": row.throttled_recent,
-                   "throttled_total": row.throttled_total,
-                   "disabled_recent": row.disabled_recent,
-                   "disabled_total": row.disabled_total}
-                  for row in table.snapshot(clock())]
-        errors = [{"file": e.name, "kind": e.kind, "message": e.message,
-                   "since": round(e.since, 3), "count": e.count} for e in rates_dir.errors()]
-        return {"dir": str(rates_dir.path), "limits": limits, "errors": errors,
-                "statistics": {**table.statistics(), **rates_dir.statistics()}}
+        limits = [
+            {
+                "key": row.key,
+                "rate": row.rate,
+                "burst": row.burst,
+                "tokens": round(row.tokens, 3),
+                "throttled_recent": row.throttled_recent,
+                "throttled_total": row.throttled_total,
+                "disabled_recent": row.disabled_recent,
+                "disabled_total": row.disabled_total,
+            }
+            for row in table.snapshot(clock())
+        ]
+        errors = [
+            {
+                "file": e.name,
+                "kind": e.kind,
+                "message": e.message,
+                "since": round(e.since, 3),
+                "count": e.count,
+            }
+            for e in rates_dir.errors()
+        ]
+        return {
+            "dir": str(rates_dir.path),
+            "limits": limits,
+            "errors": errors,
+            "statistics": {**table.statistics(), **rates_dir.statistics()},
+        }
 
     async def rates_set(args: dict[str, Any]) -> dict[str, Any]:
         _arguments(args, ("key", "rate"), ("burst",))
@@ -288,10 +329,15 @@ def rate_handlers(table: RateTable, rates_dir: RatesDir,
         except ValueError as exc:
             raise ControlError("bad_argument", str(exc)) from None
         except OSError as exc:
-            raise ControlError("io_error", f"cannot write {rates_dir.path / key}: "
-                                           f"{exc.strerror or exc}") from None
-        return {"key": key, "rate": limit.rate, "burst": limit.burst,
-                "file": str(rates_dir.path / key)}
+            raise ControlError(
+                "io_error", f"cannot write {rates_dir.path / key}: {exc.strerror or exc}"
+            ) from None
+        return {
+            "key": key,
+            "rate": limit.rate,
+            "burst": limit.burst,
+            "file": str(rates_dir.path / key),
+        }
 
     async def rates_clear(args: dict[str, Any]) -> dict[str, Any]:
         _arguments(args, ("key",))
@@ -299,8 +345,9 @@ def rate_handlers(table: RateTable, rates_dir: RatesDir,
         try:
             cleared = await rates_dir.clear(key)
         except OSError as exc:
-            raise ControlError("io_error", f"cannot remove {rates_dir.path / key}: "
-                                           f"{exc.strerror or exc}") from None
+            raise ControlError(
+                "io_error", f"cannot remove {rates_dir.path / key}: {exc.strerror or exc}"
+            ) from None
         return {"key": key, "cleared": cleared}
 
     return {"rates.list": rates_list, "rates.set": rates_set, "rates.clear": rates_clear}

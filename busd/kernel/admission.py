@@ -21,9 +21,9 @@ class RateCheck(Protocol):
 class SchemaCheck(Protocol):
     """A loaded, immutable schema set."""
 
-    def check(self, topic: str, schema: str, version: int, data: dict[str, Any],
-              publisher: str = "") -> Reject | None:
-        ...
+    def check(
+        self, topic: str, schema: str, version: int, data: dict[str, Any], publisher: str = ""
+    ) -> Reject | None: ...
 
 
 class Admission:
@@ -47,8 +47,7 @@ class Admission:
             return reject
         return self.decide_checked_topic(topic, env, now)
 
-    def decide_checked_topic(self, topic: str, env: dict[str, Any], now: float
-                             ) -> Reject | None:
+    def decide_checked_topic(self, topic: str, env: dict[str, Any], now: float) -> Reject | None:
         """``decide`` for a topic that already passed ``check_topic`` (callers may remember
         good topics: the check depends on the topic alone)."""
         reject = check_envelope(topic, env)
@@ -59,6 +58,7 @@ class Admission:
             if reject is not None:
                 return reject
         if self.schemas is not None:
-            return self.schemas.check(topic, env["schema"], env["version"], env["data"],
-                                      env["publisher"])
+            return self.schemas.check(
+                topic, env["schema"], env["version"], env["data"], env["publisher"]
+            )
         return None

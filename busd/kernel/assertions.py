@@ -35,18 +35,26 @@ DEFAULT_WINDOW = 60.0
 MAX_EXPR_CHARS = 1000
 _MAX_DEPTH = 32
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_TOKEN = re.compile(r"""(?:
+_TOKEN = re.compile(
+    r"""(?:
     (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op><=|>=|==|!=|<|>|\+|-|\*|/|\(|\))
-)""", re.VERBOSE)
+)""",
+    re.VERBOSE,
+)
 _WINDOW_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _KEYWORDS = frozenset({"and", "or", "not"})
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-    "==": operator.eq, "!=": operator.ne}
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 def _divide(a: float, b: float) -> float:
@@ -54,7 +62,11 @@ def _divide(a: float, b: float) -> float:
 
 
 _ARITH: dict[str, Callable[[float, float], float]] = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": _divide}
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": _divide,
+}
 
 
 class ExpressionError(ValueError):
@@ -131,8 +143,7 @@ def _tokens(source: str) -> list[_Tok]:
             raise ExpressionError(f"column {pos + 1}: unexpected character {source[pos]!r}")
         kind = match.lastgroup
         text = match.group(kind)
-        toks.append(_Tok("kw" if kind == "name" and text in _KEYWORDS else kind, text,
-                         pos + 1))
+        toks.append(_Tok("kw" if kind == "name" and text in _KEYWORDS else kind, text, pos + 1))
         pos = match.end()
     toks.append(_Tok("end", "", len(source) + 1))
     return toks
@@ -214,8 +225,9 @@ class _Parser:
         right = self.sum()
         after = self.peek()
         if after.kind == "op" and after.text in _COMPARE:
-            raise ExpressionError(f"column {after.col}: chained comparison; "
-                                  "join two comparisons with 'and'")
+            raise ExpressionError(
+                f"column {after.col}: chained comparison; join two comparisons with 'and'"
+            )
         return Compare(tok.text, left, right)
 
     def sum(self) -> Value:
@@ -246,8 +258,10 @@ class _Parser:
         if tok.kind == "name":
             self.take()
             if self.known is not None and tok.text not in self.known:
-                raise ExpressionError(f"column {tok.col}: unknown figure {tok.text!r}; "
-                                      f"known: {', '.join(sorted(self.known))}")
+                raise ExpressionError(
+                    f"column {tok.col}: unknown figure {tok.text!r}; "
+                    f"known: {', '.join(sorted(self.known))}"
+                )
             return Name(tok.text)
         if tok.kind == "op" and tok.text == "(":
             self.take()
@@ -344,8 +358,9 @@ def _window(where: str, table: Mapping[str, Any]) -> float:
     except ValueError as exc:
         raise AssertionConfigError(f"{where}.window: {exc}") from None
     if not MIN_WINDOW <= seconds <= MAX_WINDOW:
-        raise AssertionConfigError(f"{where}.window: must be between {MIN_WINDOW:g}s and "
-                                   f"{MAX_WINDOW:g}s, got {seconds:g}s")
+        raise AssertionConfigError(
+            f"{where}.window: must be between {MIN_WINDOW:g}s and {MAX_WINDOW:g}s, got {seconds:g}s"
+        )
     return seconds
 
 
@@ -356,8 +371,10 @@ def parse_file(data: Mapping[str, Any], known: Collection[str]) -> tuple[Asserti
     """Checked assertions from a parsed TOML document of ``[assertions.NAME]`` tables."""
     extra = set(data) - {"assertions"}
     if extra:
-        raise AssertionConfigError(f"unknown top-level key(s): {', '.join(sorted(extra))}; "
-                                   "expected [assertions.NAME] tables")
+        raise AssertionConfigError(
+            f"unknown top-level key(s): {', '.join(sorted(extra))}; "
+            "expected [assertions.NAME] tables"
+        )
     tables = data.get("assertions", {})
     if not isinstance(tables, Mapping):
         raise AssertionConfigError("assertions: expected tables [assertions.NAME]")
@@ -367,7 +384,7 @@ def parse_file(data: Mapping[str, Any], known: Collection[str]) -> tuple[Asserti
         if _NAME_RE.fullmatch(name) is None:
             raise AssertionConfigError(f"{where}: a name is 1-64 characters of A-Z a-z 0-9 . _ -")
         if not isinstance(table, Mapping):
-            raise AssertionConfigError(f"{where}: expected a table with expr = \"...\"")
+            raise AssertionConfigError(f'{where}: expected a table with expr = "..."')
         unknown = set(table) - _KEYS
         if unknown:
             raise AssertionConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")

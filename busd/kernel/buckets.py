@@ -52,15 +52,17 @@ def check_key(key: str) -> str | None:
     if key == GLOBAL_KEY:
         return None
     if key.startswith(PREFIX_KEY):
-        prefix = key[len(PREFIX_KEY):]
+        prefix = key[len(PREFIX_KEY) :]
         if _PREFIX.fullmatch(prefix) is None or len(prefix.encode()) > MAX_PREFIX_BYTES:
-            return (f"publish.<prefix>: the prefix must be 1-{MAX_PREFIX_BYTES} bytes of a "
-                    "topic, without '/'")
+            return (
+                f"publish.<prefix>: the prefix must be 1-{MAX_PREFIX_BYTES} bytes of a "
+                "topic, without '/'"
+            )
         if prefix.endswith(IGNORED_SUFFIXES):
             return "publish.<prefix>: the prefix may not end in '~', '.tmp' or '.swp'"
         return None
     if key.startswith(PUBLISHER_KEY):
-        if _PUBLISHER.fullmatch(key[len(PUBLISHER_KEY):]) is None:
+        if _PUBLISHER.fullmatch(key[len(PUBLISHER_KEY) :]) is None:
             return "publisher.<name>: the name must be 1-128 chars of A-Z a-z 0-9 . _ -"
         return None
     return "a key is 'publish', 'publish.<topic prefix>' or 'publisher.<name>'"
@@ -159,8 +161,7 @@ class _Counters:
 class _Bucket:
     __slots__ = ("burst", "counters", "key", "rate", "stamp", "tokens")
 
-    def __init__(self, key: str, limit: Limit, counters: _Counters, tokens: float,
-                 stamp: float):
+    def __init__(self, key: str, limit: Limit, counters: _Counters, tokens: float, stamp: float):
         self.key = key
         self.rate = limit.rate
         self.burst = limit.burst
@@ -200,8 +201,18 @@ class RateTable:
     test when no limit is configured.
     """
 
-    __slots__ = ("_any", "_counters", "_global", "_lengths", "_limits", "_prefixes",
-                 "_publishers", "_topic_cache", "disabled", "throttled")
+    __slots__ = (
+        "_any",
+        "_counters",
+        "_global",
+        "_lengths",
+        "_limits",
+        "_prefixes",
+        "_publishers",
+        "_topic_cache",
+        "disabled",
+        "throttled",
+    )
 
     def __init__(self, limits: Mapping[str, Limit] = NO_LIMITS, now: float = 0.0):
         self._limits: Limits = NO_LIMITS
@@ -240,11 +251,13 @@ class RateTable:
             buckets[key] = _Bucket(key, limit, counters, tokens, now)
         self._limits = frozen
         self._global = buckets.get(GLOBAL_KEY)
-        self._prefixes = {k[len(PREFIX_KEY):]: b for k, b in buckets.items()
-                          if k.startswith(PREFIX_KEY)}
+        self._prefixes = {
+            k[len(PREFIX_KEY) :]: b for k, b in buckets.items() if k.startswith(PREFIX_KEY)
+        }
         self._lengths = tuple(sorted({len(p) for p in self._prefixes}, reverse=True))
-        self._publishers = {k[len(PUBLISHER_KEY):]: b for k, b in buckets.items()
-                            if k.startswith(PUBLISHER_KEY)}
+        self._publishers = {
+            k[len(PUBLISHER_KEY) :]: b for k, b in buckets.items() if k.startswith(PUBLISHER_KEY)
+        }
         self._topic_cache = {}
         self._any = bool(buckets)
 
@@ -305,17 +318,22 @@ class RateTable:
             if bucket.rate == 0:  # not retryable: say so even when another bucket is empty
                 bucket.counters.disabled(now)
                 self.disabled += 1
-                return Reject(Code.DISABLED, f"publishing is disabled by rate key {bucket.key}",
-                              {"key": bucket.key})
+                return Reject(
+                    Code.DISABLED,
+                    f"publishing is disabled by rate key {bucket.key}",
+                    {"key": bucket.key},
+                )
         # Every empty bucket must refill before a retry can pass: name the slowest.
         empty = max((b for b in present if b.tokens < _ONE_TOKEN), key=_Bucket.retry_after_ms)
         empty.counters.throttled(now)
         self.throttled += 1
         wait = empty.retry_after_ms()
-        return Reject(Code.RATE_LIMITED,
-                      f"rate limit {empty.key} exceeded ({empty.rate:g}/s, burst "
-                      f"{empty.burst:g}); retry after {wait} ms",
-                      {"key": empty.key, "retry_after_ms": wait})
+        return Reject(
+            Code.RATE_LIMITED,
+            f"rate limit {empty.key} exceeded ({empty.rate:g}/s, burst "
+            f"{empty.burst:g}); retry after {wait} ms",
+            {"key": empty.key, "retry_after_ms": wait},
+        )
 
     def snapshot(self, now: float) -> tuple[BucketRow, ...]:
         """The configured keys, sorted, with tokens refilled to ``now``."""
@@ -323,12 +341,24 @@ class RateTable:
         for bucket in sorted(self._buckets(), key=lambda b: b.key):
             tokens = bucket.refill(now)
             throttled, disabled = bucket.counters.recent(now)
-            rows.append(BucketRow(bucket.key, bucket.rate, bucket.burst, tokens, throttled,
-                                  bucket.counters.throttled_total, disabled,
-                                  bucket.counters.disabled_total))
+            rows.append(
+                BucketRow(
+                    bucket.key,
+                    bucket.rate,
+                    bucket.burst,
+                    tokens,
+                    throttled,
+                    bucket.counters.throttled_total,
+                    disabled,
+                    bucket.counters.disabled_total,
+                )
+            )
         return tuple(rows)
 
     def statistics(self) -> dict[str, int]:
         """Plain monotonic counters for metrics export."""
-        return {"rate_throttled_total": self.throttled,
-                "rate_disabled_total": self.disabled, "rate_keys": len(self._limits)}
+        return {
+            "rate_throttled_total": self.throttled,
+            "rate_disabled_total": self.disabled,
+            "rate_keys": len(self._limits),
+        }

@@ -15,8 +15,16 @@ _TOPIC_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _PUBLISHER = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _SCHEMA = re.compile(r"[a-z0-9._-]{1,64}")
 
-_TYPE_NAMES = {str: "string", int: "int", float: "float", bool: "bool", bytes: "bytes",
-               list: "array", dict: "map", type(None): "nil"}
+_TYPE_NAMES = {
+    str: "string",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    bytes: "bytes",
+    list: "array",
+    dict: "map",
+    type(None): "nil",
+}
 
 
 def type_name(value: object) -> str:
@@ -32,14 +40,16 @@ def check_topic(topic: str) -> Reject | None:
         return Reject(Code.BAD_TOPIC, f"topic is over {MAX_TOPIC_BYTES} bytes")
     bad = _TOPIC_FORBIDDEN.search(topic)
     if bad is not None:
-        return Reject(Code.BAD_TOPIC, f"topic has a forbidden character {bad.group()!r} "
-                      f"at {bad.start()}")
+        return Reject(
+            Code.BAD_TOPIC, f"topic has a forbidden character {bad.group()!r} at {bad.start()}"
+        )
     return None
 
 
 def _field_error(name: str, expected: str, value: object) -> Reject:
-    return Reject(Code.BAD_ENVELOPE,
-                  f"envelope.{name}: expected {expected}, got {type_name(value)}")
+    return Reject(
+        Code.BAD_ENVELOPE, f"envelope.{name}: expected {expected}, got {type_name(value)}"
+    )
 
 
 def check_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
@@ -51,12 +61,20 @@ def check_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
     try:
         schema, version, ident = env["schema"], env["version"], env["id"]
         publisher, ts = env["publisher"], env["ts"]
-        if (env["topic"] == topic and type(env["data"]) is dict
-                and type(schema) is str and type(version) is int and version >= 1
-                and type(ident) is str and 0 < len(ident) <= MAX_ID_CHARS
-                and type(publisher) is str and type(ts) is int and ts >= 0
-                and _SCHEMA.fullmatch(schema) is not None
-                and _PUBLISHER.fullmatch(publisher) is not None):
+        if (
+            env["topic"] == topic
+            and type(env["data"]) is dict
+            and type(schema) is str
+            and type(version) is int
+            and version >= 1
+            and type(ident) is str
+            and 0 < len(ident) <= MAX_ID_CHARS
+            and type(publisher) is str
+            and type(ts) is int
+            and ts >= 0
+            and _SCHEMA.fullmatch(schema) is not None
+            and _PUBLISHER.fullmatch(publisher) is not None
+        ):
             return None
     except KeyError:
         pass
@@ -92,8 +110,9 @@ def explain_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
     if type(value) is not str:
         return _field_error("publisher", "string", value)
     if _PUBLISHER.fullmatch(value) is None:
-        return Reject(Code.BAD_ENVELOPE,
-                      "envelope.publisher: expected 1-128 chars of A-Z a-z 0-9 . _ -")
+        return Reject(
+            Code.BAD_ENVELOPE, "envelope.publisher: expected 1-128 chars of A-Z a-z 0-9 . _ -"
+        )
     value = env["ts"]
     if type(value) is not int:
         return _field_error("ts", "int", value)

@@ -17,9 +17,16 @@ from busd.kernel.codes import Code
 from busd.kernel.histogram import LATENCY_BUCKETS, HistogramSnapshot
 
 THROTTLE_CODES = (str(Code.RATE_LIMITED), str(Code.DISABLED))
-SCHEMA_CODES = tuple(str(c) for c in (Code.UNKNOWN_SCHEMA, Code.UNKNOWN_VERSION,
-                                      Code.RETIRED_VERSION, Code.SCHEMA_NOT_ALLOWED,
-                                      Code.INVALID))
+SCHEMA_CODES = tuple(
+    str(c)
+    for c in (
+        Code.UNKNOWN_SCHEMA,
+        Code.UNKNOWN_VERSION,
+        Code.RETIRED_VERSION,
+        Code.SCHEMA_NOT_ALLOWED,
+        Code.INVALID,
+    )
+)
 
 # Name -> meaning; docs/operations.md lists the same table.
 FIGURES: dict[str, str] = {
@@ -91,18 +98,25 @@ def sample(stats: Mapping[str, Any], at: float) -> Sample:
     rejected: Mapping[str, int] = broker.get("rejected") or {}
     restarts: Mapping[str, int] = stats.get("restarts") or {}
     return Sample(
-        at=at, received=_int(broker, "received"), accepted=_int(broker, "accepted"),
+        at=at,
+        received=_int(broker, "received"),
+        accepted=_int(broker, "accepted"),
         rejected=sum(rejected.values()),
         throttled=sum(rejected.get(c, 0) for c in THROTTLE_CODES),
         schema_rejected=sum(rejected.get(c, 0) for c in SCHEMA_CODES),
-        bytes_in=_int(broker, "bytes_in"), bytes_accepted=_int(broker, "bytes_accepted"),
+        bytes_in=_int(broker, "bytes_in"),
+        bytes_accepted=_int(broker, "bytes_accepted"),
         replies_dropped=_int(broker, "replies_dropped"),
-        handshake_failures=(_int(ingress, "handshake_failures")
-                            + _int(egress, "handshake_failures")),
+        handshake_failures=(
+            _int(ingress, "handshake_failures") + _int(egress, "handshake_failures")
+        ),
         restarts=sum(restarts.values()),
-        publishers=_int(ingress, "connected"), subscribers=_int(egress, "connected"),
-        subscriptions=_int(broker, "subscriptions"), draining=bool(stats.get("draining")),
-        latency=histogram(broker.get("latency")) or _EMPTY_LATENCY)
+        publishers=_int(ingress, "connected"),
+        subscribers=_int(egress, "connected"),
+        subscriptions=_int(broker, "subscriptions"),
+        draining=bool(stats.get("draining")),
+        latency=histogram(broker.get("latency")) or _EMPTY_LATENCY,
+    )
 
 
 def _ratio(part: int, whole: int) -> float:
@@ -113,8 +127,11 @@ def compute(now: Sample, then: Sample) -> dict[str, float]:
     """Every figure in ``FIGURES`` for the interval ``then`` -> ``now``."""
     span = now.at - then.at
     per_second = 1.0 / span if span > 0 else 0.0
-    latency = now.latency.minus(then.latency) if len(now.latency.counts) == len(
-        then.latency.counts) else now.latency
+    latency = (
+        now.latency.minus(then.latency)
+        if len(now.latency.counts) == len(then.latency.counts)
+        else now.latency
+    )
     received = now.received - then.received
     accepted = now.accepted - then.accepted
     rejected = now.rejected - then.rejected

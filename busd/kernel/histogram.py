@@ -7,8 +7,25 @@ from dataclasses import dataclass
 
 # Seconds; from 10 µs to 10 s, roughly 1-2.5-5 steps. Upper bounds, inclusive.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -33,10 +50,12 @@ class HistogramSnapshot:
 
     def minus(self, earlier: HistogramSnapshot) -> HistogramSnapshot:
         """Observations since ``earlier`` (for windows)."""
-        return HistogramSnapshot(self.bounds,
-                                 tuple(a - b for a, b in zip(self.counts, earlier.counts,
-                                                             strict=True)),
-                                 self.total - earlier.total, self.sum - earlier.sum)
+        return HistogramSnapshot(
+            self.bounds,
+            tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True)),
+            self.total - earlier.total,
+            self.sum - earlier.sum,
+        )
 
 
 class Histogram:

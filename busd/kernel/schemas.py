@@ -39,8 +39,14 @@ class SchemaTraffic:
     versions cannot grow these tables: unknown ones are counted per code.
     """
 
-    __slots__ = ("accepted", "deprecated", "deprecated_dropped", "max_deprecated_keys",
-                 "rejected", "unknown")
+    __slots__ = (
+        "accepted",
+        "deprecated",
+        "deprecated_dropped",
+        "max_deprecated_keys",
+        "rejected",
+        "unknown",
+    )
 
     def __init__(self, max_deprecated_keys: int = DEFAULT_MAX_DEPRECATED_KEYS) -> None:
         self.accepted: dict[tuple[str, int], int] = {}
@@ -77,11 +83,16 @@ class SchemaGate:
 
     @staticmethod
     def _deprecated_keys(schemas: SchemaSet) -> frozenset[tuple[str, int]]:
-        return frozenset((info.name, v.version) for info in schemas.describe()
-                         for v in info.versions if v.status == "deprecated")
+        return frozenset(
+            (info.name, v.version)
+            for info in schemas.describe()
+            for v in info.versions
+            if v.status == "deprecated"
+        )
 
-    def check(self, topic: str, schema: str, version: int, data: dict[str, Any],
-              publisher: str = "") -> Reject | None:
+    def check(
+        self, topic: str, schema: str, version: int, data: dict[str, Any], publisher: str = ""
+    ) -> Reject | None:
         # The accept path in one frame: a route (known, not retired), the topic prefix and
         # the generated check. Anything else, even an exception, takes the full path below,
         # which judges exactly as before.
@@ -98,8 +109,9 @@ class SchemaGate:
             pass
         return self._check_slowly(topic, schema, version, data, publisher)
 
-    def _check_slowly(self, topic: str, schema: str, version: int, data: dict[str, Any],
-                      publisher: str) -> Reject | None:
+    def _check_slowly(
+        self, topic: str, schema: str, version: int, data: dict[str, Any], publisher: str
+    ) -> Reject | None:
         traffic = self.traffic
         try:
             verdict = self.schemas.explain(topic, schema, version, data)
@@ -148,15 +160,36 @@ class SchemaGate:
             for v in info.versions:
                 key = (info.name, v.version)
                 listed.add(key)
-                versions.append({"version": v.version, "status": v.status,
-                                 "accepted": traffic.accepted.get(key, 0),
-                                 "rejected": rejected.get(key, {})})
-            schemas.append({"name": info.name, "description": info.description,
-                            "topics": list(info.topics), "versions": versions})
-        unloaded = [{"name": s, "version": v, "accepted": traffic.accepted.get((s, v), 0),
-                     "rejected": rejected.get((s, v), {})}
-                    for s, v in sorted(set(traffic.accepted) | set(rejected))
-                    if (s, v) not in listed]
-        return {"schemas": schemas, "unloaded": unloaded, "unknown": dict(traffic.unknown),
-                "deprecated_pending": len(traffic.deprecated),
-                "deprecated_dropped": traffic.deprecated_dropped}
+                versions.append(
+                    {
+                        "version": v.version,
+                        "status": v.status,
+                        "accepted": traffic.accepted.get(key, 0),
+                        "rejected": rejected.get(key, {}),
+                    }
+                )
+            schemas.append(
+                {
+                    "name": info.name,
+                    "description": info.description,
+                    "topics": list(info.topics),
+                    "versions": versions,
+                }
+            )
+        unloaded = [
+            {
+                "name": s,
+                "version": v,
+                "accepted": traffic.accepted.get((s, v), 0),
+                "rejected": rejected.get((s, v), {}),
+            }
+            for s, v in sorted(set(traffic.accepted) | set(rejected))
+            if (s, v) not in listed
+        ]
+        return {
+            "schemas": schemas,
+            "unloaded": unloaded,
+            "unknown": dict(traffic.unknown),
+            "deprecated_pending": len(traffic.deprecated),
+            "deprecated_dropped": traffic.deprecated_dropped,
+        }

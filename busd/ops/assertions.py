@@ -57,8 +57,13 @@ class _State:
 
 
 class AssertionMonitor:
-    def __init__(self, path: str, statistics: Callable[[], Mapping[str, Any]],
-                 interval: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        path: str,
+        statistics: Callable[[], Mapping[str, Any]],
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.path = path
         self.interval = interval
         self._statistics = statistics
@@ -78,8 +83,9 @@ class AssertionMonitor:
         try:
             assertions = load_file(self.path)
         except AssertionConfigError as exc:
-            _log.error("assertions not reloaded; keeping the previous set",
-                       extra={"error": str(exc)})
+            _log.error(
+                "assertions not reloaded; keeping the previous set", extra={"error": str(exc)}
+            )
             return
         self._install(assertions)
 
@@ -87,9 +93,14 @@ class AssertionMonitor:
         self.assertions = assertions
         # Keep the state of assertions that survive a reload, so no spurious change is logged.
         self._states = {a.name: self._states.get(a.name, _State()) for a in assertions}
-        _log.info("assertions loaded", extra={
-            "path": self.path, "assertions": {a.name: a.source for a in assertions},
-            "critical": [a.name for a in assertions if a.critical]})
+        _log.info(
+            "assertions loaded",
+            extra={
+                "path": self.path,
+                "assertions": {a.name: a.source for a in assertions},
+                "critical": [a.name for a in assertions if a.critical],
+            },
+        )
 
     # -- evaluation ----------------------------------------------------------------------
     def _baseline(self, now: Sample, window: float) -> Sample:
@@ -120,9 +131,13 @@ class AssertionMonitor:
             return
         was = state.ok
         state.ok, state.since = ok, at
-        fields = {"assertion": assertion.name, "expr": assertion.source,
-                  "window_s": assertion.window, "critical": assertion.critical,
-                  "figures": {n: figures[n] for n in sorted(names(assertion.condition))}}
+        fields = {
+            "assertion": assertion.name,
+            "expr": assertion.source,
+            "window_s": assertion.window,
+            "critical": assertion.critical,
+            "figures": {n: figures[n] for n in sorted(names(assertion.condition))},
+        }
         if not ok:
             state.violations += 1
             _log.warning("assertion violated", extra=fields)
@@ -138,11 +153,20 @@ class AssertionMonitor:
     # -- reading -------------------------------------------------------------------------
     def critical_violations(self) -> list[str]:
         """Problems for /readyz: one per critical assertion that is violated."""
-        return [f"assertion {a.name} violated ({a.source})" for a in self.assertions
-                if a.critical and self._states[a.name].ok is False]
+        return [
+            f"assertion {a.name} violated ({a.source})"
+            for a in self.assertions
+            if a.critical and self._states[a.name].ok is False
+        ]
 
     def statistics(self) -> dict[str, dict[str, Any]]:
-        return {a.name: {"ok": self._states[a.name].ok, "critical": a.critical,
-                         "violations": self._states[a.name].violations,
-                         "expr": a.source, "window_s": a.window}
-                for a in self.assertions}
+        return {
+            a.name: {
+                "ok": self._states[a.name].ok,
+                "critical": a.critical,
+                "violations": self._states[a.name].violations,
+                "expr": a.source,
+                "window_s": a.window,
+            }
+            for a in self.assertions
+        }

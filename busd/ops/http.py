@@ -23,8 +23,13 @@ from busd.ops.metrics import CONTENT_TYPE, render
 
 _log = get("http")
 MAX_HEAD = 8192
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 _INDEX = b"busd\n/metrics  Prometheus metrics\n/healthz  alive\n/readyz   ready to serve\n"
 
 
@@ -37,8 +42,16 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class MetricsServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health, *,
-                 max_connections: int = 64, timeout: float = 5.0):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        health: Health,
+        *,
+        max_connections: int = 64,
+        timeout: float = 5.0,
+    ):
         self.host = host
         self.port = port
         self.registry = registry
@@ -63,8 +76,10 @@ class MetricsServer:
         _log.info("metrics listening", extra={"address": self.address})
 
     def statistics(self) -> dict[str, int]:
-        return {"http_requests_total": self.requests,
-                "http_connections_refused_total": self.refused}
+        return {
+            "http_requests_total": self.requests,
+            "http_connections_refused_total": self.refused,
+        }
 
     async def run(self) -> None:
         """Serve until cancelled (a supervised task: each run serves a dup of the socket)."""
@@ -91,8 +106,12 @@ class MetricsServer:
                 head = await reader.readuntil(b"\r\n\r\n")
             status, headers, body, head_only = self._answer(head)
             await self._respond(writer, status, headers, body, head_only)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             pass  # a client that sends nothing useful just loses its connection
         except Exception as exc:
             self._errors.warning("http", "metrics request failed", error=repr(exc))
@@ -114,25 +133,32 @@ class MetricsServer:
             return 405, {"Allow": "GET, HEAD"}, b"only GET and HEAD\n", False
         head_only = method == b"HEAD"
         if target == b"/metrics":
-            return 200, {"Content-Type": CONTENT_TYPE}, render(self.registry), \
-                head_only
+            return 200, {"Content-Type": CONTENT_TYPE}, render(self.registry), head_only
         if target == b"/healthz":
             return 200, {}, b"ok\n", head_only
         if target == b"/readyz":
             problems = self.health.problems()
             if problems:
-                return 503, {}, ("not ready: " + "; ".join(problems) + "\n").encode(), \
-                    head_only
+                return 503, {}, ("not ready: " + "; ".join(problems) + "\n").encode(), head_only
             return 200, {}, b"ready\n", head_only
         if target == b"/":
             return 200, {}, _INDEX, head_only
         return 404, {}, b"not found: try /metrics, /healthz or /readyz\n", head_only
 
     @staticmethod
-    async def _respond(writer: asyncio.StreamWriter, status: int, headers: dict[str, str],
-                       body: bytes, head_only: bool) -> None:
-        lines = [f"HTTP/1.1 {status} {_REASONS[status]}",
-                 f"Content-Length: {len(body)}", "Connection: close", "Cache-Control: no-store"]
+    async def _respond(
+        writer: asyncio.StreamWriter,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        head_only: bool,
+    ) -> None:
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS[status]}",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            "Cache-Control: no-store",
+        ]
         headers.setdefault("Content-Type", "text/plain; charset=utf-8")
         lines.extend(f"{k}: {v}" for k, v in headers.items())
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))

@@ -12,10 +12,13 @@ from busd.kernel.histogram import HistogramSnapshot
 
 def jsonable(value: Any) -> Any:
     if isinstance(value, HistogramSnapshot):
-        return {"count": value.total, "sum_seconds": value.sum,
-                "p50_seconds": _finite(value.quantile(0.5)),
-                "p99_seconds": _finite(value.quantile(0.99)),
-                "p999_seconds": _finite(value.quantile(0.999))}
+        return {
+            "count": value.total,
+            "sum_seconds": value.sum,
+            "p50_seconds": _finite(value.quantile(0.5)),
+            "p99_seconds": _finite(value.quantile(0.99)),
+            "p999_seconds": _finite(value.quantile(0.999)),
+        }
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict):

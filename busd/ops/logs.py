@@ -59,8 +59,9 @@ def get(name: str) -> logging.Logger:
 class RateLimitedLog:
     """At most ``burst`` lines per key per ``interval`` seconds (monotonic clock)."""
 
-    def __init__(self, logger: logging.Logger, burst: int = 5, interval: float = 10.0,
-                 max_keys: int = 1024):
+    def __init__(
+        self, logger: logging.Logger, burst: int = 5, interval: float = 10.0, max_keys: int = 1024
+    ):
         self._logger = logger
         self._burst = burst
         self._interval = interval

@@ -96,8 +96,9 @@ def generic(section: str, data: Any, out: Families, stems: tuple[str, ...] = ())
         value = num(raw)
         if value is None or not isinstance(key, str) or _METRIC_NAME.fullmatch(key) is None:
             continue
-        name = RENAMES.get(key) or "busd_" + (key if key.startswith(prefixes)
-                                              else f"{section}_{key}")
+        name = RENAMES.get(key) or "busd_" + (
+            key if key.startswith(prefixes) else f"{section}_{key}"
+        )
         if out.has(name) or (not name.endswith("_total") and out.has(name + "_total")):
             name += "_current"
             if out.has(name):
@@ -113,18 +114,42 @@ def _rate_keys(rows: Any, out: Families) -> None:
     """One row per configured rate key (``RateTable.snapshot`` rows as dicts)."""
     rows = [r for r in rows or () if isinstance(r, Mapping) and "key" in r]
     per_key = (
-        ("throttled_total", out.counter(
-            "busd_rate_key_throttled_total",
-            "Messages refused rate_limited, by the rate key that refused them.", ("key",))),
-        ("disabled_total", out.counter(
-            "busd_rate_key_disabled_total",
-            "Messages refused disabled (rate 0), by rate key.", ("key",))),
-        ("rate", out.gauge("busd_rate_limit_messages_per_second",
-                           "Configured rate limit, by rate key.", ("key",))),
-        ("burst", out.gauge("busd_rate_limit_burst_messages",
-                            "Configured bucket size, by rate key.", ("key",))),
-        ("tokens", out.gauge("busd_rate_tokens",
-                             "Tokens in the bucket at scrape time, by rate key.", ("key",))),
+        (
+            "throttled_total",
+            out.counter(
+                "busd_rate_key_throttled_total",
+                "Messages refused rate_limited, by the rate key that refused them.",
+                ("key",),
+            ),
+        ),
+        (
+            "disabled_total",
+            out.counter(
+                "busd_rate_key_disabled_total",
+                "Messages refused disabled (rate 0), by rate key.",
+                ("key",),
+            ),
+        ),
+        (
+            "rate",
+            out.gauge(
+                "busd_rate_limit_messages_per_second",
+                "Configured rate limit, by rate key.",
+                ("key",),
+            ),
+        ),
+        (
+            "burst",
+            out.gauge(
+                "busd_rate_limit_burst_messages", "Configured bucket size, by rate key.", ("key",)
+            ),
+        ),
+        (
+            "tokens",
+            out.gauge(
+                "busd_rate_tokens", "Tokens in the bucket at scrape time, by rate key.", ("key",)
+            ),
+        ),
     )
     for row in rows:
         for field, family in per_key:
@@ -144,29 +169,40 @@ def _rates(data: Any, out: Families) -> None:
 def _schemas(data: Any, out: Families) -> None:
     if not isinstance(data, Mapping):
         return
-    accepted = out.counter("busd_schema_messages_accepted_total",
-                           "Messages accepted, by schema and version.", ("schema", "version"))
-    rejected = out.counter("busd_schema_messages_rejected_total",
-                           "Messages of a known schema version rejected, by schema, version "
-                           "and code.", ("schema", "version", "code"))
-    status = out.gauge("busd_schema_version_status",
-                       "1 for each loaded schema version, labelled with its status.",
-                       ("schema", "version", "status"))
+    accepted = out.counter(
+        "busd_schema_messages_accepted_total",
+        "Messages accepted, by schema and version.",
+        ("schema", "version"),
+    )
+    rejected = out.counter(
+        "busd_schema_messages_rejected_total",
+        "Messages of a known schema version rejected, by schema, version and code.",
+        ("schema", "version", "code"),
+    )
+    status = out.gauge(
+        "busd_schema_version_status",
+        "1 for each loaded schema version, labelled with its status.",
+        ("schema", "version", "status"),
+    )
     entries: list[tuple[str, Mapping[str, Any]]] = []
     for schema in data.get("schemas") or ():
         for version in schema.get("versions") or ():
             entries.append((str(schema.get("name")), version))
-            status.add_metric([str(schema.get("name")), str(version.get("version")),
-                               str(version.get("status"))], 1.0)
+            status.add_metric(
+                [str(schema.get("name")), str(version.get("version")), str(version.get("status"))],
+                1.0,
+            )
     entries.extend((str(v.get("name")), v) for v in data.get("unloaded") or ())
     for name, version in entries:
         labels = [name, str(version.get("version"))]
         accepted.add_metric(labels, num(version.get("accepted")) or 0.0)
         for code, count in sorted((version.get("rejected") or {}).items()):
             rejected.add_metric([*labels, str(code)], num(count) or 0.0)
-    unknown = out.counter("busd_schema_unknown_total",
-                          "Messages naming a schema or version that is not loaded, by code.",
-                          ("code",))
+    unknown = out.counter(
+        "busd_schema_unknown_total",
+        "Messages naming a schema or version that is not loaded, by code.",
+        ("code",),
+    )
     for code, count in sorted((data.get("unknown") or {}).items()):
         unknown.add_metric([str(code)], num(count) or 0.0)
     generic("schema", data, out)
@@ -175,14 +211,19 @@ def _schemas(data: Any, out: Families) -> None:
 def _assertions(data: Any, out: Families) -> None:
     if not isinstance(data, Mapping):
         return
-    ok = out.gauge("busd_assertion_ok",
-                   "1 while the named service-level assertion holds, 0 while violated.",
-                   ("name",))
-    critical = out.gauge("busd_assertion_critical",
-                         "1 when the named assertion gates /readyz.", ("name",))
-    violations = out.counter("busd_assertion_violations_total",
-                             "Times the named assertion went from holding to violated.",
-                             ("name",))
+    ok = out.gauge(
+        "busd_assertion_ok",
+        "1 while the named service-level assertion holds, 0 while violated.",
+        ("name",),
+    )
+    critical = out.gauge(
+        "busd_assertion_critical", "1 when the named assertion gates /readyz.", ("name",)
+    )
+    violations = out.counter(
+        "busd_assertion_violations_total",
+        "Times the named assertion went from holding to violated.",
+        ("name",),
+    )
     for name, state in sorted(data.items()):
         if not isinstance(state, Mapping):
             continue

@@ -43,40 +43,64 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 def _core(stats: Mapping[str, Any], ready: bool, out: Families) -> None:
     broker: Mapping[str, Any] = stats.get("broker") or {}
     simple = (
-        ("received", "busd_messages_received_total",
-         "Messages read from publishers (every one is answered)."),
-        ("accepted", "busd_messages_accepted_total",
-         "Messages accepted: checked and forwarded to subscribers."),
-        ("bytes_in", "busd_received_bytes_total",
-         "Envelope bytes of messages read with a readable header."),
-        ("bytes_accepted", "busd_accepted_bytes_total",
-         "Envelope bytes of accepted messages (forwarded once to libzmq's fan-out)."),
+        (
+            "received",
+            "busd_messages_received_total",
+            "Messages read from publishers (every one is answered).",
+        ),
+        (
+            "accepted",
+            "busd_messages_accepted_total",
+            "Messages accepted: checked and forwarded to subscribers.",
+        ),
+        (
+            "bytes_in",
+            "busd_received_bytes_total",
+            "Envelope bytes of messages read with a readable header.",
+        ),
+        (
+            "bytes_accepted",
+            "busd_accepted_bytes_total",
+            "Envelope bytes of accepted messages (forwarded once to libzmq's fan-out).",
+        ),
         ("replies_sent", "busd_replies_sent_total", "Reply frames sent to publishers."),
-        ("replies_dropped", "busd_replies_dropped_total",
-         "Replies dropped: publisher gone or not reading its replies (at its HWM)."),
+        (
+            "replies_dropped",
+            "busd_replies_dropped_total",
+            "Replies dropped: publisher gone or not reading its replies (at its HWM).",
+        ),
         ("batches", "busd_batches_total", "Broker wake-ups that handled at least one message."),
-        ("subscribe_total", "busd_subscribe_requests_total",
-         "Subscription messages read from the XPUB socket."),
-        ("unsubscribe_total", "busd_unsubscribe_requests_total",
-         "Unsubscription messages read from the XPUB socket."),
+        (
+            "subscribe_total",
+            "busd_subscribe_requests_total",
+            "Subscription messages read from the XPUB socket.",
+        ),
+        (
+            "unsubscribe_total",
+            "busd_unsubscribe_requests_total",
+            "Unsubscription messages read from the XPUB socket.",
+        ),
     )
     for key, name, doc in simple:
         out.counter(name, doc).add_metric([], num(broker.get(key)) or 0.0)
-    rejected = out.counter("busd_messages_rejected_total",
-                           "Messages rejected, by stable rejection code.", ("code",))
+    rejected = out.counter(
+        "busd_messages_rejected_total", "Messages rejected, by stable rejection code.", ("code",)
+    )
     counts: Mapping[str, int] = broker.get("rejected") or {}
     for code in Code:
         rejected.add_metric([str(code)], float(counts.get(str(code), 0)))
-    out.gauge("busd_active_subscriptions",
-              "Active subscriptions (distinct topic prefixes) on the egress socket."
-              ).add_metric([], num(broker.get("subscriptions")) or 0.0)
+    out.gauge(
+        "busd_active_subscriptions",
+        "Active subscriptions (distinct topic prefixes) on the egress socket.",
+    ).add_metric([], num(broker.get("subscriptions")) or 0.0)
 
     latency = histogram(broker.get("latency"))
     if latency is not None:
         family = HistogramMetricFamily(
             "busd_processing_latency_seconds",
             "Time from reading a message to handing it to subscribers (per batch, an "
-            "upper bound per message).")
+            "upper bound per message).",
+        )
         cumulative, buckets = 0, []
         for bound, count in zip(latency.bounds, latency.counts, strict=False):
             cumulative += count
@@ -85,40 +109,57 @@ def _core(stats: Mapping[str, Any], ready: bool, out: Families) -> None:
         family.add_metric([], buckets, latency.sum)
         out.add(family)
 
-    opened = out.counter("busd_connections_accepted_total", "Connections accepted, by role.",
-                         ("role",))
+    opened = out.counter(
+        "busd_connections_accepted_total", "Connections accepted, by role.", ("role",)
+    )
     closed = out.counter("busd_disconnections_total", "Connections closed, by role.", ("role",))
-    failed = out.counter("busd_handshake_failures_total",
-                         "Connections that failed the ZMTP handshake, by role.", ("role",))
+    failed = out.counter(
+        "busd_handshake_failures_total",
+        "Connections that failed the ZMTP handshake, by role.",
+        ("role",),
+    )
     for section, role in ROLES.items():
         conn: Mapping[str, Any] = stats.get(section) or {}
         opened.add_metric([role], num(conn.get("accepted")) or 0.0)
         closed.add_metric([role], num(conn.get("disconnected")) or 0.0)
         failed.add_metric([role], num(conn.get("handshake_failures")) or 0.0)
-    out.gauge("busd_publishers_connected", "Open publisher (ingress) connections."
-              ).add_metric([], num((stats.get("ingress") or {}).get("connected")) or 0.0)
-    out.gauge("busd_subscribers_connected", "Open subscriber (egress) connections."
-              ).add_metric([], num((stats.get("egress") or {}).get("connected")) or 0.0)
+    out.gauge("busd_publishers_connected", "Open publisher (ingress) connections.").add_metric(
+        [], num((stats.get("ingress") or {}).get("connected")) or 0.0
+    )
+    out.gauge("busd_subscribers_connected", "Open subscriber (egress) connections.").add_metric(
+        [], num((stats.get("egress") or {}).get("connected")) or 0.0
+    )
 
-    restarts = out.counter("busd_task_restarts_total",
-                           "Restarts of supervised peripheral tasks, by task.", ("task",))
+    restarts = out.counter(
+        "busd_task_restarts_total", "Restarts of supervised peripheral tasks, by task.", ("task",)
+    )
     for task, count in sorted((stats.get("restarts") or {}).items()):
         restarts.add_metric([str(task)], float(count))
-    out.gauge("busd_draining", "1 while busd drains for shutdown."
-              ).add_metric([], 1.0 if stats.get("draining") else 0.0)
+    out.gauge("busd_draining", "1 while busd drains for shutdown.").add_metric(
+        [], 1.0 if stats.get("draining") else 0.0
+    )
     out.gauge("busd_ready", "1 when /readyz answers 200.").add_metric([], 1.0 if ready else 0.0)
-    info = InfoMetricFamily("busd_build", "busd build information.", value={
-        "version": __version__, "protocol": str(PROTOCOL_VERSION),
-        "python": platform.python_version()})
+    info = InfoMetricFamily(
+        "busd_build",
+        "busd build information.",
+        value={
+            "version": __version__,
+            "protocol": str(PROTOCOL_VERSION),
+            "python": platform.python_version(),
+        },
+    )
     out.add(info)
 
 
 class StatsCollector:
     """A prometheus-client collector reading ``statistics()`` once per scrape."""
 
-    def __init__(self, statistics: Callable[[], Mapping[str, Any]],
-                 ready: Callable[[], bool] = lambda: True,
-                 exporters: Mapping[str, SectionExporter] = SECTION_EXPORTERS):
+    def __init__(
+        self,
+        statistics: Callable[[], Mapping[str, Any]],
+        ready: Callable[[], bool] = lambda: True,
+        exporters: Mapping[str, SectionExporter] = SECTION_EXPORTERS,
+    ):
         self._statistics = statistics
         self._ready = ready
         self._exporters = exporters
@@ -138,14 +179,20 @@ class StatsCollector:
                 else:
                     generic(section, data, out)
             except Exception as exc:
-                _limited.warning(f"section.{section}", "metrics section export failed",
-                                 section=section, error=repr(exc))
+                _limited.warning(
+                    f"section.{section}",
+                    "metrics section export failed",
+                    section=section,
+                    error=repr(exc),
+                )
         yield from out.items.values()
 
 
-def make_registry(statistics: Callable[[], Mapping[str, Any]],
-                  ready: Callable[[], bool] = lambda: True,
-                  process: bool = True) -> CollectorRegistry:
+def make_registry(
+    statistics: Callable[[], Mapping[str, Any]],
+    ready: Callable[[], bool] = lambda: True,
+    process: bool = True,
+) -> CollectorRegistry:
     """A private registry with busd's collector (and the standard process_* metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(statistics, ready))

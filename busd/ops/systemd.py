@@ -71,8 +71,10 @@ class Notifier:
         except OSError as exc:
             self.failed += 1
             if self.failed == 1:
-                _log.warning("sd_notify failed", extra={"error": str(exc),
-                                                        "state": fields[0] if fields else ""})
+                _log.warning(
+                    "sd_notify failed",
+                    extra={"error": str(exc), "state": fields[0] if fields else ""},
+                )
             return False
         self.sent += 1
         return True

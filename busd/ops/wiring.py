@@ -37,6 +37,7 @@ def attach(app: App) -> None:
 
     rates = getattr(app, "rates", None)  # busd.control.RateControl, when running
     if rates is not None:
+
         def rate_keys() -> list[dict[str, Any]]:
             return [dataclasses.asdict(row) for row in rates.table.snapshot(rates.clock())]
 

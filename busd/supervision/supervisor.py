@@ -33,8 +33,14 @@ class _Child:
 
 
 class Supervisor:
-    def __init__(self, budget: int = 5, window: float = 60.0, backoff_initial: float = 0.05,
-                 backoff_max: float = 5.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        budget: int = 5,
+        window: float = 60.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._budget = budget
         self._window = window
         self._initial = backoff_initial
@@ -43,8 +49,9 @@ class Supervisor:
         self._children: list[_Child] = []
         self.restarts_total: dict[str, int] = {}
 
-    def add(self, name: str, factory: Callable[[], Awaitable[None]], *,
-            critical: bool = False) -> None:
+    def add(
+        self, name: str, factory: Callable[[], Awaitable[None]], *, critical: bool = False
+    ) -> None:
         self._children.append(_Child(name, factory, critical))
         self.restarts_total[name] = 0
 
@@ -77,9 +84,17 @@ class Supervisor:
             child.restarts.popleft()
         self.restarts_total[child.name] += 1
         if len(child.restarts) > self._budget:
-            raise GaveUp(f"task {child.name} crashed {len(child.restarts)} times in "
-                         f"{self._window:g}s; last: {exc!r}") from exc
+            raise GaveUp(
+                f"task {child.name} crashed {len(child.restarts)} times in "
+                f"{self._window:g}s; last: {exc!r}"
+            ) from exc
         child.backoff = min(self._max, max(self._initial, child.backoff * 2))
-        _log.error("task crashed; restarting", exc_info=exc,
-                   extra={"task": child.name, "backoff_s": child.backoff,
-                          "restarts_in_window": len(child.restarts)})
+        _log.error(
+            "task crashed; restarting",
+            exc_info=exc,
+            extra={
+                "task": child.name,
+                "backoff_s": child.backoff,
+                "restarts_in_window": len(child.restarts),
+            },
+        )

@@ -54,9 +54,20 @@ def _discard_rest(router: zmq.Socket[bytes]) -> int:
 class BrokerStats:
     """Plain-int counters, written only by the broker task; read via ``snapshot()``."""
 
-    __slots__ = ("accepted", "batches", "bytes_accepted", "bytes_in", "latency", "received",
-                 "rejected", "replies_dropped", "replies_sent", "subscribe_total",
-                 "subscriptions", "unsubscribe_total")
+    __slots__ = (
+        "accepted",
+        "batches",
+        "bytes_accepted",
+        "bytes_in",
+        "latency",
+        "received",
+        "rejected",
+        "replies_dropped",
+        "replies_sent",
+        "subscribe_total",
+        "subscriptions",
+        "unsubscribe_total",
+    )
 
     def __init__(self) -> None:
         self.received = 0
@@ -74,19 +85,29 @@ class BrokerStats:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "received": self.received, "accepted": self.accepted,
-            "bytes_in": self.bytes_in, "bytes_accepted": self.bytes_accepted,
+            "received": self.received,
+            "accepted": self.accepted,
+            "bytes_in": self.bytes_in,
+            "bytes_accepted": self.bytes_accepted,
             "rejected": {str(k): v for k, v in self.rejected.items()},
-            "replies_sent": self.replies_sent, "replies_dropped": self.replies_dropped,
-            "subscriptions": self.subscriptions, "subscribe_total": self.subscribe_total,
-            "unsubscribe_total": self.unsubscribe_total, "batches": self.batches,
+            "replies_sent": self.replies_sent,
+            "replies_dropped": self.replies_dropped,
+            "subscriptions": self.subscriptions,
+            "subscribe_total": self.subscribe_total,
+            "unsubscribe_total": self.unsubscribe_total,
+            "batches": self.batches,
             "latency": self.latency.snapshot(),
         }
 
 
 class Broker:
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], config: Config,
-                 admission: Admission, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        config: Config,
+        admission: Admission,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.config = config
         self.admission = admission
         self.stats = BrokerStats()
@@ -120,8 +141,9 @@ class Broker:
         """Create both sockets with explicit limits and bind them; raises on failure."""
         cfg = self.config
         linger = int(cfg.linger * 1000)
-        self._router = sockets.router(self._ctx, hwm=cfg.pub_hwm, max_frame=cfg.max_frame_bytes,
-                                      linger_ms=linger)
+        self._router = sockets.router(
+            self._ctx, hwm=cfg.pub_hwm, max_frame=cfg.max_frame_bytes, linger_ms=linger
+        )
         self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger)
         try:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
@@ -181,9 +203,12 @@ class Broker:
             self._warm_until = 0.0  # over: later wake-ups skip the clock read
             return None
         ms = max(1, round(left * 1000))
-        return Reject(Code.NOT_READY, f"busd is warming up for {ms} ms more: subscribers "
-                      "are reconnecting; retry then, or publish to another broker",
-                      {"retry_after_ms": ms})
+        return Reject(
+            Code.NOT_READY,
+            f"busd is warming up for {ms} ms more: subscribers "
+            "are reconnecting; retry then, or publish to another broker",
+            {"retry_after_ms": ms},
+        )
 
     async def _drain(self, ready: Readiness, batch: int) -> None:
         deadline = self.clock() + self.config.drain_timeout
@@ -285,11 +310,19 @@ class Broker:
                     continue
             rejected[reject.code] += 1
             entry[1].append(reject_entry(seq, reject))
-            if reject.code not in (Code.RATE_LIMITED, Code.DISABLED, Code.SHUTTING_DOWN,
-                                   Code.NOT_READY):
-                self._bad_input_log.warning(reject.code, "message rejected",
-                                            code=reject.code.value,
-                                            reason=reject.reason, seq=seq)
+            if reject.code not in (
+                Code.RATE_LIMITED,
+                Code.DISABLED,
+                Code.SHUTTING_DOWN,
+                Code.NOT_READY,
+            ):
+                self._bad_input_log.warning(
+                    reject.code,
+                    "message rejected",
+                    code=reject.code.value,
+                    reason=reject.reason,
+                    seq=seq,
+                )
         if handled:
             st.received += handled
             st.accepted += accepted
@@ -301,12 +334,18 @@ class Broker:
             self._reply(router, replies)
         return handled
 
-    def _judge(self, topic_b: bytes, env_b: bytes, max_bytes: int,
-               decide: Callable[[str, dict[str, Any], float], Reject | None],
-               now: float) -> Reject | None:
+    def _judge(
+        self,
+        topic_b: bytes,
+        env_b: bytes,
+        max_bytes: int,
+        decide: Callable[[str, dict[str, Any], float], Reject | None],
+        now: float,
+    ) -> Reject | None:
         if len(env_b) > max_bytes:
-            return Reject(Code.TOO_LARGE, f"envelope is {len(env_b)} bytes; the limit is "
-                          f"{max_bytes}")
+            return Reject(
+                Code.TOO_LARGE, f"envelope is {len(env_b)} bytes; the limit is {max_bytes}"
+            )
         topic = self._good_topics.get(topic_b)
         if topic is None:
             try:
@@ -328,8 +367,11 @@ class Broker:
             _log.exception("check failed", extra={"topic": topic[:64]})
             return Reject(Code.INTERNAL, "busd failed while checking this message")
 
-    def _reply(self, router: zmq.Socket[bytes],
-               replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]]) -> None:
+    def _reply(
+        self,
+        router: zmq.Socket[bytes],
+        replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]],
+    ) -> None:
         st = self.stats
         draining = self._draining
         for ident, (acc, rej) in replies.items():

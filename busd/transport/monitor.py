@@ -24,11 +24,19 @@ from busd.transport.readiness import Readiness
 
 _log = get("monitor")
 
-EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
-          | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-          | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-           | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+EVENTS = (
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 class ConnectionStats:
@@ -71,9 +79,13 @@ class ConnectionStats:
         return max(0, self.accepted - self.disconnected)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"connected": self.connected, "accepted": self.accepted,
-                "disconnected": self.disconnected, "handshakes": self.handshakes,
-                "handshake_failures": self.handshake_failures}
+        return {
+            "connected": self.connected,
+            "accepted": self.accepted,
+            "disconnected": self.disconnected,
+            "handshakes": self.handshakes,
+            "handshake_failures": self.handshake_failures,
+        }
 
 
 async def watch(sock: zmq.Socket[bytes], stats: ConnectionStats, role: str) -> None:
@@ -89,8 +101,12 @@ async def watch(sock: zmq.Socket[bytes], stats: ConnectionStats, role: str) -> N
                 continue
             parsed = parse_monitor_message(frames)
             if stats.on_event(int(parsed["event"]), int(parsed["value"])):
-                limited.warning(f"{role}.handshake", "handshake failed: not a ZMTP peer?",
-                                role=role, endpoint=frames[1].decode(errors="replace"))
+                limited.warning(
+                    f"{role}.handshake",
+                    "handshake failed: not a ZMTP peer?",
+                    role=role,
+                    endpoint=frames[1].decode(errors="replace"),
+                )
     finally:
         ready.close()
         sock.close(linger=0)

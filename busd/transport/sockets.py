@@ -18,7 +18,7 @@ def clear_stale_ipc(endpoint: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
     """Remove an ipc:// socket file left by a killed busd, but never a live one."""
     if not endpoint.startswith("ipc://"):
         return
-    path = Path(endpoint[len("ipc://"):])
+    path = Path(endpoint[len("ipc://") :])
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -43,8 +43,9 @@ def clear_stale_ipc(endpoint: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
     raise EndpointInUse(f"{endpoint} is served by another live process")
 
 
-def router(ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, max_frame: int,
-           linger_ms: int) -> zmq.Socket[bytes]:
+def router(
+    ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, max_frame: int, linger_ms: int
+) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.SNDHWM, hwm)

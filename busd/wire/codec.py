@@ -16,14 +16,16 @@ HEADER_LEN = 10
 def read_header(frame: bytes) -> tuple[int | None, Reject | None]:
     """A publisher's header frame: its sequence number whenever it can be read (also for
     another protocol version, so that refusal names the message), and why it is refused."""
-    seq = int.from_bytes(frame[2:], "big") if len(frame) == HEADER_LEN and \
-        frame[0] == MAGIC else None
+    seq = (
+        int.from_bytes(frame[2:], "big") if len(frame) == HEADER_LEN and frame[0] == MAGIC else None
+    )
     if frame[:1] == b"B" and len(frame) >= 2 and frame[1] != PROTOCOL_VERSION:
-        return seq, Reject(Code.UNSUPPORTED_PROTOCOL,
-                           f"protocol version {frame[1]} is not spoken here; busd speaks 1")
+        return seq, Reject(
+            Code.UNSUPPORTED_PROTOCOL,
+            f"protocol version {frame[1]} is not spoken here; busd speaks 1",
+        )
     if seq is None:
-        return None, Reject(Code.BAD_FRAME,
-                            "header frame must be 10 bytes: 'B', version, u64 seq")
+        return None, Reject(Code.BAD_FRAME, "header frame must be 10 bytes: 'B', version, u64 seq")
     return seq, None
 
 
@@ -58,11 +60,10 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def encode_reply(acc: list[int], rejects: list[dict[str, Any]], draining: bool = False
-                 ) -> bytes:
+def encode_reply(acc: list[int], rejects: list[dict[str, Any]], draining: bool = False) -> bytes:
     """One reply frame; ``acc`` is flat ``[lo, hi, lo, hi, ...]``. ``draining`` adds the
     ``draining`` key (docs/protocol.md §2): busd is shutting down, publish elsewhere."""
-    pairs = [acc[i:i + 2] for i in range(0, len(acc), 2)]
+    pairs = [acc[i : i + 2] for i in range(0, len(acc), 2)]
     reply: dict[str, Any] = {"acc": pairs, "rej": rejects}
     if draining:
         reply["draining"] = True

@@ -52,9 +52,17 @@ class PublisherBase:
 
     _sock: zmq.Socket[bytes]  # the DEALER (a sync view of it for the asyncio publisher)
 
-    def __init__(self, endpoint: str, *, name: str, window: int, timeout: float,
-                 retry_deadline: float | None, wait_when_disabled: bool,
-                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        name: str,
+        window: int,
+        timeout: float,
+        retry_deadline: float | None,
+        wait_when_disabled: bool,
+        schemas: SchemaSet | str | os.PathLike[str] | None = None,
+    ) -> None:
         if _PUBLISHER_NAME.fullmatch(name) is None:
             raise ValueError(f"publisher name {name!r}: expected 1-128 chars of A-Za-z0-9._-")
         if window < 1:
@@ -78,8 +86,11 @@ class PublisherBase:
         self._closed = False
         # Optional local validation against the same schema files busd loads: a payload
         # busd would refuse raises here, with busd's code and reason, before it is sent.
-        self.schemas = schemas if schemas is None or isinstance(schemas, SchemaSet) \
+        self.schemas = (
+            schemas
+            if schemas is None or isinstance(schemas, SchemaSet)
             else SchemaSet.load(schemas)
+        )
 
     @property
     def name(self) -> str:
@@ -101,9 +112,16 @@ class PublisherBase:
         return self._closed
 
     def _compose(  # noqa: PLR0917 (internal, positional on the hot path)
-            self, cls: type[P], topic: str, schema: str, version: int,
-                 data: Mapping[str, Any], id: str | None, retry_deadline: float | _Default | None,
-                 wait_when_disabled: bool | _Default) -> P:
+        self,
+        cls: type[P],
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        id: str | None,
+        retry_deadline: float | _Default | None,
+        wait_when_disabled: bool | _Default,
+    ) -> P:
         frame = self._topics.get(topic)
         if frame is None:
             frame = topic.encode()
@@ -113,8 +131,17 @@ class PublisherBase:
         if id is None:
             self._id_count += 1
             id = f"{self._id_prefix}{self._id_count:010x}"
-        envelope: bytes = _packb({"topic": topic, "schema": schema, "version": version, "id": id,
-                                  "publisher": self._name, "ts": _time_ns(), "data": data})
+        envelope: bytes = _packb(
+            {
+                "topic": topic,
+                "schema": schema,
+                "version": version,
+                "id": id,
+                "publisher": self._name,
+                "ts": _time_ns(),
+                "data": data,
+            }
+        )
         if self.schemas is not None:
             # Judge the bytes busd will judge: the decoded payload, not the caller's object.
             verdict = self.schemas.check(topic, schema, version, _unpackb(envelope)["data"])
@@ -123,8 +150,11 @@ class PublisherBase:
                 error.id, error.topic = id, topic
                 raise error
         rd = self.retry_deadline if isinstance(retry_deadline, _Default) else retry_deadline
-        wd = self.wait_when_disabled if isinstance(wait_when_disabled, _Default) \
+        wd = (
+            self.wait_when_disabled
+            if isinstance(wait_when_disabled, _Default)
             else wait_when_disabled
+        )
         retry_until = _monotonic() + rd if rd else 0.0
         return cls(topic, frame, envelope, id, retry_until, wd)
 

@@ -63,8 +63,9 @@ class Progress:
         if self._fut is None:
             self._fut = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(self._fut),
-                                   None if math.isinf(remaining) else remaining)
+            await asyncio.wait_for(
+                asyncio.shield(self._fut), None if math.isinf(remaining) else remaining
+            )
         except TimeoutError:
             return False
         return True
@@ -80,6 +81,7 @@ class AsyncWaiting:
     _UNSETTLED = "messages still in flight"  # what a flush past its timeout says
 
     if TYPE_CHECKING:  # provided by the publisher; not defined here, so never shadowed
+
         def _pump(self) -> None: ...
 
         def _ensure_pump(self) -> None: ...
@@ -128,14 +130,29 @@ class AsyncReceipt(Pending):
 class AsyncPublisher(AsyncWaiting, PublisherBase):
     """Publisher for asyncio code; see Publisher for the parameters and semantics."""
 
-    def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, *, name: str = "python",
-                 window: int = 1000, timeout: float = 5.0, retry_deadline: float | None = None,
-                 wait_when_disabled: bool = False, context: zmq.asyncio.Context | None = None,
-                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0,
-                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
-        super().__init__(endpoint, name=name, window=window, timeout=timeout,
-                         retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled,
-                         schemas=schemas)
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_PUB_ENDPOINT,
+        *,
+        name: str = "python",
+        window: int = 1000,
+        timeout: float = 5.0,
+        retry_deadline: float | None = None,
+        wait_when_disabled: bool = False,
+        context: zmq.asyncio.Context | None = None,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 1.0,
+        schemas: SchemaSet | str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(
+            endpoint,
+            name=name,
+            window=window,
+            timeout=timeout,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+            schemas=schemas,
+        )
         ctx = context if context is not None else zmq.asyncio.Context.instance()
         self._asock: zmq.asyncio.Socket = ctx.socket(zmq.DEALER)
         self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(self._asock.underlying)
@@ -146,18 +163,26 @@ class AsyncPublisher(AsyncWaiting, PublisherBase):
         self._progress = Progress()  # wakes callers when a message settles
         self._since_read = 0
 
-    async def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any],
-                      *, id: str | None = None,
-                      retry_deadline: float | _Default | None = DEFAULT,
-                      wait_when_disabled: bool | _Default = DEFAULT) -> AsyncReceipt:
+    async def publish(
+        self,
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> AsyncReceipt:
         """Send one message; return its receipt without waiting for the reply.
 
         Raises PublishTimeout (``sent`` False) when it could not be sent within ``timeout``.
         """
         if self._closed:
             raise ClosedError("publisher is closed")
-        r = self._compose(AsyncReceipt, topic, schema, version, data, id, retry_deadline,
-                          wait_when_disabled)
+        r = self._compose(
+            AsyncReceipt, topic, schema, version, data, id, retry_deadline, wait_when_disabled
+        )
         inflight = self._inflight
         deadline = _monotonic() + self.timeout
         self._since_read += 1
@@ -174,18 +199,32 @@ class AsyncPublisher(AsyncWaiting, PublisherBase):
                 raise self._unsent(r, "no connection to busd accepted the message")
             self._ensure_pump()
             await self._asock.poll(  # type: ignore[call-arg]
-                math.ceil(min(remaining, 0.25) * 1000), zmq.POLLOUT)
+                math.ceil(min(remaining, 0.25) * 1000), zmq.POLLOUT
+            )
         self._ensure_pump()
         return r
 
-    async def publish_wait(self, topic: str, schema: str, version: int,
-                           data: Mapping[str, Any], *, id: str | None = None,
-                           retry_deadline: float | _Default | None = DEFAULT,
-                           wait_when_disabled: bool | _Default = DEFAULT) -> AsyncReceipt:
+    async def publish_wait(
+        self,
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> AsyncReceipt:
         """publish() then await the reply; raise the message's error if it failed."""
-        r = await self.publish(topic, schema, version, data, id=id,
-                               retry_deadline=retry_deadline,
-                               wait_when_disabled=wait_when_disabled)
+        r = await self.publish(
+            topic,
+            schema,
+            version,
+            data,
+            id=id,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+        )
         await r.result()
         return r
 
@@ -211,8 +250,9 @@ class AsyncPublisher(AsyncWaiting, PublisherBase):
     async def __aenter__(self) -> AsyncPublisher:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     # -- internals ------------------------------------------------------------------------
@@ -264,17 +304,24 @@ class AsyncPublisher(AsyncWaiting, PublisherBase):
 class AsyncSubscriber(Subscriptions):
     """Subscriber for asyncio code: ``async for message in sub`` or ``await sub.recv()``."""
 
-    def __init__(self, endpoint: str = DEFAULT_SUB_ENDPOINT,
-                 prefixes: str | bytes | Iterable[str | bytes] = (), *,
-                 rcvhwm: int = 10_000, context: zmq.asyncio.Context | None = None,
-                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0) -> None:
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_SUB_ENDPOINT,
+        prefixes: str | bytes | Iterable[str | bytes] = (),
+        *,
+        rcvhwm: int = 10_000,
+        context: zmq.asyncio.Context | None = None,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 1.0,
+    ) -> None:
         ctx = context if context is not None else zmq.asyncio.Context.instance()
         self.endpoint = endpoint
         self.bad_messages = 0
         self.latency = LatencyRecorder()  # receive time - publisher's ts, every message
         self._sock: zmq.asyncio.Socket = ctx.socket(zmq.SUB)
-        configure_sub(zmq.Socket.shadow(self._sock.underlying), rcvhwm, reconnect_ivl,
-                      reconnect_ivl_max)
+        configure_sub(
+            zmq.Socket.shadow(self._sock.underlying), rcvhwm, reconnect_ivl, reconnect_ivl_max
+        )
         self._sock.connect(endpoint)
         self.subscribe(prefixes)
 
@@ -313,6 +360,7 @@ class AsyncSubscriber(Subscriptions):
     async def __aenter__(self) -> AsyncSubscriber:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

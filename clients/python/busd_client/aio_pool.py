@@ -54,17 +54,37 @@ class AsyncPoolPublisher(AsyncWaiting, PoolShell):
 
     _UNSETTLED = "messages still unsettled"
 
-    def __init__(self, endpoints: Sequence[str], *, name: str = "python", window: int = 1000,
-                 timeout: float | None = 30.0, attempt_timeout: float = 1.0,
-                 retry_deadline: float | None = None, wait_when_disabled: bool = False,
-                 context: zmq.asyncio.Context | None = None, reconnect_ivl: float = 0.1,
-                 reconnect_ivl_max: float = 1.0,
-                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
-        super().__init__(endpoints, name=name, window=window, timeout=timeout,
-                         attempt_timeout=attempt_timeout, retry_deadline=retry_deadline,
-                         wait_when_disabled=wait_when_disabled, schemas=schemas)
-        self._open(context if context is not None else zmq.asyncio.Context.instance(), window,
-                   reconnect_ivl, reconnect_ivl_max)
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        name: str = "python",
+        window: int = 1000,
+        timeout: float | None = 30.0,
+        attempt_timeout: float = 1.0,
+        retry_deadline: float | None = None,
+        wait_when_disabled: bool = False,
+        context: zmq.asyncio.Context | None = None,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 1.0,
+        schemas: SchemaSet | str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(
+            endpoints,
+            name=name,
+            window=window,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+            schemas=schemas,
+        )
+        self._open(
+            context if context is not None else zmq.asyncio.Context.instance(),
+            window,
+            reconnect_ivl,
+            reconnect_ivl_max,
+        )
         self._poller = zmq.asyncio.Poller()
         for sock in self._owned:
             self._poller.register(sock, zmq.POLLIN)
@@ -73,10 +93,17 @@ class AsyncPoolPublisher(AsyncWaiting, PoolShell):
         self._sleep: asyncio.Future[Any] | None = None
         self._progress = Progress()  # wakes callers when a message settles
 
-    async def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any],
-                      *, id: str | None = None,
-                      retry_deadline: float | _Default | None = DEFAULT,
-                      wait_when_disabled: bool | _Default = DEFAULT) -> AsyncPoolReceipt:
+    async def publish(
+        self,
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> AsyncPoolReceipt:
         """Queue one message for the pool; return its receipt without waiting for a broker.
 
         Waits while ``window`` messages are unsettled; raises PublishTimeout (``sent``
@@ -84,8 +111,9 @@ class AsyncPoolPublisher(AsyncWaiting, PoolShell):
         """
         if self._closed:
             raise ClosedError("publisher is closed")
-        r = self._compose(AsyncPoolReceipt, topic, schema, version, data, id, retry_deadline,
-                          wait_when_disabled)
+        r = self._compose(
+            AsyncPoolReceipt, topic, schema, version, data, id, retry_deadline, wait_when_disabled
+        )
         core = self.core
         self._since_read += 1
         if core.count >= self.window or self._since_read >= _READ_EVERY:
@@ -95,7 +123,8 @@ class AsyncPoolPublisher(AsyncWaiting, PoolShell):
             while core.count >= self.window and not self._closed:
                 self._ensure_pump()
                 if not await self._progress.wait(deadline) and not self._pumped(
-                        lambda: core.count < self.window):
+                    lambda: core.count < self.window
+                ):
                     raise self._unsent(r, "the in-flight window stayed full")
             if self._closed:
                 raise ClosedError("publisher closed while the message waited for the window")
@@ -108,14 +137,27 @@ class AsyncPoolPublisher(AsyncWaiting, PoolShell):
         self._ensure_pump(wake=idle or (r._link is None and len(core.waiting) == 1))
         return r
 
-    async def publish_wait(self, topic: str, schema: str, version: int,
-                           data: Mapping[str, Any], *, id: str | None = None,
-                           retry_deadline: float | _Default | None = DEFAULT,
-                           wait_when_disabled: bool | _Default = DEFAULT) -> AsyncPoolReceipt:
+    async def publish_wait(
+        self,
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> AsyncPoolReceipt:
         """publish() then await acceptance by a broker; raise the error if it failed."""
-        r = await self.publish(topic, schema, version, data, id=id,
-                               retry_deadline=retry_deadline,
-                               wait_when_disabled=wait_when_disabled)
+        r = await self.publish(
+            topic,
+            schema,
+            version,
+            data,
+            id=id,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+        )
         await r.result()
         return r
 
@@ -133,8 +175,9 @@ class AsyncPoolPublisher(AsyncWaiting, PoolShell):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     # -- internals ------------------------------------------------------------------------
@@ -174,8 +217,7 @@ class AsyncPoolPublisher(AsyncWaiting, PoolShell):
                 now = _monotonic()
                 wake = core.next_wakeup(now)
                 sleep = _MAX_SLEEP if wake is None else min(_MAX_SLEEP, max(0.0, wake - now))
-                self._sleep = asyncio.ensure_future(
-                    self._poller.poll(math.ceil(sleep * 1000)))
+                self._sleep = asyncio.ensure_future(self._poller.poll(math.ceil(sleep * 1000)))
                 try:
                     await self._sleep
                 except asyncio.CancelledError:
@@ -199,15 +241,28 @@ class AsyncPoolSubscriber(PoolMembership, AsyncSubscriber):
     sub.recv(timeout)``.
     """
 
-    def __init__(self, endpoints: Sequence[str],
-                 prefixes: str | bytes | Iterable[str | bytes] = (), *,
-                 dedup_size: int = 200_000, dedup_ttl: float = 60.0, rcvhwm: int = 10_000,
-                 context: zmq.asyncio.Context | None = None, reconnect_ivl: float = 0.1,
-                 reconnect_ivl_max: float = 1.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        prefixes: str | bytes | Iterable[str | bytes] = (),
+        *,
+        dedup_size: int = 200_000,
+        dedup_ttl: float = 60.0,
+        rcvhwm: int = 10_000,
+        context: zmq.asyncio.Context | None = None,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 1.0,
+    ) -> None:
         endpoints = pool_endpoints(endpoints)
         self.dedup = DedupWindow(dedup_size, dedup_ttl)
-        super().__init__(endpoints[0], prefixes, rcvhwm=rcvhwm, context=context,
-                         reconnect_ivl=reconnect_ivl, reconnect_ivl_max=reconnect_ivl_max)
+        super().__init__(
+            endpoints[0],
+            prefixes,
+            rcvhwm=rcvhwm,
+            context=context,
+            reconnect_ivl=reconnect_ivl,
+            reconnect_ivl_max=reconnect_ivl_max,
+        )
         self._join(endpoints)
 
     async def recv(self, timeout: float | None = None) -> Message | None:  # noqa: ASYNC109

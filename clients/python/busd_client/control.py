@@ -43,8 +43,11 @@ class ControlClient:
     """One connection, opened on first use and reopened after a failure."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, timeout: float = 5.0):
-        self.path = os.fspath(path) if path is not None else (
-            os.environ.get("BUSD_CONTROL") or DEFAULT_CONTROL)
+        self.path = (
+            os.fspath(path)
+            if path is not None
+            else (os.environ.get("BUSD_CONTROL") or DEFAULT_CONTROL)
+        )
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buffer = b""
@@ -52,8 +55,12 @@ class ControlClient:
     def __enter__(self) -> ControlClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -96,8 +103,9 @@ class ControlClient:
         except (OSError, TimeoutError) as exc:
             self.close()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ControlUnavailable(f"cannot talk to busd at {self.path}: "
-                                     f"{reason or 'timed out'}") from exc
+            raise ControlUnavailable(
+                f"cannot talk to busd at {self.path}: {reason or 'timed out'}"
+            ) from exc
         try:
             reply = json.loads(raw)
         except ValueError as exc:

@@ -64,5 +64,10 @@ class DedupWindow:
 
     def statistics(self) -> dict[str, int | float]:
         """A snapshot: ids held, bounds, copies suppressed, ids evicted before their ttl."""
-        return {"ids": len(self._seen), "size": self.size, "ttl": self.ttl,
-                "duplicates": self.duplicates, "evicted_early": self.evicted_early}
+        return {
+            "ids": len(self._seen),
+            "size": self.size,
+            "ttl": self.ttl,
+            "duplicates": self.duplicates,
+            "evicted_early": self.evicted_early,
+        }

@@ -44,13 +44,28 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
-def encode_envelope(topic: str, schema: str, version: int, data: Mapping[str, Any], *,
-                    id: str, publisher: str, ts: int | None = None) -> bytes:
+def encode_envelope(
+    topic: str,
+    schema: str,
+    version: int,
+    data: Mapping[str, Any],
+    *,
+    id: str,
+    publisher: str,
+    ts: int | None = None,
+) -> bytes:
     """Frame 2: the envelope map. ``ts`` defaults to now, in ns since the Unix epoch."""
-    return _packb({  # type: ignore[no-any-return]
-        "topic": topic, "schema": schema, "version": version, "id": id,
-        "publisher": publisher, "ts": time.time_ns() if ts is None else ts, "data": data,
-    })
+    return _packb(  # type: ignore[no-any-return]
+        {
+            "topic": topic,
+            "schema": schema,
+            "version": version,
+            "id": id,
+            "publisher": publisher,
+            "ts": time.time_ns() if ts is None else ts,
+            "data": data,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +83,15 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         """The protocol fields, e.g. for JSON output (the raw envelope left out)."""
-        return {"topic": self.topic, "schema": self.schema, "version": self.version,
-                "id": self.id, "publisher": self.publisher, "ts": self.ts, "data": self.data}
+        return {
+            "topic": self.topic,
+            "schema": self.schema,
+            "version": self.version,
+            "id": self.id,
+            "publisher": self.publisher,
+            "ts": self.ts,
+            "data": self.data,
+        }
 
 
 def _field(env: Mapping[str, Any], name: str, kind: type) -> Any:
@@ -94,6 +116,13 @@ def decode_message(topic: bytes, envelope: bytes) -> Message:
     env_topic = _field(env, "topic", str)
     if env_topic != topic_s:
         raise DecodeError("envelope.topic differs from the topic frame")
-    return Message(env_topic, _field(env, "schema", str), _field(env, "version", int),
-                   _field(env, "id", str), _field(env, "publisher", str), _field(env, "ts", int),
-                   _field(env, "data", dict), envelope)
+    return Message(
+        env_topic,
+        _field(env, "schema", str),
+        _field(env, "version", int),
+        _field(env, "id", str),
+        _field(env, "publisher", str),
+        _field(env, "ts", int),
+        _field(env, "data", dict),
+        envelope,
+    )

@@ -28,8 +28,9 @@ class BusError(Exception):
 class Rejected(BusError):
     """busd refused the message; ``code`` is stable (docs/protocol.md §2.1), ``reason`` is not."""
 
-    def __init__(self, code: str, reason: str, seq: int | None = None,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, code: str, reason: str, seq: int | None = None, extra: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
@@ -40,8 +41,14 @@ class Rejected(BusError):
 class RateLimited(Rejected):
     """A token bucket for ``key`` was empty; it holds a token again after ``retry_after_ms``."""
 
-    def __init__(self, key: str, retry_after_ms: int, reason: str = "rate limited",
-                 seq: int | None = None, extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        retry_after_ms: int,
+        reason: str = "rate limited",
+        seq: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__("rate_limited", reason, seq, extra)
         self.key = key
         self.retry_after_ms = retry_after_ms
@@ -50,8 +57,13 @@ class RateLimited(Rejected):
 class Disabled(Rejected):
     """The rate for ``key`` is 0: an operator has stopped publishing under that key."""
 
-    def __init__(self, key: str, reason: str = "disabled", seq: int | None = None,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        reason: str = "disabled",
+        seq: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__("disabled", reason, seq, extra)
         self.key = key
 
@@ -63,8 +75,13 @@ class NotReady(Rejected):
     another broker of a pool. The publishers retry it themselves within their timeout.
     """
 
-    def __init__(self, retry_after_ms: int, reason: str = "not ready", seq: int | None = None,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        retry_after_ms: int,
+        reason: str = "not ready",
+        seq: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__("not_ready", reason, seq, extra)
         self.retry_after_ms = retry_after_ms
 

@@ -30,13 +30,31 @@ DISABLED_RETRY_INTERVAL = 0.25
 class Pending:
     """One message from publish() until its fate is known; the base of the receipts."""
 
-    __slots__ = ("_done", "_error", "_first_sent", "_reported", "_retry_until", "_seq",
-                 "_wait_disabled", "_waiter",
-                 "attempts", "envelope", "id", "topic", "topic_frame")
+    __slots__ = (
+        "_done",
+        "_error",
+        "_first_sent",
+        "_reported",
+        "_retry_until",
+        "_seq",
+        "_wait_disabled",
+        "_waiter",
+        "attempts",
+        "envelope",
+        "id",
+        "topic",
+        "topic_frame",
+    )
 
     def __init__(  # noqa: PLR0917 (positional on the hot path)
-            self, topic: str, topic_frame: bytes, envelope: bytes, id: str,
-                 retry_until: float, wait_disabled: bool) -> None:
+        self,
+        topic: str,
+        topic_frame: bytes,
+        envelope: bytes,
+        id: str,
+        retry_until: float,
+        wait_disabled: bool,
+    ) -> None:
         self.topic = topic
         self.id = id
         self.topic_frame = topic_frame
@@ -81,8 +99,13 @@ class Pending:
             waiter.set_result(None)
 
     def __repr__(self) -> str:
-        state = ("pending" if not self._done else
-                 "accepted" if self._error is None else f"failed: {self._error!r}")
+        state = (
+            "pending"
+            if not self._done
+            else "accepted"
+            if self._error is None
+            else f"failed: {self._error!r}"
+        )
         return f"<{type(self).__name__} id={self.id} topic={self.topic} {state}>"
 
 
@@ -183,9 +206,14 @@ class InFlight:
                 break
             dq.popleft()
             del outstanding[seq]
-            self.settle(p, PublishTimeout(
-                f"no reply from busd within {self.timeout:g} s (fate unknown)", sent=True,
-                seq=seq))
+            self.settle(
+                p,
+                PublishTimeout(
+                    f"no reply from busd within {self.timeout:g} s (fate unknown)",
+                    sent=True,
+                    seq=seq,
+                ),
+            )
 
     def due_retries(self, now: float) -> list[Pending]:
         """Messages whose rate-limit wait is over, to be sent again with a new seq."""
@@ -202,8 +230,11 @@ class InFlight:
         if now + delay <= p._retry_until:
             heapq.heappush(self._retries, (now + delay, p._seq, p))
         else:
-            self.settle(p, p._error or PublishTimeout("could not resend before the retry "
-                                                      "deadline", sent=False))
+            self.settle(
+                p,
+                p._error
+                or PublishTimeout("could not resend before the retry deadline", sent=False),
+            )
 
     def next_wakeup(self) -> float | None:
         """The earliest monotonic time at which ``expire`` or ``due_retries`` has work."""

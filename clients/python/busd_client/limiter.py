@@ -26,8 +26,18 @@ from pathlib import Path
 
 from busd_client.errors import Disabled, RateLimited
 
-__all__ = ["MAX_FILE_BYTES", "MAX_RATE", "RATE_GRAMMAR", "EmptyRateFile", "Limit",
-           "RateFileError", "RateLimiter", "TokenBucket", "parse_rate", "read_rate"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_RATE",
+    "RATE_GRAMMAR",
+    "EmptyRateFile",
+    "Limit",
+    "RateFileError",
+    "RateLimiter",
+    "TokenBucket",
+    "parse_rate",
+    "read_rate",
+]
 
 MAX_RATE = 1e9  # as busd: anything above is a typo, not a limit
 MAX_FILE_BYTES = 256  # a valid rate line is far shorter; a big file is not a rate file
@@ -68,8 +78,9 @@ def read_rate(content: bytes) -> Limit:
     if len(content) > MAX_FILE_BYTES:
         raise RateFileError(f"over {MAX_FILE_BYTES} bytes")
     if RATE_GRAMMAR.fullmatch(content) is None:
-        raise RateFileError(f"expected 'RATE' or 'RATE BURST' as decimal numbers, got "
-                            f"{content[:40]!r}")
+        raise RateFileError(
+            f"expected 'RATE' or 'RATE BURST' as decimal numbers, got {content[:40]!r}"
+        )
     parts = content.split()
     rate = float(parts[0])
     burst = float(parts[1]) if len(parts) > 1 else max(1.0, rate)
@@ -135,10 +146,14 @@ class _Key:
 class RateLimiter:
     """Token buckets whose limits come from rate files in ``directory``. Thread-safe."""
 
-    def __init__(self, directory: str | os.PathLike[str], *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep,
-                 reread_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        reread_interval: float = 1.0,
+    ) -> None:
         self.directory = Path(directory)
         self._clock = clock
         self._sleep = sleep
@@ -209,8 +224,9 @@ class RateLimiter:
                 raise Disabled(key, f"the rate file for {key!r} says 0: publishing is stopped")
             return min(wait, deadline - now)
         if deadline is not None and now + wait > deadline:
-            raise RateLimited(key, math.ceil(wait * 1000),
-                              f"no token for {key!r} within the timeout")
+            raise RateLimited(
+                key, math.ceil(wait * 1000), f"no token for {key!r} within the timeout"
+            )
         return wait
 
     def acquire(self, key: str, timeout: float | None = None) -> None:

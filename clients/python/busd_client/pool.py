@@ -31,8 +31,15 @@ from busd_client.sockets import configure_dealer
 from busd_client.subscriber import Subscriber
 from busd_client.waiting import SyncWaiting
 
-__all__ = ["MONITOR_EVENTS", "PoolMembership", "PoolPublisher", "PoolReceipt", "PoolShell",
-           "PoolSubscriber", "pool_endpoints"]
+__all__ = [
+    "MONITOR_EVENTS",
+    "PoolMembership",
+    "PoolPublisher",
+    "PoolReceipt",
+    "PoolShell",
+    "PoolSubscriber",
+    "pool_endpoints",
+]
 
 _monotonic = time.monotonic
 _NOBLOCK = zmq.NOBLOCK
@@ -72,24 +79,38 @@ class PoolShell(PublisherBase):
     call here is non-blocking; the subclasses own the waiting (sync: a zmq.Poller; asyncio:
     a pump task)."""
 
-    def __init__(self, endpoints: Sequence[str], *, name: str, window: int,
-                 timeout: float | None, attempt_timeout: float, retry_deadline: float | None,
-                 wait_when_disabled: bool,
-                 schemas: SchemaSet | str | os.PathLike[str] | None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        name: str,
+        window: int,
+        timeout: float | None,
+        attempt_timeout: float,
+        retry_deadline: float | None,
+        wait_when_disabled: bool,
+        schemas: SchemaSet | str | os.PathLike[str] | None,
+    ) -> None:
         endpoints = pool_endpoints(endpoints)
         self.core = PoolCore(endpoints, attempt_timeout)
-        super().__init__(",".join(endpoints), name=name, window=window,
-                         timeout=math.inf if timeout is None else timeout,
-                         retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled,
-                         schemas=schemas)
+        super().__init__(
+            ",".join(endpoints),
+            name=name,
+            window=window,
+            timeout=math.inf if timeout is None else timeout,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+            schemas=schemas,
+        )
         self._book = self.core
         self._owned: list[zmq.Socket[Any]] = []  # as the context made them: closed, polled
         self._socks: list[zmq.Socket[bytes]] = []  # sync views of the DEALERs, for I/O
         self._monitors: list[zmq.Socket[bytes]] = []  # sync views of the monitor sockets
         self._since_read = 0
 
-    def _open(self, ctx: zmq.Context[Any], window: int, reconnect_ivl: float,
-              reconnect_ivl_max: float) -> None:
+    def _open(
+        self, ctx: zmq.Context[Any], window: int, reconnect_ivl: float, reconnect_ivl_max: float
+    ) -> None:
         """One DEALER and its monitor per broker. ``ctx`` may be a zmq.asyncio.Context: its
         sockets are used through sync views (no future per frame)."""
         try:
@@ -118,9 +139,14 @@ class PoolShell(PublisherBase):
 
     def statistics(self) -> dict[str, Any]:
         core = self.core
-        return {"pending": core.count, "waiting": len(core.waiting), "resent": core.resent,
-                "late_accepts": core.late_accepts, "bad_replies": core.bad_replies,
-                "brokers": self.brokers}
+        return {
+            "pending": core.count,
+            "waiting": len(core.waiting),
+            "resent": core.resent,
+            "late_accepts": core.late_accepts,
+            "bad_replies": core.bad_replies,
+            "brokers": self.brokers,
+        }
 
     def _close_sockets(self) -> None:
         for sock in self._socks:
@@ -176,24 +202,52 @@ class PoolPublisher(SyncWaiting, PoolShell):
 
     _UNSETTLED = "messages still unsettled"
 
-    def __init__(self, endpoints: Sequence[str], *, name: str = "python", window: int = 1000,
-                 timeout: float | None = 30.0, attempt_timeout: float = 1.0,
-                 retry_deadline: float | None = None, wait_when_disabled: bool = False,
-                 context: zmq.Context[Any] | None = None, reconnect_ivl: float = 0.1,
-                 reconnect_ivl_max: float = 1.0,
-                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
-        super().__init__(endpoints, name=name, window=window, timeout=timeout,
-                         attempt_timeout=attempt_timeout, retry_deadline=retry_deadline,
-                         wait_when_disabled=wait_when_disabled, schemas=schemas)
-        self._open(context if context is not None else zmq.Context.instance(), window,
-                   reconnect_ivl, reconnect_ivl_max)
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        name: str = "python",
+        window: int = 1000,
+        timeout: float | None = 30.0,
+        attempt_timeout: float = 1.0,
+        retry_deadline: float | None = None,
+        wait_when_disabled: bool = False,
+        context: zmq.Context[Any] | None = None,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 1.0,
+        schemas: SchemaSet | str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(
+            endpoints,
+            name=name,
+            window=window,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+            schemas=schemas,
+        )
+        self._open(
+            context if context is not None else zmq.Context.instance(),
+            window,
+            reconnect_ivl,
+            reconnect_ivl_max,
+        )
         self._poller = zmq.Poller()
         for sock in self._owned:
             self._poller.register(sock, zmq.POLLIN)
 
-    def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
-                id: str | None = None, retry_deadline: float | _Default | None = DEFAULT,
-                wait_when_disabled: bool | _Default = DEFAULT) -> PoolReceipt:
+    def publish(
+        self,
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> PoolReceipt:
         """Queue one message for the pool; return its receipt without waiting for a broker.
 
         Blocks while ``window`` messages are unsettled; raises PublishTimeout (``sent``
@@ -201,8 +255,9 @@ class PoolPublisher(SyncWaiting, PoolShell):
         """
         if self._closed:
             raise ClosedError("publisher is closed")
-        r = self._compose(PoolReceipt, topic, schema, version, data, id, retry_deadline,
-                          wait_when_disabled)
+        r = self._compose(
+            PoolReceipt, topic, schema, version, data, id, retry_deadline, wait_when_disabled
+        )
         r._owner = self
         if not self._make_room():
             raise self._unsent(r, "the in-flight window stayed full")
@@ -211,12 +266,27 @@ class PoolPublisher(SyncWaiting, PoolShell):
         self.core.add(r, now, self._send_to)
         return r
 
-    def publish_wait(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
-                     id: str | None = None, retry_deadline: float | _Default | None = DEFAULT,
-                     wait_when_disabled: bool | _Default = DEFAULT) -> PoolReceipt:
+    def publish_wait(
+        self,
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> PoolReceipt:
         """publish() then wait until a broker accepted it; raise its error if it failed."""
-        r = self.publish(topic, schema, version, data, id=id, retry_deadline=retry_deadline,
-                         wait_when_disabled=wait_when_disabled)
+        r = self.publish(
+            topic,
+            schema,
+            version,
+            data,
+            id=id,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+        )
         r.result()
         return r
 
@@ -235,8 +305,9 @@ class PoolPublisher(SyncWaiting, PoolShell):
     def __enter__(self) -> PoolPublisher:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # -- internals ------------------------------------------------------------------------
@@ -284,15 +355,28 @@ class PoolSubscriber(PoolMembership, Subscriber):
     most ``dedup_ttl`` seconds — are dropped and counted in ``duplicates``.
     """
 
-    def __init__(self, endpoints: Sequence[str],
-                 prefixes: str | bytes | Iterable[str | bytes] = (), *,
-                 dedup_size: int = 200_000, dedup_ttl: float = 60.0, rcvhwm: int = 10_000,
-                 context: zmq.Context[Any] | None = None, reconnect_ivl: float = 0.1,
-                 reconnect_ivl_max: float = 1.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        prefixes: str | bytes | Iterable[str | bytes] = (),
+        *,
+        dedup_size: int = 200_000,
+        dedup_ttl: float = 60.0,
+        rcvhwm: int = 10_000,
+        context: zmq.Context[Any] | None = None,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 1.0,
+    ) -> None:
         endpoints = pool_endpoints(endpoints)
         self.dedup = DedupWindow(dedup_size, dedup_ttl)
-        super().__init__(endpoints[0], prefixes, rcvhwm=rcvhwm, context=context,
-                         reconnect_ivl=reconnect_ivl, reconnect_ivl_max=reconnect_ivl_max)
+        super().__init__(
+            endpoints[0],
+            prefixes,
+            rcvhwm=rcvhwm,
+            context=context,
+            reconnect_ivl=reconnect_ivl,
+            reconnect_ivl_max=reconnect_ivl_max,
+        )
         self._join(endpoints)
 
     def _decode(self, frames: list[bytes]) -> Message | None:

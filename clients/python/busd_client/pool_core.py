@@ -45,8 +45,13 @@ _SILENT = "no answer in time"
 
 
 class PoolCore:
-    def __init__(self, endpoints: Sequence[str], attempt_timeout: float,
-                 avoid_base: float = 0.25, avoid_max: float = 8.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        attempt_timeout: float,
+        avoid_base: float = 0.25,
+        avoid_max: float = 8.0,
+    ) -> None:
         if not endpoints:
             raise ValueError("a pool needs at least one broker endpoint")
         if len(set(endpoints)) != len(endpoints):
@@ -71,8 +76,7 @@ class PoolCore:
 
     # -- the shells call these ------------------------------------------------------------
 
-    def add(self, p: PoolPending, now: float, send: Callable[[Link, PoolPending], bool]
-            ) -> None:
+    def add(self, p: PoolPending, now: float, send: Callable[[Link, PoolPending], bool]) -> None:
         """A new message: sent at once when a broker is usable and none is waiting."""
         self.count += 1
         if p._deadline != math.inf:
@@ -212,8 +216,12 @@ class PoolCore:
                 # One strike per silence: the messages sent before it was noticed time out
                 # one after another and must not push the backoff to its maximum at once.
                 link.strikes += 1
-                self._avoid(link, now, min(self.avoid_max,
-                                           self.avoid_base * 2 ** (link.strikes - 1)), _SILENT)
+                self._avoid(
+                    link,
+                    now,
+                    min(self.avoid_max, self.avoid_base * 2 ** (link.strikes - 1)),
+                    _SILENT,
+                )
                 link.probing = True
         dq = self._deadlines
         # Due entries, and settled ones at the head: without this a publisher that never
@@ -224,10 +232,14 @@ class PoolCore:
                 continue
             if p._link is not None:
                 p._link.abandon(p._seq)
-            self.settle(p, PublishTimeout(
-                "no broker accepted it before its deadline" + (
-                    " (fate unknown)" if p.attempts else "; it was never sent"),
-                sent=bool(p.attempts)))
+            self.settle(
+                p,
+                PublishTimeout(
+                    "no broker accepted it before its deadline"
+                    + (" (fate unknown)" if p.attempts else "; it was never sent"),
+                    sent=bool(p.attempts),
+                ),
+            )
         retries = self._retries
         while retries and retries[0][0] <= now:
             p = heapq.heappop(retries)[2]
@@ -251,8 +263,9 @@ class PoolCore:
         if self._retries:
             times.append(self._retries[0][0])
         if self.waiting:
-            times.extend(link.avoid_until for link in self.links
-                         if link.connected and link.avoid_until > now)
+            times.extend(
+                link.avoid_until for link in self.links if link.connected and link.avoid_until > now
+            )
         return min(times) if times else None
 
     def settle(self, p: PoolPending, error: BusError | None) -> None:
@@ -290,8 +303,11 @@ class PoolCore:
             link.avoid_reason = why
 
     def _move_all(self, link: Link) -> None:
-        moved = [p for seq in sorted(link.outstanding)
-                 if (p := link.abandon(seq)) is not None and not p._done]
+        moved = [
+            p
+            for seq in sorted(link.outstanding)
+            if (p := link.abandon(seq)) is not None and not p._done
+        ]
         link.deadlines.clear()
         for p in reversed(moved):
             p._link = None
@@ -315,8 +331,11 @@ class PoolCore:
         p._link = None
         if isinstance(err, NotReady) or err.code == "shutting_down":
             # A floor, so a broker answering retry_after_ms 0 is not asked again at once.
-            wait = max(self.avoid_base, err.retry_after_ms / 1000.0) \
-                if isinstance(err, NotReady) else self.avoid_max
+            wait = (
+                max(self.avoid_base, err.retry_after_ms / 1000.0)
+                if isinstance(err, NotReady)
+                else self.avoid_max
+            )
             self._avoid(link, now, wait, err.code)
             link.moved_away += 1
             self.waiting.appendleft(p)

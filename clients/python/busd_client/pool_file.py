@@ -84,15 +84,17 @@ def _entry(index: int, table: Any, file: str) -> PoolEntry:
     where = _where(index, table)
     unknown = sorted(set(table) - set(_FIELDS))
     if unknown:
-        raise PoolFileError(file, f"{where}: unknown key {unknown[0]!r} "
-                                  f"(known: {', '.join(_FIELDS)})")
+        raise PoolFileError(
+            file, f"{where}: unknown key {unknown[0]!r} (known: {', '.join(_FIELDS)})"
+        )
     for key in _REQUIRED:
         if key not in table:
             raise PoolFileError(file, f"{where}: missing required field {key!r}")
     for key, value in table.items():
         if not isinstance(value, str):
-            raise PoolFileError(file, f"{where}: field {key!r} must be a string, "
-                                      f"not {type(value).__name__}")
+            raise PoolFileError(
+                file, f"{where}: field {key!r} must be a string, not {type(value).__name__}"
+            )
         problem = _check_value(key, value)
         if problem is not None:
             raise PoolFileError(file, f"{where}: field {key!r} {problem}: {value[:200]!r}")
@@ -113,8 +115,9 @@ def load_pool(path: str | os.PathLike[str]) -> list[PoolEntry]:
         raise PoolFileError(file, f"not UTF-8: {exc}") from None
     unknown = sorted(set(data) - {"broker"})
     if unknown:
-        raise PoolFileError(file, f"unknown top-level key {unknown[0]!r} "
-                                  "(a pool file holds only [[broker]] tables)")
+        raise PoolFileError(
+            file, f"unknown top-level key {unknown[0]!r} (a pool file holds only [[broker]] tables)"
+        )
     tables = data.get("broker")
     if tables is None:
         raise PoolFileError(file, "no brokers: add at least one [[broker]] table")
@@ -132,9 +135,11 @@ def load_pool(path: str | os.PathLike[str]) -> list[PoolEntry]:
                 continue
             if value in seen:
                 raise PoolFileError(
-                    file, f"broker #{i + 1} ({entry.name!r}): field {key!r} duplicates "
-                          f"broker #{seen[value] + 1} ({entries[seen[value]].name!r}): "
-                          f"{value!r}")
+                    file,
+                    f"broker #{i + 1} ({entry.name!r}): field {key!r} duplicates "
+                    f"broker #{seen[value] + 1} ({entries[seen[value]].name!r}): "
+                    f"{value!r}",
+                )
             seen[value] = i
     return entries
 

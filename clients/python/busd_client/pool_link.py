@@ -49,8 +49,9 @@ class Link:
         self.moved_away = self.disconnects = self.late_answers = 0
 
     def usable(self, now: float) -> bool:
-        return (self.connected and now >= self.avoid_until
-                and not (self.probing and self.outstanding))
+        return (
+            self.connected and now >= self.avoid_until and not (self.probing and self.outstanding)
+        )
 
     def state(self, now: float) -> str:
         if not self.connected:
@@ -60,11 +61,18 @@ class Link:
         return "probing" if self.probing else "up"
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "state": self.state(now),
-                "in_flight": len(self.outstanding), "sent": self.sent,
-                "accepted": self.accepted, "rejected": self.rejected,
-                "attempt_timeouts": self.timeouts, "moved_away": self.moved_away,
-                "disconnects": self.disconnects, "late_answers": self.late_answers}
+        return {
+            "endpoint": self.endpoint,
+            "state": self.state(now),
+            "in_flight": len(self.outstanding),
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "attempt_timeouts": self.timeouts,
+            "moved_away": self.moved_away,
+            "disconnects": self.disconnects,
+            "late_answers": self.late_answers,
+        }
 
     def take(self, seq: int) -> tuple[PoolPending | None, bool]:
         """The message sent with ``seq`` and whether it had been given up on (late)."""

@@ -64,23 +64,46 @@ class Publisher(SyncWaiting, PublisherBase):
     publish. Replies are read during publish/flush/result calls: call ``flush`` at the end.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_PUB_ENDPOINT, *, name: str = "python",
-                 window: int = 1000, timeout: float = 5.0, retry_deadline: float | None = None,
-                 wait_when_disabled: bool = False, context: zmq.Context[Any] | None = None,
-                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0,
-                 schemas: SchemaSet | str | os.PathLike[str] | None = None) -> None:
-        super().__init__(endpoint, name=name, window=window, timeout=timeout,
-                         retry_deadline=retry_deadline, wait_when_disabled=wait_when_disabled,
-                         schemas=schemas)
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_PUB_ENDPOINT,
+        *,
+        name: str = "python",
+        window: int = 1000,
+        timeout: float = 5.0,
+        retry_deadline: float | None = None,
+        wait_when_disabled: bool = False,
+        context: zmq.Context[Any] | None = None,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 1.0,
+        schemas: SchemaSet | str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(
+            endpoint,
+            name=name,
+            window=window,
+            timeout=timeout,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+            schemas=schemas,
+        )
         ctx = context if context is not None else zmq.Context.instance()
         self._sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         configure_dealer(self._sock, window, reconnect_ivl, reconnect_ivl_max)
         self._sock.connect(endpoint)
         self._since_read = 0
 
-    def publish(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
-                id: str | None = None, retry_deadline: float | _Default | None = DEFAULT,
-                wait_when_disabled: bool | _Default = DEFAULT) -> Receipt:
+    def publish(
+        self,
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> Receipt:
         """Send one message; return its Receipt without waiting for busd's reply.
 
         Raises PublishTimeout (``sent`` False) when the message could not be handed to a
@@ -88,8 +111,9 @@ class Publisher(SyncWaiting, PublisherBase):
         """
         if self._closed:
             raise ClosedError("publisher is closed")
-        r = self._compose(Receipt, topic, schema, version, data, id, retry_deadline,
-                          wait_when_disabled)
+        r = self._compose(
+            Receipt, topic, schema, version, data, id, retry_deadline, wait_when_disabled
+        )
         r._owner = self
         if not self._make_room():
             raise self._unsent(r, "the in-flight window stayed full")
@@ -100,16 +124,32 @@ class Publisher(SyncWaiting, PublisherBase):
                 if remaining <= 0:
                     raise self._unsent(r, "no connection to busd accepted the message")
                 self._pump()
-                self._sock.poll(math.ceil(min(remaining, self._wait_cap()) * 1000),
-                                _POLLIN | zmq.POLLOUT)
+                self._sock.poll(
+                    math.ceil(min(remaining, self._wait_cap()) * 1000), _POLLIN | zmq.POLLOUT
+                )
         return r
 
-    def publish_wait(self, topic: str, schema: str, version: int, data: Mapping[str, Any], *,
-                     id: str | None = None, retry_deadline: float | _Default | None = DEFAULT,
-                     wait_when_disabled: bool | _Default = DEFAULT) -> Receipt:
+    def publish_wait(
+        self,
+        topic: str,
+        schema: str,
+        version: int,
+        data: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> Receipt:
         """publish() then wait for the reply; raise the message's error if it failed."""
-        r = self.publish(topic, schema, version, data, id=id, retry_deadline=retry_deadline,
-                         wait_when_disabled=wait_when_disabled)
+        r = self.publish(
+            topic,
+            schema,
+            version,
+            data,
+            id=id,
+            retry_deadline=retry_deadline,
+            wait_when_disabled=wait_when_disabled,
+        )
         r.result()
         return r
 
@@ -130,8 +170,9 @@ class Publisher(SyncWaiting, PublisherBase):
     def __enter__(self) -> Publisher:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # -- internals ------------------------------------------------------------------------

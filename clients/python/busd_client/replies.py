@@ -44,8 +44,13 @@ def read_reply(frame: bytes, last_seq: int) -> Reply:
         bad, rej_in = bad + 1, []
     acc: list[tuple[int, int]] = []
     for pair in acc_in:
-        if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int
-                or type(pair[1]) is not int or not 1 <= pair[0] <= pair[1] <= last_seq):
+        if (
+            type(pair) is not list
+            or len(pair) != 2
+            or type(pair[0]) is not int
+            or type(pair[1]) is not int
+            or not 1 <= pair[0] <= pair[1] <= last_seq
+        ):
             bad += 1
             continue
         acc.append((pair[0], pair[1]))

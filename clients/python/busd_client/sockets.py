@@ -19,8 +19,9 @@ def _reconnect(sock: zmq.Socket[bytes], ivl: float, ivl_max: float) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
 
 
-def configure_dealer(sock: zmq.Socket[bytes], window: int, reconnect_ivl: float,
-                     reconnect_ivl_max: float) -> None:
+def configure_dealer(
+    sock: zmq.Socket[bytes], window: int, reconnect_ivl: float, reconnect_ivl_max: float
+) -> None:
     """The publisher's DEALER.
 
     IMMEDIATE=1: a message is queued only on a completed connection. While busd is down a
@@ -39,8 +40,9 @@ def configure_dealer(sock: zmq.Socket[bytes], window: int, reconnect_ivl: float,
     _reconnect(sock, reconnect_ivl, reconnect_ivl_max)
 
 
-def configure_sub(sock: zmq.Socket[bytes], rcvhwm: int, reconnect_ivl: float,
-                  reconnect_ivl_max: float) -> None:
+def configure_sub(
+    sock: zmq.Socket[bytes], rcvhwm: int, reconnect_ivl: float, reconnect_ivl_max: float
+) -> None:
     """The subscriber's SUB: bounded queue (delivery is at most once anyway), no linger."""
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, rcvhwm)

@@ -46,10 +46,16 @@ class Subscriber(Subscriptions):
     ``bad_messages``. Use from one thread.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_SUB_ENDPOINT,
-                 prefixes: str | bytes | Iterable[str | bytes] = (), *,
-                 rcvhwm: int = 10_000, context: zmq.Context[Any] | None = None,
-                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 1.0) -> None:
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_SUB_ENDPOINT,
+        prefixes: str | bytes | Iterable[str | bytes] = (),
+        *,
+        rcvhwm: int = 10_000,
+        context: zmq.Context[Any] | None = None,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 1.0,
+    ) -> None:
         ctx = context if context is not None else zmq.Context.instance()
         self.endpoint = endpoint
         self.bad_messages = 0
@@ -101,6 +107,7 @@ class Subscriber(Subscriptions):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -40,6 +40,7 @@ class SyncWaiting:
     _UNSETTLED = "messages still in flight"  # what a flush past its timeout says
 
     if TYPE_CHECKING:  # provided by the publisher; not defined here, so never shadowed
+
         def _pump(self) -> None: ...
 
         def _next_wakeup(self, now: float) -> float | None: ...
@@ -71,8 +72,7 @@ class SyncWaiting:
                 return self._wait_for(lambda: book.count < self.window, self.timeout, None)
         return True
 
-    def _wait_for(self, cond: Callable[[], bool], timeout: float | None,
-                  what: str | None) -> bool:
+    def _wait_for(self, cond: Callable[[], bool], timeout: float | None, what: str | None) -> bool:
         """Pump until ``cond()``; False (or PublishTimeout, when ``what`` is given) past
         ``timeout``. With ``timeout`` None this ends when every message has settled."""
         deadline = math.inf if timeout is None else _monotonic() + timeout

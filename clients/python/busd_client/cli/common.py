@@ -34,22 +34,29 @@ def env_default(var: str, default: str) -> str:
 
 def add_pub_endpoint(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--pub-endpoint", default=env_default("BUSD_PUB_ENDPOINT", DEFAULT_PUB_ENDPOINT),
+        "--pub-endpoint",
+        default=env_default("BUSD_PUB_ENDPOINT", DEFAULT_PUB_ENDPOINT),
         metavar="ENDPOINT",
-        help="publisher ingress endpoint (env BUSD_PUB_ENDPOINT; default %(default)s)")
+        help="publisher ingress endpoint (env BUSD_PUB_ENDPOINT; default %(default)s)",
+    )
 
 
 def add_sub_endpoint(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--sub-endpoint", default=env_default("BUSD_SUB_ENDPOINT", DEFAULT_SUB_ENDPOINT),
+        "--sub-endpoint",
+        default=env_default("BUSD_SUB_ENDPOINT", DEFAULT_SUB_ENDPOINT),
         metavar="ENDPOINT",
-        help="subscriber egress endpoint (env BUSD_SUB_ENDPOINT; default %(default)s)")
+        help="subscriber egress endpoint (env BUSD_SUB_ENDPOINT; default %(default)s)",
+    )
 
 
 def add_control(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--control", default=env_default("BUSD_CONTROL", DEFAULT_CONTROL), metavar="PATH",
-        help="busd control socket (env BUSD_CONTROL; default %(default)s)")
+        "--control",
+        default=env_default("BUSD_CONTROL", DEFAULT_CONTROL),
+        metavar="PATH",
+        help="busd control socket (env BUSD_CONTROL; default %(default)s)",
+    )
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

@@ -23,23 +23,29 @@ EXIT_UNAVAILABLE = 3
 
 def register(subparsers: Any) -> None:
     rates = subparsers.add_parser(
-        "rates", help="list rate limits, tokens, throttle counts and rate file errors",
+        "rates",
+        help="list rate limits, tokens, throttle counts and rate file errors",
         description="List the rate limits in force with their current tokens and recent "
-                    "(about 60 s) and total refusals, and problems found in the rates "
-                    "directory.")
+        "(about 60 s) and total refusals, and problems found in the rates "
+        "directory.",
+    )
     add_control(rates)
     add_json(rates)
     rates.set_defaults(func=run_rates)
 
     rate = subparsers.add_parser(
-        "rate", help="set or clear a rate limit",
+        "rate",
+        help="set or clear a rate limit",
         description="Set or clear a rate limit. busd writes the rates file atomically, so "
-                    "the limit survives a crash or restart.")
+        "the limit survives a crash or restart.",
+    )
     actions = rate.add_subparsers(dest="action", required=True, metavar="ACTION")
     set_ = actions.add_parser(
-        "set", help="set KEY to RATE messages/s",
+        "set",
+        help="set KEY to RATE messages/s",
         description="KEY is publish, publish.<topic prefix> or publisher.<name>; RATE 0 "
-                    "stops publishing (disabled).")
+        "stops publishing (disabled).",
+    )
     set_.add_argument("key", metavar="KEY")
     set_.add_argument("rate", metavar="RATE", help="messages per second, decimal; 0 disables")
     set_.add_argument("--burst", metavar="B", help="bucket size (default max(1, RATE))")
@@ -52,10 +58,17 @@ def register(subparsers: Any) -> None:
     clear.set_defaults(func=run_rate_clear)
 
     schemas = subparsers.add_parser(
-        "schemas", help="list loaded schemas; `schemas reload` reloads them",
-        description="Without ACTION, list the schemas busd has loaded.")
-    schemas.add_argument("action", nargs="?", choices=["reload"], metavar="ACTION",
-                         help="reload: read the schemas directory again")
+        "schemas",
+        help="list loaded schemas; `schemas reload` reloads them",
+        description="Without ACTION, list the schemas busd has loaded.",
+    )
+    schemas.add_argument(
+        "action",
+        nargs="?",
+        choices=["reload"],
+        metavar="ACTION",
+        help="reload: read the schemas directory again",
+    )
     add_control(schemas)
     add_json(schemas)
     schemas.set_defaults(func=run_schemas)
@@ -83,20 +96,53 @@ def run_rates(args: argparse.Namespace) -> int:
     print(f"rates directory: {reply.get('dir', '?')}")
     limits = reply.get("limits") or []
     if limits:
-        print(table(["KEY", "RATE/S", "BURST", "TOKENS", "THROTTLED(60s)", "THROTTLED",
-                     "DISABLED(60s)", "DISABLED"],
-                    [[row["key"], "0 (disabled)" if row["rate"] == 0 else number(row["rate"]),
-                      number(row["burst"]), number(row["tokens"]), row["throttled_recent"],
-                      row["throttled_total"], row["disabled_recent"], row["disabled_total"]]
-                     for row in limits]))
+        print(
+            table(
+                [
+                    "KEY",
+                    "RATE/S",
+                    "BURST",
+                    "TOKENS",
+                    "THROTTLED(60s)",
+                    "THROTTLED",
+                    "DISABLED(60s)",
+                    "DISABLED",
+                ],
+                [
+                    [
+                        row["key"],
+                        "0 (disabled)" if row["rate"] == 0 else number(row["rate"]),
+                        number(row["burst"]),
+                        number(row["tokens"]),
+                        row["throttled_recent"],
+                        row["throttled_total"],
+                        row["disabled_recent"],
+                        row["disabled_total"],
+                    ]
+                    for row in limits
+                ],
+            )
+        )
     else:
         print("no limits: publishing is unlimited")
     errors = reply.get("errors") or []
     if errors:
         print("\nrates directory problems (last good values stay in force):")
-        print(table(["FILE", "KIND", "SEEN", "SINCE", "PROBLEM"],
-                    [[e["file"] or "(directory)", e["kind"], e["count"], when(e["since"]),
-                      e["message"]] for e in errors]))
+        print(
+            table(
+                ["FILE", "KIND", "SEEN", "SINCE", "PROBLEM"],
+                [
+                    [
+                        e["file"] or "(directory)",
+                        e["kind"],
+                        e["count"],
+                        when(e["since"]),
+                        e["message"],
+                    ]
+                    for e in errors
+                ],
+            )
+        )
     return 0
 
 
@@ -112,8 +158,10 @@ def run_rate_set(args: argparse.Namespace) -> int:
     elif reply["rate"] == 0:
         print(f"{reply['key']}: disabled (written to {reply['file']})")
     else:
-        print(f"{reply['key']}: {number(reply['rate'])}/s, burst {number(reply['burst'])} "
-              f"(written to {reply['file']})")
+        print(
+            f"{reply['key']}: {number(reply['rate'])}/s, burst {number(reply['burst'])} "
+            f"(written to {reply['file']})"
+        )
     return 0
 
 
@@ -153,8 +201,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned columns; the last column is not padded."""
     cells = [list(header)] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=False))
-                     + ("  " if len(row) > 1 else "") + row[-1] for row in cells)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=False))
+        + ("  " if len(row) > 1 else "")
+        + row[-1]
+        for row in cells
+    )
 
 
 def readable(value: Any, indent: str = "") -> str:
@@ -171,8 +223,10 @@ def readable(value: Any, indent: str = "") -> str:
     if isinstance(value, list):
         if value and all(isinstance(item, dict) for item in value):
             header = list(dict.fromkeys(k for item in value for k in item))
-            body = table([h.upper() for h in header],
-                         [[cell(h, item.get(h, "")) for h in header] for item in value])
+            body = table(
+                [h.upper() for h in header],
+                [[cell(h, item.get(h, "")) for h in header] for item in value],
+            )
             return "\n".join(indent + line for line in body.splitlines())
         return "\n".join(f"{indent}- {scalar(item)}" for item in value)
     return indent + scalar(value)
@@ -180,8 +234,11 @@ def readable(value: Any, indent: str = "") -> str:
 
 def cell(key: str, value: Any) -> str:
     """Timestamps (keys ``*_at``, ``since``, ``last_seen``: Unix seconds) as local time."""
-    if (key.endswith("_at") or key in ("since", "last_seen")) and isinstance(
-            value, int | float) and not isinstance(value, bool):
+    if (
+        (key.endswith("_at") or key in ("since", "last_seen"))
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
         return when(value)
     return scalar(value)
 

@@ -44,8 +44,11 @@ class Outcome:
     error: str = ""
 
     def as_dict(self, key: str) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok,
-                **({key: self.data} if self.ok else {"error": self.error})}
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            **({key: self.data} if self.ok else {"error": self.error}),
+        }
 
 
 class BrokerFailed(Exception):
@@ -92,11 +95,13 @@ def metrics_summary(entry: PoolEntry, timeout: float) -> Summary:
     try:
         return Summary.of(scrape(entry.metrics, timeout), time.monotonic())
     except OSError as exc:
-        raise BrokerFailed(f"down: cannot read metrics from {entry.metrics}: "
-                           f"{reason(exc)}") from None
+        raise BrokerFailed(
+            f"down: cannot read metrics from {entry.metrics}: {reason(exc)}"
+        ) from None
 
 
 # -- commands -----------------------------------------------------------------------------
+
 
 def run_status(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
     def status(entry: PoolEntry) -> dict[str, Any]:
@@ -123,12 +128,21 @@ def run_status(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
 
     outcomes = address_all(pool, status)
     if args.json:
-        print(dump_json({"brokers": [o.as_dict("status") for o in outcomes],
-                         "failed": failed_names(outcomes)}))
+        print(
+            dump_json(
+                {
+                    "brokers": [o.as_dict("status") for o in outcomes],
+                    "failed": failed_names(outcomes),
+                }
+            )
+        )
     else:
         for o in outcomes:
-            found = [f"{what} {o.data[key]}" for what, key in (("/readyz", "ready"),
-                     ("control", "control")) if o.ok and o.data[key]]
+            found = [
+                f"{what} {o.data[key]}"
+                for what, key in (("/readyz", "ready"), ("control", "control"))
+                if o.ok and o.data[key]
+            ]
             print(f"{o.name}: " + (", ".join(found) if o.ok else f"FAILED: {o.error}"))
     return finish(args, outcomes, len(pool))
 
@@ -137,22 +151,47 @@ def run_rates(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
     outcomes = address_all(pool, lambda e: control_call(e, args.timeout, "rates.list"))
     drift = rate_drift(outcomes)
     if args.json:
-        print(dump_json({"brokers": [o.as_dict("rates") for o in outcomes], "drift": drift,
-                         "failed": failed_names(outcomes)}))
+        print(
+            dump_json(
+                {
+                    "brokers": [o.as_dict("rates") for o in outcomes],
+                    "drift": drift,
+                    "failed": failed_names(outcomes),
+                }
+            )
+        )
     else:
         for o in outcomes:
             if not o.ok:
                 print(f"{o.name}: FAILED: {o.error}")
                 continue
             limits, errors = o.data.get("limits") or [], o.data.get("errors") or []
-            print(f"{o.name}: rates directory {o.data.get('dir', '?')}"
-                  + (f"; {len(errors)} rates file problem(s), see `busctl rates` there"
-                     if errors else ""))
-            body = table(["KEY", "RATE/S", "BURST", "TOKENS", "THROTTLED", "DISABLED"],
-                         [[r["key"], "0 (disabled)" if r["rate"] == 0 else number(r["rate"]),
-                           number(r["burst"]),
-                           number(r["tokens"]), r["throttled_total"], r["disabled_total"]]
-                          for r in limits]) if limits else "no limits: publishing is unlimited"
+            print(
+                f"{o.name}: rates directory {o.data.get('dir', '?')}"
+                + (
+                    f"; {len(errors)} rates file problem(s), see `busctl rates` there"
+                    if errors
+                    else ""
+                )
+            )
+            body = (
+                table(
+                    ["KEY", "RATE/S", "BURST", "TOKENS", "THROTTLED", "DISABLED"],
+                    [
+                        [
+                            r["key"],
+                            "0 (disabled)" if r["rate"] == 0 else number(r["rate"]),
+                            number(r["burst"]),
+                            number(r["tokens"]),
+                            r["throttled_total"],
+                            r["disabled_total"],
+                        ]
+                        for r in limits
+                    ],
+                )
+                if limits
+                else "no limits: publishing is unlimited"
+            )
             print("\n".join("  " + line for line in body.splitlines()))
         answered = sum(o.ok for o in outcomes)
         if drift is None:
@@ -160,9 +199,13 @@ def run_rates(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
         else:
             print(f"\nDRIFT: {', '.join(drift['brokers'])} {drift['summary']}")
             for key, values in drift["keys"].items():
-                print(f"  {key}: " + ", ".join(
-                    f"{name} {limit_text(v['rate'], v['burst']) if v else 'unlimited'}"
-                    for name, v in values.items()))
+                print(
+                    f"  {key}: "
+                    + ", ".join(
+                        f"{name} {limit_text(v['rate'], v['burst']) if v else 'unlimited'}"
+                        for name, v in values.items()
+                    )
+                )
     status = finish(args, outcomes, len(pool))
     return status or (EXIT_DRIFT if drift is not None else 0)
 
@@ -175,8 +218,11 @@ def rate_drift(outcomes: list[Outcome]) -> dict[str, Any] | None:
     """None when every broker that answered has the same limits in force; else which
     brokers differ from the majority (all of them when there is none) and, per key that
     differs, each broker's limit (None: unlimited)."""
-    limits = {o.name: {r["key"]: (r["rate"], r["burst"]) for r in o.data.get("limits") or []}
-              for o in outcomes if o.ok}
+    limits = {
+        o.name: {r["key"]: (r["rate"], r["burst"]) for r in o.data.get("limits") or []}
+        for o in outcomes
+        if o.ok
+    }
     groups = Counter(tuple(sorted(v.items())) for v in limits.values())
     if len(groups) <= 1:
         return None
@@ -188,9 +234,14 @@ def rate_drift(outcomes: list[Outcome]) -> dict[str, Any] | None:
         others = [n for n in limits if n not in flagged]
         summary = f"differ(s) from the other brokers ({', '.join(others)})"
     keys = sorted({k for v in limits.values() for k in v})
-    differing = {k: {n: (None if k not in v else {"rate": v[k][0], "burst": v[k][1]})
-                     for n, v in limits.items()}
-                 for k in keys if len({v.get(k) for v in limits.values()}) > 1}
+    differing = {
+        k: {
+            n: (None if k not in v else {"rate": v[k][0], "burst": v[k][1]})
+            for n, v in limits.items()
+        }
+        for k in keys
+        if len({v.get(k) for v in limits.values()}) > 1
+    }
     return {"brokers": flagged, "summary": summary, "keys": differing}
 
 
@@ -199,21 +250,38 @@ def run_rate_set(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
     if args.burst is not None:
         params["burst"] = args.burst
     outcomes = address_all(pool, lambda e: control_call(e, args.timeout, "rates.set", **params))
-    return report_each(args, outcomes, "reply", lambda r: (
-        f"{r['key']}: {limit_text(r['rate'], r['burst'])} (written to {r['file']})"))
+    return report_each(
+        args,
+        outcomes,
+        "reply",
+        lambda r: f"{r['key']}: {limit_text(r['rate'], r['burst'])} (written to {r['file']})",
+    )
 
 
 def run_rate_clear(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
-    outcomes = address_all(pool, lambda e: control_call(e, args.timeout, "rates.clear",
-                                                          key=args.key))
-    return report_each(args, outcomes, "reply", lambda r: (
-        f"{r['key']}: " + ("cleared, now unlimited" if r.get("cleared") else "had no limit")))
+    outcomes = address_all(
+        pool, lambda e: control_call(e, args.timeout, "rates.clear", key=args.key)
+    )
+    return report_each(
+        args,
+        outcomes,
+        "reply",
+        lambda r: (
+            f"{r['key']}: " + ("cleared, now unlimited" if r.get("cleared") else "had no limit")
+        ),
+    )
 
 
 def run_schemas_reload(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
     outcomes = address_all(pool, lambda e: control_call(e, args.timeout, "schemas.reload"))
-    return report_each(args, outcomes, "reply", lambda r: (
-        f"reloaded: {r.get('loaded', '?')} schema(s), {r.get('versions', '?')} version(s)"))
+    return report_each(
+        args,
+        outcomes,
+        "reply",
+        lambda r: (
+            f"reloaded: {r.get('loaded', '?')} schema(s), {r.get('versions', '?')} version(s)"
+        ),
+    )
 
 
 def run_stats(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
@@ -221,22 +289,59 @@ def run_stats(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
     read = [o.data for o in outcomes if o.ok]
     total = pool_total(read)
     if args.json:
-        print(dump_json({"brokers": [{"name": o.name, "ok": o.ok, **(
-            {"stats": o.data.as_dict()} if o.ok else {"error": o.error})} for o in outcomes],
-            "total": total, "failed": failed_names(outcomes)}))
+        print(
+            dump_json(
+                {
+                    "brokers": [
+                        {
+                            "name": o.name,
+                            "ok": o.ok,
+                            **({"stats": o.data.as_dict()} if o.ok else {"error": o.error}),
+                        }
+                        for o in outcomes
+                    ],
+                    "total": total,
+                    "failed": failed_names(outcomes),
+                }
+            )
+        )
     else:
-        header = ["BROKER", "STATE", "RECEIVED", "ACCEPTED", "REJECTED", "THROTTLED",
-                  "PUBS", "SUBS", "P99"]
+        header = [
+            "BROKER",
+            "STATE",
+            "RECEIVED",
+            "ACCEPTED",
+            "REJECTED",
+            "THROTTLED",
+            "PUBS",
+            "SUBS",
+            "P99",
+        ]
 
         def row(name: str, state: str, d: dict[str, Any]) -> list[Any]:
             p99 = d["latency_ms"]["p99"]
-            return [name, state, d["received"], d["accepted"], sum(d["rejected"].values()),
-                    sum(d["throttled"].values()), d["publishers_connected"],
-                    d["subscribers_connected"], "-" if p99 is None else f"<={p99:g}ms"]
+            return [
+                name,
+                state,
+                d["received"],
+                d["accepted"],
+                sum(d["rejected"].values()),
+                sum(d["throttled"].values()),
+                d["publishers_connected"],
+                d["subscribers_connected"],
+                "-" if p99 is None else f"<={p99:g}ms",
+            ]
 
-        rows = [row(o.name, "draining" if o.data.draining else "ready" if o.data.ready
-                    else "NOT READY", o.data.as_dict()) if o.ok else
-                [o.name, "DOWN", *["-"] * 7] for o in outcomes]
+        rows = [
+            row(
+                o.name,
+                "draining" if o.data.draining else "ready" if o.data.ready else "NOT READY",
+                o.data.as_dict(),
+            )
+            if o.ok
+            else [o.name, "DOWN", *["-"] * 7]
+            for o in outcomes
+        ]
         rows.append(row("TOTAL", f"{total['brokers_ready']}/{len(pool)} ready", total))
         print(table(header, rows))
         for o in outcomes:
@@ -249,10 +354,20 @@ def pool_total(summaries: list[Summary]) -> dict[str, Any]:
     """Counters summed over the brokers read; latency quantiles from the merged histogram
     (every busd uses the same buckets), so the pool p99 is a real p99, not an average."""
     dicts = [s.as_dict() for s in summaries]
-    total: dict[str, Any] = {"brokers_read": len(dicts),
-                             "brokers_ready": sum(bool(d["ready"]) for d in dicts)}
-    for key in ("received", "accepted", "bytes_in", "bytes_accepted", "replies_dropped",
-                "publishers_connected", "subscribers_connected", "subscriptions"):
+    total: dict[str, Any] = {
+        "brokers_read": len(dicts),
+        "brokers_ready": sum(bool(d["ready"]) for d in dicts),
+    }
+    for key in (
+        "received",
+        "accepted",
+        "bytes_in",
+        "bytes_accepted",
+        "replies_dropped",
+        "publishers_connected",
+        "subscribers_connected",
+        "subscriptions",
+    ):
         total[key] = sum(d[key] for d in dicts)
     for key in ("rejected", "throttled"):
         merged: Counter[str] = Counter()
@@ -264,23 +379,36 @@ def pool_total(summaries: list[Summary]) -> dict[str, Any]:
         for bound, count in s.latency:
             buckets[bound] = buckets.get(bound, 0.0) + count
     merged_latency = sorted(buckets.items())
-    total["latency_ms"] = {"p50": quantile_ms(merged_latency, 0.5),
-                           "p99": quantile_ms(merged_latency, 0.99)}
+    total["latency_ms"] = {
+        "p50": quantile_ms(merged_latency, 0.5),
+        "p99": quantile_ms(merged_latency, 0.99),
+    }
     return total
 
 
 # -- reporting ----------------------------------------------------------------------------
 
+
 def failed_names(outcomes: list[Outcome]) -> list[str]:
     return [o.name for o in outcomes if not o.ok]
 
 
-def report_each(args: argparse.Namespace, outcomes: list[Outcome], key: str,
-                text: Callable[[dict[str, Any]], str]) -> int:
+def report_each(
+    args: argparse.Namespace,
+    outcomes: list[Outcome],
+    key: str,
+    text: Callable[[dict[str, Any]], str],
+) -> int:
     if args.json:
-        print(dump_json({"ok": all(o.ok for o in outcomes),
-                         "brokers": [o.as_dict(key) for o in outcomes],
-                         "failed": failed_names(outcomes)}))
+        print(
+            dump_json(
+                {
+                    "ok": all(o.ok for o in outcomes),
+                    "brokers": [o.as_dict(key) for o in outcomes],
+                    "failed": failed_names(outcomes),
+                }
+            )
+        )
     else:
         for o in outcomes:
             print(f"{o.name}: {text(o.data)}" if o.ok else f"{o.name}: FAILED: {o.error}")
@@ -292,15 +420,16 @@ def finish(args: argparse.Namespace, outcomes: list[Outcome], count: int) -> int
     if not failed:
         return 0
     command = " ".join(filter(None, ("pool", args.pool_command, getattr(args, "action", None))))
-    error(f"{command}: failed on {len(failed)} of {count} broker(s): "
-          f"{', '.join(failed)}")
+    error(f"{command}: failed on {len(failed)} of {count} broker(s): {', '.join(failed)}")
     return EXIT_FAILED
 
 
 # -- argument parsing ---------------------------------------------------------------------
 
-def with_pool(run: Callable[[argparse.Namespace, list[PoolEntry]], int]
-              ) -> Callable[[argparse.Namespace], int]:
+
+def with_pool(
+    run: Callable[[argparse.Namespace, list[PoolEntry]], int],
+) -> Callable[[argparse.Namespace], int]:
     def func(args: argparse.Namespace) -> int:
         try:
             pool = pool_from_args(args)
@@ -308,51 +437,72 @@ def with_pool(run: Callable[[argparse.Namespace, list[PoolEntry]], int]
             error(str(exc))
             return EXIT_POOL_FILE
         return run(args, pool)
+
     return func
 
 
 def add_pool(parser: argparse.ArgumentParser, with_timeout: bool = True) -> None:
-    parser.add_argument("--pool", metavar="FILE",
-                        help=f"the pool file (TOML, docs/pool.md; env {POOL_ENV})")
+    parser.add_argument(
+        "--pool", metavar="FILE", help=f"the pool file (TOML, docs/pool.md; env {POOL_ENV})"
+    )
     add_json(parser)
     if with_timeout:
-        parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
-                            help="per-broker timeout in seconds (default %(default)s)")
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT,
+            metavar="S",
+            help="per-broker timeout in seconds (default %(default)s)",
+        )
 
 
 def register(subparsers: Any) -> None:
     pool = subparsers.add_parser(
-        "pool", help="address every broker of a pool at once",
+        "pool",
+        help="address every broker of a pool at once",
         description="Run a command on every broker listed in a pool file, reporting per "
-                    "broker. Exit status 0 when every broker did it, 1 when some failed "
-                    "(listed), 2 for a pool file problem.")
+        "broker. Exit status 0 when every broker did it, 1 when some failed "
+        "(listed), 2 for a pool file problem.",
+    )
     actions = pool.add_subparsers(dest="pool_command", required=True, metavar="COMMAND")
 
-    def command(name: str, run: Callable[[argparse.Namespace, list[PoolEntry]], int],
-                help_: str, parent: Any = actions) -> argparse.ArgumentParser:
+    def command(
+        name: str,
+        run: Callable[[argparse.Namespace, list[PoolEntry]], int],
+        help_: str,
+        parent: Any = actions,
+    ) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
         add_pool(parser)
         parser.set_defaults(func=with_pool(run))
         return parser
 
-    command("status", run_status, "each broker's /readyz state and whether its control socket "
-                                  "answers")
-    command("rates", run_rates, "each broker's rate limits, and the brokers whose limits differ "
-                                "(exit 4 on such drift)")
+    command(
+        "status", run_status, "each broker's /readyz state and whether its control socket answers"
+    )
+    command(
+        "rates",
+        run_rates,
+        "each broker's rate limits, and the brokers whose limits differ (exit 4 on such drift)",
+    )
     rate = actions.add_parser("rate", help="set or clear a rate limit on every broker")
     rate_actions = rate.add_subparsers(dest="action", required=True, metavar="ACTION")
-    set_ = command("set", run_rate_set, "set KEY to RATE messages/s on every broker",
-                   rate_actions)
+    set_ = command("set", run_rate_set, "set KEY to RATE messages/s on every broker", rate_actions)
     set_.add_argument("key", metavar="KEY")
     set_.add_argument("rate", metavar="RATE", help="messages per second, decimal; 0 disables")
     set_.add_argument("--burst", metavar="B", help="bucket size (default max(1, RATE))")
-    command("clear", run_rate_clear, "remove KEY's limit on every broker",
-            rate_actions).add_argument("key", metavar="KEY")
+    command(
+        "clear", run_rate_clear, "remove KEY's limit on every broker", rate_actions
+    ).add_argument("key", metavar="KEY")
     command("stats", run_stats, "each broker's counters and the pool total")
     schemas = actions.add_parser("schemas", help="reload the schemas of every broker")
     schema_actions = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
-    command("reload", run_schemas_reload, "every broker reads its schemas directory again",
-            schema_actions)
+    command(
+        "reload",
+        run_schemas_reload,
+        "every broker reads its schemas directory again",
+        schema_actions,
+    )
 
     # Imported here: pool_restart builds on this module's helpers, so it imports this module.
     from busd_client.cli.pool_restart import register_restart  # noqa: PLC0415

@@ -40,8 +40,12 @@ __all__ = ["register_restart", "run_restart"]
 
 
 def run_restart(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
-    unusable = [f"{e.name} has no {field}" for e in pool
-                for field in ("restart", "metrics") if getattr(e, field) is None]
+    unusable = [
+        f"{e.name} has no {field}"
+        for e in pool
+        for field in ("restart", "metrics")
+        if getattr(e, field) is None
+    ]
     if unusable:  # without both, a restart cannot be done or cannot be seen to have worked
         error(f"pool restart: {'; '.join(unusable)} (needs restart and metrics in the pool file)")
         return EXIT_POOL_FILE
@@ -49,8 +53,10 @@ def run_restart(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
     states = address_all(pool, lambda e: ready_state(e, min(args.ready_timeout, 5.0)))
     not_ready = [f"{o.name} ({o.error})" for o in states if not o.ok]
     if not_ready and not args.force:
-        error("pool restart: refused, not every broker is ready now (restarting another would "
-              f"leave the pool with fewer still): {', '.join(not_ready)}; --force to go on")
+        error(
+            "pool restart: refused, not every broker is ready now (restarting another would "
+            f"leave the pool with fewer still): {', '.join(not_ready)}; --force to go on"
+        )
         return EXIT_FAILED
     if not_ready:
         say(f"pool restart: going on (--force) although not ready: {', '.join(not_ready)}")
@@ -60,9 +66,11 @@ def run_restart(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
         outcome = restart_one(entry, args, say)
         report[i].update(outcome)
         if outcome["state"] != "restarted":
-            untouched = [e.name for e in pool[i + 1:]]
-            error(f"pool restart: aborted at {entry.name}: {outcome['error']}; not restarted: "
-                  f"{', '.join(untouched) or 'none'}")
+            untouched = [e.name for e in pool[i + 1 :]]
+            error(
+                f"pool restart: aborted at {entry.name}: {outcome['error']}; not restarted: "
+                f"{', '.join(untouched) or 'none'}"
+            )
             break
         if args.pause > 0 and i + 1 < len(pool):
             time.sleep(args.pause)
@@ -87,8 +95,9 @@ def ready_state(entry: PoolEntry, timeout: float) -> Summary:
     return metrics_summary(entry, timeout)
 
 
-def restart_one(entry: PoolEntry, args: argparse.Namespace,
-                say: Callable[[str], None]) -> dict[str, Any]:
+def restart_one(
+    entry: PoolEntry, args: argparse.Namespace, say: Callable[[str], None]
+) -> dict[str, Any]:
     """Run the broker's restart command, then wait until a new process is ready."""
     assert entry.restart is not None and entry.metrics is not None
     try:  # the process start time tells the new busd from the old one still answering
@@ -102,8 +111,11 @@ def restart_one(entry: PoolEntry, args: argparse.Namespace,
     failure = run_command(entry.restart, args.timeout, entry.name)
     ran = time.monotonic() - begin
     if failure:
-        return {"state": "failed", "error": f"restart command {failure}",
-                "restart_seconds": round(ran, 3)}
+        return {
+            "state": "failed",
+            "error": f"restart command {failure}",
+            "restart_seconds": round(ran, 3),
+        }
     say(f"{entry.name}: restart command done in {ran:.2f} s; waiting for /readyz")
     deadline, last = time.monotonic() + args.ready_timeout, ""
     while True:
@@ -120,23 +132,33 @@ def restart_one(entry: PoolEntry, args: argparse.Namespace,
             say(f"{entry.name}: {state}")
             last = state
         if now >= deadline:
-            return {"state": "failed", "restart_seconds": round(ran, 3),
-                    "error": f"not ready within {args.ready_timeout:g} s (last: {state})"}
+            return {
+                "state": "failed",
+                "restart_seconds": round(ran, 3),
+                "error": f"not ready within {args.ready_timeout:g} s (last: {state})",
+            }
         time.sleep(min(0.05, max(0.0, deadline - now)))
     ready = time.monotonic() - begin - ran
-    say(f"{entry.name}: ready {ready:.2f} s after its restart command "
-        f"({ran + ready:.2f} s in all)")
-    return {"state": "restarted", "restart_seconds": round(ran, 3),
-            "ready_seconds": round(ready, 3)}
+    say(f"{entry.name}: ready {ready:.2f} s after its restart command ({ran + ready:.2f} s in all)")
+    return {
+        "state": "restarted",
+        "restart_seconds": round(ran, 3),
+        "ready_seconds": round(ready, 3),
+    }
 
 
 def run_command(command: str, timeout: float, name: str) -> str:
     """Run ``command`` with sh; "" when it exits 0 in time, else what went wrong. Its output
     goes to stderr, prefixed with the broker's name (stdout may be carrying JSON)."""
     # The pool file's restart field is a shell command by design (ssh, systemctl, sudo ...).
-    proc = subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL,  # noqa: S602
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(  # noqa: S602
+        command,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -158,19 +180,37 @@ def run_command(command: str, timeout: float, name: str) -> str:
 def register_restart(actions: Any) -> None:
     """Add ``restart`` to the ``busctl pool`` subcommands ``actions``."""
     restart = actions.add_parser(
-        "restart", help="restart every broker, one at a time, each ready before the next",
+        "restart",
+        help="restart every broker, one at a time, each ready before the next",
         description="For each broker in file order: run its restart command (must exit 0), "
-                    "then wait until its /readyz answers 200 from the new process; only then "
-                    "the next. Stops at the first broker that fails, leaving the rest "
-                    "untouched. Refuses to start while any broker is not ready (--force).")
+        "then wait until its /readyz answers 200 from the new process; only then "
+        "the next. Stops at the first broker that fails, leaving the rest "
+        "untouched. Refuses to start while any broker is not ready (--force).",
+    )
     add_pool(restart, with_timeout=False)
-    restart.add_argument("--timeout", type=float, default=120.0, metavar="S",
-                         help="time allowed for each restart command (default %(default)s)")
-    restart.add_argument("--ready-timeout", type=float, default=60.0, metavar="S",
-                         help="time allowed for each broker to become ready after its "
-                              "restart command (default %(default)s)")
-    restart.add_argument("--pause", type=float, default=0.0, metavar="S",
-                         help="wait this long after a broker is ready before the next")
-    restart.add_argument("--force", action="store_true",
-                         help="restart even though some broker is not ready now")
+    restart.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="time allowed for each restart command (default %(default)s)",
+    )
+    restart.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="time allowed for each broker to become ready after its "
+        "restart command (default %(default)s)",
+    )
+    restart.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait this long after a broker is ready before the next",
+    )
+    restart.add_argument(
+        "--force", action="store_true", help="restart even though some broker is not ready now"
+    )
     restart.set_defaults(func=with_pool(run_restart))

@@ -28,39 +28,72 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     pub = subparsers.add_parser(
-        "pub", help="publish messages",
+        "pub",
+        help="publish messages",
         description="Publish one message (--data) or one per line of JSON objects on stdin. "
-                    "Exit 0 only when every message was accepted.")
+        "Exit 0 only when every message was accepted.",
+    )
     pub.add_argument("topic", metavar="TOPIC")
     pub.add_argument("--schema", required=True, metavar="NAME", help="schema name")
     pub.add_argument("--version", required=True, type=int, metavar="N", help="schema version")
-    pub.add_argument("--data", metavar="JSON",
-                     help="the payload, a JSON object (default: one object per stdin line)")
+    pub.add_argument(
+        "--data",
+        metavar="JSON",
+        help="the payload, a JSON object (default: one object per stdin line)",
+    )
     pub.add_argument("--id", metavar="ID", help="message id, with --data (default: generated)")
-    pub.add_argument("--publisher", default="busctl", metavar="NAME",
-                     help="publisher name (default %(default)s)")
-    pub.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                     help="seconds to wait for busd per message; in a pool, for some broker "
-                          "to accept it (default %(default)s)")
-    pub.add_argument("--attempt-timeout", type=float, default=1.0, metavar="S",
-                     help="in a pool: seconds one broker may take before the message goes to "
-                          "another (default %(default)s)")
-    pub.add_argument("--retry-deadline", type=float, default=0.0, metavar="S",
-                     help="retry rate_limited messages for up to S seconds (default: no retry)")
-    pub.add_argument("--window", type=int, default=1000, metavar="N",
-                     help="messages in flight at most (default %(default)s)")
+    pub.add_argument(
+        "--publisher", default="busctl", metavar="NAME", help="publisher name (default %(default)s)"
+    )
+    pub.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait for busd per message; in a pool, for some broker "
+        "to accept it (default %(default)s)",
+    )
+    pub.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="in a pool: seconds one broker may take before the message goes to "
+        "another (default %(default)s)",
+    )
+    pub.add_argument(
+        "--retry-deadline",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="retry rate_limited messages for up to S seconds (default: no retry)",
+    )
+    pub.add_argument(
+        "--window",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="messages in flight at most (default %(default)s)",
+    )
     add_pub_endpoint(pub)
     _add_pool(pub)
     add_json(pub)
     pub.set_defaults(func=run_pub)
 
     sub = subparsers.add_parser(
-        "sub", help="print messages as JSON lines",
+        "sub",
+        help="print messages as JSON lines",
         description="Print one JSON object per message (topic, schema, version, id, "
-                    "publisher, ts, data). Exit 0 after --count messages; at --timeout exit 0 "
-                    "only if at least --count (default 1) messages arrived.")
-    sub.add_argument("prefixes", nargs="*", default=[""], metavar="PREFIX",
-                     help="topic prefixes (default: every topic)")
+        "publisher, ts, data). Exit 0 after --count messages; at --timeout exit 0 "
+        "only if at least --count (default 1) messages arrived.",
+    )
+    sub.add_argument(
+        "prefixes",
+        nargs="*",
+        default=[""],
+        metavar="PREFIX",
+        help="topic prefixes (default: every topic)",
+    )
     sub.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     sub.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
     add_sub_endpoint(sub)
@@ -70,9 +103,11 @@ def register(subparsers: Any) -> None:
 
 def _add_pool(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--pool", metavar="FILE",
+        "--pool",
+        metavar="FILE",
         help="publish to / subscribe from every broker of this pool file (docs/pool.md); "
-             "a comma-separated list of endpoints does the same")
+        "a comma-separated list of endpoints does the same",
+    )
 
 
 def _endpoints(args: argparse.Namespace, which: str) -> list[str]:
@@ -117,8 +152,13 @@ def _describe(err: BusError) -> str:
 
 
 def _outcome(err: BusError) -> str:
-    return err.code if isinstance(err, Rejected) else \
-        "timeout" if isinstance(err, PublishTimeout) else "closed"
+    return (
+        err.code
+        if isinstance(err, Rejected)
+        else "timeout"
+        if isinstance(err, PublishTimeout)
+        else "closed"
+    )
 
 
 def run_pub(args: argparse.Namespace) -> int:
@@ -153,12 +193,22 @@ def run_pub(args: argparse.Namespace) -> int:
     try:
         endpoints = _endpoints(args, "pub_endpoint")
         if len(endpoints) == 1 and not args.pool:
-            pub = Publisher(endpoints[0], name=args.publisher, window=args.window,
-                            timeout=args.timeout, retry_deadline=args.retry_deadline or None)
+            pub = Publisher(
+                endpoints[0],
+                name=args.publisher,
+                window=args.window,
+                timeout=args.timeout,
+                retry_deadline=args.retry_deadline or None,
+            )
         else:
-            pub = PoolPublisher(endpoints, name=args.publisher, window=args.window,
-                                timeout=args.timeout, attempt_timeout=args.attempt_timeout,
-                                retry_deadline=args.retry_deadline or None)
+            pub = PoolPublisher(
+                endpoints,
+                name=args.publisher,
+                window=args.window,
+                timeout=args.timeout,
+                attempt_timeout=args.attempt_timeout,
+                retry_deadline=args.retry_deadline or None,
+            )
     except (ValueError, PoolFileError) as exc:
         error(str(exc))
         return 2
@@ -174,20 +224,28 @@ def run_pub(args: argparse.Namespace) -> int:
             pending.append((number, receipt))
             settle(block=False)
         settle(block=True)
-    summary = {"accepted": accepted, "rejected": dict(failed), "bad_input": len(bad),
-               "unsent": unsent}
+    summary = {
+        "accepted": accepted,
+        "rejected": dict(failed),
+        "bad_input": len(bad),
+        "unsent": unsent,
+    }
     text = ", ".join(f"{code} {n}" for code, n in sorted(failed.items()))
-    print(f"busctl pub: accepted {accepted}, failed {sum(failed.values())}"
-          + (f" ({text})" if text else "")
-          + (f", bad input {len(bad)}" if bad else "")
-          + (f", not sent {unsent}" if unsent else ""), file=sys.stderr)
+    print(
+        f"busctl pub: accepted {accepted}, failed {sum(failed.values())}"
+        + (f" ({text})" if text else "")
+        + (f", bad input {len(bad)}" if bad else "")
+        + (f", not sent {unsent}" if unsent else ""),
+        file=sys.stderr,
+    )
     if args.json:
         print(dump_json(summary))
     return 0 if not failed and not bad and not unsent else 1
 
 
-def _chain(first: tuple[int, dict[str, Any]],
-           rest: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _chain(
+    first: tuple[int, dict[str, Any]], rest: Iterator[tuple[int, dict[str, Any]]]
+) -> Iterator[tuple[int, dict[str, Any]]]:
     yield first
     yield from rest
 
@@ -204,8 +262,11 @@ def run_sub(args: argparse.Namespace) -> int:
     except (ValueError, PoolFileError) as exc:
         error(str(exc))
         return 2
-    sub = Subscriber(endpoints[0], args.prefixes) if len(endpoints) == 1 and not args.pool \
+    sub = (
+        Subscriber(endpoints[0], args.prefixes)
+        if len(endpoints) == 1 and not args.pool
         else PoolSubscriber(endpoints, args.prefixes)
+    )
     with sub:
         while args.count is None or received < args.count:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -218,10 +279,12 @@ def run_sub(args: argparse.Namespace) -> int:
             out.flush()
             received += 1
     if isinstance(sub, PoolSubscriber):
-        print(f"busctl sub: {received} message(s) from {len(endpoints)} brokers, "
-              f"{sub.duplicates} duplicate(s) dropped", file=sys.stderr)
+        print(
+            f"busctl sub: {received} message(s) from {len(endpoints)} brokers, "
+            f"{sub.duplicates} duplicate(s) dropped",
+            file=sys.stderr,
+        )
     if received >= (args.count or 1):
         return 0
-    error(f"timed out after {args.timeout:g} s with {received} of {args.count or 1} "
-          "message(s)")
+    error(f"timed out after {args.timeout:g} s with {received} of {args.count or 1} message(s)")
     return 1

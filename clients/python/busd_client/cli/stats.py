@@ -45,8 +45,10 @@ def parse_exposition(text: str) -> Samples:
         match = _SAMPLE.fullmatch(line.strip())
         if match is None:
             continue
-        labels = {k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
-                  for k, v in _LABEL.findall(match.group(2) or "")}
+        labels = {
+            k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+            for k, v in _LABEL.findall(match.group(2) or "")
+        }
         try:
             value = float(match.group(3))
         except ValueError:
@@ -109,15 +111,20 @@ class Summary:
             return {labels.get(label, ""): v for labels, v in samples.get(name, [])}
 
         info = (samples.get("busd_build_info") or [({}, 0.0)])[0][0]
-        buckets = sorted((float(labels["le"]), v) for labels, v in
-                         samples.get("busd_processing_latency_seconds_bucket", [])
-                         if "le" in labels)
+        buckets = sorted(
+            (float(labels["le"]), v)
+            for labels, v in samples.get("busd_processing_latency_seconds_bucket", [])
+            if "le" in labels
+        )
         throttled = by("busd_rate_key_throttled_total", "key")
         for key, n in by("busd_rate_key_disabled_total", "key").items():
             throttled[key] = throttled.get(key, 0.0) + n
         return cls(
-            at=at, version=info.get("version", "?"), ready=one("busd_ready") == 1.0,
-            draining=one("busd_draining") == 1.0, started=one("process_start_time_seconds"),
+            at=at,
+            version=info.get("version", "?"),
+            ready=one("busd_ready") == 1.0,
+            draining=one("busd_draining") == 1.0,
+            started=one("process_start_time_seconds"),
             received=one("busd_messages_received_total"),
             accepted=one("busd_messages_accepted_total"),
             bytes_in=one("busd_received_bytes_total"),
@@ -126,24 +133,34 @@ class Summary:
             publishers=one("busd_publishers_connected"),
             subscribers=one("busd_subscribers_connected"),
             subscriptions=one("busd_active_subscriptions"),
-            rejected=by("busd_messages_rejected_total", "code"), throttled=throttled,
+            rejected=by("busd_messages_rejected_total", "code"),
+            throttled=throttled,
             latency=buckets,
-            assertions={k: v == 1.0 for k, v in by("busd_assertion_ok", "name").items()})
+            assertions={k: v == 1.0 for k, v in by("busd_assertion_ok", "name").items()},
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Counts as ints, for `busctl stats --json`."""
-        return {"version": self.version, "ready": self.ready, "draining": self.draining,
-                "received": int(self.received), "accepted": int(self.accepted),
-                "rejected": {k: int(v) for k, v in sorted(self.rejected.items()) if v},
-                "throttled": {k: int(v) for k, v in sorted(self.throttled.items())},
-                "bytes_in": int(self.bytes_in), "bytes_accepted": int(self.bytes_accepted),
-                "replies_dropped": int(self.replies_dropped),
-                "publishers_connected": int(self.publishers),
-                "subscribers_connected": int(self.subscribers),
-                "subscriptions": int(self.subscriptions),
-                "latency_ms": {"p50": quantile_ms(self.latency, 0.5),
-                               "p99": quantile_ms(self.latency, 0.99)},
-                "assertions": self.assertions}
+        return {
+            "version": self.version,
+            "ready": self.ready,
+            "draining": self.draining,
+            "received": int(self.received),
+            "accepted": int(self.accepted),
+            "rejected": {k: int(v) for k, v in sorted(self.rejected.items()) if v},
+            "throttled": {k: int(v) for k, v in sorted(self.throttled.items())},
+            "bytes_in": int(self.bytes_in),
+            "bytes_accepted": int(self.bytes_accepted),
+            "replies_dropped": int(self.replies_dropped),
+            "publishers_connected": int(self.publishers),
+            "subscribers_connected": int(self.subscribers),
+            "subscriptions": int(self.subscriptions),
+            "latency_ms": {
+                "p50": quantile_ms(self.latency, 0.5),
+                "p99": quantile_ms(self.latency, 0.99),
+            },
+            "assertions": self.assertions,
+        }
 
 
 def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -157,8 +174,9 @@ def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
     return None
 
 
-def _delta_buckets(now: list[tuple[float, float]], then: list[tuple[float, float]]
-                   ) -> list[tuple[float, float]]:
+def _delta_buckets(
+    now: list[tuple[float, float]], then: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
     if [b for b, _ in now] != [b for b, _ in then]:
         return now
     return [(b, c - c0) for (b, c), (_, c0) in zip(now, then, strict=True)]
@@ -178,8 +196,9 @@ def _bytes(value: float) -> str:
     return f"{value:.1f} GB"
 
 
-def render_frame(now: Summary, then: Summary | None, address: str,
-                 wall: float | None = None) -> str:
+def render_frame(
+    now: Summary, then: Summary | None, address: str, wall: float | None = None
+) -> str:
     """One screen of `busctl top`: rates over ``then`` -> ``now`` (totals without ``then``)."""
     span = now.at - then.at if then is not None else 0.0
     base = then or Summary(at=now.at)
@@ -206,7 +225,8 @@ def render_frame(now: Summary, then: Summary | None, address: str,
             f"   {'out':>4} {rate(now.accepted, base.accepted)}"
             f"   {'rejected':>8} {rate(rejected_now, rejected_then)}",
             f"{'bytes/s':14}{'in':>6} {byte_rate(now.bytes_in, base.bytes_in)}"
-            f"   {'out':>4} {byte_rate(now.bytes_accepted, base.bytes_accepted)}"]
+            f"   {'out':>4} {byte_rate(now.bytes_accepted, base.bytes_accepted)}",
+        ]
     lines += [
         f"{'totals':14}{'in':>6} {now.received:10.0f}   {'out':>4} {now.accepted:10.0f}"
         f"   {'rejected':>8} {rejected_now:10.0f}",
@@ -219,42 +239,62 @@ def render_frame(now: Summary, then: Summary | None, address: str,
         f"{'rejects by code':24}{'per s':>10}{'total':>12}",
     ]
     codes = sorted(c for c, n in now.rejected.items() if n)
-    lines += [f"  {c:22}{rate(now.rejected[c], base.rejected.get(c, 0.0))}"
-              f"{now.rejected[c]:12.0f}" for c in codes] or ["  (none)"]
+    lines += [
+        f"  {c:22}{rate(now.rejected[c], base.rejected.get(c, 0.0))}{now.rejected[c]:12.0f}"
+        for c in codes
+    ] or ["  (none)"]
     lines += ["", f"{'throttles by rate key':24}{'per s':>10}{'total':>12}"]
-    lines += [f"  {k:22}{rate(n, base.throttled.get(k, 0.0))}{n:12.0f}"
-              for k, n in sorted(now.throttled.items()) if n] or ["  (none)"]
+    lines += [
+        f"  {k:22}{rate(n, base.throttled.get(k, 0.0))}{n:12.0f}"
+        for k, n in sorted(now.throttled.items())
+        if n
+    ] or ["  (none)"]
     if now.assertions:
         lines += ["", "assertions"]
-        lines += [f"  {name:22}{'ok' if ok else 'VIOLATED'}"
-                  for name, ok in sorted(now.assertions.items())]
+        lines += [
+            f"  {name:22}{'ok' if ok else 'VIOLATED'}"
+            for name, ok in sorted(now.assertions.items())
+        ]
     return "\n".join(lines) + "\n"
 
 
 def register(subparsers: Any) -> None:
     stats = subparsers.add_parser(
-        "stats", help="print busd's counters since start",
-        description="Print busd's counters since it started, read from its metrics endpoint.")
+        "stats",
+        help="print busd's counters since start",
+        description="Print busd's counters since it started, read from its metrics endpoint.",
+    )
     _add_metrics(stats)
     add_json(stats)
     stats.set_defaults(func=run_stats)
 
     top = subparsers.add_parser(
-        "top", help="live view: rates, rejects, throttles, connections, latency",
+        "top",
+        help="live view: rates, rejects, throttles, connections, latency",
         description="A live view refreshed every INTERVAL seconds, read from busd's metrics "
-                    "endpoint. Ctrl-C quits.")
+        "endpoint. Ctrl-C quits.",
+    )
     _add_metrics(top)
-    top.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
-                     help="refresh interval (default %(default)s)")
-    top.add_argument("--once", action="store_true",
-                     help="print one frame (rates over one interval) and exit")
+    top.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="refresh interval (default %(default)s)",
+    )
+    top.add_argument(
+        "--once", action="store_true", help="print one frame (rates over one interval) and exit"
+    )
     top.set_defaults(func=run_top)
 
 
 def _add_metrics(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--metrics", default=env_default("BUSD_METRICS", DEFAULT_METRICS), metavar="HOST:PORT",
-        help="busd metrics endpoint (env BUSD_METRICS; default %(default)s)")
+        "--metrics",
+        default=env_default("BUSD_METRICS", DEFAULT_METRICS),
+        metavar="HOST:PORT",
+        help="busd metrics endpoint (env BUSD_METRICS; default %(default)s)",
+    )
 
 
 def _summary(address: str) -> Summary | None:

@@ -42,8 +42,14 @@ def compile_fast(schema: object, label: str) -> FastCheck:
     """The fast check of ``schema``, which must already compile with ``compile_schema``."""
     gen = _Generator(label)
     body = gen.node(schema, "v", 2, None)
-    lines = ["def fast(v):", "    try:", *body, "    except KeyError:", "        return False",
-             "    return True"]
+    lines = [
+        "def fast(v):",
+        "    try:",
+        *body,
+        "    except KeyError:",
+        "        return False",
+        "    return True",
+    ]
     source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = dict(gen.constants)
     exec(compile(source, f"<fast check of {label}>", "exec"), namespace)  # noqa: S102
@@ -58,9 +64,12 @@ class _Generator:
     def __init__(self, label: str) -> None:
         self.label = label
         self.constants: dict[str, Any] = {
-            "_M": _MISSING, "_isfinite": math.isfinite,
-            "_json_equal": json_equal, "_NoneType": type(None),
-            "_uri": URI_FULLMATCH, "_bad_escape": BAD_ESCAPE_SEARCH,
+            "_M": _MISSING,
+            "_isfinite": math.isfinite,
+            "_json_equal": json_equal,
+            "_NoneType": type(None),
+            "_uri": URI_FULLMATCH,
+            "_bad_escape": BAD_ESCAPE_SEARCH,
         }
         self.serial = 0
 
@@ -142,18 +151,24 @@ class _Generator:
             tests.append(f"not {accepts}({x})")
         if tests:
             memo = self.const(set[str](), "_S")
-            lines += [f"{pad}if {x} not in {memo}:",
-                      f"{pad}    if {' or '.join(tests)}: return False",
-                      f"{pad}    if len({x}) <= {_MEMO_MAX_CHARS}:",
-                      f"{pad}        if len({memo}) >= {_MEMO_ENTRIES}: {memo}.clear()",
-                      f"{pad}        {memo}.add({x})"]
+            lines += [
+                f"{pad}if {x} not in {memo}:",
+                f"{pad}    if {' or '.join(tests)}: return False",
+                f"{pad}    if len({x}) <= {_MEMO_MAX_CHARS}:",
+                f"{pad}        if len({memo}) >= {_MEMO_ENTRIES}: {memo}.clear()",
+                f"{pad}        {memo}.add({x})",
+            ]
         return lines
 
     def _number(self, schema: dict[str, Any], x: str, depth: int, real: bool) -> list[str]:
         pad = "    " * depth
         lines = [f"{pad}if not _isfinite({x}): return False"] if real else []
-        for key, op in (("minimum", "<"), ("maximum", ">"),
-                        ("exclusiveMinimum", "<="), ("exclusiveMaximum", ">=")):
+        for key, op in (
+            ("minimum", "<"),
+            ("maximum", ">"),
+            ("exclusiveMinimum", "<="),
+            ("exclusiveMaximum", ">="),
+        ):
             if schema.get(key) is not None:
                 lines.append(f"{pad}if {x} {op} {self.const(schema[key])}: return False")
         return lines
@@ -192,8 +207,11 @@ class _Generator:
                 lines.append(f"{pad}if {e} is not _M:")
                 lines.extend([f"{pad}    {count} += 1"] if counted else [])
                 lines.extend(body or [f"{pad}    pass"])
-        lines.extend(f"{pad}if {_literal(name)} not in {x}: return False"
-                     for name in required if name not in properties)
+        lines.extend(
+            f"{pad}if {_literal(name)} not in {x}: return False"
+            for name in required
+            if name not in properties
+        )
         if counted:
             lines.append(f"{pad}if len({x}) != {count}: return False")
             return lines
@@ -203,8 +221,7 @@ class _Generator:
         lines.append(f"{inner}if type({k}) is not str: return False")
         lines.extend(self.node(names, k, depth + 1, str))
         if properties:
-            lines.append(f"{inner}if {k} in {self.const(frozenset(properties), '_K')}: "
-                         "continue")
+            lines.append(f"{inner}if {k} in {self.const(frozenset(properties), '_K')}: continue")
         if rest is False:
             lines.append(f"{inner}return False")
         else:
@@ -214,18 +231,19 @@ class _Generator:
     def _values(self, schema: dict[str, Any], x: str, pad: str) -> list[str]:
         lines: list[str] = []
         if "const" in schema:
-            lines.append(f"{pad}if not _json_equal({x}, {self.const(schema['const'])}): "
-                         "return False")
+            lines.append(
+                f"{pad}if not _json_equal({x}, {self.const(schema['const'])}): return False"
+            )
         if "enum" in schema:
             values = schema["enum"]
             if all(type(v) is str for v in values):
                 allowed = self.const(frozenset(values), "_E")
-                lines.append(f"{pad}if type({x}) is not str or {x} not in {allowed}: "
-                             "return False")
+                lines.append(f"{pad}if type({x}) is not str or {x} not in {allowed}: return False")
             else:
                 listed = self.const(tuple(values), "_E")
-                lines.append(f"{pad}if not any(_json_equal({x}, e) for e in {listed}): "
-                             "return False")
+                lines.append(
+                    f"{pad}if not any(_json_equal({x}, e) for e in {listed}): return False"
+                )
         return lines
 
 

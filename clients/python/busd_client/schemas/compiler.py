@@ -24,18 +24,44 @@ Checker = Callable[[Any], Failure | None]
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-ASSERTIONS = frozenset({
-    "type", "enum", "const",
-    "minLength", "maxLength", "pattern", "format",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "items", "minItems", "maxItems",
-    "properties", "required", "additionalProperties", "propertyNames",
-    "minProperties", "maxProperties",
-})
-ANNOTATIONS = frozenset({
-    "$schema", "$id", "$comment", "title", "description", "examples", "default",
-    "deprecated", "readOnly", "writeOnly",
-})
+ASSERTIONS = frozenset(
+    {
+        "type",
+        "enum",
+        "const",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "items",
+        "minItems",
+        "maxItems",
+        "properties",
+        "required",
+        "additionalProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+    }
+)
+ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "title",
+        "description",
+        "examples",
+        "default",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+    }
+)
 
 # JSON Schema type -> (Python classes of decoded msgpack values, the protocol's name for it).
 # bool is never a number (type(True) is bool, not int); a float is never an "integer", even
@@ -50,8 +76,15 @@ JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "null": ((type(None),), "nil"),
 }
 _TYPE_NAMES: dict[type, str] = {
-    str: "string", int: "int", float: "float", bool: "bool", bytes: "bytes",
-    list: "array", tuple: "array", dict: "map", type(None): "nil",
+    str: "string",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    bytes: "bytes",
+    list: "array",
+    tuple: "array",
+    dict: "map",
+    type(None): "nil",
 }
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SHOW_MAX = 64
@@ -74,7 +107,7 @@ def show(value: object) -> str:
     """A value as reasons quote it: short, never the whole of a big payload."""
     if isinstance(value, str):
         text = repr(value)
-        return text if len(text) <= _SHOW_MAX else text[:_SHOW_MAX - 4] + "...'"
+        return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 4] + "...'"
     if value is None:
         return "nil"
     if isinstance(value, bool):
@@ -172,8 +205,9 @@ class _Compiler:
             shown.remove("int")  # "int or float" says no more than "float"
         return frozenset(classes), " or ".join(shown)
 
-    def _string(self, schema: dict[str, Any], at: str,
-                extra: tuple[Checker, ...]) -> Callable[[str | None], Checker]:
+    def _string(
+        self, schema: dict[str, Any], at: str, extra: tuple[Checker, ...]
+    ) -> Callable[[str | None], Checker]:
         low = _count(schema, "minLength", at)
         high = _count(schema, "maxLength", at)
         search: Callable[[str], object] | None = None
@@ -190,28 +224,44 @@ class _Compiler:
         if "format" in schema:
             name = schema["format"]
             if name not in FORMATS:
-                raise SchemaError(at + "/format", f"unsupported format {name!r}; "
-                                  f"supported: {', '.join(sorted(FORMATS))}")
+                raise SchemaError(
+                    at + "/format",
+                    f"unsupported format {name!r}; supported: {', '.join(sorted(FORMATS))}",
+                )
             accepts, what = FORMATS[name]
-        return lambda expected: _string_checker(expected, extra, low=low, high=high,
-                                                search=search, pattern=pattern,
-                                                accepts=accepts, what=what)
+        return lambda expected: _string_checker(
+            expected,
+            extra,
+            low=low,
+            high=high,
+            search=search,
+            pattern=pattern,
+            accepts=accepts,
+            what=what,
+        )
 
-    def _number(self, schema: dict[str, Any], at: str,
-                extra: tuple[Checker, ...]) -> Callable[[str | None], Checker]:
+    def _number(
+        self, schema: dict[str, Any], at: str, extra: tuple[Checker, ...]
+    ) -> Callable[[str | None], Checker]:
         bounds: dict[str, float | None] = {}
-        for key, name in (("minimum", "minimum"), ("maximum", "maximum"),
-                          ("exclusiveMinimum", "above"), ("exclusiveMaximum", "below")):
+        for key, name in (
+            ("minimum", "minimum"),
+            ("maximum", "maximum"),
+            ("exclusiveMinimum", "above"),
+            ("exclusiveMaximum", "below"),
+        ):
             bound = schema.get(key)
-            if bound is not None and (isinstance(bound, bool)
-                                      or not isinstance(bound, int | float)):
+            if bound is not None and (
+                isinstance(bound, bool) or not isinstance(bound, int | float)
+            ):
                 raise SchemaError(f"{at}/{key}", "expected a number")
             bounds[name] = bound
         integer = "type" in schema and "number" not in _names(schema["type"])
         return lambda expected: _number_checker(expected, extra, integer=integer, **bounds)
 
-    def _array(self, schema: dict[str, Any], at: str,
-               extra: tuple[Checker, ...]) -> Callable[[str | None], Checker]:
+    def _array(
+        self, schema: dict[str, Any], at: str, extra: tuple[Checker, ...]
+    ) -> Callable[[str | None], Checker]:
         low = _count(schema, "minItems", at)
         high = _count(schema, "maxItems", at)
         item: Checker = _accept
@@ -221,23 +271,28 @@ class _Compiler:
             item = self.node(schema["items"], at + "/items")
         return lambda expected: _array_checker(expected, low, high, item, extra)
 
-    def _object(self, schema: dict[str, Any], at: str,
-                extra: tuple[Checker, ...]) -> Callable[[str | None], Checker]:
+    def _object(
+        self, schema: dict[str, Any], at: str, extra: tuple[Checker, ...]
+    ) -> Callable[[str | None], Checker]:
         low = _count(schema, "minProperties", at)
         high = _count(schema, "maxProperties", at)
         properties = schema.get("properties", {})
         if not isinstance(properties, dict):
             raise SchemaError(at + "/properties", "expected an object")
         required = schema.get("required", [])
-        if (not isinstance(required, list) or not all(isinstance(r, str) for r in required)
-                or len(set(required)) != len(required)):
+        if (
+            not isinstance(required, list)
+            or not all(isinstance(r, str) for r in required)
+            or len(set(required)) != len(required)
+        ):
             raise SchemaError(at + "/required", "expected a list of distinct strings")
         fields: list[tuple[str, str, Checker, bool]] = []
         for name, sub in properties.items():
             check = self.node(sub, f"{at}/properties/{_escape(name)}")
             fields.append((name, key_segment(name), check, name in required))
-        fields.extend((name, key_segment(name), _accept, True)
-                      for name in required if name not in properties)
+        fields.extend(
+            (name, key_segment(name), _accept, True) for name in required if name not in properties
+        )
         closed = schema.get("additionalProperties", True) is False
         rest = self.node(schema.get("additionalProperties", True), at + "/additionalProperties")
         names = self.node(schema.get("propertyNames", True), at + "/propertyNames")
@@ -252,6 +307,7 @@ class _Compiler:
 
             def check_const(value: Any) -> Failure | None:
                 return None if json_equal(value, const) else ("", message + show(value))
+
             checks.append(check_const)
         if "enum" in schema:
             values = schema["enum"]
@@ -263,8 +319,15 @@ class _Compiler:
 
 # Which fused checker handles a Python class.
 _KIND: dict[type, type] = {
-    str: str, int: int, float: int, bool: bool, bytes: bytes, list: list, tuple: list,
-    dict: dict, type(None): type(None),
+    str: str,
+    int: int,
+    float: int,
+    bool: bool,
+    bytes: bytes,
+    list: list,
+    tuple: list,
+    dict: dict,
+    type(None): type(None),
 }
 # Strings that passed a pattern or format are remembered (the predicates are pure): env
 # names, flags and the like repeat from message to message and a set lookup beats a regex.
@@ -313,24 +376,33 @@ def _run_all(checks: tuple[Checker, ...]) -> Checker:
             if failure is not None:
                 return failure
         return None
+
     return run_all
 
 
-def _dispatch(table: dict[type, Checker], typed: bool, expected: str,
-              fallback: Checker) -> Checker:
+def _dispatch(table: dict[type, Checker], typed: bool, expected: str, fallback: Checker) -> Checker:
     """A node accepting several types (or any): pick the fused checker by the value's class."""
+
     def check_dispatch(value: Any) -> Failure | None:
         check = table.get(type(value))
         if check is None:
             return _type_failure(expected, value) if typed else fallback(value)
         return check(value)
+
     return check_dispatch
 
 
-def _string_checker(expected: str | None, extra: tuple[Checker, ...], *, low: int | None,
-                    high: int | None, search: Callable[[str], object] | None,
-                    pattern: str | None, accepts: Callable[[str], bool] | None,
-                    what: str) -> Checker:
+def _string_checker(
+    expected: str | None,
+    extra: tuple[Checker, ...],
+    *,
+    low: int | None,
+    high: int | None,
+    search: Callable[[str], object] | None,
+    pattern: str | None,
+    accepts: Callable[[str], bool] | None,
+    what: str,
+) -> Checker:
     lo = 0 if low is None else low
     hi = math.inf if high is None else high
     slow = search is not None or accepts is not None
@@ -338,6 +410,7 @@ def _string_checker(expected: str | None, extra: tuple[Checker, ...], *, low: in
     after = _run_all(extra) if extra else None
 
     if expected is not None and not slow and after is None:
+
         def check_plain_string(value: Any) -> Failure | None:
             if type(value) is not str:
                 return _type_failure(expected, value)
@@ -345,6 +418,7 @@ def _string_checker(expected: str | None, extra: tuple[Checker, ...], *, low: in
             if n < lo or n > hi:
                 return _size_failure(n, low, high, "character")
             return None
+
         return check_plain_string
 
     def check_string(value: Any) -> Failure | None:
@@ -363,12 +437,20 @@ def _string_checker(expected: str | None, extra: tuple[Checker, ...], *, low: in
                     memo.clear()
                 memo.add(value)
         return None if after is None else after(value)
+
     return check_string
 
 
-def _number_checker(expected: str | None, extra: tuple[Checker, ...], *, integer: bool,
-                    minimum: float | None, maximum: float | None, above: float | None,
-                    below: float | None) -> Checker:
+def _number_checker(
+    expected: str | None,
+    extra: tuple[Checker, ...],
+    *,
+    integer: bool,
+    minimum: float | None,
+    maximum: float | None,
+    above: float | None,
+    below: float | None,
+) -> Checker:
     after = _run_all(extra) if extra else None
 
     def check_number(value: Any) -> Failure | None:
@@ -387,11 +469,17 @@ def _number_checker(expected: str | None, extra: tuple[Checker, ...], *, integer
         if below is not None and value >= below:
             return ("", f"expected < {below!r}, got {value!r}")
         return None if after is None else after(value)
+
     return check_number
 
 
-def _array_checker(expected: str | None, low: int | None, high: int | None, item: Checker,
-                   extra: tuple[Checker, ...]) -> Checker:
+def _array_checker(
+    expected: str | None,
+    low: int | None,
+    high: int | None,
+    item: Checker,
+    extra: tuple[Checker, ...],
+) -> Checker:
     after = _run_all(extra) if extra else None
 
     def check_array(value: Any) -> Failure | None:
@@ -406,6 +494,7 @@ def _array_checker(expected: str | None, low: int | None, high: int | None, item
                 if failure is not None:
                     return (f"[{index}]{failure[0]}", failure[1])
         return None if after is None else after(value)
+
     return check_array
 
 
@@ -418,12 +507,14 @@ def _enum(values: list[Any]) -> Checker:
             if type(value) is str and value in allowed:
                 return None
             return ("", message + show(value))
+
         return check_str_enum
 
     def check_enum(value: Any) -> Failure | None:
         if any(json_equal(value, v) for v in values):
             return None
         return ("", message + show(value))
+
     return check_enum
 
 
@@ -435,15 +526,16 @@ class _Shape(NamedTuple):
 
     fields: tuple[tuple[str, str, Checker, bool], ...]  # name, path segment, check, required
     known: frozenset[str]
-    closed: bool           # additionalProperties: false
-    rest: Checker          # additionalProperties as a schema
-    names: Checker         # propertyNames
-    low: int | None        # minProperties
-    high: int | None       # maxProperties
+    closed: bool  # additionalProperties: false
+    rest: Checker  # additionalProperties as a schema
+    names: Checker  # propertyNames
+    low: int | None  # minProperties
+    high: int | None  # maxProperties
 
 
-def _object_checker(expected: str | None, shape: _Shape, label: str,
-                    extra: tuple[Checker, ...]) -> Checker:
+def _object_checker(
+    expected: str | None, shape: _Shape, label: str, extra: tuple[Checker, ...]
+) -> Checker:
     fields, known, closed, rest, names, low, high = shape
     sized = low is not None or high is not None
     # Open maps have every key checked (its type, name and value); closed ones only when
@@ -501,4 +593,5 @@ def _object_checker(expected: str | None, shape: _Shape, label: str,
                 if failure is not None:
                     return (key_segment(key) + failure[0], failure[1])
         return None if after is None else after(value)
+
     return check_object

@@ -69,8 +69,9 @@ def read_directory(directory: str | os.PathLike[str]) -> list[SchemaSource]:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         if SCHEMA_NAME.fullmatch(entry.name) is None:
-            raise SchemaLoadError(entry.path, "not a valid schema name "
-                                  "(1-64 chars of a-z 0-9 . _ -)")
+            raise SchemaLoadError(
+                entry.path, "not a valid schema name (1-64 chars of a-z 0-9 . _ -)"
+            )
         sources.append(_read_schema(entry.name, entry.path))
     return sources
 
@@ -87,13 +88,16 @@ def _read_schema(name: str, path: str) -> SchemaSource:
             continue
         match = _VERSION_FILE.fullmatch(entry.name)
         if match is None or not entry.is_file():
-            raise SchemaLoadError(entry.path, "unexpected file: expected meta.json or v<N>.json"
-                                  " (N from 1, no leading zeros)")
+            raise SchemaLoadError(
+                entry.path,
+                "unexpected file: expected meta.json or v<N>.json (N from 1, no leading zeros)",
+            )
         number = int(match.group(1))
         versions[number] = VersionSource(number, entry.path, read_json(entry.path))
     description, topics, statuses = _parse_meta(meta_path, read_json(meta_path))
-    return SchemaSource(name, meta_path, description, topics, statuses,
-                        dict(sorted(versions.items())))
+    return SchemaSource(
+        name, meta_path, description, topics, statuses, dict(sorted(versions.items()))
+    )
 
 
 def _parse_meta(path: str, meta: Any) -> tuple[str, tuple[str, ...], dict[int, str]]:
@@ -101,8 +105,9 @@ def _parse_meta(path: str, meta: Any) -> tuple[str, tuple[str, ...], dict[int, s
         raise SchemaLoadError(path, "expected a JSON object")
     unknown = sorted(set(meta) - _META_KEYS)
     if unknown:
-        raise SchemaLoadError(path, f"unknown key {unknown[0]!r}; expected "
-                              f"{', '.join(sorted(_META_KEYS))}")
+        raise SchemaLoadError(
+            path, f"unknown key {unknown[0]!r}; expected {', '.join(sorted(_META_KEYS))}"
+        )
     description = meta.get("description", "")
     if not isinstance(description, str):
         raise SchemaLoadError(path, "description: expected a string")
@@ -113,19 +118,25 @@ def _parse_meta(path: str, meta: Any) -> tuple[str, tuple[str, ...], dict[int, s
         if not isinstance(prefix, str):
             raise SchemaLoadError(path, f"topics: expected strings, got {prefix!r}")
         if len(prefix.encode()) > 255 or _TOPIC_FORBIDDEN.search(prefix):
-            raise SchemaLoadError(path, f"topics: {prefix!r} is not a valid topic prefix "
-                                  "(at most 255 bytes, no spaces or control characters)")
+            raise SchemaLoadError(
+                path,
+                f"topics: {prefix!r} is not a valid topic prefix "
+                "(at most 255 bytes, no spaces or control characters)",
+            )
     versions = meta.get("versions")
     if not isinstance(versions, dict):
         raise SchemaLoadError(path, 'versions: expected an object like {"1": "active"}')
     statuses: dict[int, str] = {}
     for key, status in versions.items():
         if _VERSION_KEY.fullmatch(key) is None:
-            raise SchemaLoadError(path, f"versions: {key!r} is not a version number "
-                                  "(from 1, no leading zeros)")
+            raise SchemaLoadError(
+                path, f"versions: {key!r} is not a version number (from 1, no leading zeros)"
+            )
         if status not in STATUSES:
-            raise SchemaLoadError(path, f"versions: {key}: status must be one of "
-                                  f"{', '.join(STATUSES)}, got {status!r}")
+            raise SchemaLoadError(
+                path,
+                f"versions: {key}: status must be one of {', '.join(STATUSES)}, got {status!r}",
+            )
         statuses[int(key)] = status
     return description, tuple(dict.fromkeys(topics)), dict(sorted(statuses.items()))
 
@@ -140,16 +151,22 @@ def metadata_problems(sources: list[SchemaSource]) -> list[tuple[str, str]]:
                 problems.append((version.path, f"version {number} has no status in meta.json"))
         for number in source.statuses:
             if number not in source.versions:
-                problems.append((source.meta_path,
-                                 f"version {number} has a status but no file v{number}.json"))
+                problems.append(
+                    (source.meta_path, f"version {number} has a status but no file v{number}.json")
+                )
         numbers = set(source.statuses) | set(source.versions)
         if not numbers:
             problems.append((source.meta_path, "no versions"))
             continue
         missing = [n for n in range(1, max(numbers)) if n not in numbers]
         if missing:
-            problems.append((source.meta_path, "versions must run from 1 without gaps; missing "
-                             + ", ".join(map(str, missing))))
+            problems.append(
+                (
+                    source.meta_path,
+                    "versions must run from 1 without gaps; missing "
+                    + ", ".join(map(str, missing)),
+                )
+            )
     return problems
 
 
@@ -180,10 +197,10 @@ def read_json(path: str) -> Any:
     except UnicodeDecodeError as exc:
         raise SchemaLoadError(path, f"not UTF-8: byte {exc.start}") from exc
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys,
-                          parse_constant=_refuse_constant)
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise SchemaLoadError(path, f"invalid JSON: {exc.msg} at line {exc.lineno} "
-                              f"column {exc.colno}") from exc
+        raise SchemaLoadError(
+            path, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
     except (ValueError, RecursionError) as exc:
         raise SchemaLoadError(path, f"invalid JSON: {exc}") from exc

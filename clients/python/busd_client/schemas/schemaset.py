@@ -50,8 +50,9 @@ class SchemaInfo:
 class _Version:
     __slots__ = ("check", "document", "fast", "number", "retired", "status")
 
-    def __init__(self, number: int, status: str, document: Any, check: Checker,
-                 fast: FastCheck | None = None) -> None:
+    def __init__(
+        self, number: int, status: str, document: Any, check: Checker, fast: FastCheck | None = None
+    ) -> None:
         self.number = number
         self.status = status
         self.retired = status == "retired"
@@ -61,18 +62,30 @@ class _Version:
 
 
 class _Schema:
-    __slots__ = ("info", "name", "not_allowed", "prefixes", "retired_hint", "unknown_hint",
-                 "versions")
+    __slots__ = (
+        "info",
+        "name",
+        "not_allowed",
+        "prefixes",
+        "retired_hint",
+        "unknown_hint",
+        "versions",
+    )
 
     def __init__(self, source: SchemaSource, versions: dict[int, _Version]) -> None:
         self.name = source.name
         self.prefixes = source.topics
         self.versions = versions
-        self.info = SchemaInfo(source.name, source.description, source.topics,
-                               tuple(VersionInfo(v.number, v.status) for v in versions.values()))
+        self.info = SchemaInfo(
+            source.name,
+            source.description,
+            source.topics,
+            tuple(VersionInfo(v.number, v.status) for v in versions.values()),
+        )
         usable = [n for n, v in versions.items() if not v.retired]
-        self.retired_hint = (f"; publish v{max(usable)}" if usable
-                             else "; no version of it is accepted")
+        self.retired_hint = (
+            f"; publish v{max(usable)}" if usable else "; no version of it is accepted"
+        )
         self.unknown_hint = f" (loaded: {', '.join(map(str, versions)) or 'none'})"
         self.not_allowed = "; allowed prefixes: " + ", ".join(map(show, source.topics))
 
@@ -87,7 +100,10 @@ class SchemaSet:
         self._schemas: dict[str, _Schema] = {s.name: s for s in schemas}
         self._routes: dict[tuple[str, int], Route] = {
             (s.name, v.number): (s.prefixes, v.fast, v.status == "deprecated")
-            for s in self._schemas.values() for v in s.versions.values() if not v.retired}
+            for s in self._schemas.values()
+            for v in s.versions.values()
+            if not v.retired
+        }
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Self:
@@ -105,9 +121,13 @@ class SchemaSet:
             versions: dict[int, _Version] = {}
             for number, version in source.versions.items():
                 check = compile_version(source.name, number, version.path, version.document)
-                versions[number] = _Version(number, source.statuses[number], version.document,
-                                            check, fast_version(source.name, number,
-                                                                version.document, check))
+                versions[number] = _Version(
+                    number,
+                    source.statuses[number],
+                    version.document,
+                    check,
+                    fast_version(source.name, number, version.document, check),
+                )
             schemas.append(_Schema(source, versions))
         return cls(schemas)
 
@@ -130,13 +150,17 @@ class SchemaSet:
             return (UNKNOWN_SCHEMA, f"no schema named {show(schema)} is loaded")
         compiled = entry.versions.get(version)
         if compiled is None:
-            return (UNKNOWN_VERSION, f"{schema} has no version {show(version)}"
-                    + entry.unknown_hint)
+            return (
+                UNKNOWN_VERSION,
+                f"{schema} has no version {show(version)}" + entry.unknown_hint,
+            )
         if compiled.retired:
             return (RETIRED_VERSION, f"{schema} v{version} is retired" + entry.retired_hint)
         if not topic.startswith(entry.prefixes):
-            return (SCHEMA_NOT_ALLOWED, f"schema {schema} may not be carried on topic "
-                    f"{show(topic)}" + entry.not_allowed)
+            return (
+                SCHEMA_NOT_ALLOWED,
+                f"schema {schema} may not be carried on topic {show(topic)}" + entry.not_allowed,
+            )
         failure = compiled.check(data)
         if failure is None:
             return None
@@ -172,8 +196,9 @@ class SchemaSet:
 def compile_version(name: str, version: int, path: str, document: Any) -> Checker:
     """The checker of one version file; ``SchemaLoadError`` if it cannot be compiled."""
     if not isinstance(document, dict) or document.get("type") != "object":
-        raise SchemaLoadError(path, 'a message schema must be an object with "type": "object"'
-                              " (data is always a map)")
+        raise SchemaLoadError(
+            path, 'a message schema must be an object with "type": "object" (data is always a map)'
+        )
     try:
         return compile_schema(document, f"{name} v{version}")
     except SchemaError as exc:
@@ -192,4 +217,5 @@ def fast_version(name: str, version: int, document: Any, check: Checker) -> Fast
 def _fast_via(check: Checker) -> FastCheck:
     def fast(data: Any) -> bool:
         return check(data) is None
+
     return fast

@@ -28,6 +28,7 @@ test: install
 	$(BIN)/pytest
 
 lint: install
+	$(BIN)/ruff format --check busd clients tests bench
 	$(BIN)/ruff check busd clients/python tests bench
 	$(BIN)/mypy busd clients/python/busd_client
 

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--schemas", default=str(Path(__file__).parents[1] / "schemas"))
     args = parser.parse_args()
 
-    from busd_client.schemas import SchemaSet, compile_fast, compile_schema
+    from busd_protocol.schemas import SchemaSet, compile_fast, compile_schema
 
     from busd.kernel.schemas import SchemaGate
 

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from busd_client.schemas import (
+from busd_protocol.schemas import (
     ASSERTIONS,
     JSON_TYPES,
     SchemaLoadError,

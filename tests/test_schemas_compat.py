@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.schemas import SchemaLoadError
+from busd_protocol.schemas import SchemaLoadError
 
 from busd.schemacheck import IncompatibleSchemas, compatibility_violations, load_checked, main
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.schemas import SchemaError, SchemaLoadError, SchemaSet, compile_schema
+from busd_protocol.schemas import SchemaError, SchemaLoadError, SchemaSet, compile_schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.schemas import SchemaSet, compile_fast, compile_schema
+from busd_protocol.schemas import SchemaSet, compile_fast, compile_schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.schemas import FastCheck, Route, SchemaSet
+from busd_protocol.schemas import FastCheck, Route, SchemaSet
 
 from busd.kernel.admission import Admission
 from busd.kernel.codes import Code

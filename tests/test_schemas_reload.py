@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.schemas import SchemaLoadError
+from busd_protocol.schemas import SchemaLoadError
 
 from busd.control.schemas_dir import SchemaControl
 from busd.control.server import ControlError

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from busd_client.schemas import SchemaSet
+from busd_protocol.schemas import SchemaSet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from busd_client.schemas import SchemaLoadError, SchemaSet
+from busd_protocol.schemas import SchemaLoadError, SchemaSet
 
 from busd.control.server import ControlError, Handler
 from busd.kernel.admission import Admission

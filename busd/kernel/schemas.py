@@ -1,6 +1,6 @@
 """The schema check of Admission: a loaded ``SchemaSet`` plus traffic counters.
 
-The compiled set is immutable and shared with clients (``busd_client.schemas``); the counters
+The compiled set is immutable and shared with clients (``busd_protocol.schemas``); the counters
 live in ``SchemaTraffic``, a separate object, so they survive every reload: the broker task
 builds a new set elsewhere (file I/O, compilation) and calls ``SchemaGate.install`` between
 messages.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from busd_client.schemas import INVALID, Route, SchemaSet
+from busd_protocol.schemas import INVALID, Route, SchemaSet
 
 from busd.kernel.codes import Code, Reject
 

@@ -12,11 +12,11 @@ from typing import Any, Final, TypeVar
 import msgpack
 import zmq
 import zmq.backend
+from busd_protocol.schemas import SchemaSet
 
 from busd_client.envelope import PROTOCOL_VERSION
 from busd_client.errors import PublishTimeout, Rejected
 from busd_client.inflight import InFlight, Pending
-from busd_client.schemas import SchemaSet
 from busd_client.waiting import Book
 
 __all__ = ["DEFAULT", "PublisherBase"]

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.asyncio
 import zmq.backend
+from busd_protocol.schemas import SchemaSet
 
 from busd_client._base import DEFAULT, PublisherBase, _Default
 from busd_client.envelope import DecodeError, Message, decode_message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
 from busd_client.latency import LatencyRecorder
-from busd_client.schemas import SchemaSet
 from busd_client.sockets import (
     DEFAULT_PUB_ENDPOINT,
     DEFAULT_SUB_ENDPOINT,

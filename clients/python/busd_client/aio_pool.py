@@ -20,6 +20,7 @@ from typing import Any, Self
 
 import zmq
 import zmq.asyncio
+from busd_protocol.schemas import SchemaSet
 
 from busd_client._base import DEFAULT, _Default
 from busd_client.aio import AsyncReceipt, AsyncSubscriber, AsyncWaiting, Progress
@@ -28,7 +29,6 @@ from busd_client.envelope import Message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.pool import PoolMembership, PoolShell, pool_endpoints
 from busd_client.pool_core import PoolPending
-from busd_client.schemas import SchemaSet
 
 __all__ = ["AsyncPoolPublisher", "AsyncPoolReceipt", "AsyncPoolSubscriber"]
 

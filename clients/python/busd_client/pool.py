@@ -19,6 +19,7 @@ from typing import Any
 
 import zmq
 import zmq.backend
+from busd_protocol.schemas import SchemaSet
 from zmq.utils.monitor import parse_monitor_message
 
 from busd_client._base import _HEADER, _MAGIC, DEFAULT, PublisherBase, _Default
@@ -26,7 +27,6 @@ from busd_client.dedup import DedupWindow
 from busd_client.envelope import Message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.pool_core import Link, PoolCore, PoolPending
-from busd_client.schemas import SchemaSet
 from busd_client.sockets import configure_dealer
 from busd_client.subscriber import Subscriber
 from busd_client.waiting import SyncWaiting

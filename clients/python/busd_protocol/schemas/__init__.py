@@ -8,8 +8,8 @@ busd and clients share this package so both judge a payload identically::
 See schemas/README.md for the directory layout and docs/schemas.md for the rules.
 """
 
-from busd_client.schemas.codegen import FastCheck, compile_fast
-from busd_client.schemas.compiler import (
+from busd_protocol.schemas.codegen import FastCheck, compile_fast
+from busd_protocol.schemas.compiler import (
     ANNOTATIONS,
     ASSERTIONS,
     DIALECT,
@@ -23,7 +23,7 @@ from busd_client.schemas.compiler import (
     show,
     type_name,
 )
-from busd_client.schemas.loader import (
+from busd_protocol.schemas.loader import (
     STATUSES,
     SchemaLoadError,
     SchemaSource,
@@ -32,7 +32,7 @@ from busd_client.schemas.loader import (
     read_directory,
     read_json,
 )
-from busd_client.schemas.schemaset import (
+from busd_protocol.schemas.schemaset import (
     INVALID,
     RETIRED_VERSION,
     SCHEMA_NOT_ALLOWED,

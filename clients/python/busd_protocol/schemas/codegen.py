@@ -18,8 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from busd_client.schemas.compiler import JSON_TYPES, compile_schema, json_equal
-from busd_client.schemas.formats import BAD_ESCAPE_SEARCH, FORMATS, URI_FULLMATCH
+from busd_protocol.schemas.compiler import JSON_TYPES, compile_schema, json_equal
+from busd_protocol.schemas.formats import BAD_ESCAPE_SEARCH, FORMATS, URI_FULLMATCH
 
 FastCheck = Callable[[Any], bool]
 

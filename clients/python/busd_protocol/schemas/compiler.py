@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from busd_client.schemas.formats import FORMATS
+from busd_protocol.schemas.formats import FORMATS
 
 Failure = tuple[str, str]
 Checker = Callable[[Any], Failure | None]

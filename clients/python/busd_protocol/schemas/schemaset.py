@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from busd_client.schemas.codegen import FastCheck, compile_fast
-from busd_client.schemas.compiler import Checker, SchemaError, compile_schema, show
-from busd_client.schemas.loader import (
+from busd_protocol.schemas.codegen import FastCheck, compile_fast
+from busd_protocol.schemas.compiler import Checker, SchemaError, compile_schema, show
+from busd_protocol.schemas.loader import (
     SchemaLoadError,
     SchemaSource,
     metadata_problems,

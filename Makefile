@@ -17,6 +17,8 @@ $(DEPS_STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
 
 # Our own two distributions, reinstalled every time so tests always run the installed code.
 install: $(DEPS_STAMP)
+	@# setuptools never deletes from build/: a module removed from the source would ship on.
+	rm -rf build clients/python/build
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --force-reinstall \
 		./clients/python .
 
@@ -30,7 +32,8 @@ test: install
 lint: install
 	$(BIN)/ruff format --check busd clients tests bench
 	$(BIN)/ruff check busd clients/python tests bench
-	$(BIN)/mypy busd clients/python/busd_client
+	$(BIN)/mypy busd clients/python/busd_client clients/python/busd_protocol
+	$(BIN)/lint-imports
 
 # Peers (nats-server, redis-server and their Python clients) are installed when missing; a
 # peer that cannot be had is skipped and reported. BENCH_ARGS=--quick for a short run.
@@ -42,5 +45,5 @@ ci: lint test
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info clients/python/build clients/python/*.egg-info \
-		.pytest_cache .mypy_cache .ruff_cache
+		.pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -57,9 +57,8 @@ def main() -> None:
     parser.add_argument("--schemas", default=str(Path(__file__).parents[1] / "schemas"))
     args = parser.parse_args()
 
-    from busd_protocol.schemas import SchemaSet, compile_fast, compile_schema
-
     from busd.kernel.schemas import SchemaGate
+    from busd_protocol.schemas import SchemaSet, compile_fast, compile_schema
 
     schemas = SchemaSet.load(args.schemas)
     document = schemas.document("release", 2)

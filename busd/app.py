@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,13 @@ from busd.config import Config, describe
 from busd.control import ControlServer, RateControl
 from busd.control.schemas_dir import SchemaControl
 from busd.kernel.admission import Admission
-from busd.ops import wiring as ops_wiring
+from busd.logs import get
+from busd.ops.assertions import AssertionMonitor
+from busd.ops.health import Health
+from busd.ops.http import MetricsServer
 from busd.ops.jsonable import jsonable
-from busd.ops.logs import get
+from busd.ops.metrics import make_registry
+from busd.ops.systemd import Notifier
 from busd.supervision.supervisor import GaveUp, Supervisor
 from busd.transport import monitor
 from busd.transport.broker import Broker
@@ -45,7 +50,7 @@ class App:
     def __init__(self, config: Config):
         self.config = config
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.admission = Admission()
+        self.admission = Admission(max_bytes=config.max_message_bytes)
         self.broker = Broker(self.ctx, config, self.admission)
         self.ingress = monitor.ConnectionStats()
         self.egress = monitor.ConnectionStats()
@@ -108,7 +113,62 @@ class App:
         await self.control.start()
         self.supervisor.add("control", self.control.run)
         self.stats_sources["control"] = self.control.statistics
-        ops_wiring.attach(self)
+        self._attach_ops()
+
+    def _attach_ops(self) -> None:
+        """Metrics and health over HTTP, service-level assertions and systemd notification.
+
+        Called once, after the broker's sockets are bound; it only registers hooks, tasks and
+        statistics. What makes busd misconfigured (the metrics port taken, a broken
+        assertions file) raises here, so start-up fails instead of busd looking alive.
+        """
+        health = Health()
+
+        def serving() -> Iterable[str]:
+            if self.draining:
+                yield "draining"
+            elif not self.broker.bound:
+                yield "sockets not bound"
+            elif left := self.broker.warming_up():
+                yield f"warming up ({left:.1f} s left)"
+
+        health.add_check(serving)
+
+        rates = self.rates
+        if rates is not None:
+
+            def rate_keys() -> list[dict[str, Any]]:
+                return [dataclasses.asdict(row) for row in rates.table.snapshot(rates.clock())]
+
+            self.stats_sources["rate_keys"] = rate_keys  # throttles by key, for metrics and top
+
+        if self.config.assertions:
+            monitor = AssertionMonitor(self.config.assertions, self.statistics)
+            monitor.load()
+            health.add_check(monitor.critical_violations)
+            self.stats_sources["assertions"] = monitor.statistics
+            self.supervisor.add("assertions", monitor.run)
+            self.reload_hooks.append(monitor.reload)
+
+        address = self.config.metrics_address
+        if address is not None:
+            registry = make_registry(self.statistics, health.ready)
+            server = MetricsServer(address[0], address[1], registry, health)
+            server.bind()
+            self.stats_sources["http"] = server.statistics
+            self.supervisor.add("metrics", server.run)
+
+        notifier = Notifier()
+
+        def on_ready() -> None:
+            health.started = True
+            notifier.ready()
+
+        self.ready_hooks.append(on_ready)
+        self.drain_hooks.append(notifier.stopping)
+        if notifier.enabled:
+            self.stats_sources["systemd"] = notifier.statistics
+            self.supervisor.add("watchdog", notifier.run_watchdog)
 
     async def _stats_command(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"stats": jsonable(self.statistics())}

@@ -9,10 +9,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from busd import __version__
+from busd import __version__, logs
 from busd.app import EXIT_USAGE, App
 from busd.config import ConfigError, add_arguments, describe, load
-from busd.ops import logs
 
 
 def build_parser() -> argparse.ArgumentParser:

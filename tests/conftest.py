@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import zmq
 
@@ -258,3 +259,8 @@ def zctx() -> Iterator[TrackedContext]:
 
 def pytest_report_header() -> str:
     return f"busd under test: {BIN / 'busd'} (installed), pid {os.getpid()}"
+
+
+def decide(admission: Any, topic: str, env: dict[str, Any], now: float = 0.0) -> Any:
+    """``admission.decide`` on the frames a publisher would send for ``topic`` and ``env``."""
+    return admission.decide(topic.encode(), msgpack.packb(env), now)

@@ -11,9 +11,10 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from busd_client.control import ControlClient
 from conftest import BusdProcess, TrackedContext, wait_for
 from rawproto import collect, dealer, envelope, header, publish, subscriber, wait_subscribed
+
+from busd_client.control import ControlClient
 
 GOOD_TOPIC = b"release.shop"
 

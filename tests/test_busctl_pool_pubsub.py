@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from busd_client import PoolSubscriber
 from conftest import BusdProcess, wait_for
 from test_busctl_pubsub import BUSCTL, busctl, release
+
+from busd_client import PoolSubscriber
 
 pytestmark = pytest.mark.timeout(40)
 

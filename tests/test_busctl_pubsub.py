@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from busd_client import Message, Publisher, Subscriber
 
 BUSCTL = str(Path(sys.executable).parent / "busctl")

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 import zmq
 import zmq.asyncio
+
 from busd_client import (
     AsyncPublisher,
     AsyncSubscriber,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+
 from busd_client import DecodeError, Disabled, Message, RateLimited, Rejected, decode_message
-from busd_client.envelope import encode_envelope, encode_header, new_id
 from busd_client.errors import rejection_from_reply
+from busd_protocol.frames import encode_header
+from busd_protocol.messages import encode_envelope, new_id
 
 
 def test_header_is_magic_version_and_big_endian_seq() -> None:

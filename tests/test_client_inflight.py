@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 
 import msgpack
-from busd_client import PublishTimeout, RateLimited, Rejected
-from busd_client.inflight import InFlight, Pending
 from hypothesis import given
 from hypothesis import strategies as st
+
+from busd_client import PublishTimeout, RateLimited, Rejected
+from busd_client.inflight import InFlight, Pending
 
 
 def pending(i: int, retry_until: float = 0.0) -> Pending:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import BusdProcess, wait_for
+
 from busd_client import AsyncSubscriber, Publisher, Subscriber
 from busd_client.latency import LatencyRecorder
-from conftest import BusdProcess, wait_for
 
 DATA = {
     "slug": "https://apps.example/shop/releases/42",

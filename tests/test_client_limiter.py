@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from busd_client import Disabled, RateLimited
-from busd_client.limiter import Limit, RateLimiter, TokenBucket, parse_rate
 from hypothesis import given
 from hypothesis import strategies as st
+
+from busd_client import Disabled, RateLimited
+from busd_client.limiter import RateLimiter
+from busd_protocol.rates import Limit, TokenBucket, parse_rate
 
 GRAMMAR = re.compile(rb"^[0-9]+(\.[0-9]+)?([ \t]+[0-9]+(\.[0-9]+)?)?[ \t]*\n?$")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from busd_client import AsyncPublisher, Publisher, Rejected
 from conftest import REPO, BusdProcess
+
+from busd_client import AsyncPublisher, Publisher, Rejected
 
 GOOD = {
     "slug": "https://apps.example/shop/releases/42",

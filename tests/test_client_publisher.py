@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
+
 from busd_client import Disabled, Publisher, PublishTimeout, RateLimited, Rejected
 from busd_client.errors import ClosedError
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from busd_client import Disabled, Publisher, PublishTimeout, RateLimited
 
 RELEASE = {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {}}

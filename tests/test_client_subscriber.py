@@ -8,6 +8,7 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
+
 from busd_client import Subscriber
 
 

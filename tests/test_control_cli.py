@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.control import ControlClient, ControlError, ControlUnavailable
 
 from busd.control.rates_dir import RatesDir
 from busd.control.server import ControlServer, rate_handlers
 from busd.kernel.buckets import RateTable
+from busd_client.control import ControlClient, ControlError, ControlUnavailable
 
 pytestmark = pytest.mark.timeout(30)
 BUSCTL = str(Path(sys.executable).parent / "busctl")

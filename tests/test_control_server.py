@@ -19,7 +19,8 @@ import pytest
 
 from busd.control.rates_dir import RatesDir
 from busd.control.server import ControlServer, ControlSocketError, rate_handlers
-from busd.kernel.buckets import Limit, RateTable
+from busd.kernel.buckets import RateTable
+from busd_protocol.rates import Limit
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from busd_client.dedup import DedupWindow
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from busd_client.dedup import DedupWindow
 
 pytestmark = pytest.mark.timeout(30)
 

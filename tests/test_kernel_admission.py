@@ -6,14 +6,17 @@ from typing import Any
 
 import msgpack
 import pytest
+from conftest import decide
 from hypothesis import given
 from hypothesis import strategies as st
 
 from busd.kernel.admission import Admission
-from busd.kernel.codes import Code, Reject
-from busd.kernel.envelope import check_envelope, check_topic, explain_envelope
-from busd.kernel.histogram import Histogram
-from busd.wire.codec import decode_envelope, encode_reply, parse_header, reject_entry
+from busd_protocol.codes import Code, Reject
+from busd_protocol.envelope import check_envelope, check_topic, explain_envelope
+from busd_protocol.frames import read_header
+from busd_protocol.histogram import Histogram
+from busd_protocol.messages import decode_envelope
+from busd_protocol.replies import encode_reply, reject_entry
 
 
 def env(**overrides: Any) -> dict[str, Any]:
@@ -114,19 +117,19 @@ def test_admission_checks_rates_before_schemas_and_envelope_before_both() -> Non
     """A flood costs little: a refused rate never reaches the schema check."""
     rates, schemas = _Refuse(Code.RATE_LIMITED), _Refuse(Code.INVALID)
     admission = Admission(rates, schemas)
-    result = admission.decide("release.shop", env(), now=0.0)
+    result = decide(admission, "release.shop", env(), now=0.0)
     assert result is not None and result.code == Code.RATE_LIMITED
     assert (rates.calls, schemas.calls) == (1, 0)
-    result = admission.decide("release.shop", env(version="x"), now=0.0)
+    result = decide(admission, "release.shop", env(version="x"), now=0.0)
     assert result is not None and result.code == Code.BAD_ENVELOPE
     assert (rates.calls, schemas.calls) == (1, 0)
     admission.install_rates(None)
-    result = admission.decide("release.shop", env(), now=0.0)
+    result = decide(admission, "release.shop", env(), now=0.0)
     assert result is not None and result.code == Code.INVALID
 
 
 def test_admission_with_no_policies_accepts_a_well_formed_envelope() -> None:
-    assert Admission().decide("release.shop", env(), now=0.0) is None
+    assert decide(Admission(), "release.shop", env(), now=0.0) is None
 
 
 @pytest.mark.parametrize(
@@ -142,11 +145,11 @@ def test_admission_with_no_policies_accepts_a_well_formed_envelope() -> None:
     ],
 )
 def test_header_frames(frame: bytes, expected: int | Code) -> None:
-    result = parse_header(frame)
+    seq, reject = read_header(frame)
     if isinstance(expected, Code):
-        assert isinstance(result, Reject) and result.code == expected
+        assert isinstance(reject, Reject) and reject.code == expected
     else:
-        assert result == expected
+        assert reject is None and seq == expected
 
 
 @given(st.binary(max_size=200))

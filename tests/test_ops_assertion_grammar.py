@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from busd.kernel.assertions import (
+from busd.ops.assertion_rules import (
     AssertionConfigError,
     ExpressionError,
     evaluate,
@@ -18,8 +18,8 @@ from busd.kernel.assertions import (
     parse_file,
     parse_window,
 )
-from busd.kernel.figures import FIGURES, compute, sample
-from busd.kernel.histogram import Histogram
+from busd.ops.figures import FIGURES, compute, sample
+from busd_protocol.histogram import Histogram
 
 FIG = {
     "p99_latency_ms": 12.0,

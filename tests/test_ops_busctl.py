@@ -10,10 +10,11 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from busd_client.cli.stats import Summary, parse_exposition, render_frame
 from conftest import BIN, BusdProcess, TrackedContext, wait_for
 from opshttp import scrape, value
 from rawproto import collect, dealer, envelope, publish
+
+from busd_client.cli.stats import Summary, parse_exposition, render_frame
 
 
 def busctl(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from conftest import BIN, REPO, BusdProcess, wait_for
 from opshttp import scrape_text
 
 from busd.config import Config
-from busd.kernel.figures import FIGURES
+from busd.ops.figures import FIGURES
 
 EXAMPLE = REPO / "deploy" / "busd.toml.example"
 

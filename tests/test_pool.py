@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import busd_client
 import pytest
 from conftest import BusdProcess, wait_for
 from opshttp import get, scrape
 from poolload import PublisherThread, SubscriberThread, delivered_all, verdict
 from test_pool_ops import SUPERVISOR, Supervised, _ready, write_pool
+
+import busd_client
 
 BUSCTL = str(Path(sys.executable).parent / "busctl")
 WARMUP = ("--warmup", "1.5")

@@ -19,6 +19,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import zmq
 import zmq.asyncio
+from conftest import BusdProcess, free_port
+from opshttp import get, scrape
+
 from busd_client import (
     AsyncPoolPublisher,
     AsyncPoolReceipt,
@@ -28,8 +31,6 @@ from busd_client import (
     NotReady,
     PublishTimeout,
 )
-from conftest import BusdProcess, free_port
-from opshttp import get, scrape
 
 WARMUP = ("--warmup", "1.5")
 TOPIC = "release.load"

@@ -18,11 +18,12 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from busd_client.envelope import encode_envelope
+from conftest import TrackedContext, free_port, wait_for
+
 from busd_client.errors import Rejected
 from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber
 from busd_client.pool_core import Link, PoolCore, PoolPending
-from conftest import TrackedContext, free_port, wait_for
+from busd_protocol.messages import encode_envelope
 
 pytestmark = pytest.mark.timeout(15)
 

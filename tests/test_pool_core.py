@@ -12,6 +12,9 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from busd_client.errors import (
     ClosedError,
     Disabled,
@@ -20,8 +23,6 @@ from busd_client.errors import (
     Rejected,
 )
 from busd_client.pool_core import Link, PoolCore, PoolPending
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 pytestmark = pytest.mark.timeout(30)
 

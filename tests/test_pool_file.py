@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from busd_client.pool_file import PoolEntry, PoolFileError, load_pool, pool_from_args
 
 pytestmark = pytest.mark.timeout(10)

@@ -18,15 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client import (
-    BusError,
-    PoolPublisher,
-    PoolReceipt,
-    PoolSubscriber,
-    Publisher,
-    PublishTimeout,
-    Subscriber,
-)
 from conftest import wait_for
 from netns import (
     IP,
@@ -38,6 +29,16 @@ from netns import (
     run,
 )
 from opshttp import get
+
+from busd_client import (
+    BusError,
+    PoolPublisher,
+    PoolReceipt,
+    PoolSubscriber,
+    Publisher,
+    PublishTimeout,
+    Subscriber,
+)
 
 PREFIX = "release.pool."
 TOPIC = "release.pool.data"

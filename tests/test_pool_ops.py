@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from busd_client import Publisher
-from busd_client.control import ControlClient
 from conftest import BusdProcess, wait_for
 from opshttp import get
+
+from busd_client import Publisher
+from busd_client.control import ControlClient
 
 BUSCTL = str(Path(sys.executable).parent / "busctl")
 Factory = Callable[..., BusdProcess]

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from busd.kernel import buckets
-from busd.kernel.buckets import Limit, RateTable, check_key, freeze
-from busd.kernel.codes import Code
+from busd.kernel.buckets import RateTable
+from busd_protocol.codes import Code
+from busd_protocol.rates import Limit, check_key, freeze
 
 pytestmark = pytest.mark.timeout(30)
 

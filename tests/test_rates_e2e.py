@@ -12,8 +12,8 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from busd_client.control import ControlClient
 
+from busd_client.control import ControlClient
 from tests.conftest import BusdProcess, TrackedContext
 from tests.rawproto import collect, dealer, envelope, header
 

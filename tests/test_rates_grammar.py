@@ -11,7 +11,7 @@ from busd.control.rates_dir import (
     parse_rate,
     rate_file_text,
 )
-from busd.kernel.buckets import Limit
+from busd_protocol.rates import Limit
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from busd.control.rates_dir import Change, RatesDir
-from busd.kernel.buckets import Limit, Limits
+from busd_protocol.rates import Limit, Limits
 
 pytestmark = pytest.mark.timeout(20)
 

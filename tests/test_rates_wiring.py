@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import decide
 
 from busd.control import RateControl
 from busd.kernel.admission import Admission
-from busd.kernel.codes import Code
+from busd_protocol.codes import Code
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -44,21 +45,21 @@ async def test_a_file_in_the_rates_directory_changes_admission(rates_path: Path)
     control = RateControl(rates_path, admission, clock=lambda: now[0])
     await control.start()
     assert os.listdir(rates_path) == []  # created, empty
-    assert admission.decide("release.a", envelope("release.a"), now[0]) is None
+    assert decide(admission, "release.a", envelope("release.a"), now[0]) is None
     (rates_path / "publish.release").write_text("0\n")
     await control.watcher.refresh()
-    reject = admission.decide("release.a", envelope("release.a"), now[0])
+    reject = decide(admission, "release.a", envelope("release.a"), now[0])
     assert reject is not None and reject.code is Code.DISABLED
-    assert admission.decide("other", envelope("other"), now[0]) is None
+    assert decide(admission, "other", envelope("other"), now[0]) is None
     await control.handlers()["rates.set"]({"key": "publish.release", "rate": "2", "burst": "1"})
-    assert admission.decide("release.a", envelope("release.a"), now[0]) is None
-    limited = admission.decide("release.a", envelope("release.a"), now[0])
+    assert decide(admission, "release.a", envelope("release.a"), now[0]) is None
+    limited = decide(admission, "release.a", envelope("release.a"), now[0])
     assert limited is not None and limited.extra == {
         "key": "publish.release",
         "retry_after_ms": 500,
     }
     now[0] += 0.5
-    assert admission.decide("release.a", envelope("release.a"), now[0]) is None
+    assert decide(admission, "release.a", envelope("release.a"), now[0]) is None
     assert control.statistics()["rate_throttled_total"] == 1
     assert control.statistics()["rates_dir_changes_total"] == 2
     control.close()
@@ -77,7 +78,7 @@ async def test_a_wall_clock_jump_changes_no_decision(
         decisions: list[object] = []
         for i in range(300):
             now[0] = 1024.0 + i / 128
-            reject = admission.decide("release.a", envelope("release.a"), now[0])
+            reject = decide(admission, "release.a", envelope("release.a"), now[0])
             decisions.append(None if reject is None else (reject.code, reject.extra))
         control.close()
         return decisions

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_protocol.schemas import SchemaLoadError
 
 from busd.schemacheck import IncompatibleSchemas, compatibility_violations, load_checked, main
+from busd_protocol.schemas import SchemaLoadError
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 pytestmark = pytest.mark.timeout(30)

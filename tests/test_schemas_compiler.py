@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_protocol.schemas import SchemaError, SchemaLoadError, SchemaSet, compile_schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from busd_protocol.schemas import SchemaError, SchemaLoadError, SchemaSet, compile_schema
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_client.control import ControlClient, ControlError
 from conftest import BusdProcess, TrackedContext
 from rawproto import collect, dealer, envelope, publish, subscriber, wait_subscribed
+
+from busd_client.control import ControlClient, ControlError
 
 TOTAL = 20_000
 V2 = {

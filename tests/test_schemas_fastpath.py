@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_protocol.schemas import SchemaSet, compile_fast, compile_schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from busd.kernel.codes import Code
 from busd.kernel.schemas import SchemaGate
+from busd_protocol.codes import Code
+from busd_protocol.schemas import SchemaSet, compile_fast, compile_schema
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 SHIPPED = sorted(SCHEMAS.glob("*/v*.json"))

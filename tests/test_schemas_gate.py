@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_protocol.schemas import FastCheck, Route, SchemaSet
+from conftest import decide
 
 from busd.kernel.admission import Admission
-from busd.kernel.codes import Code
 from busd.kernel.schemas import DeprecatedUse, SchemaGate, SchemaTraffic
+from busd_protocol.codes import Code
+from busd_protocol.schemas import FastCheck, Route, SchemaSet
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 pytestmark = pytest.mark.timeout(30)
@@ -186,6 +187,6 @@ def test_admission_runs_the_gate_after_envelope_checks(gate: SchemaGate) -> None
         "ts": 1,
         "data": V2,
     }
-    reject = admission.decide("release.a", env, now=0.0)
+    reject = decide(admission, "release.a", env, now=0.0)
     assert reject is not None and reject.code is Code.INVALID
-    assert admission.decide("release.a", {**env, "version": 2}, now=0.0) is None
+    assert decide(admission, "release.a", {**env, "version": 2}, now=0.0) is None

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busd_protocol.schemas import SchemaLoadError
+from conftest import decide
 
 from busd.control.schemas_dir import SchemaControl
 from busd.control.server import ControlError
 from busd.kernel.admission import Admission
-from busd.kernel.codes import Code
+from busd_protocol.codes import Code
+from busd_protocol.schemas import SchemaLoadError
 
 REPO_SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 pytestmark = pytest.mark.timeout(30)
@@ -55,8 +56,8 @@ def test_load_installs_the_gate_in_admission(schemas_dir: Path) -> None:
     admission = Admission()
     control = SchemaControl(schemas_dir, admission)
     control.load()
-    assert admission.decide("release.shop", env(2, V2), 0.0) is None
-    reject = admission.decide("release.shop", env(1, V2), 0.0)
+    assert decide(admission, "release.shop", env(2, V2), 0.0) is None
+    reject = decide(admission, "release.shop", env(1, V2), 0.0)
     assert reject is not None and reject.code is Code.INVALID
 
 
@@ -71,12 +72,12 @@ async def test_reload_installs_a_new_version_and_keeps_counters(schemas_dir: Pat
     admission = Admission()
     control = SchemaControl(schemas_dir, admission)
     control.load()
-    assert admission.decide("release.shop", env(2, V2), 0.0) is None
-    reject = admission.decide("release.shop", env(3, V2), 0.0)
+    assert decide(admission, "release.shop", env(2, V2), 0.0) is None
+    reject = decide(admission, "release.shop", env(3, V2), 0.0)
     assert reject is not None and reject.code is Code.UNKNOWN_VERSION
     add_release_v3(schemas_dir)
     assert await control.reload() == {"loaded": 2, "versions": 4, "errors": []}
-    assert admission.decide("release.shop", env(3, {**V2, "region": "eu"}), 0.0) is None
+    assert decide(admission, "release.shop", env(3, {**V2, "region": "eu"}), 0.0) is None
     versions = {(v["schema"], v["version"]): v for v in control.listing()["versions"]}
     assert versions["release", 2]["accepted"] == 1
     assert versions["release", 3]["accepted"] == 1
@@ -117,8 +118,8 @@ async def test_broken_reload_is_refused_and_previous_set_serves(
     assert message in caught.value.message
     assert message in control.listing()["last_error"]
     assert control.statistics()["reload_failures"] == 1
-    assert admission.decide("release.shop", env(2, V2), 0.0) is None
-    reject = admission.decide("release.shop", env(3, V2), 0.0)
+    assert decide(admission, "release.shop", env(2, V2), 0.0) is None
+    reject = decide(admission, "release.shop", env(3, V2), 0.0)
     assert reject is not None and reject.code is Code.UNKNOWN_VERSION
 
 
@@ -132,7 +133,7 @@ async def test_sighup_hook_reloads_in_the_background(schemas_dir: Path) -> None:
     while control.reloads == 0:
         assert asyncio.get_running_loop().time() < deadline, "reload did not happen"
         await asyncio.sleep(0.01)
-    assert admission.decide("release.shop", env(3, V2), 0.0) is None
+    assert decide(admission, "release.shop", env(3, V2), 0.0) is None
 
 
 async def test_reload_under_load_loses_and_misjudges_nothing(schemas_dir: Path) -> None:
@@ -157,7 +158,7 @@ async def test_reload_under_load_loses_and_misjudges_nothing(schemas_dir: Path) 
                 await asyncio.wait_for(refused.wait(), 10)
             version = 3 if i % 2 else 2
             v3_loaded = gate.schemas.status("release", 3) is not None
-            reject = admission.decide("release.shop", env(version, V2), 0.0)
+            reject = decide(admission, "release.shop", env(version, V2), 0.0)
             verdicts.append((version, v3_loaded, None if reject is None else reject.code))
             if i % 100 == 0:
                 await asyncio.sleep(0)  # a broker batch boundary: other tasks run here

@@ -8,9 +8,10 @@ from typing import Any
 
 import msgpack
 import pytest
-from busd_protocol.schemas import SchemaSet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from busd_protocol.schemas import SchemaSet
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 pytestmark = pytest.mark.timeout(30)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import busd_client
 import pytest
 import rawproto
 from conftest import BusdProcess, TrackedContext, wait_for
 from opshttp import get, scrape
+
+import busd_client
 
 pytestmark = pytest.mark.timeout(30)
 RELEASE = {"slug": "https://apps.example/shop/releases/1", "cmd": "bin/web", "env": {}}

@@ -22,7 +22,8 @@ from busd.control.rates_dir import Change, RatesDir
 from busd.control.server import ControlError, ControlServer, ControlSocketError, Handler
 from busd.control.server import rate_handlers as _rate_handlers
 from busd.kernel.admission import Admission
-from busd.kernel.buckets import Limits, RateTable
+from busd.kernel.buckets import RateTable
+from busd_protocol.rates import Limits
 
 __all__ = [
     "ControlError",

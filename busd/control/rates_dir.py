@@ -2,7 +2,7 @@
 
 A file named by its key (``publish``, ``publish.release``, ``publisher.deployer``) holds
 ``RATE`` or ``RATE BURST`` in messages per second, ASCII decimal
-(the format is defined once, in ``busd_client.limiter``).
+(the format is defined once, in ``busd_protocol.rates``).
 ``0`` disables the key; no file means unlimited.
 
 What the watcher does with what it finds (each poll, every ``poll_interval`` seconds):
@@ -45,9 +45,17 @@ from pathlib import Path
 from types import MappingProxyType
 
 # The rate-file format and its errors are the client library's, re-exported here.
-from busd_client.limiter import MAX_FILE_BYTES, EmptyRateFile, RateFileError, read_rate
-
-from busd.kernel.buckets import IGNORED_SUFFIXES, NO_LIMITS, Limit, Limits, check_key
+from busd_protocol.rates import (
+    IGNORED_SUFFIXES,
+    MAX_FILE_BYTES,
+    NO_LIMITS,
+    EmptyRateFile,
+    Limit,
+    Limits,
+    RateFileError,
+    check_key,
+    read_rate,
+)
 
 __all__ = [
     "Change",
@@ -71,7 +79,7 @@ log = logging.getLogger("busd.rates")
 
 def parse_rate(data: bytes) -> Limit:
     """The limit a rate file holds; raises ``RateFileError`` (``EmptyRateFile``) saying what
-    is wrong. The format itself is ``busd_client.limiter.read_rate``: one definition."""
+    is wrong. The format itself is ``busd_protocol.rates.read_rate``: one definition."""
     limit = read_rate(data)
     return Limit(limit.rate, limit.burst)
 

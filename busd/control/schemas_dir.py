@@ -25,13 +25,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from busd_protocol.schemas import SchemaLoadError, SchemaSet
-
 from busd.control.server import ControlError, Handler
 from busd.kernel.admission import Admission
 from busd.kernel.schemas import SchemaGate, SchemaTraffic
-from busd.ops.logs import get
+from busd.logs import get
 from busd.schemacheck import load_checked
+from busd_protocol.schemas import SchemaLoadError, SchemaSet
 
 log = get("schemas")
 MAX_PUBLISHERS_SHOWN = 1024

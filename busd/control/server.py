@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from busd.control.rates_dir import RatesDir
-from busd.kernel.buckets import RateTable, check_key
+from busd.kernel.buckets import RateTable
+from busd_protocol.rates import check_key
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_SUN_PATH = 107  # sockaddr_un.sun_path minus the terminating NUL on Linux

@@ -1,15 +1,22 @@
-"""Admission: the one place that decides a message's fate.
+"""Admission: the one place that decides a message's fate, from its frames.
 
-Order matters and is part of the contract: envelope shape first (cheap, needed by the rest),
-then rate limits (so a flood costs little CPU), then the schema check (the costliest).
+Order matters and is part of the contract (docs/protocol.md §2.1): the envelope's size, the
+topic frame, the envelope's encoding and shape (cheap, needed by the rest), then rate limits
+(so a flood costs little CPU), then the schema of the claimed version (the costliest).
+The header frame and the frame count are the transport's (``busd_protocol.frames``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from busd.kernel.codes import Reject
-from busd.kernel.envelope import check_envelope, check_topic
+from busd_protocol.codes import Code, Reject
+from busd_protocol.envelope import check_envelope, check_topic
+from busd_protocol.messages import decode_envelope
+
+# Good topics remembered by their bytes: saves a decode and a regex search per message.
+GOOD_TOPICS_MAX = 65536
+DEFAULT_MAX_BYTES = 1 << 20
 
 
 class RateCheck(Protocol):
@@ -27,13 +34,23 @@ class SchemaCheck(Protocol):
 
 
 class Admission:
-    """Composes the checks. Owned by the broker task; swap parts with the ``install_*``."""
+    """Composes the checks. Owned by the broker task; swap parts with the ``install_*``.
 
-    __slots__ = ("rates", "schemas")
+    ``decide`` may raise only on a bug in a check; the caller answers ``internal``.
+    """
 
-    def __init__(self, rates: RateCheck | None = None, schemas: SchemaCheck | None = None):
+    __slots__ = ("_good_topics", "max_bytes", "rates", "schemas")
+
+    def __init__(
+        self,
+        rates: RateCheck | None = None,
+        schemas: SchemaCheck | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ):
         self.rates = rates
         self.schemas = schemas
+        self.max_bytes = max_bytes
+        self._good_topics: dict[bytes, str] = {}
 
     def install_rates(self, rates: RateCheck | None) -> None:
         self.rates = rates
@@ -41,15 +58,28 @@ class Admission:
     def install_schemas(self, schemas: SchemaCheck | None) -> None:
         self.schemas = schemas
 
-    def decide(self, topic: str, env: dict[str, Any], now: float) -> Reject | None:
-        reject = check_topic(topic)
-        if reject is not None:
-            return reject
-        return self.decide_checked_topic(topic, env, now)
-
-    def decide_checked_topic(self, topic: str, env: dict[str, Any], now: float) -> Reject | None:
-        """``decide`` for a topic that already passed ``check_topic`` (callers may remember
-        good topics: the check depends on the topic alone)."""
+    def decide(self, topic_b: bytes, env_b: bytes, now: float) -> Reject | None:
+        """The fate of one publish from its topic and envelope frames: ``None`` accepts."""
+        if len(env_b) > self.max_bytes:
+            return Reject(
+                Code.TOO_LARGE, f"envelope is {len(env_b)} bytes; the limit is {self.max_bytes}"
+            )
+        good = self._good_topics
+        topic = good.get(topic_b)
+        if topic is None:
+            try:
+                topic = topic_b.decode()
+            except UnicodeDecodeError:
+                return Reject(Code.BAD_TOPIC, "topic is not valid UTF-8")
+            reject = check_topic(topic)
+            if reject is not None:
+                return reject
+            if len(good) >= GOOD_TOPICS_MAX:
+                good.clear()  # bounded: a million topics only cost re-checks
+            good[topic_b] = topic
+        env = decode_envelope(env_b)
+        if type(env) is not dict:
+            return env  # type: ignore[return-value]
         reject = check_envelope(topic, env)
         if reject is not None:
             return reject

@@ -19,92 +19,24 @@ taken from each only when all of them hold one. A refused message costs no token
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
-# MAX_RATE (messages per second; above is a typo, not a limit) is defined with the rate-file
-# format, so a limit set over the control socket obeys the same bound as a file.
-from busd_client.limiter import MAX_RATE
+from busd_protocol.codes import Code, Reject
+from busd_protocol.rates import (
+    GLOBAL_KEY,
+    NO_LIMITS,
+    ONE_TOKEN,
+    PREFIX_KEY,
+    PUBLISHER_KEY,
+    Limit,
+    Limits,
+    TokenBucket,
+    freeze,
+)
 
-from busd.kernel.codes import Code, Reject
-
-GLOBAL_KEY = "publish"
-PREFIX_KEY = "publish."
-PUBLISHER_KEY = "publisher."
 RECENT_WINDOW = 60.0  # seconds covered (approximately) by the "recent" counters
 _TOPIC_CACHE_MAX = 16384
-# Refills accumulate float error: 0.6 + 0.4 tokens may sum to 0.9999999999. A publisher that
-# waits exactly retry_after_ms must pass, so a token is "there" within this tolerance.
-_ONE_TOKEN = 1.0 - 1e-9
-
-# A prefix is part of a topic (no control characters, no spaces). Keys are also file names:
-# no "/", at most 255 bytes in all, and not a name the rates directory ignores.
-_PREFIX = re.compile(r"[^\x00-\x20\x7f/]+")
-MAX_PREFIX_BYTES = 255 - len("publish.")
-IGNORED_SUFFIXES = ("~", ".tmp", ".swp")
-_PUBLISHER = re.compile(r"[A-Za-z0-9._-]{1,128}")
-
-
-def check_key(key: str) -> str | None:
-    """Why ``key`` is not a rate-limit key, or ``None`` when it is one."""
-    if key == GLOBAL_KEY:
-        return None
-    if key.startswith(PREFIX_KEY):
-        prefix = key[len(PREFIX_KEY) :]
-        if _PREFIX.fullmatch(prefix) is None or len(prefix.encode()) > MAX_PREFIX_BYTES:
-            return (
-                f"publish.<prefix>: the prefix must be 1-{MAX_PREFIX_BYTES} bytes of a "
-                "topic, without '/'"
-            )
-        if prefix.endswith(IGNORED_SUFFIXES):
-            return "publish.<prefix>: the prefix may not end in '~', '.tmp' or '.swp'"
-        return None
-    if key.startswith(PUBLISHER_KEY):
-        if _PUBLISHER.fullmatch(key[len(PUBLISHER_KEY) :]) is None:
-            return "publisher.<name>: the name must be 1-128 chars of A-Z a-z 0-9 . _ -"
-        return None
-    return "a key is 'publish', 'publish.<topic prefix>' or 'publisher.<name>'"
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """``rate`` messages per second with bursts up to ``burst``; ``rate == 0`` disables."""
-
-    rate: float
-    burst: float
-
-    @staticmethod
-    def of(rate: float, burst: float | None = None) -> Limit:
-        """A checked limit; ``burst`` defaults to ``max(1, rate)`` (one second's worth)."""
-        if burst is None:
-            burst = max(1.0, float(rate))
-        limit = Limit(float(rate), float(burst))
-        problem = limit.problem()
-        if problem is not None:
-            raise ValueError(problem)
-        return limit
-
-    def problem(self) -> str | None:
-        if not (math.isfinite(self.rate) and 0 <= self.rate <= MAX_RATE):
-            return f"rate must be a number from 0 to {MAX_RATE:.0f}"
-        if not (math.isfinite(self.burst) and 1 <= self.burst <= MAX_RATE):
-            return f"burst must be a number from 1 to {MAX_RATE:.0f}"
-        return None
-
-
-Limits = Mapping[str, Limit]
-NO_LIMITS: Limits = MappingProxyType({})
-
-
-def freeze(limits: Mapping[str, Limit]) -> Limits:
-    """A checked, read-only copy of ``limits``; raises ``ValueError`` on a bad key or value."""
-    for key, limit in limits.items():
-        problem = check_key(key) or limit.problem()
-        if problem is not None:
-            raise ValueError(f"{key}: {problem}")
-    return MappingProxyType(dict(limits))
 
 
 class _Counters:
@@ -158,26 +90,18 @@ class _Counters:
         return round(w[0] + w[2] * weight), round(w[1] + w[3] * weight)
 
 
-class _Bucket:
-    __slots__ = ("burst", "counters", "key", "rate", "stamp", "tokens")
+class _Bucket(TokenBucket):
+    """A configured key's token bucket and its refusal counters."""
+
+    __slots__ = ("counters", "key")
 
     def __init__(self, key: str, limit: Limit, counters: _Counters, tokens: float, stamp: float):
+        super().__init__(limit, stamp, tokens)
         self.key = key
-        self.rate = limit.rate
-        self.burst = limit.burst
         self.counters = counters
-        self.tokens = tokens if limit.rate > 0 else 0.0  # a disabled bucket never holds one
-        self.stamp = stamp
-
-    def refill(self, now: float) -> float:
-        elapsed = now - self.stamp
-        if elapsed > 0:  # a monotonic clock never goes back; if it did, refill nothing
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-            self.stamp = now
-        return self.tokens
 
     def retry_after_ms(self) -> int:
-        return max(1, math.ceil((1.0 - self.tokens) / self.rate * 1000.0))
+        return max(1, math.ceil(self.wait() * 1000.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +223,7 @@ class RateTable:
                 tokens = b.tokens + elapsed * b.rate
                 b.tokens = tokens if tokens < b.burst else b.burst
                 b.stamp = now
-            if b.tokens < _ONE_TOKEN:
+            if b.tokens < ONE_TOKEN:
                 short = True
         if short:
             return self._refuse((g, p, u), now)
@@ -324,7 +248,7 @@ class RateTable:
                     {"key": bucket.key},
                 )
         # Every empty bucket must refill before a retry can pass: name the slowest.
-        empty = max((b for b in present if b.tokens < _ONE_TOKEN), key=_Bucket.retry_after_ms)
+        empty = max((b for b in present if b.tokens < ONE_TOKEN), key=_Bucket.retry_after_ms)
         empty.counters.throttled(now)
         self.throttled += 1
         wait = empty.retry_after_ms()

@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from busd_protocol.codes import Code, Reject
 from busd_protocol.schemas import INVALID, Route, SchemaSet
-
-from busd.kernel.codes import Code, Reject
 
 DEFAULT_MAX_DEPRECATED_KEYS = 1024
 

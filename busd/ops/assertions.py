@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from busd.kernel.assertions import Assertion, AssertionConfigError, names, parse_file
-from busd.kernel.figures import FIGURES, Sample, compute, sample
-from busd.ops.logs import get
+from busd.logs import get
+from busd.ops.assertion_rules import Assertion, AssertionConfigError, names, parse_file
+from busd.ops.figures import FIGURES, Sample, compute, sample
 
 _log = get("assertions")
 

@@ -17,8 +17,8 @@ import socket
 
 from prometheus_client import CollectorRegistry
 
+from busd.logs import RateLimitedLog, get
 from busd.ops.health import Health
-from busd.ops.logs import RateLimitedLog, get
 from busd.ops.metrics import CONTENT_TYPE, render
 
 _log = get("http")

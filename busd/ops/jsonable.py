@@ -7,7 +7,7 @@ import enum
 import math
 from typing import Any
 
-from busd.kernel.histogram import HistogramSnapshot
+from busd_protocol.histogram import HistogramSnapshot
 
 
 def jsonable(value: Any) -> Any:

@@ -11,7 +11,7 @@ Expected shapes (what the exporters below read):
 - ``rates``: ``RateControl.statistics()`` (flat counters), optionally with ``"keys"`` as below;
 - ``rate_keys``: a list of ``{"key", "rate", "burst", "tokens", "throttled_total",
   "disabled_total"}`` maps, one per configured rate key (``dataclasses.asdict`` of the
-  ``RateTable.snapshot(now)`` rows; ``busd.ops.wiring`` adds this section);
+  ``RateTable.snapshot(now)`` rows; ``App._attach_ops`` adds this section);
 - ``schemas``: ``SchemaControl.statistics()`` (``SchemaGate.statistics()`` plus reload counts);
 - ``assertions``: ``{name: {"ok": bool | None, "critical": bool, "violations": int}}``;
 - anything flat (e.g. ``control``: ``ControlServer.statistics()``): generic.

@@ -25,10 +25,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.utils import floatToGoString
 
 from busd import PROTOCOL_VERSION, __version__
-from busd.kernel.codes import Code
-from busd.kernel.figures import histogram
-from busd.ops.logs import RateLimitedLog, get
+from busd.logs import RateLimitedLog, get
+from busd.ops.figures import histogram
 from busd.ops.metric_sections import SECTION_EXPORTERS, Families, SectionExporter, generic, num
+from busd_protocol.codes import Code
 
 __all__ = ["CONTENT_TYPE", "StatsCollector", "make_registry", "render"]
 

@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Mapping
 
-from busd.ops.logs import get
+from busd.logs import get
 
 _log = get("systemd")
 

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from busd.ops.logs import get
+from busd.logs import get
 
 _log = get("supervisor")
 

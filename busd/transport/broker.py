@@ -25,13 +25,13 @@ import zmq
 
 from busd.config import Config
 from busd.kernel.admission import Admission
-from busd.kernel.codes import Code, Reject
-from busd.kernel.envelope import check_topic
-from busd.kernel.histogram import Histogram
-from busd.ops.logs import RateLimitedLog, get
+from busd.logs import RateLimitedLog, get
 from busd.transport import sockets
 from busd.transport.readiness import Readiness
-from busd.wire.codec import decode_envelope, encode_reply, read_header, reject_entry
+from busd_protocol.codes import ROUTINE, Code, Reject
+from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, INGRESS_FRAMES, read_header
+from busd_protocol.histogram import Histogram
+from busd_protocol.replies import encode_reply, reject_entry
 
 _log = get("broker")
 _NOBLOCK = zmq.NOBLOCK
@@ -39,7 +39,6 @@ _SNDMORE = zmq.SNDMORE
 # The backend's send skips the sugar layer's per-call checks (~0.2 µs a frame).
 _send = zmq.backend.Socket.send
 _QUIET = 0.1  # draining ends after this long without input
-_GOOD_TOPICS_MAX = 65536
 
 
 def _discard_rest(router: zmq.Socket[bytes]) -> int:
@@ -114,9 +113,6 @@ class Broker:
         self._ctx = ctx
         self.clock = clock  # monotonic seconds; the rate buckets share it
         self._bad_input_log = RateLimitedLog(_log)
-        # Topics that passed check_topic, by their bytes: saves a decode and a regex search
-        # per message on the hot path.
-        self._good_topics: dict[bytes, str] = {}
         self._draining = False
         self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
         self._ready: Readiness | None = None
@@ -253,8 +249,7 @@ class Broker:
         router, xpub = self._router, self._xpub
         assert router is not None and xpub is not None
         recv, xsend = router.recv, _send
-        decide = self.admission.decide_checked_topic
-        max_bytes = self.config.max_message_bytes
+        judge = self._judge
         st = self.stats
         rejected = st.rejected
         replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
@@ -285,17 +280,19 @@ class Broker:
             header = head.bytes
             seq: int | None = None
             reject: Reject | None = None
-            if len(header) == 10 and header[0] == 66 and header[1] == 1:  # "B", version 1
+            if len(header) == HEADER_LEN and header[:2] == GOOD_PREFIX:
                 seq = int.from_bytes(header[2:], "big")
-                if n_frames != 3:
-                    reject = Reject(Code.BAD_FRAME, f"expected 3 frames, got {n_frames}")
+                if n_frames != INGRESS_FRAMES:
+                    reject = Reject(
+                        Code.BAD_FRAME, f"expected {INGRESS_FRAMES} frames, got {n_frames}"
+                    )
             else:
                 seq, reject = read_header(header)
             if reject is None:
                 topic_b, env_b = topic_f.bytes, env_f.bytes
                 size = len(env_b)
                 bytes_in += size
-                reject = refuse or self._judge(topic_b, env_b, max_bytes, decide, now)
+                reject = refuse or judge(topic_b, env_b, now)
                 if reject is None:
                     xsend(xpub, topic_b, _SNDMORE)
                     xsend(xpub, env_b)
@@ -310,12 +307,7 @@ class Broker:
                     continue
             rejected[reject.code] += 1
             entry[1].append(reject_entry(seq, reject))
-            if reject.code not in (
-                Code.RATE_LIMITED,
-                Code.DISABLED,
-                Code.SHUTTING_DOWN,
-                Code.NOT_READY,
-            ):
+            if reject.code not in ROUTINE:
                 self._bad_input_log.warning(
                     reject.code,
                     "message rejected",
@@ -334,37 +326,11 @@ class Broker:
             self._reply(router, replies)
         return handled
 
-    def _judge(
-        self,
-        topic_b: bytes,
-        env_b: bytes,
-        max_bytes: int,
-        decide: Callable[[str, dict[str, Any], float], Reject | None],
-        now: float,
-    ) -> Reject | None:
-        if len(env_b) > max_bytes:
-            return Reject(
-                Code.TOO_LARGE, f"envelope is {len(env_b)} bytes; the limit is {max_bytes}"
-            )
-        topic = self._good_topics.get(topic_b)
-        if topic is None:
-            try:
-                topic = topic_b.decode()
-            except UnicodeDecodeError:
-                return Reject(Code.BAD_TOPIC, "topic is not valid UTF-8")
-            reject = check_topic(topic)
-            if reject is not None:
-                return reject
-            if len(self._good_topics) >= _GOOD_TOPICS_MAX:
-                self._good_topics.clear()  # bounded: a million topics only cost re-checks
-            self._good_topics[topic_b] = topic
-        env = decode_envelope(env_b)
-        if isinstance(env, Reject):
-            return env
+    def _judge(self, topic_b: bytes, env_b: bytes, now: float) -> Reject | None:
         try:
-            return decide(topic, env, now)
+            return self.admission.decide(topic_b, env_b, now)
         except Exception:
-            _log.exception("check failed", extra={"topic": topic[:64]})
+            _log.exception("check failed", extra={"topic": topic_b[:64].decode(errors="replace")})
             return Reject(Code.INTERNAL, "busd failed while checking this message")
 
     def _reply(

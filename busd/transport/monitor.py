@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from busd.ops.logs import RateLimitedLog, get
+from busd.logs import RateLimitedLog, get
 from busd.transport.readiness import Readiness
 
 _log = get("monitor")

@@ -2,7 +2,6 @@
 
 from busd_client.aio import AsyncPublisher, AsyncReceipt, AsyncSubscriber
 from busd_client.aio_pool import AsyncPoolPublisher, AsyncPoolReceipt, AsyncPoolSubscriber
-from busd_client.envelope import DecodeError, Message, decode_message, new_id
 from busd_client.errors import (
     BusError,
     ClosedError,
@@ -16,6 +15,7 @@ from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber
 from busd_client.publisher import Publisher, Receipt
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
 from busd_client.subscriber import Subscriber
+from busd_protocol.messages import DecodeError, Message, decode_message, new_id
 
 __version__ = "0.1.0"
 

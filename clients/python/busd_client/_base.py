@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import struct
 import time
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
@@ -12,22 +10,20 @@ from typing import Any, Final, TypeVar
 import msgpack
 import zmq
 import zmq.backend
-from busd_protocol.schemas import SchemaSet
 
-from busd_client.envelope import PROTOCOL_VERSION
 from busd_client.errors import PublishTimeout, Rejected
 from busd_client.inflight import InFlight, Pending
 from busd_client.waiting import Book
+from busd_protocol.envelope import PUBLISHER_NAME, PUBLISHER_RULE
+from busd_protocol.frames import encode_header
+from busd_protocol.messages import encode_envelope
+from busd_protocol.schemas import SchemaSet
 
 __all__ = ["DEFAULT", "PublisherBase"]
 
-_PUBLISHER_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
-_MAGIC: Final = bytes((0x42, PROTOCOL_VERSION))
-_packb = msgpack.packb
 _unpackb = msgpack.unpackb
 _time_ns = time.time_ns
 _monotonic = time.monotonic
-_HEADER = struct.Struct(">2sQ")
 _NOBLOCK = zmq.NOBLOCK
 _NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
 _Again = zmq.Again
@@ -63,8 +59,8 @@ class PublisherBase:
         wait_when_disabled: bool,
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
     ) -> None:
-        if _PUBLISHER_NAME.fullmatch(name) is None:
-            raise ValueError(f"publisher name {name!r}: expected 1-128 chars of A-Za-z0-9._-")
+        if PUBLISHER_NAME.fullmatch(name) is None:
+            raise ValueError(f"publisher name {name!r}: expected {PUBLISHER_RULE}")
         if window < 1:
             raise ValueError("window must be at least 1")
         if not timeout > 0:
@@ -131,16 +127,8 @@ class PublisherBase:
         if id is None:
             self._id_count += 1
             id = f"{self._id_prefix}{self._id_count:010x}"
-        envelope: bytes = _packb(
-            {
-                "topic": topic,
-                "schema": schema,
-                "version": version,
-                "id": id,
-                "publisher": self._name,
-                "ts": _time_ns(),
-                "data": data,
-            }
+        envelope = encode_envelope(
+            topic, schema, version, data, id=id, publisher=self._name, ts=_time_ns()
         )
         if self.schemas is not None:
             # Judge the bytes busd will judge: the decoded payload, not the caller's object.
@@ -170,7 +158,7 @@ class PublisherBase:
         sock = self._sock
         send = _send_frame
         try:
-            send(sock, _HEADER.pack(_MAGIC, inflight.next_seq), _NOBLOCK_MORE)
+            send(sock, encode_header(inflight.next_seq), _NOBLOCK_MORE)
             send(sock, p.topic_frame, _NOBLOCK_MORE)
             send(sock, p.envelope, _NOBLOCK)
         except _Again:

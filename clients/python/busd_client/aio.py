@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.asyncio
 import zmq.backend
-from busd_protocol.schemas import SchemaSet
 
 from busd_client._base import DEFAULT, PublisherBase, _Default
-from busd_client.envelope import DecodeError, Message, decode_message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
 from busd_client.latency import LatencyRecorder
@@ -34,6 +32,8 @@ from busd_client.sockets import (
 )
 from busd_client.subscriber import Subscriptions
 from busd_client.waiting import Book
+from busd_protocol.messages import DecodeError, Message, decode_message
+from busd_protocol.schemas import SchemaSet
 
 __all__ = ["AsyncPublisher", "AsyncReceipt", "AsyncSubscriber", "AsyncWaiting", "Progress"]
 

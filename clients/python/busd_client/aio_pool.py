@@ -20,15 +20,15 @@ from typing import Any, Self
 
 import zmq
 import zmq.asyncio
-from busd_protocol.schemas import SchemaSet
 
 from busd_client._base import DEFAULT, _Default
 from busd_client.aio import AsyncReceipt, AsyncSubscriber, AsyncWaiting, Progress
 from busd_client.dedup import DedupWindow
-from busd_client.envelope import Message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.pool import PoolMembership, PoolShell, pool_endpoints
 from busd_client.pool_core import PoolPending
+from busd_protocol.messages import Message
+from busd_protocol.schemas import SchemaSet
 
 __all__ = ["AsyncPoolPublisher", "AsyncPoolReceipt", "AsyncPoolSubscriber"]
 

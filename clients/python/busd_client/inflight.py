@@ -19,7 +19,7 @@ from busd_client.errors import (
     RateLimited,
     rejection_from_reply,
 )
-from busd_client.replies import read_reply, seqs_in
+from busd_protocol.replies import read_reply, seqs_in
 
 __all__ = ["DISABLED_RETRY_INTERVAL", "InFlight", "Pending", "retry_due"]
 

@@ -1,10 +1,9 @@
 """Client-side rate limits read from a directory of rate files, as busd reads its own.
 
-One file per key, named by the key, holding ``RATE`` or ``RATE BURST`` (messages per second,
-ASCII decimals: ``^[0-9]+(\\.[0-9]+)?([ \\t]+[0-9]+(\\.[0-9]+)?)?[ \\t]*\\n?$`` and nothing
-else). ``0`` disables the key; a missing file means no limit; a file that does not parse, is
-out of range or cannot be read keeps the last good value. Files are re-read at most once per
-second per key (monotonic clock). The burst defaults to ``max(1, RATE)``.
+One file per key, named by the key, in the grammar of ``busd_protocol.rates``
+(docs/rates.md). ``0`` disables the key; a missing file means no limit; a file that does not
+parse, is out of range or cannot be read keeps the last good value. Files are re-read at
+most once per second per key (monotonic clock). The burst defaults to ``max(1, RATE)``.
 
     limiter = RateLimiter("/etc/rates")
     with limiter.limit("publish"):
@@ -17,121 +16,15 @@ import asyncio
 import contextlib
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from busd_client.errors import Disabled, RateLimited
+from busd_protocol.rates import MAX_FILE_BYTES, Limit, TokenBucket, check_file_name, parse_rate
 
-__all__ = [
-    "MAX_FILE_BYTES",
-    "MAX_RATE",
-    "RATE_GRAMMAR",
-    "EmptyRateFile",
-    "Limit",
-    "RateFileError",
-    "RateLimiter",
-    "TokenBucket",
-    "parse_rate",
-    "read_rate",
-]
-
-MAX_RATE = 1e9  # as busd: anything above is a typo, not a limit
-MAX_FILE_BYTES = 256  # a valid rate line is far shorter; a big file is not a rate file
-# The rate-file format is defined here once (grammar, limits, reasons); busd's rates
-# directory reader uses ``read_rate`` too, so the two can never disagree.
-RATE_GRAMMAR = re.compile(rb"[0-9]+(?:\.[0-9]+)?(?:[ \t]+[0-9]+(?:\.[0-9]+)?)?[ \t]*\n?")
-_KEY = re.compile(r"[^\x00-\x20\x7f/]{1,255}")
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """``rate`` tokens per second into a bucket of ``burst``; ``rate == 0`` disables."""
-
-    rate: float
-    burst: float
-
-
-class RateFileError(ValueError):
-    """A rate file's content is not ``RATE`` or ``RATE BURST``; the message says why."""
-
-    kind = "content"
-
-
-class EmptyRateFile(RateFileError):
-    """No content yet: ``echo`` truncates before it writes."""
-
-    kind = "empty"
-
-
-def read_rate(content: bytes) -> Limit:
-    """The limit a rate file's bytes say; raises ``RateFileError`` saying what is wrong.
-
-    ``fullmatch`` rather than ``$``: in Python ``$`` also matches before a final newline,
-    which would let ``"5\\n\\n"`` through.
-    """
-    if not content:
-        raise EmptyRateFile("empty file (not yet written?)")
-    if len(content) > MAX_FILE_BYTES:
-        raise RateFileError(f"over {MAX_FILE_BYTES} bytes")
-    if RATE_GRAMMAR.fullmatch(content) is None:
-        raise RateFileError(
-            f"expected 'RATE' or 'RATE BURST' as decimal numbers, got {content[:40]!r}"
-        )
-    parts = content.split()
-    rate = float(parts[0])
-    burst = float(parts[1]) if len(parts) > 1 else max(1.0, rate)
-    if not rate <= MAX_RATE:
-        raise RateFileError(f"rate must be a number from 0 to {MAX_RATE:.0f}")
-    if not 1.0 <= burst <= MAX_RATE:
-        raise RateFileError(f"burst must be a number from 1 to {MAX_RATE:.0f}")
-    return Limit(rate, burst)
-
-
-def parse_rate(content: bytes) -> Limit | None:
-    """The limit a rate file's bytes say, or None when they are not a valid rate file."""
-    try:
-        return read_rate(content)
-    except RateFileError:
-        return None
-
-
-class TokenBucket:
-    """``rate`` tokens per second, holding at most ``burst``; a new bucket starts full."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, limit: Limit, now: float) -> None:
-        self.rate = limit.rate
-        self.burst = limit.burst
-        self.tokens = limit.burst if limit.rate > 0 else 0.0
-        self.stamp = now
-
-    def reconfigure(self, limit: Limit, now: float) -> None:
-        self._refill(now)
-        self.rate = limit.rate
-        self.burst = limit.burst
-        self.tokens = min(self.tokens, limit.burst) if limit.rate > 0 else 0.0
-
-    def _refill(self, now: float) -> None:
-        elapsed = now - self.stamp
-        if elapsed > 0:
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-            self.stamp = now
-
-    def take(self, now: float) -> float:
-        """Take a token and return 0.0, or return the seconds until one is there.
-
-        Requires ``rate > 0``.
-        """
-        self._refill(now)
-        if self.tokens >= 1.0 - 1e-9:  # float refills may sum to 0.9999999999
-            self.tokens = max(0.0, self.tokens - 1.0)
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
+__all__ = ["RateLimiter"]
 
 
 class _Key:
@@ -169,8 +62,9 @@ class RateLimiter:
     def _state(self, key: str, now: float) -> _Key:
         st = self._keys.get(key)
         if st is None:
-            if _KEY.fullmatch(key) is None or key.startswith("."):
-                raise ValueError(f"rate key {key!r}: not a file name in the rates directory")
+            problem = check_file_name(key)
+            if problem is not None:
+                raise ValueError(f"rate key {key!r}: {problem}")
             st = self._keys[key] = _Key()
         if now - st.read_at >= self._reread:
             st.read_at = now

@@ -19,17 +19,18 @@ from typing import Any
 
 import zmq
 import zmq.backend
-from busd_protocol.schemas import SchemaSet
 from zmq.utils.monitor import parse_monitor_message
 
-from busd_client._base import _HEADER, _MAGIC, DEFAULT, PublisherBase, _Default
+from busd_client._base import DEFAULT, PublisherBase, _Default
 from busd_client.dedup import DedupWindow
-from busd_client.envelope import Message
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.pool_core import Link, PoolCore, PoolPending
 from busd_client.sockets import configure_dealer
 from busd_client.subscriber import Subscriber
 from busd_client.waiting import SyncWaiting
+from busd_protocol.frames import encode_header
+from busd_protocol.messages import Message
+from busd_protocol.schemas import SchemaSet
 
 __all__ = [
     "MONITOR_EVENTS",
@@ -158,7 +159,7 @@ class PoolShell(PublisherBase):
     def _send_to(self, link: Link, p: PoolPending) -> bool:
         sock = self._socks[link.index]
         try:
-            _send_frame(sock, _HEADER.pack(_MAGIC, link.next_seq), _NOBLOCK_MORE)
+            _send_frame(sock, encode_header(link.next_seq), _NOBLOCK_MORE)
             _send_frame(sock, p.topic_frame, _NOBLOCK_MORE)
             _send_frame(sock, p.envelope, _NOBLOCK)
         except _Again:

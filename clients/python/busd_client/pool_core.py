@@ -35,7 +35,7 @@ from busd_client.errors import (
 )
 from busd_client.inflight import retry_due
 from busd_client.pool_link import Link, PoolPending
-from busd_client.replies import read_reply, seqs_in
+from busd_protocol.replies import read_reply, seqs_in
 
 __all__ = ["Link", "PoolCore", "PoolPending"]
 

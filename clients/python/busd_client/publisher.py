@@ -12,13 +12,13 @@ from typing import Any
 
 import zmq
 import zmq.backend
-from busd_protocol.schemas import SchemaSet
 
 from busd_client._base import DEFAULT, PublisherBase, _Default
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.inflight import Pending
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, configure_dealer
 from busd_client.waiting import SyncWaiting
+from busd_protocol.schemas import SchemaSet
 
 __all__ = ["Publisher", "Receipt"]
 

@@ -10,9 +10,9 @@ from typing import Any, Self
 
 import zmq
 
-from busd_client.envelope import DecodeError, Message, decode_message
 from busd_client.latency import LatencyRecorder
 from busd_client.sockets import DEFAULT_SUB_ENDPOINT, configure_sub
+from busd_protocol.messages import DecodeError, Message, decode_message
 
 __all__ = ["Subscriber", "prefix_bytes"]
 

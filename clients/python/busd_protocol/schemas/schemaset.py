@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
+from busd_protocol.codes import Code
 from busd_protocol.schemas.codegen import FastCheck, compile_fast
 from busd_protocol.schemas.compiler import Checker, SchemaError, compile_schema, show
 from busd_protocol.schemas.loader import (
@@ -20,12 +21,12 @@ from busd_protocol.schemas.loader import (
     read_directory,
 )
 
-# Rejection codes, as in docs/protocol.md §2.1.
-UNKNOWN_SCHEMA = "unknown_schema"
-UNKNOWN_VERSION = "unknown_version"
-RETIRED_VERSION = "retired_version"
-SCHEMA_NOT_ALLOWED = "schema_not_allowed"
-INVALID = "invalid"
+# The codes a schema check answers with (defined in busd_protocol.codes).
+UNKNOWN_SCHEMA = Code.UNKNOWN_SCHEMA
+UNKNOWN_VERSION = Code.UNKNOWN_VERSION
+RETIRED_VERSION = Code.RETIRED_VERSION
+SCHEMA_NOT_ALLOWED = Code.SCHEMA_NOT_ALLOWED
+INVALID = Code.INVALID
 
 Verdict = tuple[str, str]  # (code, reason)
 # A usable (not retired) version's accept path: its topic prefixes, its fast check, and

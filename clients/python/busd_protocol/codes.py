@@ -1,9 +1,13 @@
-"""Stable rejection codes (docs/protocol.md §2.1). Never rename or reuse one."""
+"""Stable rejection codes (docs/protocol.md §2.1) and how a publisher treats each.
+
+Never rename or reuse a code: clients in every language switch on them.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Final
 
 
 class Code(enum.StrEnum):
@@ -33,3 +37,11 @@ class Reject:
     reason: str
     # Extra reply fields (``key``, ``retry_after_ms``); small, msgpack-able values only.
     extra: dict[str, str | int] = field(default_factory=dict)
+
+
+# About the broker, not the message: send it again, later or to another broker of a pool.
+BROKER_REFUSALS: Final = frozenset({Code.NOT_READY, Code.SHUTTING_DOWN})
+# About the rate, not the message: a publisher may retry within a deadline of its choosing.
+RATE_REFUSALS: Final = frozenset({Code.RATE_LIMITED, Code.DISABLED})
+# Refusals that are routine operation rather than bad input: busd does not log each one.
+ROUTINE: Final = BROKER_REFUSALS | RATE_REFUSALS

@@ -1,7 +1,12 @@
-"""Reading one reply frame (docs/protocol.md §2), for the single and the pool publishers.
+"""Reply frames (docs/protocol.md §2): busd's encoding and a publisher's reading of them.
 
-Untrusted bytes in, plain values out: the ranges and rejections that are well formed and
-name sequence numbers this connection sent, and a count of what broke the protocol. A range
+busd answers every message it read: one reply frame per publisher per batch, holding ranges
+of accepted sequence numbers and a list of rejections (``seq``, ``code``, ``reason`` and the
+code's extra fields). ``draining: true`` says busd is shutting down.
+
+Reading is for the single and the pool publishers. Untrusted bytes in, plain values out:
+the ranges and rejections that are well formed and name sequence numbers this connection
+sent, and a count of what broke the protocol. A range
 outside what was sent is dropped whole (not clamped), so a bogus reply cannot settle a
 message that busd never answered.
 """
@@ -13,9 +18,31 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-__all__ = ["Reply", "read_reply", "seqs_in"]
+from busd_protocol.codes import Reject
 
+__all__ = ["Reply", "encode_reply", "read_reply", "reject_entry", "seqs_in"]
+
+_packb = msgpack.packb
 _unpackb = msgpack.unpackb
+
+
+def encode_reply(acc: list[int], rejects: list[dict[str, Any]], draining: bool = False) -> bytes:
+    """One reply frame; ``acc`` is flat ``[lo, hi, lo, hi, ...]``. ``draining`` adds the
+    ``draining`` key: busd is shutting down, publish elsewhere."""
+    pairs = [acc[i : i + 2] for i in range(0, len(acc), 2)]
+    reply: dict[str, Any] = {"acc": pairs, "rej": rejects}
+    if draining:
+        reply["draining"] = True
+    frame: bytes = _packb(reply)
+    return frame
+
+
+def reject_entry(seq: int | None, reject: Reject) -> dict[str, Any]:
+    """One element of a reply's ``rej`` list."""
+    entry: dict[str, Any] = {"seq": seq, "code": reject.code.value, "reason": reject.reason}
+    if reject.extra:
+        entry.update(reject.extra)
+    return entry
 
 
 class Reply(NamedTuple):

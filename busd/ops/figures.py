@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from busd.kernel.codes import Code
-from busd.kernel.histogram import LATENCY_BUCKETS, HistogramSnapshot
+from busd_protocol.codes import Code
+from busd_protocol.histogram import LATENCY_BUCKETS, HistogramSnapshot
 
 THROTTLE_CODES = (str(Code.RATE_LIMITED), str(Code.DISABLED))
 SCHEMA_CODES = tuple(

@@ -1,18 +1,22 @@
-"""Checks of a decoded envelope (docs/protocol.md §1.1), before any policy applies."""
+"""The envelope's field rules (docs/protocol.md §1.1): limits, names, and the checks busd
+applies to a decoded envelope before any policy. Clients check names against the same rules.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from busd.kernel.codes import Code, Reject
+from busd_protocol.codes import Code, Reject
 
 MAX_TOPIC_BYTES = 255
 MAX_ID_CHARS = 128
 MAX_PUBLISHER_CHARS = 128
 
 _TOPIC_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
-_PUBLISHER = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# A publisher name: in envelopes, in publisher.<name> rate keys, in client settings.
+PUBLISHER_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_PUBLISHER_CHARS}}}")
+PUBLISHER_RULE = f"1-{MAX_PUBLISHER_CHARS} chars of A-Z a-z 0-9 . _ -"
 _SCHEMA = re.compile(r"[a-z0-9._-]{1,64}")
 
 _TYPE_NAMES = {
@@ -73,7 +77,7 @@ def check_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
             and type(ts) is int
             and ts >= 0
             and _SCHEMA.fullmatch(schema) is not None
-            and _PUBLISHER.fullmatch(publisher) is not None
+            and PUBLISHER_NAME.fullmatch(publisher) is not None
         ):
             return None
     except KeyError:
@@ -109,10 +113,8 @@ def explain_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
     value = env["publisher"]
     if type(value) is not str:
         return _field_error("publisher", "string", value)
-    if _PUBLISHER.fullmatch(value) is None:
-        return Reject(
-            Code.BAD_ENVELOPE, "envelope.publisher: expected 1-128 chars of A-Z a-z 0-9 . _ -"
-        )
+    if PUBLISHER_NAME.fullmatch(value) is None:
+        return Reject(Code.BAD_ENVELOPE, f"envelope.publisher: expected {PUBLISHER_RULE}")
     value = env["ts"]
     if type(value) is not int:
         return _field_error("ts", "int", value)

@@ -1,9 +1,13 @@
-"""The wire codec of docs/protocol.md: header frames, envelopes, egress messages, replies."""
+"""Envelopes as bytes (docs/protocol.md §1.1, §3): encoding, busd's strict decoding, and the
+``Message`` value a subscriber receives.
+
+busd forwards the envelope bytes it judged, never a re-encoding, so what a publisher encodes
+here is byte for byte what every subscriber decodes.
+"""
 
 from __future__ import annotations
 
 import os
-import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,32 +15,23 @@ from typing import Any
 
 import msgpack
 
+from busd_protocol.codes import Code, Reject
+
 __all__ = [
-    "HEADER_LEN",
-    "PROTOCOL_VERSION",
     "DecodeError",
     "Message",
+    "decode_envelope",
     "decode_message",
     "encode_envelope",
-    "encode_header",
     "new_id",
 ]
 
-PROTOCOL_VERSION = 1
-HEADER_LEN = 10
-_HEADER = struct.Struct(">2sQ")
-_MAGIC = bytes((0x42, PROTOCOL_VERSION))
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
 
 
 class DecodeError(ValueError):
     """An egress message that does not follow docs/protocol.md §3."""
-
-
-def encode_header(seq: int) -> bytes:
-    """Frame 0: ``B``, the protocol version, then ``seq`` as a uint64, big-endian."""
-    return _HEADER.pack(_MAGIC, seq)
 
 
 def new_id() -> str:
@@ -54,8 +49,11 @@ def encode_envelope(
     publisher: str,
     ts: int | None = None,
 ) -> bytes:
-    """Frame 2: the envelope map. ``ts`` defaults to now, in ns since the Unix epoch."""
-    return _packb(  # type: ignore[no-any-return]
+    """Frame 2 of a publish: the envelope map. ``ts`` defaults to now, in ns since the epoch.
+
+    The publishers' hot path calls this for every message.
+    """
+    frame: bytes = _packb(
         {
             "topic": topic,
             "schema": schema,
@@ -66,6 +64,29 @@ def encode_envelope(
             "data": data,
         }
     )
+    return frame
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack ext type {code} is not allowed")
+
+
+def decode_envelope(frame: bytes) -> dict[str, Any] | Reject:
+    """busd's reading of an envelope frame: a msgpack map, or ``bad_encoding``."""
+    try:
+        value = _unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except Exception as exc:
+        return Reject(Code.BAD_ENCODING, f"envelope is not valid msgpack: {_short(exc)}")
+    if type(value) is not dict:
+        return Reject(Code.BAD_ENCODING, "envelope is not a msgpack map")
+    # Keys are str or bytes (strict_map_key); a bytes key can never name one of the seven
+    # fields, so it is passed through like any unknown key without a per-key check here.
+    return value
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 @dataclass(frozen=True, slots=True)

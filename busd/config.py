@@ -129,7 +129,8 @@ class Config:
                 raise ConfigError(
                     f"{name}: expected a tcp://, ipc:// or inproc:// endpoint, got {value!r}"
                 )
-        if self.pub_endpoint == self.sub_endpoint:
+        # Port 0 twice is two ports the kernel picks (tests and `make run` use it).
+        if self.pub_endpoint == self.sub_endpoint and not self.pub_endpoint.endswith(":0"):
             raise ConfigError("pub_endpoint and sub_endpoint must differ")
         if self.metrics not in ("", "off"):
             host, sep, port = self.metrics.rpartition(":")

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real busd process on free loopback ports, and leak-checked contexts."""
+"""Shared fixtures: a real busd process on loopback ports it picks itself, and leak-checked
+contexts."""
 
 from __future__ import annotations
 
@@ -79,7 +80,15 @@ def wait_for(
 
 
 class BusdProcess:
-    """A real busd on free loopback ports, with its own var, rates and schemas directories."""
+    """A real busd on loopback, with its own var, rates and schemas directories.
+
+    busd binds port 0 and the kernel picks its ports; they are read from its ``ready`` and
+    ``metrics listening`` log lines and kept, so a restart binds the same ones (its clients
+    reconnect). A test that needs an address before the first start (a pool file, say) reads
+    one, and that port is reserved then with ``free_port``.
+    """
+
+    host = "127.0.0.1"
 
     def __init__(self, root: Path, loop: str = "uvloop", extra_args: tuple[str, ...] = ()):
         self.root = root
@@ -93,21 +102,70 @@ class BusdProcess:
         self.rates_dir.mkdir(parents=True, exist_ok=True)
         if not self.schemas_dir.exists():
             shutil.copytree(REPO / "schemas", self.schemas_dir)
-        self.pub_port, self.sub_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.pub_endpoint = f"tcp://127.0.0.1:{self.pub_port}"
-        self.sub_endpoint = f"tcp://127.0.0.1:{self.sub_port}"
-        self.metrics = f"127.0.0.1:{self.metrics_port}"
+        self._addr: dict[str, str] = {}  # role -> endpoint or address, once known or reserved
+        self._starting = False
         self.proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}  # extra environment variables for the busd process
         self._log_offset = 0
 
+    def _address(self, role: str) -> str:
+        address = self._addr.get(role)
+        if address is None:
+            if self.proc is not None:
+                raise AssertionError(f"busd reported no {role} address in its log")
+            port = free_port()  # wanted before busd picked one: reserve one now
+            prefix = "" if role == "metrics" else "tcp://"
+            address = self._addr[role] = f"{prefix}{self.host}:{port}"
+        return address
+
+    @property
+    def pub_endpoint(self) -> str:
+        return self._address("pub")
+
+    @pub_endpoint.setter
+    def pub_endpoint(self, endpoint: str) -> None:
+        self._addr["pub"] = endpoint
+
+    @property
+    def sub_endpoint(self) -> str:
+        return self._address("sub")
+
+    @sub_endpoint.setter
+    def sub_endpoint(self, endpoint: str) -> None:
+        self._addr["sub"] = endpoint
+
+    @property
+    def metrics(self) -> str:
+        return self._address("metrics")
+
+    @metrics.setter
+    def metrics(self, address: str) -> None:
+        self._addr["metrics"] = address
+
+    @property
+    def pub_port(self) -> int:
+        return int(self.pub_endpoint.rsplit(":", 1)[1])
+
+    @property
+    def sub_port(self) -> int:
+        return int(self.sub_endpoint.rsplit(":", 1)[1])
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.metrics.rsplit(":", 1)[1])
+
     def argv(self) -> list[str]:
+        def address(role: str, any_port: str) -> str:
+            # Inside start() busd may pick a port; argv() wanted by a test names one.
+            return self._addr.get(role, any_port) if self._starting else self._address(role)
+
+        tcp0 = f"tcp://{self.host}:0"
         return [
             str(BIN / "busd"),
             "--pub-endpoint",
-            self.pub_endpoint,
+            address("pub", tcp0),
             "--sub-endpoint",
-            self.sub_endpoint,
+            address("sub", tcp0),
             "--control",
             self.control,
             "--rates-dir",
@@ -115,7 +173,7 @@ class BusdProcess:
             "--schemas-dir",
             str(self.schemas_dir),
             "--metrics",
-            self.metrics,
+            address("metrics", f"{self.host}:0"),
             "--var-dir",
             str(self.var_dir),
             "--loop",
@@ -133,15 +191,25 @@ class BusdProcess:
         """Start and wait for the ``ready`` log line; returns seconds taken."""
         started = time.monotonic()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._starting = True
+        try:
+            argv = self.argv()
+        finally:
+            self._starting = False
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv(),
+                argv,
                 stdout=log,
                 stderr=log,
                 cwd=self.root,
                 env={**os.environ, **self.env} if self.env else None,
             )
-        self.wait_log("ready", timeout=timeout)
+        ready = self.wait_log("ready", timeout=timeout)
+        for role in ("pub", "sub"):
+            self._addr[role] = ready[f"{role}_endpoint"]
+        listening = [line for line in self.logs() if line.get("event") == "metrics listening"]
+        if listening:
+            self._addr["metrics"] = listening[-1]["address"]
         return time.monotonic() - started
 
     def logs(self, since_start: bool = True) -> list[dict[str, Any]]:

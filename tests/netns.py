@@ -281,10 +281,12 @@ class NetnsBusd(BusdProcess):
     ) -> None:
         super().__init__(root, loop, extra_args)
         self.link = link
-        self.pub_port, self.sub_port, self.metrics_port = PUB_PORT, SUB_PORT, METRICS_PORT
-        self.pub_endpoint = f"tcp://{link.ns_addr}:{PUB_PORT}"
-        self.sub_endpoint = f"tcp://{link.ns_addr}:{SUB_PORT}"
-        self.metrics = f"{link.ns_addr}:{METRICS_PORT}"
+        self.host = link.ns_addr
+        self._addr = {
+            "pub": f"tcp://{link.ns_addr}:{PUB_PORT}",
+            "sub": f"tcp://{link.ns_addr}:{SUB_PORT}",
+            "metrics": f"{link.ns_addr}:{METRICS_PORT}",
+        }
 
     def argv(self) -> list[str]:
         return [IP, "netns", "exec", self.link.ns, *super().argv()]

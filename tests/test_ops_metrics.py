@@ -250,7 +250,7 @@ def test_a_taken_metrics_port_fails_start_up_with_a_non_zero_exit(
     busd: BusdProcess, busd_factory: Callable[..., BusdProcess]
 ) -> None:
     second = busd_factory(start=False, name="second")
-    second.metrics, second.metrics_port = busd.metrics, busd.metrics_port
+    second.metrics = busd.metrics
     with open(second.log_path, "ab") as log:
         proc = subprocess.run(
             second.argv(), stdout=log, stderr=log, cwd=second.root, timeout=15, check=False

@@ -71,7 +71,6 @@ class AssertionMonitor:
         self.assertions: tuple[Assertion, ...] = ()
         self._states: dict[str, _State] = {}
         self._samples: deque[Sample] = deque()
-        self.last_figures: dict[float, dict[str, float]] = {}
 
     # -- configuration -------------------------------------------------------------------
     def load(self) -> None:
@@ -122,7 +121,6 @@ class AssertionMonitor:
             if window not in figures:
                 figures[window] = compute(now, self._baseline(now, window))
             self._judge(assertion, figures[window], now.at)
-        self.last_figures = figures
 
     def _judge(self, assertion: Assertion, figures: Mapping[str, float], at: float) -> None:
         state = self._states[assertion.name]

@@ -14,7 +14,7 @@ class EndpointInUse(RuntimeError):
     """Another live process serves this endpoint; refusing to steal it."""
 
 
-def clear_stale_ipc(endpoint: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+def clear_stale_ipc(endpoint: str) -> None:
     """Remove an ipc:// socket file left by a killed busd, but never a live one."""
     if not endpoint.startswith("ipc://"):
         return
@@ -82,7 +82,7 @@ def _tcp_keepalive(sock: zmq.Socket[bytes]) -> None:
 
 def bind(sock: zmq.Socket[bytes], endpoint: str) -> str:
     """Bind and return the resolved endpoint (the real port for ``tcp://host:0``)."""
-    clear_stale_ipc(endpoint, sock.context)
+    clear_stale_ipc(endpoint)
     sock.bind(endpoint)
     last = sock.getsockopt(zmq.LAST_ENDPOINT)
     return last.decode() if isinstance(last, bytes) else str(last)

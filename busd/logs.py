@@ -69,8 +69,11 @@ class RateLimitedLog:
         # key -> [window start, lines in window, suppressed since last line]
         self._windows: dict[str, list[float]] = {}
 
-    def warning(self, key: str, event: str, **fields: Any) -> bool:
-        """Log unless over budget; returns whether the line was written."""
+    def allow(self, key: str) -> int | None:
+        """Take one line from ``key``'s budget: None when over it (the line is counted as
+        suppressed), else how many lines were suppressed since the last one written.
+
+        For callers that build a line's fields only when it will be written."""
         now = time.monotonic()
         window = self._windows.get(key)
         if window is None:
@@ -81,10 +84,37 @@ class RateLimitedLog:
             window[0], window[1] = now, 0.0
         if window[1] >= self._burst:
             window[2] += 1
-            return False
+            return None
         window[1] += 1
-        if window[2]:
-            fields["suppressed"] = int(window[2])
-            window[2] = 0.0
-        self._logger.warning(event, extra=fields)
+        suppressed = int(window[2])
+        window[2] = 0.0
+        return suppressed
+
+    def warning(self, key: str, event: str, **fields: Any) -> bool:
+        """Log unless over budget; returns whether the line was written."""
+        suppressed = self.allow(key)
+        if suppressed is None:
+            return False
+        self.write(logging.WARNING, event, suppressed, fields)
         return True
+
+    def error(self, key: str, event: str, exc: BaseException, **fields: Any) -> bool:
+        """Log ``exc`` with its traceback unless over budget; returns whether it was written."""
+        suppressed = self.allow(key)
+        if suppressed is None:
+            return False
+        self.write(logging.ERROR, event, suppressed, fields, exc)
+        return True
+
+    def write(
+        self,
+        level: int,
+        event: str,
+        suppressed: int,
+        fields: dict[str, Any],
+        exc: BaseException | None = None,
+    ) -> None:
+        """Write one line that ``allow`` let through, carrying its ``suppressed`` count."""
+        if suppressed:
+            fields["suppressed"] = suppressed
+        self._logger.log(level, event, exc_info=exc, extra=fields)

@@ -166,13 +166,14 @@ class BuggySet(SchemaSet):
         }
 
 
-def test_a_checker_bug_costs_one_message_not_the_broker() -> None:
-    """An exception while checking becomes an `internal` rejection of that message only."""
+def test_a_checker_bug_is_raised_to_the_caller_and_the_next_message_is_judged() -> None:
+    """The kernel hides no exception: a bug in a check raises out of the gate (the broker
+    answers ``internal``, counts and logs it); the gate judges the next message as usual."""
     gate = SchemaGate(BuggySet.load(SCHEMAS))
-    reject = gate.check("release.a", "release", 2, {**V2, "cmd": "explode"}, "p")
-    assert reject is not None and reject.code is Code.INTERNAL
-    assert reject.reason == "schema check failed: RuntimeError"
+    with pytest.raises(RuntimeError, match="boom"):
+        gate.check("release.a", "release", 2, {**V2, "cmd": "explode"}, "p")
     assert gate.check("release.a", "release", 2, V2, "p") is None
+    assert gate.traffic.accepted == {("release", 2): 1}
 
 
 def test_admission_runs_the_gate_after_envelope_checks(gate: SchemaGate) -> None:

@@ -8,15 +8,18 @@ per-subscriber queues in Python; each subscriber's queue is its XPUB pipe, bound
 Each wake-up handles up to ``batch`` messages with frame-level non-blocking ``recv``/``send``,
 then sends one reply per publisher for the whole batch (docs/protocol.md §2).
 
-What it retries and what it lets crash: a failure while judging one message (a bug in a
-check) is caught, answered ``internal``, counted and logged; that message is not forwarded
-and the loop goes on. Socket errors are not caught: they end the task, and the app ends the
-process so the service manager restarts it (crash-only; start-up is the recovery path).
+Error handling: bad input is not an error but an answer (a stable code, counted, logged at
+a limited rate with who sent it). An exception while judging one message is a bug in a
+check: ``_judge`` answers that message ``internal``, it is counted, its traceback is logged
+at a limited rate, it is not forwarded, and the loop goes on. Socket errors are not caught:
+they end the task, and the app ends the process (exit 70) so the service manager restarts it
+(crash-only; start-up is the recovery path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +34,7 @@ from busd.transport.readiness import Readiness
 from busd_protocol.codes import ROUTINE, Code, Reject
 from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, INGRESS_FRAMES, read_header
 from busd_protocol.histogram import Histogram
+from busd_protocol.messages import decode_envelope
 from busd_protocol.replies import encode_reply, reject_entry
 
 _log = get("broker")
@@ -39,6 +43,29 @@ _SNDMORE = zmq.SNDMORE
 # The backend's send skips the sugar layer's per-call checks (~0.2 µs a frame).
 _send = zmq.backend.Socket.send
 _QUIET = 0.1  # draining ends after this long without input
+# Rejections not logged as "message rejected": routine refusals (rate limits, warm-up,
+# shutdown) are counted only; an internal error is logged by _judge, with its traceback.
+_NOT_LOGGED = ROUTINE | {Code.INTERNAL}
+_CULPRIT_CHARS = 64  # each culprit field in a log line is cut to this many characters
+
+
+def culprit(topic_b: bytes | None, env_b: bytes | None) -> dict[str, object]:
+    """Who sent a refused message, for its log line: topic, publisher, schema and version
+    when they can be read (the envelope is decoded again: only for lines that get logged).
+    Every field is bounded, so a hostile message cannot make a long line."""
+    found: dict[str, object] = {}
+    if topic_b is not None:
+        found["topic"] = topic_b[: _CULPRIT_CHARS * 4].decode(errors="replace")[:_CULPRIT_CHARS]
+    env = decode_envelope(env_b) if env_b is not None else None
+    if type(env) is dict:
+        for name in ("publisher", "schema"):
+            value = env.get(name)
+            if type(value) is str:
+                found[name] = value[:_CULPRIT_CHARS]
+        version = env.get("version")
+        if type(version) is int:
+            found["version"] = version
+    return found
 
 
 def _discard_rest(router: zmq.Socket[bytes]) -> int:
@@ -112,7 +139,7 @@ class Broker:
         self.stats = BrokerStats()
         self._ctx = ctx
         self.clock = clock  # monotonic seconds; the rate buckets share it
-        self._bad_input_log = RateLimitedLog(_log)
+        self._log = RateLimitedLog(_log)  # per-message problems: bounded whatever the input
         self._draining = False
         self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
         self._ready: Readiness | None = None
@@ -307,14 +334,21 @@ class Broker:
                     continue
             rejected[reject.code] += 1
             entry[1].append(reject_entry(seq, reject))
-            if reject.code not in ROUTINE:
-                self._bad_input_log.warning(
-                    reject.code,
-                    "message rejected",
-                    code=reject.code.value,
-                    reason=reject.reason,
-                    seq=seq,
-                )
+            if reject.code not in _NOT_LOGGED:
+                suppressed = self._log.allow(reject.code)
+                if suppressed is not None:
+                    fields: dict[str, object] = {
+                        "code": reject.code.value,
+                        "reason": reject.reason,
+                        "seq": seq,
+                    }
+                    fields.update(
+                        culprit(
+                            topic_f.bytes if n_frames > 1 else None,
+                            env_f.bytes if n_frames > 2 else None,
+                        )
+                    )
+                    self._log.write(logging.WARNING, "message rejected", suppressed, fields)
         if handled:
             st.received += handled
             st.accepted += accepted
@@ -327,11 +361,15 @@ class Broker:
         return handled
 
     def _judge(self, topic_b: bytes, env_b: bytes, now: float) -> Reject | None:
+        """``Admission.decide``; an exception is a bug in a check: this message is answered
+        ``internal`` (and counted so by ``_pump``), the traceback is logged at a limited rate
+        per exception type, and the next message is judged as usual."""
         try:
             return self.admission.decide(topic_b, env_b, now)
-        except Exception:
-            _log.exception("check failed", extra={"topic": topic_b[:64].decode(errors="replace")})
-            return Reject(Code.INTERNAL, "busd failed while checking this message")
+        except Exception as exc:
+            name = type(exc).__name__
+            self._log.error(f"internal.{name}", "check failed", exc, **culprit(topic_b, env_b))
+            return Reject(Code.INTERNAL, f"busd failed while checking this message ({name})")
 
     def _reply(
         self,

@@ -461,7 +461,7 @@ class RatesDir:
                 limits[key] = new
             change = Change(key, old, new, sources.get(key, "file"))
             changes.append(change)
-            log.warning(
+            log.info(  # routine: an operator's change, not a problem
                 "rate limit changed",
                 extra={"key": key, "old": show(old), "new": show(new), "source": change.source},
             )

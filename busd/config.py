@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -129,12 +130,18 @@ class Config:
                 raise ConfigError(
                     f"{name}: expected a tcp://, ipc:// or inproc:// endpoint, got {value!r}"
                 )
+            if value.startswith("tcp://"):
+                host, sep, port = value[len("tcp://") :].rpartition(":")
+                if not (sep and host and (port == "*" or _port(port))):
+                    raise ConfigError(
+                        f"{name}: expected tcp://HOST:PORT (PORT 0-65535), got {value!r}"
+                    )
         # Port 0 twice is two ports the kernel picks (tests and `make run` use it).
         if self.pub_endpoint == self.sub_endpoint and not self.pub_endpoint.endswith(":0"):
             raise ConfigError("pub_endpoint and sub_endpoint must differ")
         if self.metrics not in ("", "off"):
             host, sep, port = self.metrics.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            if not sep or not host or not _port(port):
                 raise ConfigError(f"metrics: expected HOST:PORT or 'off', got {self.metrics!r}")
         for name in (
             "max_message_bytes",
@@ -149,8 +156,9 @@ class Config:
         if self.max_message_bytes > self.max_frame_bytes:
             raise ConfigError("max_message_bytes must not exceed max_frame_bytes")
         for name in ("drain_timeout", "warmup", "linger", "restart_window"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: expected a number of seconds >= 0")
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name}: expected a finite number of seconds >= 0, got {value}")
         for name in ("schema_checks", "rate_checks"):
             if getattr(self, name) not in ("on", "off"):
                 raise ConfigError(f"{name}: expected on or off")
@@ -161,6 +169,10 @@ class Config:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level: expected debug, info, warning or error")
         return self
+
+
+def _port(text: str) -> bool:
+    return text.isdecimal() and text.isascii() and int(text) <= 65535
 
 
 def _coerce(name: str, kind: type, value: object, source: str) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -12,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, BusdProcess
+from conftest import BIN, REPO, BusdProcess, TrackedContext
+from rawproto import collect, dealer, publish
 
 from busd.ops.systemd import Notifier, socket_address, watchdog_interval
 
@@ -148,3 +150,45 @@ def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(tmp_path: Pat
         "ExecReload=/bin/kill -HUP $MAINPID",
     ):
         assert needed in text, needed
+
+
+@pytest.mark.timeout(30)
+def test_ready_is_sent_when_the_warm_up_ends_after_status_lines_counting_it_down(
+    busd_factory: Callable[..., BusdProcess],
+    notify_socket: tuple[socket.socket, str],
+    zctx: TrackedContext,
+) -> None:
+    """So `systemctl start` returns only once busd accepts publishes: a publish sent when
+    READY=1 has arrived is accepted, never answered not_ready."""
+    sock, path = notify_socket
+    busd = busd_factory(start=False, extra_args=("--warmup", "3"))
+    busd.env = {"NOTIFY_SOCKET": path}
+    busd.start()
+    got = receive(sock, lambda g: "READY=1" in first_lines(g), timeout=15)
+    pub = dealer(zctx, busd.pub_endpoint)
+    publish(pub, 1)
+    assert collect(pub, 1)[1]["code"] == "accepted"
+    pub.close()
+    statuses = [d for d in got if d.startswith("STATUS=warming up, ")]
+    assert statuses and got.index(statuses[0]) == 0  # the first thing systemd hears
+    assert statuses[0].endswith(" s left") and float(statuses[0].split(", ")[1][:-7]) > 0
+    assert got[-1].split("\n") == ["READY=1", "STATUS=serving", f"MAINPID={busd.proc.pid}"]  # type: ignore[union-attr]
+    assert busd.terminate() == 0
+
+
+@pytest.mark.timeout(30)
+def test_a_drain_during_the_warm_up_sends_stopping_and_never_ready(
+    busd_factory: Callable[..., BusdProcess], notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, path = notify_socket
+    busd = busd_factory(start=False, extra_args=("--warmup", "30"))
+    busd.env = {"NOTIFY_SOCKET": path}
+    busd.start()
+    receive(sock, lambda g: len(g) >= 1)
+    assert busd.terminate() == 0
+    got = receive(sock, lambda g: "STOPPING=1" in first_lines(g))
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            got.append(sock.recv(4096).decode())
+    assert "READY=1" not in first_lines(got)

@@ -58,7 +58,10 @@ class RateControl:
         await self.watcher.start()
 
     async def run(self) -> None:
-        """Poll the directory until cancelled (a supervised task; safe to restart)."""
+        """Poll the directory until cancelled (a supervised task; safe to restart).
+
+        Error handling: ``RatesDir.run``'s.
+        """
         await self.watcher.run()
 
     def handlers(self) -> dict[str, Handler]:

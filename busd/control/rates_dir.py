@@ -193,9 +193,13 @@ class RatesDir:
         await self.refresh()
 
     async def run(self) -> None:
-        """Poll forever. OS errors are recorded and retried at every poll; anything else is a
-        bug (or raised by ``on_change``) and ends the task for its supervisor to restart;
-        calling ``run`` again resumes from the state kept."""
+        """Poll forever.
+
+        Error handling: OS errors and bad files are recorded and retried at every poll (the
+        last good values stay in force); anything else is a bug (or raised by
+        ``on_change``) and ends the task for its supervisor to restart; calling ``run``
+        again resumes from the state kept, undelivered changes included.
+        """
         while True:
             await self.refresh()
             await asyncio.sleep(self.poll_interval)

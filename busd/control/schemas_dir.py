@@ -111,7 +111,11 @@ class SchemaControl:
             return {"loaded": summary["schemas"], "versions": summary["versions"], "errors": []}
 
     def request_reload(self) -> None:
-        """SIGHUP hook (runs on the loop, must not block): reload in a task; errors logged."""
+        """SIGHUP hook (runs on the loop, must not block): reload in a task.
+
+        Error handling: a refused or failed reload is logged and counted by ``reload`` and
+        the previous set keeps serving; nothing is retried until the next SIGHUP.
+        """
         task = asyncio.get_running_loop().create_task(self._reload_quietly())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -121,7 +125,11 @@ class SchemaControl:
             await self.reload()
 
     async def run(self) -> None:
-        """Log deprecated-version use every ``log_interval`` seconds (a supervised task)."""
+        """Log deprecated-version use every ``log_interval`` seconds (a supervised task).
+
+        Error handling: nothing is retried here; an error (a bug) ends the task for the
+        supervisor to restart; the uses recorded meanwhile are logged by the next run.
+        """
         while True:
             await asyncio.sleep(self.log_interval)
             self.log_deprecated()

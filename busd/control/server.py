@@ -114,7 +114,14 @@ class ControlServer:
 
     async def run(self) -> None:
         """Serve until cancelled, then close: a supervised task. Starts the server unless
-        ``start`` was called already (call it at startup to fail fast)."""
+        ``start`` was called already (call it at startup to fail fast).
+
+        Error handling: each connection is its own task (``_serve``): a client that goes
+        away or stops reading loses only its connection; a bad request is answered with
+        its error code, a handler's bug with ``internal``, and serving goes on. What ends
+        this task (the listening socket failing) is restarted by the supervisor, which
+        binds the socket again.
+        """
         if self._server is None:
             await self.start()
         try:
@@ -190,6 +197,11 @@ class ControlServer:
     async def _conversation(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Answer one connection's requests in order until it ends.
+
+        Error handling: a request that is not JSON or too long is answered ``bad_request``;
+        an idle or vanished client (OSError, TimeoutError) ends this conversation only.
+        """
         while True:
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout)
@@ -215,7 +227,10 @@ class ControlServer:
                 return
 
     async def _paced(self) -> None:
-        """Wait until the time budget for answering is positive again."""
+        """Wait until the time budget for answering is positive again.
+
+        Error handling: nothing here can fail (clock reads and sleeps).
+        """
         while True:
             now = time.monotonic()
             self._budget = min(

@@ -143,7 +143,11 @@ class AssertionMonitor:
             _log.info("assertion holds", extra=fields)
 
     async def run(self) -> None:
-        """Tick every ``interval`` seconds until cancelled (a supervised task)."""
+        """Tick every ``interval`` seconds until cancelled (a supervised task).
+
+        Error handling: nothing is retried here; an error (a bug in a figure or an
+        expression) ends the task for the supervisor to restart; the samples are kept.
+        """
         while True:
             self.tick()
             await asyncio.sleep(self.interval)

@@ -82,7 +82,13 @@ class MetricsServer:
         }
 
     async def run(self) -> None:
-        """Serve until cancelled (a supervised task: each run serves a dup of the socket)."""
+        """Serve until cancelled (a supervised task: each run serves a dup of the socket).
+
+        Error handling: a client that sends nothing useful, stalls or goes away loses its
+        connection; an error while answering is logged at a limited rate and costs that
+        request only. What ends this task (the server failing) is restarted by the
+        supervisor on a new dup of the socket bound at start-up, which ``close`` closes.
+        """
         assert self._sock is not None, "bind() first"
         server = await asyncio.start_server(self._serve, sock=self._sock.dup(), limit=MAX_HEAD)
         try:

@@ -115,6 +115,7 @@ class Supervisor:
             raise
 
     async def _keep(self, child: _Child) -> None:
+        """Run one child until it returns. Error handling: ``run``'s."""
         while True:
             started = self._clock()
             child.running = True

@@ -195,7 +195,12 @@ class Broker:
             self._ready.wake()
 
     async def run(self) -> None:
-        """Serve until drained: answer every message read, then return."""
+        """Serve until drained: answer every message read, then return.
+
+        Error handling: retries nothing. Bad input is answered, a bug in a check is
+        answered ``internal`` (``_judge``); a socket error ends the task, and with it the
+        process (exit 70): the broker is not restarted in place.
+        """
         assert self._router is not None and self._xpub is not None, "bind() first"
         ready = self._ready = Readiness([self._router, self._xpub])
         batch = self.config.batch
@@ -234,6 +239,12 @@ class Broker:
         )
 
     async def _drain(self, ready: Readiness, batch: int) -> None:
+        """Keep answering until input is quiet or ``drain_timeout`` passes, then refuse
+        what is left with ``shutting_down``.
+
+        Error handling: as ``run``: per-message problems are answers; a socket error ends
+        the drain and the task (the app exits 70).
+        """
         deadline = self.clock() + self.config.drain_timeout
         answered = 0
         while (left := deadline - self.clock()) > 0:

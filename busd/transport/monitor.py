@@ -8,8 +8,7 @@ outcome or their disconnect: HANDSHAKE_SUCCEEDED carries no fd, so outcomes are 
 the oldest waiting connection. Under concurrent connects that attribution may pick the wrong
 one of two, but every connection is counted exactly once as a success or a failure.
 
-What it retries and lets crash: nothing is retried here; an error ends the task and the
-supervisor restarts it with a fresh monitor socket.
+Error handling: see ``watch``.
 """
 
 from __future__ import annotations
@@ -89,7 +88,12 @@ class ConnectionStats:
 
 
 async def watch(sock: zmq.Socket[bytes], stats: ConnectionStats, role: str) -> None:
-    """Own ``sock`` (a monitor PAIR socket) until cancelled; count what it reports."""
+    """Own ``sock`` (a monitor PAIR socket) until cancelled; count what it reports.
+
+    Error handling: nothing is retried here. A handshake failure is counted and logged at a
+    limited rate; any error (a malformed event, a socket error) ends the task, the socket
+    is closed, and the supervisor restarts it with a fresh monitor socket.
+    """
     limited = RateLimitedLog(_log)
     ready = Readiness([sock])
     try:

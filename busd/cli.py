@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from busd import __version__, logs
 from busd.app import App
 from busd.config import ConfigError, add_arguments, describe, load
-from busd.preflight import EXIT_CONFIG, EXIT_OK, problems
+from busd.preflight import (
+    EXIT_CONFIG,
+    EXIT_FORCED,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_UNAVAILABLE,
+    problems,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Settings come from defaults, then --config FILE (TOML, keys as below "
         "with underscores), then BUSD_<KEY> environment variables, then flags.",
         epilog="Subcommand: `busd schemas check DIR` checks schema evolution offline. "
-        "Exit status: 0 stopped normally, 1 forced (second SIGINT), 2 usage, "
-        "69 cannot bind (worth retrying), 70 software failure, 78 bad configuration.",
+        f"Exit status: {EXIT_OK} stopped normally, {EXIT_FORCED} forced (second SIGINT), "
+        f"2 usage, {EXIT_UNAVAILABLE} cannot bind (worth retrying), {EXIT_SOFTWARE} software "
+        f"failure, {EXIT_CONFIG} bad configuration.",
     )
     parser.add_argument("--version", action="version", version=f"busd {__version__}")
     parser.add_argument("--config", help="TOML configuration file", default=None)
@@ -32,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-config",
         action="store_true",
         help="check everything start-up checks without binding anything, print the effective "
-        "configuration as JSON and exit (0 valid, 78 invalid: the problems on stderr)",
+        f"configuration as JSON and exit ({EXIT_OK} valid, {EXIT_CONFIG} invalid: the problems "
+        "on stderr)",
     )
     add_arguments(parser)
     return parser
@@ -62,10 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(config.log_format, config.log_level)
     app = App(config)
     status: int
-    if config.loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - optional at import time, chosen by config
+    try:
+        if config.loop == "uvloop":
+            import uvloop  # noqa: PLC0415 - optional at import time, chosen by config
 
-        status = uvloop.run(app.serve())
-    else:
-        status = asyncio.run(app.serve())
+            status = uvloop.run(app.serve())
+        else:
+            status = asyncio.run(app.serve())
+    except Exception:  # a bug that escaped serve (closing, say): 70, not Python's 1 (forced)
+        logs.get("app").critical("crashed", exc_info=True)
+        return EXIT_SOFTWARE
     return status

@@ -11,7 +11,7 @@ Exit statuses (sysexits.h where one fits; docs/operations.md §6 is the same tab
 ===  ===================  ==========================================================
 0    ``EXIT_OK``          drained and stopped
 1    ``EXIT_FORCED``      a second SIGINT
-2    ``EXIT_USAGE``       unknown flag or subcommand (argparse)
+2    (argparse's own)     unknown flag or subcommand
 69   ``EXIT_UNAVAILABLE`` an endpoint, the control socket or the metrics port cannot be
                           bound now (taken, another live busd, address not on this host)
 70   ``EXIT_SOFTWARE``    a bug: the broker crashed, a task crashed past its restart budget,
@@ -43,7 +43,6 @@ from busd_protocol.schemas import SchemaLoadError
 
 EXIT_OK = 0
 EXIT_FORCED = 1
-EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69
 EXIT_SOFTWARE = 70
 EXIT_CONFIG = 78

@@ -28,6 +28,7 @@ from busd import __version__
 from busd.config import Config, describe
 from busd.control import ControlServer, RateControl
 from busd.control.schemas_dir import SchemaControl
+from busd.control.trust import TrustControl, server_keys
 from busd.kernel.admission import Admission
 from busd.logs import catch_loop_errors, get
 from busd.ops.assertions import AssertionMonitor
@@ -40,6 +41,7 @@ from busd.preflight import EXIT_FORCED, EXIT_OK, EXIT_SOFTWARE, check, exit_stat
 from busd.supervision.supervisor import GaveUp, Supervisor
 from busd.transport import monitor
 from busd.transport.broker import Broker
+from busd.transport.zap import ZapHandler
 
 _log = get("app")
 _STATUS_EVERY = 1.0  # seconds between STATUS= lines during the warm-up
@@ -67,6 +69,8 @@ class App:
         # What serve() opened, closed in reverse on every way out of it.
         self._closing = contextlib.AsyncExitStack()
         self._stopping_sent = False
+        self.trust: TrustControl | None = None
+        self.zap: ZapHandler | None = None
         self._interrupts = 0
 
     # -- startup ------------------------------------------------------------------------
@@ -96,6 +100,7 @@ class App:
         self.supervisor.add("rates", self.rates.run)
         self.stats_sources["rates"] = self.rates.statistics
 
+        self._start_trust()
         self.broker.bind()
         # The monitors attach now, before anyone can connect: a connection accepted before
         # its monitor exists is never reported, and the connection gauges would miss it.
@@ -122,13 +127,34 @@ class App:
 
         self.control = ControlServer(
             cfg.control_path,
-            {**self.rates.handlers(), **self.schemas.handlers(), "stats": self._stats_command},
+            {
+                **self.rates.handlers(),
+                **self.schemas.handlers(),
+                **(self.trust.handlers() if self.trust is not None else {}),
+                "stats": self._stats_command,
+            },
         )
         closing.push_async_callback(self.control.close)
         await self.control.start()
         self.supervisor.add("control", self.control.run)
         self.stats_sources["control"] = self.control.statistics
         self._attach_ops()
+
+    def _start_trust(self) -> None:
+        """Keys and permissions, and the ZAP handler, before any socket is bound: from the
+        first connection on, libzmq asks the handler (and refuses legacy ZMTP peers)."""
+        cfg = self.config
+        if cfg.authenticated:
+            self.broker.curve = server_keys(cfg.curve_secret)
+            self.trust = TrustControl(str(cfg.keys_path), cfg.acl, self.admission)
+            self.trust.load()
+            self.reload_hooks.append(self.trust.request_reload)
+            self.stats_sources["trust"] = self.trust.statistics
+        self.zap = ZapHandler(self.ctx, self.trust.key_ring if self.trust else None)
+        self.zap.start()
+        self._closing.callback(self.zap.stop)
+        self.supervisor.add("zap", self.zap.run)
+        self.stats_sources["zap"] = self.zap.statistics
 
     def _attach_ops(self) -> None:
         """Metrics and health over HTTP, service-level assertions and systemd notification.

@@ -99,6 +99,31 @@ class Config:
     restart_window: float = field(
         default=60.0, metadata=_opt("window for restart_budget", "seconds")
     )
+    curve_secret: str = field(
+        default="",
+        metadata=_opt(
+            "the server's key pair (a .key_secret file from `busdctl keys new`): CURVE "
+            "authentication on both endpoints; empty: authentication off (loopback only)"
+        ),
+    )
+    keys_dir: str = field(
+        default="",
+        metadata=_opt("client public keys, NAME.key each (default VAR_DIR/keys)"),
+    )
+    acl: str = field(
+        default="",
+        metadata=_opt(
+            "permissions file (TOML): publish and subscribe prefixes per identity; "
+            "empty: every known key may do everything"
+        ),
+    )
+    insecure: str = field(
+        default="off",
+        metadata={
+            **_opt("on: allow a non-loopback tcp:// endpoint without authentication"),
+            "bare_flag": "on",
+        },
+    )
     loop: str = field(default="uvloop", metadata=_opt("event loop: uvloop or asyncio"))
     log_format: str = field(
         default="auto", metadata=_opt("auto (JSON unless stderr is a terminal), json or text")
@@ -115,6 +140,14 @@ class Config:
             return Path(self.rates_dir)
         etc = Path("/etc/rates")
         return etc if etc.is_dir() else Path(self.var_dir) / "rates"
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.keys_dir) if self.keys_dir else Path(self.var_dir) / "keys"
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.curve_secret)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -159,7 +192,15 @@ class Config:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name}: expected a finite number of seconds >= 0, got {value}")
-        for name in ("schema_checks", "rate_checks"):
+        if not self.authenticated and self.insecure != "on":
+            for name in ("pub_endpoint", "sub_endpoint"):
+                value = getattr(self, name)
+                if not _loopback(value):
+                    raise ConfigError(
+                        f"{name}: {value} is reachable from other hosts and authentication "
+                        "is off: set curve_secret (docs/security.md), or say --insecure"
+                    )
+        for name in ("schema_checks", "rate_checks", "insecure"):
             if getattr(self, name) not in ("on", "off"):
                 raise ConfigError(f"{name}: expected on or off")
         if self.loop not in ("uvloop", "asyncio"):
@@ -173,6 +214,17 @@ class Config:
 
 def _port(text: str) -> bool:
     return text.isdecimal() and text.isascii() and int(text) <= 65535
+
+
+_LOOPBACK_HOSTS = ("localhost", "[::1]", "::1")
+
+
+def _loopback(endpoint: str) -> bool:
+    """Whether a tcp:// endpoint binds only loopback (ipc:// and inproc:// always do)."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://") :].rpartition(":")[0]
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def _coerce(name: str, kind: type, value: object, source: str) -> object:
@@ -206,12 +258,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in _fields():
         unit = f.metadata.get("unit")
         help_text = f"{f.metadata['help']} (default: {f.default!r}{' ' + unit if unit else ''})"
+        bare = f.metadata.get("bare_flag")
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             default=None,
             help=help_text,
             metavar=f.name.upper(),
+            **({"nargs": "?", "const": bare} if bare else {}),
         )
 
 

@@ -35,6 +35,7 @@ import zmq
 
 from busd.config import Config, ConfigError
 from busd.control.server import MAX_SUN_PATH, ControlSocketError
+from busd.control.trust import TrustError, read_acl, read_keys, server_keys
 from busd.ops.assertion_rules import AssertionConfigError
 from busd.ops.assertions import load_file
 from busd.schemacheck import load_checked
@@ -88,12 +89,22 @@ def problems(config: Config) -> list[str]:
             load_file(config.assertions)
         except AssertionConfigError as exc:
             found.append(f"assertions: {exc}")
+    if config.authenticated:
+        try:
+            server_keys(config.curve_secret)
+            read_keys(config.keys_path)
+            if config.acl:
+                read_acl(config.acl)
+        except TrustError as exc:
+            found.append(f"trust: {exc}")
     return found
 
 
 def exit_status(exc: BaseException) -> int:
     """The exit status for a start-up that raised ``exc``."""
-    if isinstance(exc, BadConfig | ConfigError | SchemaLoadError | AssertionConfigError):
+    if isinstance(
+        exc, BadConfig | ConfigError | SchemaLoadError | AssertionConfigError | TrustError
+    ):
         return EXIT_CONFIG
     if isinstance(exc, zmq.ZMQError) and exc.errno in _BAD_ENDPOINT:
         return EXIT_CONFIG

@@ -147,6 +147,9 @@ class Broker:
         self._xpub: zmq.Socket[bytes] | None = None
         self.pub_endpoint = ""
         self.sub_endpoint = ""
+        # The server's CURVE key pair (public, secret); None: authentication off. With it,
+        # every message is judged for the identity its connection's key proved.
+        self.curve: tuple[bytes, bytes] | None = None
 
     @property
     def bound(self) -> bool:
@@ -168,6 +171,8 @@ class Broker:
             self._ctx, hwm=cfg.pub_hwm, max_frame=cfg.max_frame_bytes, linger_ms=linger
         )
         self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger)
+        sockets.guard(self._router, self.curve)
+        sockets.guard(self._xpub, self.curve)
         try:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
@@ -288,6 +293,8 @@ class Broker:
         assert router is not None and xpub is not None
         recv, xsend = router.recv, _send
         judge = self._judge
+        authenticated = self.curve is not None
+        identity: str | None = None
         st = self.stats
         rejected = st.rejected
         replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
@@ -330,7 +337,9 @@ class Broker:
                 topic_b, env_b = topic_f.bytes, env_f.bytes
                 size = len(env_b)
                 bytes_in += size
-                reject = refuse or judge(topic_b, env_b, now)
+                if authenticated:
+                    identity = str(head.get("User-Id"))
+                reject = refuse or judge(topic_b, env_b, now, identity)
                 if reject is None:
                     xsend(xpub, topic_b, _SNDMORE)
                     xsend(xpub, env_b)
@@ -371,12 +380,14 @@ class Broker:
             self._reply(router, replies)
         return handled
 
-    def _judge(self, topic_b: bytes, env_b: bytes, now: float) -> Reject | None:
+    def _judge(
+        self, topic_b: bytes, env_b: bytes, now: float, identity: str | None
+    ) -> Reject | None:
         """``Admission.decide``; an exception is a bug in a check: this message is answered
         ``internal`` (and counted so by ``_pump``), the traceback is logged at a limited rate
         per exception type, and the next message is judged as usual."""
         try:
-            return self.admission.decide(topic_b, env_b, now)
+            return self.admission.decide(topic_b, env_b, now, identity)
         except Exception as exc:
             name = type(exc).__name__
             self._log.error(f"internal.{name}", "check failed", exc, **culprit(topic_b, env_b))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import zmq
 
+from busd.transport.zap import ZAP_DOMAIN
+
 
 class EndpointInUse(RuntimeError):
     """Another live process serves this endpoint; refusing to steal it."""
@@ -70,6 +72,16 @@ def xpub(ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, linger_ms: int) -> zm
     sock.setsockopt(zmq.HANDSHAKE_IVL, 5000)
     _tcp_keepalive(sock)
     return sock
+
+
+def guard(sock: zmq.Socket[bytes], curve: tuple[bytes, bytes] | None) -> None:
+    """Every connection through ZAP (so libzmq refuses ZMTP/1.0 and 2.0 peers); with
+    ``curve`` (public, secret z85 keys) a CURVE server that admits only known client keys."""
+    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    if curve is not None:
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve[0])
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve[1])
 
 
 def _tcp_keepalive(sock: zmq.Socket[bytes]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import zmq
 
+from busd_client.keys import ClientKeys
+
 __all__ = ["DEFAULT_PUB_ENDPOINT", "DEFAULT_SUB_ENDPOINT", "configure_dealer", "configure_sub"]
 
 DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:7401"
@@ -11,12 +13,20 @@ DEFAULT_SUB_ENDPOINT = "tcp://127.0.0.1:7402"
 
 
 def _reconnect(sock: zmq.Socket[bytes], ivl: float, ivl_max: float) -> None:
+    _secure(sock)
     sock.setsockopt(zmq.RECONNECT_IVL, max(1, int(ivl * 1000)))
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, max(1, int(ivl_max * 1000)))
     # ZMTP heartbeats find a peer that vanished without closing TCP (a dead host, a cut
     # network), so libzmq drops the connection and reconnects instead of waiting for ever.
     sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+
+
+def _secure(sock: zmq.Socket[bytes]) -> None:
+    """CURVE with the keys the environment names (busd_client.keys); NULL without."""
+    keys = ClientKeys.from_env()
+    if keys is not None:
+        keys.apply(sock)
 
 
 def configure_dealer(

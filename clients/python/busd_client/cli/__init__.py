@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 # Command modules, in the order `busctl --help` lists them. Modules not yet present are skipped
 # so the command groups can land one at a time.
-_COMMAND_MODULES = ("pubsub", "control", "stats", "pool")
+_COMMAND_MODULES = ("pubsub", "control", "stats", "pool", "keys")
 
 
 def build_parser() -> argparse.ArgumentParser:

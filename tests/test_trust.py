@@ -318,7 +318,15 @@ def test_busd_refuses_a_non_loopback_endpoint_without_authentication(tmp_path: P
     assert proc.returncode != 0
     assert "authentication" in proc.stderr and "--insecure" in proc.stderr
     ok = subprocess.run(
-        [busd, "--pub-endpoint", "tcp://0.0.0.0:0", "--insecure", "--check-config"],
+        [
+            busd,
+            "--pub-endpoint",
+            "tcp://0.0.0.0:0",
+            "--insecure",
+            "--schemas-dir",
+            str(Path(__file__).resolve().parents[1] / "schemas"),
+            "--check-config",
+        ],
         capture_output=True,
         text=True,
         timeout=30,

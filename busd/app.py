@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import os
 import signal
@@ -30,14 +29,15 @@ from busd.control import ControlServer, RateControl
 from busd.control.schemas_dir import SchemaControl
 from busd.control.trust import TrustControl, server_keys
 from busd.kernel.admission import Admission
+from busd.kernel.buckets import BucketRow
 from busd.logs import catch_loop_errors, get
 from busd.ops.assertions import AssertionMonitor
 from busd.ops.health import Health
 from busd.ops.http import MetricsServer
-from busd.ops.jsonable import jsonable
 from busd.ops.metrics import make_registry
 from busd.ops.systemd import Notifier
 from busd.preflight import EXIT_FORCED, EXIT_OK, EXIT_SOFTWARE, check, exit_status
+from busd.statistics import Sources, Statistics, as_json
 from busd.supervision.supervisor import GaveUp, Supervisor
 from busd.transport import monitor
 from busd.transport.broker import Broker
@@ -60,8 +60,8 @@ class App:
         self.reload_hooks: list[Callable[[], Any]] = []
         self.ready_hooks: list[Callable[[], Any]] = []
         self.drain_hooks: list[Callable[[], Any]] = []
-        # Extra statistics sections: name -> snapshot function.
-        self.stats_sources: dict[str, Callable[[], Any]] = {}
+        # The optional statistics sections, set as their subsystems start.
+        self.stats_sources = Sources()
         self.schemas: SchemaControl | None = None
         self.rates: RateControl | None = None
         self.control: ControlServer | None = None
@@ -87,7 +87,7 @@ class App:
         self.schemas.load()
         self.reload_hooks.append(self.schemas.request_reload)
         self.supervisor.add("schemas", self.schemas.run)
-        self.stats_sources["schemas"] = self.schemas.statistics
+        self.stats_sources.schemas = self.schemas.statistics
         self.rates = RateControl(cfg.rates_path, self.admission, clock=self.broker.clock)
         closing.callback(self.rates.close)
         await self.rates.start()
@@ -98,7 +98,7 @@ class App:
             self.admission.install_rates(None)
             _log.warning("rate checks are off: rate limits are not enforced")
         self.supervisor.add("rates", self.rates.run)
-        self.stats_sources["rates"] = self.rates.statistics
+        self.stats_sources.rates = self.rates.statistics
 
         self._start_trust()
         self.broker.bind()
@@ -137,7 +137,7 @@ class App:
         closing.push_async_callback(self.control.close)
         await self.control.start()
         self.supervisor.add("control", self.control.run)
-        self.stats_sources["control"] = self.control.statistics
+        self.stats_sources.control = self.control.statistics
         self._attach_ops()
 
     def _start_trust(self) -> None:
@@ -149,12 +149,12 @@ class App:
             self.trust = TrustControl(str(cfg.keys_path), cfg.acl, self.admission)
             self.trust.load()
             self.reload_hooks.append(self.trust.request_reload)
-            self.stats_sources["trust"] = self.trust.statistics
+            self.stats_sources.trust = self.trust.statistics
         self.zap = ZapHandler(self.ctx, self.trust.key_ring if self.trust else None)
         self.zap.start()
         self._closing.callback(self.zap.stop)
         self.supervisor.add("zap", self.zap.run)
-        self.stats_sources["zap"] = self.zap.statistics
+        self.stats_sources.zap = self.zap.statistics
 
     def _attach_ops(self) -> None:
         """Metrics and health over HTTP, service-level assertions and systemd notification.
@@ -178,16 +178,16 @@ class App:
         rates = self.rates
         if rates is not None:
 
-            def rate_keys() -> list[dict[str, Any]]:
-                return [dataclasses.asdict(row) for row in rates.table.snapshot(rates.clock())]
+            def rate_keys() -> tuple[BucketRow, ...]:
+                return rates.table.snapshot(rates.clock())
 
-            self.stats_sources["rate_keys"] = rate_keys  # throttles by key, for metrics and top
+            self.stats_sources.rate_keys = rate_keys  # throttles by key, for metrics and top
 
         if self.config.assertions:
             monitor = AssertionMonitor(self.config.assertions, self.statistics)
             monitor.load()
             health.add_check(monitor.critical_violations)
-            self.stats_sources["assertions"] = monitor.statistics
+            self.stats_sources.assertions = monitor.statistics
             self.supervisor.add("assertions", monitor.run)
             self.reload_hooks.append(monitor.reload)
 
@@ -197,7 +197,7 @@ class App:
             server = MetricsServer(address[0], address[1], registry, health)
             self._closing.callback(server.close)
             server.bind()
-            self.stats_sources["http"] = server.statistics
+            self.stats_sources.http = server.statistics
             self.supervisor.add("metrics", server.run)
 
         notifier = self.notifier
@@ -210,24 +210,27 @@ class App:
         self.drain_hooks.append(notifier.stopping)
         self.supervisor.add("warmup", self._warm_up)
         if notifier.enabled:
-            self.stats_sources["systemd"] = notifier.statistics
+            self.stats_sources.systemd = notifier.statistics
             self.supervisor.add("watchdog", notifier.run_watchdog)
 
     async def _stats_command(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"stats": jsonable(self.statistics())}
+        return {"stats": as_json(self.statistics())}
 
-    def statistics(self) -> dict[str, Any]:
-        """A snapshot of every counter, for the control socket and the metrics exporter."""
-        stats: dict[str, Any] = {
-            "broker": self.broker.stats.snapshot(),
-            "ingress": self.ingress.snapshot(),
-            "egress": self.egress.snapshot(),
-            "restarts": dict(self.supervisor.restarts_total),
-            "draining": self.draining,
-        }
-        for name, source in self.stats_sources.items():
-            stats[name] = source()
-        return stats
+    def statistics(self) -> Statistics:
+        """A snapshot of every counter, for the control socket, the metrics exporter and the
+        assertions."""
+        return self.stats_sources.read(
+            broker=self.broker.stats.statistics(),
+            ingress=self.ingress.statistics(),
+            egress=self.egress.statistics(),
+            restarts=self._restarts(),
+            draining=self.draining,
+        )
+
+    def _restarts(self) -> dict[str, int]:
+        """Restarts by supervised task: the one place that reads the supervisor's statistics
+        (``busd.statistics`` sits below the supervision layer, so it holds only these)."""
+        return {task.name: task.restarts for task in self.supervisor.statistics().tasks}
 
     # -- main loop ----------------------------------------------------------------------
     async def serve(self) -> int:

@@ -14,6 +14,7 @@ on, whose scrape declares the same families.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -31,6 +32,10 @@ from rawproto import collect, dealer, envelope, publish
 from test_ops_metrics import send_known_traffic
 from test_trust import Keys
 
+from busd.ops.metric_families import FAMILIES, Family, Scrape
+from busd.ops.metrics import StatsCollector
+from busd.statistics import ConnectionStatistics, Statistics
+from busd.transport.broker import BrokerStats
 from busd_client.control import ControlClient
 
 DATA = Path(__file__).parent / "data"
@@ -199,3 +204,56 @@ def test_with_authentication_on_the_stats_reply_and_the_families_are_as_recorded
     assert declared == {
         (f["name"], f["type"]) for f in recorded if not f["name"].startswith(unconfigured)
     }
+
+
+def test_family_names_are_unique_and_follow_the_prometheus_conventions() -> None:
+    names = [f.name for f in FAMILIES]
+    assert len(set(names)) == len(names)
+    for family in FAMILIES:
+        assert family.name.startswith("busd_"), family.name
+        assert family.name.endswith("_total") == (family.type == "counter"), family.name
+        assert family.name.endswith("_info") == (family.type == "info"), family.name
+        if family.unit:
+            assert f"_{family.unit}" in family.name, family.name
+        for unit in ("seconds", "bytes"):
+            if f"_{unit}" in family.name:
+                assert family.unit == unit, family.name
+
+
+def _quiet_statistics() -> Statistics:
+    connections = ConnectionStatistics(0, 0, 0, 0, 0)
+    broker = BrokerStats().statistics()
+    return Statistics(broker, connections, connections, {}, draining=False)
+
+
+def test_a_family_that_fails_to_read_costs_only_itself_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(_: Scrape) -> None:
+        raise ZeroDivisionError("a bug")
+
+    bad = Family("busd_broken_total", "counter", "A family with a bug.", broken)
+    collector = StatsCollector(_quiet_statistics, families=(FAMILIES[0], bad, FAMILIES[1]))
+    with caplog.at_level(logging.WARNING, logger="busd.metrics"):
+        names = [metric.name for metric in collector.collect()]
+    assert names == ["busd_messages_received", "busd_messages_accepted"]
+    logged = [r for r in caplog.records if r.getMessage() == "metric family export failed"]
+    assert [getattr(r, "family", None) for r in logged] == ["busd_broken_total"]
+    assert "ZeroDivisionError" in getattr(logged[0], "error", "")
+
+
+def test_optional_sections_that_are_not_running_export_no_family() -> None:
+    """Without the optional sections only the core families are exposed."""
+    collector = StatsCollector(_quiet_statistics)
+    exposed = {metric.name for metric in collector.collect()}
+    core = {
+        "busd_messages_received",
+        "busd_messages_rejected",
+        "busd_processing_latency_seconds",
+        "busd_task_restarts",
+        "busd_ready",
+        "busd_build",
+    }
+    assert core <= exposed
+    assert not {n for n in exposed if n.startswith(("busd_rate", "busd_schema", "busd_control"))}
+    assert not {n for n in exposed if n.startswith(("busd_assertion", "busd_http", "busd_systemd"))}

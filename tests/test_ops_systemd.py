@@ -17,6 +17,7 @@ from conftest import BIN, REPO, BusdProcess, TrackedContext
 from rawproto import collect, dealer, publish
 
 from busd.ops.systemd import Notifier, socket_address, watchdog_interval
+from busd.statistics import NotifyStatistics
 
 UNIT = REPO / "deploy" / "systemd" / "busd.service"
 
@@ -113,7 +114,7 @@ def test_a_watchdog_meant_for_another_pid_or_zero_is_ignored() -> None:
 def test_a_vanished_notify_socket_is_counted_not_raised(tmp_path: Path) -> None:
     notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "gone")}, pid=1)
     assert notifier.ready() is False
-    assert notifier.statistics() == {"notify_sent_total": 0, "notify_failed_total": 1}
+    assert notifier.statistics() == NotifyStatistics(sent_total=0, failed_total=1)
     notifier.close()
 
 

@@ -81,7 +81,7 @@ async def test_reload_installs_a_new_version_and_keeps_counters(schemas_dir: Pat
     versions = {(v["schema"], v["version"]): v for v in control.listing()["versions"]}
     assert versions["release", 2]["accepted"] == 1
     assert versions["release", 3]["accepted"] == 1
-    assert control.statistics()["reloads"] == 1
+    assert control.statistics().reloads == 1
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ async def test_broken_reload_is_refused_and_previous_set_serves(
     assert caught.value.code == "schemas_refused"
     assert message in caught.value.message
     assert message in control.listing()["last_error"]
-    assert control.statistics()["reload_failures"] == 1
+    assert control.statistics().reload_failures == 1
     assert decide(admission, "release.shop", env(2, V2), 0.0) is None
     reject = decide(admission, "release.shop", env(3, V2), 0.0)
     assert reject is not None and reject.code is Code.UNKNOWN_VERSION

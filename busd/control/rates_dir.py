@@ -44,6 +44,9 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
+from busd.kernel.buckets import RateTable
+from busd.statistics import RatesDirStatistics, RatesStatistics
+
 # The rate-file format and its errors are the client library's, re-exported here.
 from busd_protocol.rates import (
     IGNORED_SUFFIXES,
@@ -177,13 +180,8 @@ class RatesDir:
     def errors(self) -> tuple[FileError, ...]:
         return tuple(self._errors[name] for name in sorted(self._errors))
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "rates_dir_scans_total": self.scans,
-            "rates_dir_changes_total": self.changes,
-            "rates_dir_errors_total": self.errors_seen,
-            "rates_dir_errors": len(self._errors),
-        }
+    def statistics(self) -> RatesDirStatistics:
+        return RatesDirStatistics(self.scans, self.changes, self.errors_seen, len(self._errors))
 
     # -- asyncio side -------------------------------------------------------------------
 
@@ -473,3 +471,11 @@ class RatesDir:
             self.changes += len(changes)
             self._limits = MappingProxyType(limits)
         return tuple(changes)
+
+
+def rates_statistics(table: RateTable, rates_dir: RatesDir) -> RatesStatistics:
+    """The rate table's totals with its directory's counters (``stats``, ``rates.list``)."""
+    totals = table.statistics()
+    return RatesStatistics(
+        totals.throttled_total, totals.disabled_total, totals.keys, rates_dir.statistics()
+    )

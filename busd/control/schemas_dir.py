@@ -7,7 +7,7 @@ Wiring (``App.startup``, next to the rates)::
     schemas.load()                       # SchemaLoadError: start-up fails, busd exits non-zero
     app.reload_hooks.append(schemas.request_reload)        # SIGHUP
     app.supervisor.add("schemas", schemas.run)             # deprecated-use log, every minute
-    app.stats_sources["schemas"] = schemas.statistics      # SchemaGate.statistics() + reloads
+    app.stats_sources.schemas = schemas.statistics         # SchemaGate.statistics() + reloads
     ControlServer(path, {**rates.handlers(), **schemas.handlers(), ...})
 
 A reload reads, checks (busd.schemacheck.load_checked: metadata, compatibility) and compiles
@@ -22,14 +22,15 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from busd.control.server import ControlError, Handler
 from busd.kernel.admission import Admission
-from busd.kernel.schemas import SchemaGate, SchemaTraffic
+from busd.kernel.schemas import SchemaGate, SchemaGateStatistics, SchemaTraffic
 from busd.logs import get
 from busd.schemacheck import load_checked
+from busd.statistics import SchemasStatistics
 from busd_protocol.schemas import SchemaLoadError, SchemaSet
 
 log = get("schemas")
@@ -162,20 +163,31 @@ class SchemaControl:
                 "deprecated uses not attributed: too many publishers", extra={"messages": dropped}
             )
 
-    def statistics(self) -> dict[str, Any]:
-        stats = self.gate.statistics() if self.gate is not None else {}
-        return {**stats, "reloads": self.reloads, "reload_failures": self.reload_failures}
+    def statistics(self) -> SchemasStatistics:
+        gate = self.gate.statistics() if self.gate is not None else SchemaGateStatistics.empty()
+        return SchemasStatistics(gate, self.reloads, self.reload_failures)
 
     def listing(self) -> dict[str, Any]:
         """`busctl schemas`: one row per version (loaded, then no longer loaded) with status
         and traffic since start, publishers of deprecated versions, reload state."""
         self.log_deprecated()
-        stats = self.statistics()
-        rows = []
-        for schema in stats.get("schemas", ()):
-            for v in schema["versions"]:
-                rows.append(_row(schema["name"], v, v["status"], ", ".join(schema["topics"])))
-        rows += [_row(v["name"], v, "unloaded", "") for v in stats.get("unloaded", ())]
+        gate = self.statistics().gate
+        rows = [
+            _row(
+                schema.name,
+                v.version,
+                v.status,
+                ", ".join(schema.topics),
+                accepted=v.accepted,
+                rejected=v.rejected,
+            )
+            for schema in gate.schemas
+            for v in schema.versions
+        ]
+        rows += [
+            _row(v.name, v.version, "unloaded", "", accepted=v.accepted, rejected=v.rejected)
+            for v in gate.unloaded
+        ]
         publishers = [
             {
                 "schema": s,
@@ -190,7 +202,7 @@ class SchemaControl:
             "dir": self.directory,
             "versions": rows,
             "deprecated_publishers": publishers,
-            "unknown": stats.get("unknown", {}),
+            "unknown": dict(gate.unknown),
             "loaded_at": self.loaded_at,
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
@@ -210,14 +222,15 @@ class SchemaControl:
         return {"schemas.list": schemas_list, "schemas.reload": schemas_reload}
 
 
-def _row(name: str, version: dict[str, Any], status: str, topics: str) -> dict[str, Any]:
-    rejected: dict[str, int] = version.get("rejected", {})
+def _row(
+    name: str, version: int, status: str, topics: str, *, accepted: int, rejected: Mapping[str, int]
+) -> dict[str, Any]:
     return {
         "schema": name,
-        "version": version["version"],
+        "version": version,
         "status": status,
         "topics": topics,
-        "accepted": version["accepted"],
+        "accepted": accepted,
         "rejected": sum(rejected.values()),
         "rejected_by_code": " ".join(f"{c}={n}" for c, n in sorted(rejected.items())),
     }

@@ -25,8 +25,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from busd.control.rates_dir import RatesDir
+from busd.control.rates_dir import RatesDir, rates_statistics
 from busd.kernel.buckets import RateTable
+from busd.statistics import ControlStatistics, as_json
 from busd_protocol.rates import check_key
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -85,15 +86,15 @@ class ControlServer:
         self.errors = 0
         self.internal_errors = 0
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "control_connections_total": self.connections,
-            "control_connections_refused_total": self.refused_connections,
-            "control_connections": len(self._writers),
-            "control_requests_total": self.requests,
-            "control_errors_total": self.errors,
-            "control_internal_errors_total": self.internal_errors,
-        }
+    def statistics(self) -> ControlStatistics:
+        return ControlStatistics(
+            connections_total=self.connections,
+            connections_refused_total=self.refused_connections,
+            connections_open=len(self._writers),
+            requests_total=self.requests,
+            errors_total=self.errors,
+            internal_errors_total=self.internal_errors,
+        )
 
     async def start(self) -> None:
         """Bind the socket; raises ControlSocketError when another busd answers on it."""
@@ -334,7 +335,7 @@ def rate_handlers(
             "dir": str(rates_dir.path),
             "limits": limits,
             "errors": errors,
-            "statistics": {**table.statistics(), **rates_dir.statistics()},
+            "statistics": as_json(rates_statistics(table, rates_dir)),
         }
 
     async def rates_set(args: dict[str, Any]) -> dict[str, Any]:

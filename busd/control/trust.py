@@ -30,6 +30,7 @@ from busd.control.server import ControlError, Handler
 from busd.kernel.acl import Acl, AclError, Trust
 from busd.kernel.admission import Admission
 from busd.logs import get
+from busd.statistics import TrustStatistics
 from busd_protocol.envelope import PUBLISHER_NAME, PUBLISHER_RULE
 
 log = get("trust")
@@ -47,15 +48,6 @@ class Denial:
     identity: str
     what: str  # "publish" or "subscribe"
     topic: str
-
-
-@dataclass(frozen=True, slots=True)
-class TrustStatistics:
-    enabled: bool
-    identities: int
-    reloads: int
-    reload_failures: int
-    last_error: str
 
 
 def server_keys(path: str | os.PathLike[str]) -> tuple[bytes, bytes]:

@@ -12,6 +12,7 @@ in a bounded table the I/O layer drains periodically to log; the kernel reads no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,51 @@ class DeprecatedUse:
     version: int
     publisher: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatistics:
+    """A loaded version: its status and its traffic since start."""
+
+    version: int
+    status: str
+    accepted: int
+    rejected: Mapping[str, int]  # by code
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatistics:
+    """A loaded schema and each of its versions."""
+
+    name: str
+    description: str
+    topics: tuple[str, ...]
+    versions: tuple[VersionStatistics, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnloadedStatistics:
+    """A version no longer loaded, with its traffic from when it was."""
+
+    name: str
+    version: int
+    accepted: int
+    rejected: Mapping[str, int]  # by code
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaGateStatistics:
+    """``SchemaGate.statistics()``."""
+
+    schemas: tuple[SchemaStatistics, ...]
+    unloaded: tuple[UnloadedStatistics, ...]
+    unknown: Mapping[str, int]  # unknown_schema / unknown_version counts, by code
+    deprecated_pending: int  # deprecated uses recorded, not yet drained to the log
+    deprecated_dropped: int  # deprecated uses not recorded: the table was full
+
+    @classmethod
+    def empty(cls) -> SchemaGateStatistics:
+        return cls((), (), {}, 0, 0)
 
 
 class SchemaTraffic:
@@ -140,9 +186,9 @@ class SchemaGate:
     def drain_deprecated(self) -> list[DeprecatedUse]:
         return self.traffic.drain_deprecated()
 
-    def statistics(self) -> dict[str, Any]:
-        """A snapshot for `busctl schemas` and metrics: each loaded schema and version with its
-        status and counts, counts of versions no longer loaded, and unknown-name counts."""
+    def statistics(self) -> SchemaGateStatistics:
+        """Each loaded schema and version with its status and counts, counts of versions no
+        longer loaded, and unknown-name counts (for `busctl schemas` and metrics)."""
         traffic = self.traffic
         rejected: dict[tuple[str, int], dict[str, int]] = {}
         for (schema, version, code), n in traffic.rejected.items():
@@ -155,35 +201,22 @@ class SchemaGate:
                 key = (info.name, v.version)
                 listed.add(key)
                 versions.append(
-                    {
-                        "version": v.version,
-                        "status": v.status,
-                        "accepted": traffic.accepted.get(key, 0),
-                        "rejected": rejected.get(key, {}),
-                    }
+                    VersionStatistics(
+                        v.version, v.status, traffic.accepted.get(key, 0), rejected.get(key, {})
+                    )
                 )
             schemas.append(
-                {
-                    "name": info.name,
-                    "description": info.description,
-                    "topics": list(info.topics),
-                    "versions": versions,
-                }
+                SchemaStatistics(info.name, info.description, tuple(info.topics), tuple(versions))
             )
-        unloaded = [
-            {
-                "name": s,
-                "version": v,
-                "accepted": traffic.accepted.get((s, v), 0),
-                "rejected": rejected.get((s, v), {}),
-            }
+        unloaded = tuple(
+            UnloadedStatistics(s, v, traffic.accepted.get((s, v), 0), rejected.get((s, v), {}))
             for s, v in sorted(set(traffic.accepted) | set(rejected))
             if (s, v) not in listed
-        ]
-        return {
-            "schemas": schemas,
-            "unloaded": unloaded,
-            "unknown": dict(traffic.unknown),
-            "deprecated_pending": len(traffic.deprecated),
-            "deprecated_dropped": traffic.deprecated_dropped,
-        }
+        )
+        return SchemaGateStatistics(
+            tuple(schemas),
+            unloaded,
+            dict(traffic.unknown),
+            len(traffic.deprecated),
+            traffic.deprecated_dropped,
+        )

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from busd.logs import RateLimitedLog, get
 from busd.ops.health import Health
 from busd.ops.metrics import CONTENT_TYPE, render
+from busd.statistics import HttpStatistics
 
 _log = get("http")
 MAX_HEAD = 8192
@@ -75,11 +76,8 @@ class MetricsServer:
         self.port = int(self._sock.getsockname()[1])
         _log.info("metrics listening", extra={"address": self.address})
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "http_requests_total": self.requests,
-            "http_connections_refused_total": self.refused,
-        }
+    def statistics(self) -> HttpStatistics:
+        return HttpStatistics(requests_total=self.requests, connections_refused_total=self.refused)
 
     async def run(self) -> None:
         """Serve until cancelled (a supervised task: each run serves a dup of the socket).

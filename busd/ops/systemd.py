@@ -18,6 +18,7 @@ import socket
 from collections.abc import Mapping
 
 from busd.logs import get
+from busd.statistics import NotifyStatistics
 
 _log = get("systemd")
 
@@ -112,5 +113,5 @@ class Notifier:
             self._sock.close()
             self._sock = None
 
-    def statistics(self) -> dict[str, int]:
-        return {"notify_sent_total": self.sent, "notify_failed_total": self.failed}
+    def statistics(self) -> NotifyStatistics:
+        return NotifyStatistics(sent_total=self.sent, failed_total=self.failed)

@@ -29,6 +29,7 @@ import zmq
 from busd.config import Config
 from busd.kernel.admission import Admission
 from busd.logs import RateLimitedLog, get
+from busd.statistics import BrokerStatistics
 from busd.transport import sockets
 from busd.transport.readiness import Readiness
 from busd_protocol.codes import ROUTINE, Code, Reject
@@ -78,7 +79,7 @@ def _discard_rest(router: zmq.Socket[bytes]) -> int:
 
 
 class BrokerStats:
-    """Plain-int counters, written only by the broker task; read via ``snapshot()``."""
+    """Plain-int counters, written only by the broker task; read via ``statistics()``."""
 
     __slots__ = (
         "accepted",
@@ -100,7 +101,7 @@ class BrokerStats:
         self.accepted = 0
         self.bytes_in = 0
         self.bytes_accepted = 0
-        self.rejected: dict[str, int] = dict.fromkeys(Code, 0)
+        self.rejected: dict[Code, int] = dict.fromkeys(Code, 0)
         self.replies_sent = 0
         self.replies_dropped = 0
         self.subscriptions = 0
@@ -109,21 +110,21 @@ class BrokerStats:
         self.batches = 0
         self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "accepted": self.accepted,
-            "bytes_in": self.bytes_in,
-            "bytes_accepted": self.bytes_accepted,
-            "rejected": {str(k): v for k, v in self.rejected.items()},
-            "replies_sent": self.replies_sent,
-            "replies_dropped": self.replies_dropped,
-            "subscriptions": self.subscriptions,
-            "subscribe_total": self.subscribe_total,
-            "unsubscribe_total": self.unsubscribe_total,
-            "batches": self.batches,
-            "latency": self.latency.snapshot(),
-        }
+    def statistics(self) -> BrokerStatistics:
+        return BrokerStatistics(
+            received=self.received,
+            accepted=self.accepted,
+            bytes_in=self.bytes_in,
+            bytes_accepted=self.bytes_accepted,
+            rejected=dict(self.rejected),
+            replies_sent=self.replies_sent,
+            replies_dropped=self.replies_dropped,
+            subscriptions=self.subscriptions,
+            subscribe_total=self.subscribe_total,
+            unsubscribe_total=self.unsubscribe_total,
+            batches=self.batches,
+            latency=self.latency.snapshot(),
+        )
 
 
 class Broker:

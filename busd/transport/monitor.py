@@ -13,12 +13,11 @@ Error handling: see ``watch``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from busd.logs import RateLimitedLog, get
+from busd.statistics import ConnectionStatistics
 from busd.transport.readiness import Readiness
 
 _log = get("monitor")
@@ -77,14 +76,14 @@ class ConnectionStats:
         """Open TCP/IPC connections (including ones still in the handshake)."""
         return max(0, self.accepted - self.disconnected)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "connected": self.connected,
-            "accepted": self.accepted,
-            "disconnected": self.disconnected,
-            "handshakes": self.handshakes,
-            "handshake_failures": self.handshake_failures,
-        }
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            connected=self.connected,
+            accepted=self.accepted,
+            disconnected=self.disconnected,
+            handshakes=self.handshakes,
+            handshake_failures=self.handshake_failures,
+        )
 
 
 async def watch(sock: zmq.Socket[bytes], stats: ConnectionStats, role: str) -> None:

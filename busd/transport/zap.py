@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import zmq
 import zmq.auth
 from zmq.utils import z85
 
+from busd.statistics import ZapStatistics
 from busd.transport.readiness import Readiness
 
 ZAP_DOMAIN = "busd"
@@ -34,13 +34,6 @@ _log = logging.getLogger("busd.zap")
 
 # A key ring: z85-encoded client public key -> identity name.
 KeyRing = Mapping[bytes, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ZapStatistics:
-    admitted: int
-    denied_unknown_key: int
-    requests: int
 
 
 class _KeyRingProvider:

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import BusdProcess, TrackedContext, wait_for
+from conftest import REPO, BusdProcess, TrackedContext, wait_for
 from opshttp import scrape, scrape_text, value
 from prometheus_client.parser import text_string_to_metric_families
 from rawproto import collect, dealer, envelope, publish
@@ -204,6 +204,23 @@ def test_with_authentication_on_the_stats_reply_and_the_families_are_as_recorded
     assert declared == {
         (f["name"], f["type"]) for f in recorded if not f["name"].startswith(unconfigured)
     }
+
+
+def _docs_catalogue() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(metric, type, labels) of each row of docs/operations.md §2 but ``process_*``."""
+    section = (REPO / "docs" / "operations.md").read_text().split("## 2. Metric catalogue")[1]
+    rows = []
+    for line in section.split("\n## ")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`busd_"):
+            labels = tuple(label.strip(" `") for label in cells[2].split(",") if label.strip())
+            rows.append((cells[0].strip("`"), cells[1], labels))
+    return rows
+
+
+def test_the_operations_guide_lists_every_family_with_its_type_and_labels() -> None:
+    declared = [(f.name, "gauge" if f.type == "info" else f.type, f.labels) for f in FAMILIES]
+    assert _docs_catalogue() == declared
 
 
 def test_family_names_are_unique_and_follow_the_prometheus_conventions() -> None:

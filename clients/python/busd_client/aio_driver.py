@@ -154,11 +154,21 @@ class AsyncDriver(Generic[R]):
 
     @property
     def retry_deadline(self) -> float | None:
+        """The retry deadline of a publish that does not give its own (None: no retries)."""
         return self.core.retry_deadline
+
+    @retry_deadline.setter
+    def retry_deadline(self, seconds: float | None) -> None:
+        self.core.retry_deadline = seconds
 
     @property
     def wait_when_disabled(self) -> bool:
+        """Whether a publish that does not say resends ``disabled`` refusals."""
         return self.core.wait_when_disabled
+
+    @wait_when_disabled.setter
+    def wait_when_disabled(self, wait: bool) -> None:
+        self.core.wait_when_disabled = wait
 
     async def publish(
         self,

@@ -115,11 +115,21 @@ class SyncDriver(Generic[R]):
 
     @property
     def retry_deadline(self) -> float | None:
+        """The retry deadline of a publish that does not give its own (None: no retries)."""
         return self.core.retry_deadline
+
+    @retry_deadline.setter
+    def retry_deadline(self, seconds: float | None) -> None:
+        self.core.retry_deadline = seconds
 
     @property
     def wait_when_disabled(self) -> bool:
+        """Whether a publish that does not say resends ``disabled`` refusals."""
         return self.core.wait_when_disabled
+
+    @wait_when_disabled.setter
+    def wait_when_disabled(self, wait: bool) -> None:
+        self.core.wait_when_disabled = wait
 
     def publish(
         self,
@@ -146,7 +156,10 @@ class SyncDriver(Generic[R]):
             self._receipt, topic, schema, version, data, id, retry_deadline, wait_when_disabled
         )
         p._owner = self
-        if not self._make_room():
+        self._since_read += 1
+        if (
+            self._ledger.count >= self.window or self._since_read >= READ_EVERY
+        ) and not self._make_room():
             raise core.unsent(p, "the in-flight window stayed full")
         now = _monotonic()
         p._deadline = now + self.timeout
@@ -225,15 +238,14 @@ class SyncDriver(Generic[R]):
             self._sockets.pump(_monotonic())
 
     def _make_room(self) -> bool:
-        """Before a publish: now and then (and when the window is full) read what arrived;
-        wait up to ``timeout`` for room in the window. False if it stayed full."""
+        """Before a publish, every READ_EVERY messages and when the window is full: read
+        what arrived; wait up to ``timeout`` for room in the window. False if it stayed
+        full."""
         ledger = self._ledger
-        self._since_read += 1
-        if ledger.count >= self.window or self._since_read >= READ_EVERY:
-            self._since_read = 0
-            self._pump()
-            if ledger.count >= self.window:
-                return self._wait_for(lambda: ledger.count < self.window, self.timeout, None)
+        self._since_read = 0
+        self._pump()
+        if ledger.count >= self.window:
+            return self._wait_for(lambda: ledger.count < self.window, self.timeout, None)
         return True
 
     def _wait_for(self, cond: Callable[[], bool], timeout: float | None, what: str | None) -> bool:

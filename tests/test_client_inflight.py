@@ -145,3 +145,35 @@ def test_retry_that_cannot_be_sent_before_the_deadline_fails_with_the_refusal() 
     assert not p.done()
     inflight.expire(0.5)
     assert isinstance(p.error, RateLimited) and inflight.ledger.count == 0
+
+
+def test_a_message_the_socket_would_not_take_waits_and_goes_first_once_writable() -> None:
+    s = single(timeout=1.0)
+    a, b = pending(1), pending(2)
+    a._deadline = b._deadline = 1.0
+    assert s.add(a, 0.0) is s.link
+    s.blocked(s.link, a, 0.0)  # no connection (IMMEDIATE=1): the socket would not take it
+    assert s.add(b, 0.1) is None  # behind the waiting one: order is kept
+    assert list(s.waiting) == [a, b] and s.ledger.count == 2
+    assert s.next_send(0.2) is None  # until the driver finds the socket writable
+    s.on_connected(s.link)
+    assert s.next_send(0.3) == (s.link, a)
+    s.sent(s.link, a, 0.3)
+    assert s.next_send(0.3) == (s.link, b)
+    s.sent(s.link, b, 0.3)
+    assert (a.seq, b.seq) == (1, 2) and not s.waiting
+
+
+def test_a_message_never_sent_fails_at_its_deadline_with_sent_false() -> None:
+    s = single(timeout=1.0)
+    p = pending(1)
+    p._deadline = 1.0
+    s.add(p, 0.0)
+    s.blocked(s.link, p, 0.0)
+    assert s.next_wakeup(0.0) == 1.0
+    s.expire(0.99)
+    assert not p.done()
+    s.expire(1.0)
+    assert isinstance(p.error, PublishTimeout) and p.error.sent is False
+    assert "not sent within 1 s" in str(p.error)
+    assert s.ledger.count == 0 and not s.waiting

@@ -90,7 +90,12 @@ class AsyncSubscriber(Subscriptions):
         self.subscribe(prefixes)
 
     async def recv(self, timeout: float | None = None) -> Message | None:  # noqa: ASYNC109
-        """The next message, or None when ``timeout`` seconds pass first (None: no limit)."""
+        """The next message, or None when ``timeout`` seconds pass first (None: no limit).
+
+        Error handling: a message that does not decode (docs/protocol.md §3) is counted in
+        ``bad_messages`` and skipped; nothing else is caught (a ZMQError, e.g. the socket
+        closed, reaches the caller).
+        """
         deadline = None if timeout is None else _monotonic() + timeout
         while True:
             if deadline is not None:

@@ -1,4 +1,14 @@
-"""The synchronous publisher to one busd: the sync driver over the single-broker strategy."""
+"""The synchronous publisher to one busd: the sync driver over the single-broker strategy.
+
+    with Publisher("tcp://127.0.0.1:7401", name="deployer") as pub:
+        receipt = pub.publish("release.shop", "release", 2, {"slug": "...", "cmd": "bin/web"})
+        pub.publish_wait("release.shop", "release", 2, data)  # waits; raises on failure
+        failures = pub.flush()  # every reply; the errors since the last flush
+
+``Publisher`` is ``SyncDriver`` (sync_driver.py: the calls, the sockets, the waiting) given
+a ``SingleBroker`` (single_broker.py: the rules) through a ``PublishCore`` (core.py:
+composition). docs/client.md has the whole contract.
+"""
 
 from __future__ import annotations
 
@@ -32,12 +42,23 @@ class Publisher(SyncDriver[Receipt]):
     """Publish to busd from one thread (a zmq socket must not be shared between threads).
 
     ``publish`` sends and returns a Receipt without waiting for the reply; at most
-    ``window`` messages are in flight, so ``publish`` waits when busd falls behind.
-    ``timeout`` bounds every wait for busd: a message with no reply within it fails with
-    PublishTimeout. ``retry_deadline`` (seconds, None/0 = never) lets `rate_limited` (and,
-    with ``wait_when_disabled``, `disabled`) refusals be retried until that long after
-    publish. Replies are read during publish/flush/result calls: call ``flush`` at the end.
-    ``schemas`` (a directory or a SchemaSet) checks every payload locally before it is sent.
+    ``window`` messages are in flight, so ``publish`` waits when busd falls behind. Replies
+    are read during publish/flush/result calls: call ``flush`` (or ``close``) at the end.
+
+    - ``endpoint``: busd's publisher endpoint (``tcp://``, ``ipc://``);
+    - ``name``: the ``publisher`` field of every envelope (busd's ``publisher.<name>`` rate
+      key), ``[A-Za-z0-9._-]{1,64}``;
+    - ``window``: messages unsettled at most;
+    - ``timeout``: bounds every wait for busd: a message busd's connection does not take
+      within it makes ``publish`` raise PublishTimeout(sent=False); a send with no reply
+      within it fails with PublishTimeout(sent=True) (fate unknown);
+    - ``retry_deadline`` (seconds after publish, None/0 = never) lets ``rate_limited``
+      (and, with ``wait_when_disabled``, ``disabled``) refusals be resent until then; both
+      can be overridden per publish;
+    - ``context``: the zmq.Context to make the socket in (default: the shared instance);
+    - ``reconnect_ivl``, ``reconnect_ivl_max``: libzmq's reconnect backoff, seconds;
+    - ``schemas`` (a directory or a SchemaSet): every payload is checked locally, the way
+      busd will, before it is sent.
     """
 
     def __init__(

@@ -33,6 +33,7 @@ from busd_protocol.schemas import SchemaSet
 __all__ = ["AsyncDriver", "AsyncReceipt", "Progress"]
 
 _monotonic = time.monotonic
+_time_ns = time.time_ns
 _MAX_SLEEP = 1.0  # the pump looks at the sockets at least this often, even when idle
 
 
@@ -188,8 +189,18 @@ class AsyncDriver(Generic[R]):
         if self._closed:
             raise ClosedError("publisher is closed")
         core = self.core
+        now = _monotonic()
         p = core.compose(
-            self._receipt, topic, schema, version, data, id, retry_deadline, wait_when_disabled
+            self._receipt,
+            topic,
+            schema,
+            version,
+            data,
+            id,
+            retry_deadline,
+            wait_when_disabled,
+            now,
+            _time_ns(),
         )
         ledger = self._ledger
         self._since_read += 1
@@ -198,7 +209,7 @@ class AsyncDriver(Generic[R]):
             self._pump()
             if ledger.count >= self.window:
                 await self._room(p)
-        now = _monotonic()
+            now = _monotonic()
         p._deadline = now + self.timeout
         idle = ledger.count == 0
         strategy = self._strategy

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, TypeVar
@@ -36,8 +35,6 @@ from busd_protocol.schemas import SchemaSet
 __all__ = ["DEFAULT", "PublishCore", "Send", "Strategy", "dispatch", "submit"]
 
 _unpackb = msgpack.unpackb
-_time_ns = time.time_ns
-_monotonic = time.monotonic
 _TOPIC_FRAMES_MAX = 4096  # callers with unbounded topic sets: the cache stays bounded
 
 P = TypeVar("P", bound=Pending)
@@ -181,8 +178,11 @@ class PublishCore:
         id: str | None,
         retry_deadline: float | _Default | None,
         wait_when_disabled: bool | _Default,
+        now: float,
+        ts: int,
     ) -> P:
-        """One message of class ``cls``, encoded, not yet given to the strategy. Raises
+        """One message of class ``cls``, published at ``now`` (monotonic seconds) and
+        stamped ``ts`` (wall-clock ns), encoded, not yet given to the strategy. Raises
         Rejected (``extra["local"]``) when the local schemas refuse it."""
         frame = self._topics.get(topic)
         if frame is None:
@@ -200,7 +200,7 @@ class PublishCore:
             data,
             id=id,
             publisher=self.name,
-            ts=_time_ns(),
+            ts=ts,
             pack=self._pack,
         )
         if self.schemas is not None:
@@ -212,7 +212,7 @@ class PublishCore:
                 raise error
         rd = self.retry_deadline if retry_deadline is DEFAULT else retry_deadline
         wd = self.wait_when_disabled if wait_when_disabled is DEFAULT else wait_when_disabled
-        retry_until = _monotonic() + rd if rd else 0.0
+        retry_until = now + rd if rd else 0.0
         return cls(topic, frame, envelope, id, retry_until, wd)
 
     def unsent(self, p: Pending, why: str) -> PublishTimeout:

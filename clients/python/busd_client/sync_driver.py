@@ -28,6 +28,7 @@ from busd_protocol.schemas import SchemaSet
 __all__ = ["READ_EVERY", "SyncDriver", "SyncReceipt"]
 
 _monotonic = time.monotonic
+_time_ns = time.time_ns
 # Replies are read without waiting every this many publishes (and whenever we wait anyway).
 READ_EVERY = 32
 _MAX_SLEEP = 1.0  # a waiting caller looks at its sockets at least this often
@@ -152,16 +153,25 @@ class SyncDriver(Generic[R]):
         if self._closed:
             raise ClosedError("publisher is closed")
         core = self.core
+        now = _monotonic()
         p = core.compose(
-            self._receipt, topic, schema, version, data, id, retry_deadline, wait_when_disabled
+            self._receipt,
+            topic,
+            schema,
+            version,
+            data,
+            id,
+            retry_deadline,
+            wait_when_disabled,
+            now,
+            _time_ns(),
         )
         p._owner = self
         self._since_read += 1
-        if (
-            self._ledger.count >= self.window or self._since_read >= READ_EVERY
-        ) and not self._make_room():
-            raise core.unsent(p, "the in-flight window stayed full")
-        now = _monotonic()
+        if self._ledger.count >= self.window or self._since_read >= READ_EVERY:
+            if not self._make_room():
+                raise core.unsent(p, "the in-flight window stayed full")
+            now = _monotonic()
         p._deadline = now + self.timeout
         submit(self._strategy, p, now, self._sockets.send)
         if not p.attempts and self._strategy.send_in_publish:

@@ -124,6 +124,7 @@ class AsyncDriver(Generic[R]):
             reconnect_ivl_max=reconnect_ivl_max,
             poller=self._poller,
         )
+        self._send = self._sockets.send  # bound once: it is called for every message
         self._pump_task: asyncio.Task[None] | None = None
         # The pump's current sleep (a poll future): cancelled to wake the pump early.
         self._sleep: asyncio.Future[Any] | None = None
@@ -213,10 +214,13 @@ class AsyncDriver(Generic[R]):
         p._deadline = now + self.timeout
         idle = ledger.count == 0
         strategy = self._strategy
-        submit(strategy, p, now, self._sockets.send)
+        submit(strategy, p, now, self._send)
         # The pump sleeps until the strategy's next wakeup as it was: a first message brings
         # an earlier one (its deadlines), and so may the first one left waiting.
-        self._ensure_pump(wake=idle or (not p.attempts and len(strategy.waiting) == 1))
+        if idle or (not p.attempts and len(strategy.waiting) == 1):
+            self._ensure_pump(wake=True)
+        elif self._pump_task is None:
+            self._ensure_pump()
         if not p.attempts and strategy.send_in_publish:
             while not p.attempts and not p._done:
                 await self._progress.wait(math.inf)

@@ -89,6 +89,7 @@ class SyncDriver(Generic[R]):
             reconnect_ivl_max=reconnect_ivl_max,
             poller=self._poller,
         )
+        self._send = self._sockets.send  # bound once: it is called for every message
 
     @property
     def name(self) -> str:
@@ -173,7 +174,7 @@ class SyncDriver(Generic[R]):
                 raise core.unsent(p, "the in-flight window stayed full")
             now = _monotonic()
         p._deadline = now + self.timeout
-        submit(self._strategy, p, now, self._sockets.send)
+        submit(self._strategy, p, now, self._send)
         if not p.attempts and self._strategy.send_in_publish:
             self._wait_for(lambda: p.attempts > 0 or p._done, None, None)
             if p._error is not None and not p.attempts:

@@ -396,3 +396,16 @@ def test_publish_waits_for_a_broker_that_binds_late_and_sends_once_it_is_there(
             helper.join(5)
             for sock in bound:
                 sock.close(linger=0)
+
+
+def test_the_clients_long_running_loops_document_their_error_handling() -> None:
+    """The drivers' loops (and the subscribers' receive loops) say, under "Error handling:",
+    what they retry and what they let crash."""
+    from busd_client.aio import AsyncSubscriber
+    from busd_client.aio_driver import AsyncDriver
+    from busd_client.subscriber import Subscriber
+    from busd_client.sync_driver import SyncDriver
+
+    loops = [SyncDriver._wait_for, AsyncDriver._run_pump, Subscriber.recv, AsyncSubscriber.recv]
+    missing = [f.__qualname__ for f in loops if "Error handling:" not in (f.__doc__ or "")]
+    assert not missing, f"no 'Error handling:' paragraph: {missing}"

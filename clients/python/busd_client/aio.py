@@ -16,10 +16,8 @@ import zmq
 import zmq.asyncio
 
 from busd_client.aio_driver import AsyncDriver, AsyncReceipt
-from busd_client.core import PublishCore
 from busd_client.latency import LatencyRecorder
-from busd_client.ledger import Ledger
-from busd_client.single_broker import SingleBroker
+from busd_client.single_broker import single_broker_core
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT, configure_sub
 from busd_client.subscriber import Subscriptions
 from busd_protocol.messages import DecodeError, Message, decode_message
@@ -53,11 +51,11 @@ class AsyncPublisher(AsyncDriver[AsyncReceipt]):
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        core = PublishCore(
-            SingleBroker(Ledger(), endpoint, float(timeout)),
+        core = single_broker_core(
+            endpoint,
+            timeout,
             name=name,
             window=window,
-            timeout=timeout,
             retry_deadline=retry_deadline,
             wait_when_disabled=wait_when_disabled,
             schemas=schemas,

@@ -18,17 +18,16 @@ import math
 import time
 from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import zmq
 import zmq.asyncio
 
-from busd_client.core import DEFAULT, PublishCore, _Default, submit
+from busd_client.core import DEFAULT, CoreFacade, PublishCore, _Default, submit
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.ledger import Pending
 from busd_client.sockets import PublisherSockets
 from busd_client.sync_driver import READ_EVERY
-from busd_protocol.schemas import SchemaSet
 
 __all__ = ["AsyncDriver", "AsyncReceipt", "Progress"]
 
@@ -93,11 +92,8 @@ class AsyncReceipt(Pending):
 R = TypeVar("R", bound=AsyncReceipt)
 
 
-class AsyncDriver(Generic[R]):
+class AsyncDriver(CoreFacade[R]):
     """Publish from asyncio code; see SyncDriver for the semantics of every call."""
-
-    _UNSETTLED: ClassVar[str] = "messages still in flight"  # a flush past its timeout says
-    _CLOSE_WAIT: ClassVar[float] = math.inf  # close's flush waits at most this long
 
     def __init__(
         self,
@@ -107,14 +103,7 @@ class AsyncDriver(Generic[R]):
         reconnect_ivl: float,
         reconnect_ivl_max: float,
     ) -> None:
-        self.core = core
-        self._strategy = core.strategy
-        self._ledger = core.ledger
-        self._receipt = receipt
-        self.window = core.window
-        self.timeout = core.timeout
-        self._closed = False
-        self._since_read = 0
+        super().__init__(core, receipt)
         self._poller = zmq.asyncio.Poller()
         self._sockets = PublisherSockets(
             context if context is not None else zmq.asyncio.Context.instance(),
@@ -129,48 +118,6 @@ class AsyncDriver(Generic[R]):
         # The pump's current sleep (a poll future): cancelled to wake the pump early.
         self._sleep: asyncio.Future[Any] | None = None
         self._progress = Progress()
-
-    @property
-    def name(self) -> str:
-        """The publisher name put in every envelope."""
-        return self.core.name
-
-    @property
-    def pending(self) -> int:
-        """Messages whose fate is not known yet."""
-        return self._ledger.count
-
-    @property
-    def bad_replies(self) -> int:
-        """Reply frames that did not follow the protocol (ignored)."""
-        return self._ledger.bad_replies
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def schemas(self) -> SchemaSet | None:
-        """The schemas every payload is checked against before it is sent (None: off)."""
-        return self.core.schemas
-
-    @property
-    def retry_deadline(self) -> float | None:
-        """The retry deadline of a publish that does not give its own (None: no retries)."""
-        return self.core.retry_deadline
-
-    @retry_deadline.setter
-    def retry_deadline(self, seconds: float | None) -> None:
-        self.core.retry_deadline = seconds
-
-    @property
-    def wait_when_disabled(self) -> bool:
-        """Whether a publish that does not say resends ``disabled`` refusals."""
-        return self.core.wait_when_disabled
-
-    @wait_when_disabled.setter
-    def wait_when_disabled(self, wait: bool) -> None:
-        self.core.wait_when_disabled = wait
 
     async def publish(
         self,

@@ -8,7 +8,6 @@ AsyncSubscriber connected to every broker, dropping copies through dedup.DedupWi
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -19,11 +18,9 @@ import zmq.asyncio
 
 from busd_client.aio import AsyncSubscriber
 from busd_client.aio_driver import AsyncDriver, AsyncReceipt
-from busd_client.core import PublishCore
 from busd_client.dedup import DedupWindow
-from busd_client.ledger import Ledger
-from busd_client.pool import PoolMembership, pool_endpoints
-from busd_client.pool_strategy import PoolStrategy
+from busd_client.pool import PoolMembership
+from busd_client.pool_strategy import pool_core, pool_endpoints
 from busd_protocol.messages import Message
 from busd_protocol.schemas import SchemaSet
 
@@ -65,18 +62,17 @@ class AsyncPoolPublisher(AsyncDriver[AsyncPoolReceipt]):
         reconnect_ivl_max: float = 1.0,
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
     ) -> None:
-        endpoints = pool_endpoints(endpoints)
-        self.endpoint = ",".join(endpoints)
-        self._pool = PoolStrategy(Ledger(), endpoints, attempt_timeout)
-        core = PublishCore(
-            self._pool,
+        core, self._pool = pool_core(
+            endpoints,
+            timeout,
+            attempt_timeout,
             name=name,
             window=window,
-            timeout=math.inf if timeout is None else timeout,
             retry_deadline=retry_deadline,
             wait_when_disabled=wait_when_disabled,
             schemas=schemas,
         )
+        self.endpoint = ",".join(link.endpoint for link in self._pool.links)
         super().__init__(core, AsyncPoolReceipt, context, reconnect_ivl, reconnect_ivl_max)
 
     @property

@@ -19,10 +19,11 @@ two exchanges, written once, over the driver's ``send``.
 from __future__ import annotations
 
 import enum
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import msgpack
 
@@ -32,7 +33,7 @@ from busd_protocol.envelope import PUBLISHER_NAME, PUBLISHER_RULE
 from busd_protocol.messages import encode_envelope
 from busd_protocol.schemas import SchemaSet
 
-__all__ = ["DEFAULT", "PublishCore", "Send", "Strategy", "dispatch", "submit"]
+__all__ = ["DEFAULT", "CoreFacade", "PublishCore", "Send", "Strategy", "dispatch", "submit"]
 
 _unpackb = msgpack.unpackb
 _TOPIC_FRAMES_MAX = 4096  # callers with unbounded topic sets: the cache stays bounded
@@ -221,3 +222,66 @@ class PublishCore:
         err.id = p.id
         err.topic = p.topic
         return err
+
+
+R = TypeVar("R", bound=Pending)
+
+
+class CoreFacade(Generic[R]):
+    """What a driver (sync_driver.SyncDriver, aio_driver.AsyncDriver) keeps of its core and
+    shows of it: the settings, the counts, the receipt class it publishes."""
+
+    _UNSETTLED: ClassVar[str] = "messages still in flight"  # a flush past its timeout says
+    _CLOSE_WAIT: ClassVar[float] = math.inf  # close's flush waits at most this long
+
+    def __init__(self, core: PublishCore, receipt: type[R]) -> None:
+        self.core = core
+        self._strategy = core.strategy
+        self._ledger = core.ledger
+        self._receipt = receipt
+        self.window = core.window
+        self.timeout = core.timeout
+        self._closed = False
+        self._since_read = 0  # publishes since replies were last read
+
+    @property
+    def name(self) -> str:
+        """The publisher name put in every envelope."""
+        return self.core.name
+
+    @property
+    def pending(self) -> int:
+        """Messages whose fate is not known yet."""
+        return self._ledger.count
+
+    @property
+    def bad_replies(self) -> int:
+        """Reply frames that did not follow the protocol (ignored)."""
+        return self._ledger.bad_replies
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def schemas(self) -> SchemaSet | None:
+        """The schemas every payload is checked against before it is sent (None: off)."""
+        return self.core.schemas
+
+    @property
+    def retry_deadline(self) -> float | None:
+        """The retry deadline of a publish that does not give its own (None: no retries)."""
+        return self.core.retry_deadline
+
+    @retry_deadline.setter
+    def retry_deadline(self, seconds: float | None) -> None:
+        self.core.retry_deadline = seconds
+
+    @property
+    def wait_when_disabled(self) -> bool:
+        """Whether a publish that does not say resends ``disabled`` refusals."""
+        return self.core.wait_when_disabled
+
+    @wait_when_disabled.setter
+    def wait_when_disabled(self, wait: bool) -> None:
+        self.core.wait_when_disabled = wait

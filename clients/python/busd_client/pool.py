@@ -9,7 +9,6 @@ Publisher and Subscriber.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -17,10 +16,8 @@ from typing import Any
 
 import zmq
 
-from busd_client.core import PublishCore
 from busd_client.dedup import DedupWindow
-from busd_client.ledger import Ledger
-from busd_client.pool_strategy import PoolStrategy
+from busd_client.pool_strategy import pool_core, pool_endpoints
 from busd_client.subscriber import Subscriber
 from busd_client.sync_driver import SyncDriver, SyncReceipt
 from busd_protocol.messages import Message
@@ -78,18 +75,17 @@ class PoolPublisher(SyncDriver[PoolReceipt]):
         reconnect_ivl_max: float = 1.0,
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
     ) -> None:
-        endpoints = pool_endpoints(endpoints)
-        self.endpoint = ",".join(endpoints)
-        self._pool = PoolStrategy(Ledger(), endpoints, attempt_timeout)
-        core = PublishCore(
-            self._pool,
+        core, self._pool = pool_core(
+            endpoints,
+            timeout,
+            attempt_timeout,
             name=name,
             window=window,
-            timeout=math.inf if timeout is None else timeout,
             retry_deadline=retry_deadline,
             wait_when_disabled=wait_when_disabled,
             schemas=schemas,
         )
+        self.endpoint = ",".join(link.endpoint for link in self._pool.links)
         super().__init__(core, PoolReceipt, context, reconnect_ivl, reconnect_ivl_max)
 
     @property
@@ -104,15 +100,6 @@ class PoolPublisher(SyncDriver[PoolReceipt]):
         bad_replies."""
         self._pump()
         return self._pool.statistics(_monotonic())
-
-
-def pool_endpoints(endpoints: Sequence[str] | str) -> list[str]:
-    """The brokers' endpoints as a list: a sequence, or one comma-separated string."""
-    if isinstance(endpoints, str):
-        endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
-    if not endpoints:
-        raise ValueError("a pool needs at least one broker endpoint")
-    return list(endpoints)
 
 
 class PoolMembership:

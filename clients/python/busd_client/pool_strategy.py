@@ -27,11 +27,32 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from busd_client.core import PublishCore
 from busd_client.errors import NotReady, PublishTimeout, Rejected, rejection_from_reply
 from busd_client.ledger import Ledger, Link, Pending, retry_due
 from busd_protocol.replies import read_reply, seqs_in
 
-__all__ = ["PoolStrategy"]
+__all__ = ["PoolStrategy", "pool_core", "pool_endpoints"]
+
+
+def pool_endpoints(endpoints: Sequence[str] | str) -> list[str]:
+    """The brokers' endpoints as a list: a sequence, or one comma-separated string."""
+    if isinstance(endpoints, str):
+        endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+    if not endpoints:
+        raise ValueError("a pool needs at least one broker endpoint")
+    return list(endpoints)
+
+
+def pool_core(
+    endpoints: Sequence[str], timeout: float | None, attempt_timeout: float, **settings: Any
+) -> tuple[PublishCore, PoolStrategy]:
+    """A publisher's core over a PoolStrategy to ``endpoints`` (``timeout`` None: messages
+    wait for ever), and that strategy; ``settings`` are PublishCore's."""
+    strategy = PoolStrategy(Ledger(), pool_endpoints(endpoints), attempt_timeout)
+    timeout = math.inf if timeout is None else timeout
+    return PublishCore(strategy, timeout=timeout, **settings), strategy
+
 
 # A send that found a broker's socket full (or not yet attached) avoids it this long.
 _FULL_AVOID = 0.02

@@ -17,9 +17,7 @@ from typing import Any
 
 import zmq
 
-from busd_client.core import PublishCore
-from busd_client.ledger import Ledger
-from busd_client.single_broker import SingleBroker
+from busd_client.single_broker import single_broker_core
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT
 from busd_client.sync_driver import SyncDriver, SyncReceipt
 from busd_protocol.schemas import SchemaSet
@@ -76,11 +74,11 @@ class Publisher(SyncDriver[Receipt]):
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        core = PublishCore(
-            SingleBroker(Ledger(), endpoint, float(timeout)),
+        core = single_broker_core(
+            endpoint,
+            timeout,
             name=name,
             window=window,
-            timeout=timeout,
             retry_deadline=retry_deadline,
             wait_when_disabled=wait_when_disabled,
             schemas=schemas,

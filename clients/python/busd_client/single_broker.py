@@ -19,12 +19,22 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from typing import Any
 
+from busd_client.core import PublishCore
 from busd_client.errors import BusError, NotReady, PublishTimeout, rejection_from_reply
 from busd_client.ledger import Ledger, Link, Pending, retry_due
 from busd_protocol.replies import read_reply, seqs_in
 
-__all__ = ["SingleBroker"]
+__all__ = ["SingleBroker", "single_broker_core"]
+
+
+def single_broker_core(endpoint: str, timeout: float, **settings: Any) -> PublishCore:
+    """A publisher's core over a SingleBroker to ``endpoint``; ``settings`` are
+    PublishCore's (name, window, retry_deadline, wait_when_disabled, schemas)."""
+    return PublishCore(
+        SingleBroker(Ledger(), endpoint, float(timeout)), timeout=timeout, **settings
+    )
 
 
 class SingleBroker:

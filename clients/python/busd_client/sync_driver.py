@@ -15,15 +15,14 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import zmq
 
-from busd_client.core import DEFAULT, PublishCore, _Default, submit
+from busd_client.core import DEFAULT, CoreFacade, PublishCore, _Default, submit
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.ledger import Pending
 from busd_client.sockets import PublisherSockets
-from busd_protocol.schemas import SchemaSet
 
 __all__ = ["READ_EVERY", "SyncDriver", "SyncReceipt"]
 
@@ -58,11 +57,8 @@ class SyncReceipt(Pending):
 R = TypeVar("R", bound=SyncReceipt)
 
 
-class SyncDriver(Generic[R]):
+class SyncDriver(CoreFacade[R]):
     """Publish from one thread (a zmq socket must not be shared between threads)."""
-
-    _UNSETTLED: ClassVar[str] = "messages still in flight"  # a flush past its timeout says
-    _CLOSE_WAIT: ClassVar[float] = math.inf  # close's flush waits at most this long
 
     def __init__(
         self,
@@ -72,14 +68,7 @@ class SyncDriver(Generic[R]):
         reconnect_ivl: float,
         reconnect_ivl_max: float,
     ) -> None:
-        self.core = core
-        self._strategy = core.strategy
-        self._ledger = core.ledger
-        self._receipt = receipt
-        self.window = core.window
-        self.timeout = core.timeout
-        self._closed = False
-        self._since_read = 0
+        super().__init__(core, receipt)
         self._poller = zmq.Poller()
         self._sockets = PublisherSockets(
             context if context is not None else zmq.Context.instance(),
@@ -90,48 +79,6 @@ class SyncDriver(Generic[R]):
             poller=self._poller,
         )
         self._send = self._sockets.send  # bound once: it is called for every message
-
-    @property
-    def name(self) -> str:
-        """The publisher name put in every envelope."""
-        return self.core.name
-
-    @property
-    def pending(self) -> int:
-        """Messages whose fate is not known yet."""
-        return self._ledger.count
-
-    @property
-    def bad_replies(self) -> int:
-        """Reply frames that did not follow the protocol (ignored)."""
-        return self._ledger.bad_replies
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def schemas(self) -> SchemaSet | None:
-        """The schemas every payload is checked against before it is sent (None: off)."""
-        return self.core.schemas
-
-    @property
-    def retry_deadline(self) -> float | None:
-        """The retry deadline of a publish that does not give its own (None: no retries)."""
-        return self.core.retry_deadline
-
-    @retry_deadline.setter
-    def retry_deadline(self, seconds: float | None) -> None:
-        self.core.retry_deadline = seconds
-
-    @property
-    def wait_when_disabled(self) -> bool:
-        """Whether a publish that does not say resends ``disabled`` refusals."""
-        return self.core.wait_when_disabled
-
-    @wait_when_disabled.setter
-    def wait_when_disabled(self, wait: bool) -> None:
-        self.core.wait_when_disabled = wait
 
     def publish(
         self,

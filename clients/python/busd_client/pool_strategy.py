@@ -1,8 +1,9 @@
-"""The pool publisher's decisions: which broker gets a message, and what to do when one fails.
+"""The pool strategy: which broker of a pool gets a message, and what to do when one fails.
 
-No I/O and no clock reads (time is monotonic seconds, passed in), so the sync and asyncio
-publishers share it and tests can drive it step by step. The shells own the sockets: they
-feed in replies and connection events, and send what ``dispatch`` hands them.
+No I/O and no clock reads (core.py says how a driver uses a strategy), so the sync and
+asyncio pool publishers share it and tests can drive it step by step. The drivers own the
+sockets: they feed in replies and connection events (from socket monitors), and send what
+``add`` and ``next_send`` name.
 
 The rules (docs/pool.md):
 - each message goes to one broker, chosen round-robin among the usable ones; a broker is
@@ -23,30 +24,50 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from busd_client.errors import (
-    BusError,
-    ClosedError,
-    NotReady,
-    PublishTimeout,
-    Rejected,
-    rejection_from_reply,
-)
-from busd_client.inflight import retry_due
-from busd_client.pool_link import Link, PoolPending
+from busd_client.core import PublishCore
+from busd_client.errors import NotReady, PublishTimeout, Rejected, rejection_from_reply
+from busd_client.ledger import Ledger, Link, Pending, retry_due
 from busd_protocol.replies import read_reply, seqs_in
 
-__all__ = ["Link", "PoolCore", "PoolPending"]
+__all__ = ["PoolStrategy", "pool_core", "pool_endpoints"]
+
+
+def pool_endpoints(endpoints: Sequence[str] | str) -> list[str]:
+    """The brokers' endpoints as a list: a sequence, or one comma-separated string."""
+    if isinstance(endpoints, str):
+        endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+    if not endpoints:
+        raise ValueError("a pool needs at least one broker endpoint")
+    return list(endpoints)
+
+
+def pool_core(
+    endpoints: Sequence[str], timeout: float | None, attempt_timeout: float, **settings: Any
+) -> tuple[PublishCore, PoolStrategy]:
+    """A publisher's core over a PoolStrategy to ``endpoints`` (``timeout`` None: messages
+    wait for ever), and that strategy; ``settings`` are PublishCore's."""
+    strategy = PoolStrategy(Ledger(), pool_endpoints(endpoints), attempt_timeout)
+    timeout = math.inf if timeout is None else timeout
+    return PublishCore(strategy, timeout=timeout, **settings), strategy
+
 
 # A send that found a broker's socket full (or not yet attached) avoids it this long.
 _FULL_AVOID = 0.02
 _SILENT = "no answer in time"
 
 
-class PoolCore:
+class PoolStrategy:
+    """The brokers of a pool, the messages waiting for one, and the timers of both."""
+
+    monitored = True  # the socket monitor reports connections made and lost
+    send_in_publish = False  # publish queues the message for the pool
+
     def __init__(
         self,
+        ledger: Ledger,
         endpoints: Sequence[str],
         attempt_timeout: float,
         avoid_base: float = 0.25,
@@ -58,27 +79,24 @@ class PoolCore:
             raise ValueError("each broker endpoint may appear only once")
         if not attempt_timeout > 0:
             raise ValueError("attempt_timeout must be > 0 seconds")
+        self.ledger = ledger
         self.links = [Link(i, e) for i, e in enumerate(endpoints)]
         self.attempt_timeout = attempt_timeout
         self.avoid_base = avoid_base
         self.avoid_max = avoid_max
-        self.count = 0  # messages whose fate is not known yet
-        self.settled = 0
-        self.waiting: deque[PoolPending] = deque()  # to be sent (again), oldest first
-        self._deadlines: deque[tuple[float, PoolPending]] = deque()  # in publish order
-        self._retries: list[tuple[float, int, PoolPending]] = []
+        self.waiting: deque[Pending] = deque()  # to be sent (again), oldest first
+        self._deadlines: deque[tuple[float, Pending]] = deque()  # in publish order
+        self._retries: list[tuple[float, int, Pending]] = []
         self._tie = itertools.count()
         self._rr = 0
-        self._failed: list[PoolPending] = []
         self.resent = 0  # sends of a message to a broker after another one failed it
         self.late_accepts = 0  # accepted by an answer that came after the message moved on
-        self.bad_replies = 0
 
-    # -- the shells call these ------------------------------------------------------------
+    # -- what a driver calls -------------------------------------------------------------------
 
-    def add(self, p: PoolPending, now: float, send: Callable[[Link, PoolPending], bool]) -> None:
-        """A new message: sent at once when a broker is usable and none is waiting."""
-        self.count += 1
+    def add(self, p: Pending, now: float) -> Link | None:
+        """A new message: to a usable broker at once when none is waiting, else it waits."""
+        self.ledger.count += 1
         if p._deadline != math.inf:
             dq = self._deadlines
             if dq and p._deadline < dq[-1][0]:
@@ -87,12 +105,9 @@ class PoolCore:
         if not self.waiting:
             link = self.pick(now)
             if link is not None:
-                if send(link, p):
-                    self.sent(link, p, now)
-                    return
-                self._avoid(link, now, _FULL_AVOID, "socket full")
+                return link
         self.waiting.append(p)
-        self.dispatch(now, send)
+        return None
 
     def pick(self, now: float) -> Link | None:
         """The next usable broker, round-robin; None when none is usable now."""
@@ -105,28 +120,19 @@ class PoolCore:
                 return link
         return None
 
-    def dispatch(self, now: float, send: Callable[[Link, PoolPending], bool]) -> int:
-        """Hand waiting messages to ``send(link, p)`` (which sends with ``link.next_seq``
-        and says whether libzmq took it) while some broker is usable; return how many."""
+    def next_send(self, now: float) -> tuple[Link, Pending] | None:
+        """The oldest waiting message and the next usable broker; None if either is missing."""
         waiting = self.waiting
-        count = 0
         while waiting:
             p = waiting[0]
             if p._done or p._link is not None:
                 waiting.popleft()
                 continue
             link = self.pick(now)
-            if link is None:
-                break
-            if send(link, p):
-                waiting.popleft()
-                self.sent(link, p, now)
-                count += 1
-            else:
-                self._avoid(link, now, _FULL_AVOID, "socket full")
-        return count
+            return None if link is None else (link, p)
+        return None
 
-    def sent(self, link: Link, p: PoolPending, now: float) -> None:
+    def sent(self, link: Link, p: Pending, now: float) -> None:
         seq = link.next_seq
         link.next_seq = seq + 1
         link.outstanding[seq] = p
@@ -137,6 +143,16 @@ class PoolCore:
         p.attempts += 1
         p._seq = seq
         p._link = link
+        waiting = self.waiting
+        if waiting and waiting[0] is p:
+            waiting.popleft()
+
+    def blocked(self, link: Link, p: Pending, now: float) -> None:
+        """The socket was full (or not attached yet): avoid it briefly; ``p`` waits first."""
+        self._avoid(link, now, _FULL_AVOID, "socket full")
+        waiting = self.waiting
+        if not waiting or waiting[0] is not p:
+            waiting.appendleft(p)
 
     def on_connected(self, link: Link) -> None:
         """A (new) connection is up: a restarted broker starts with a clean slate."""
@@ -182,7 +198,7 @@ class PoolCore:
             if late or p._done:
                 continue  # a late refusal: the message is already in other hands
             self._rejected(link, p, rejection_from_reply(item), now)
-        self.bad_replies += bad
+        self.ledger.bad_replies += bad
 
     def _alive(self, link: Link, now: float) -> bool:
         """An answer about one of its messages shows the broker alive: a silence-based
@@ -232,7 +248,7 @@ class PoolCore:
                 continue
             if p._link is not None:
                 p._link.abandon(p._seq)
-            self.settle(
+            self.ledger.settle(
                 p,
                 PublishTimeout(
                     "no broker accepted it before its deadline"
@@ -247,7 +263,7 @@ class PoolCore:
                 self.waiting.append(p)
 
     def next_wakeup(self, now: float) -> float | None:
-        """The earliest time ``expire`` or ``dispatch`` may have work (avoidance ending)."""
+        """The earliest time ``expire`` or ``next_send`` may have work (avoidance ending)."""
         times = []
         for link in self.links:
             dl = link.deadlines
@@ -268,20 +284,6 @@ class PoolCore:
             )
         return min(times) if times else None
 
-    def settle(self, p: PoolPending, error: BusError | None) -> None:
-        if p._done:
-            return
-        p._finish(error)
-        p._link = None
-        self.count -= 1
-        self.settled += 1
-        if error is not None:
-            self._failed.append(p)
-
-    def take_failures(self) -> list[BusError]:
-        failed, self._failed = self._failed, []
-        return [p._error for p in failed if not p._reported and p._error is not None]
-
     def close(self) -> None:
         """Fail every message not settled yet with ClosedError."""
         pending = [p for link in self.links for p in link.outstanding.values()]
@@ -292,8 +294,22 @@ class PoolCore:
         self.waiting.clear()
         self._retries.clear()
         self._deadlines.clear()
-        for p in pending:
-            self.settle(p, ClosedError("closed before a broker accepted it (fate unknown)"))
+        self.ledger.close(pending, "closed before a broker accepted it (fate unknown)")
+
+    def brokers(self, now: float) -> list[dict[str, Any]]:
+        """Per broker: endpoint, state (up, down, avoided (why), probing) and counts."""
+        return [link.snapshot(now) for link in self.links]
+
+    def statistics(self, now: float) -> dict[str, Any]:
+        """The pool's counts, and ``brokers``."""
+        return {
+            "pending": self.ledger.count,
+            "waiting": len(self.waiting),
+            "resent": self.resent,
+            "late_accepts": self.late_accepts,
+            "bad_replies": self.ledger.bad_replies,
+            "brokers": self.brokers(now),
+        }
 
     # -- internals --------------------------------------------------------------------------
 
@@ -314,7 +330,7 @@ class PoolCore:
             self.waiting.appendleft(p)
         link.moved_away += len(moved)
 
-    def _accepted(self, link: Link, p: PoolPending, late: bool) -> None:
+    def _accepted(self, link: Link, p: Pending, late: bool) -> None:
         if late:
             link.late_answers += 1
             if p._done:
@@ -325,9 +341,9 @@ class PoolCore:
                 other.abandon(p._seq)
         link.accepted += 1
         p.broker = link.endpoint
-        self.settle(p, None)
+        self.ledger.settle(p, None)
 
-    def _rejected(self, link: Link, p: PoolPending, err: Rejected, now: float) -> None:
+    def _rejected(self, link: Link, p: Pending, err: Rejected, now: float) -> None:
         p._link = None
         if isinstance(err, NotReady) or err.code == "shutting_down":
             # A floor, so a broker answering retry_after_ms 0 is not asked again at once.
@@ -346,4 +362,4 @@ class PoolCore:
             p._error = err
             heapq.heappush(self._retries, (due, next(self._tie), p))
         else:
-            self.settle(p, err)
+            self.ledger.settle(p, err)

@@ -9,20 +9,8 @@ See schemas/README.md for the directory layout and docs/schemas.md for the rules
 """
 
 from busd_protocol.schemas.codegen import FastCheck, compile_fast
-from busd_protocol.schemas.compiler import (
-    ANNOTATIONS,
-    ASSERTIONS,
-    DIALECT,
-    JSON_TYPES,
-    Checker,
-    Failure,
-    SchemaError,
-    compile_schema,
-    json_equal,
-    key_segment,
-    show,
-    type_name,
-)
+from busd_protocol.schemas.compiler import ANNOTATIONS, ASSERTIONS, MAX_NESTING, compile_schema
+from busd_protocol.schemas.formats import FORMATS
 from busd_protocol.schemas.loader import (
     STATUSES,
     SchemaLoadError,
@@ -46,13 +34,26 @@ from busd_protocol.schemas.schemaset import (
     compile_version,
     fast_version,
 )
+from busd_protocol.schemas.values import (
+    DIALECT,
+    JSON_TYPES,
+    Checker,
+    Failure,
+    SchemaError,
+    json_equal,
+    key_segment,
+    show,
+    type_name,
+)
 
 __all__ = [
     "ANNOTATIONS",
     "ASSERTIONS",
     "DIALECT",
+    "FORMATS",
     "INVALID",
     "JSON_TYPES",
+    "MAX_NESTING",
     "RETIRED_VERSION",
     "SCHEMA_NOT_ALLOWED",
     "STATUSES",

@@ -6,6 +6,13 @@ str``, ``len``, precompiled regexes, frozenset membership), so a valid message c
 Callers run the closure checker only when this says False, so reasons never change. The one
 rule: it must never accept what the closure checker rejects; when in doubt it says False.
 
+A ``$ref`` target and each ``anyOf`` / ``oneOf`` branch becomes a generated function of its
+own (called by name, so a schema may refer to itself); ``allOf`` branches are inlined. A node
+using a keyword not in ``INLINED`` (``not``, ``if``, ``contains``, ``uniqueItems``,
+``dependentSchemas``, the unevaluated keywords) calls that node's closure checker instead:
+exact, only slower. Every generated function is exact, never only "conservative": a branch
+under ``oneOf`` that said False for a valid value would make two matches look like one.
+
 Generated source holds no text taken from a schema except literals written with ``repr()``
 (field names, lengths); patterns, formats, enum sets and bounds are bound as named constants.
 Schemas come from the operator's files only, never from messages.
@@ -16,10 +23,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
-from busd_protocol.schemas.compiler import JSON_TYPES, compile_schema, json_equal
-from busd_protocol.schemas.formats import BAD_ESCAPE_SEARCH, FORMATS, URI_FULLMATCH
+from busd_protocol.schemas.compiler import ANNOTATIONS, MAX_NESTING, Compiler
+from busd_protocol.schemas.formats import (
+    BAD_ESCAPE_SEARCH,
+    FORMATS,
+    URI_FULLMATCH,
+    ip_literal_ok,
+)
+from busd_protocol.schemas.types import multiple_of
+from busd_protocol.schemas.values import JSON_TYPES, json_equal, nesting_depth
 
 FastCheck = Callable[[Any], bool]
 
@@ -29,6 +44,38 @@ _MEMO_MAX_CHARS = 256
 # Deeper nodes call their closure checker instead of being inlined: Python's compiler limits
 # statically nested blocks (20), and a deep schema is rare enough not to matter for speed.
 _MAX_DEPTH = 12
+# Keywords this generator writes code for; a node with any other assertion falls back.
+INLINED = frozenset(
+    {
+        "type",
+        "enum",
+        "const",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "properties",
+        "required",
+        "dependentRequired",
+        "additionalProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "$ref",
+        "allOf",
+        "anyOf",
+        "oneOf",
+    }
+)
 
 
 def _literal(value: str | int) -> str:
@@ -39,18 +86,22 @@ def _literal(value: str | int) -> str:
 
 
 def compile_fast(schema: object, label: str) -> FastCheck:
-    """The fast check of ``schema``, which must already compile with ``compile_schema``."""
-    gen = _Generator(label)
-    body = gen.node(schema, "v", 2, None)
-    lines = [
-        "def fast(v):",
-        "    try:",
-        *body,
-        "    except KeyError:",
-        "        return False",
-        "    return True",
-    ]
-    source = "\n".join(lines) + "\n"
+    """The fast check of ``schema``; ``SchemaError`` if ``compile_schema`` would refuse it."""
+    compiler = Compiler(schema, label)
+    compiler.root()
+    gen = _Generator(compiler)
+    entry = gen.function(schema)
+    if compiler.recursive:
+        # As the closure checker: data nested deeper than MAX_NESTING is refused.
+        gen.lines += [
+            "def fast(v):",
+            f"    if _nesting(v, {MAX_NESTING}) > {MAX_NESTING}: return False",
+            f"    return {entry}(v)",
+        ]
+        gen.constants["_nesting"] = nesting_depth
+    else:
+        gen.lines.append(f"fast = {entry}")
+    source = "\n".join(gen.lines) + "\n"
     namespace: dict[str, Any] = dict(gen.constants)
     exec(compile(source, f"<fast check of {label}>", "exec"), namespace)  # noqa: S102
     fast: FastCheck = namespace["fast"]
@@ -61,8 +112,10 @@ def compile_fast(schema: object, label: str) -> FastCheck:
 class _Generator:
     """Turns schema nodes into indented source lines that ``return False`` on any failure."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self, compiler: Compiler) -> None:
+        self.compiler = compiler
+        self.lines: list[str] = []  # the module: one function per entry, ref target, branch
+        self.functions: dict[int, str] = {}  # id(schema) -> name of its generated function
         self.constants: dict[str, Any] = {
             "_M": _MISSING,
             "_isfinite": math.isfinite,
@@ -70,8 +123,36 @@ class _Generator:
             "_NoneType": type(None),
             "_uri": URI_FULLMATCH,
             "_bad_escape": BAD_ESCAPE_SEARCH,
+            "_ip_literal_ok": ip_literal_ok,
+            "_multiple_of": multiple_of,
+            "_true": _true,
+            "_false": _false,
         }
         self.serial = 0
+
+    def function(self, schema: object) -> str:
+        """The name of the generated function checking ``schema`` (one per schema node)."""
+        if isinstance(schema, bool):
+            return "_true" if schema else "_false"
+        name = self.functions.get(id(schema))
+        if name is not None:
+            return name
+        self.serial += 1
+        name = self.functions[id(schema)] = f"_f{self.serial}"
+        body = self.node(schema, "v", 2, None) or ["        pass"]
+        self.lines += [
+            f"def {name}(v):",
+            "    try:",
+            *body,
+            "    except KeyError:",
+            "        return False",
+            "    return True",
+        ]
+        return name
+
+    def fallback(self, schema: object, x: str, pad: str) -> list[str]:
+        check = self.const(self.compiler.node(schema, ""), "_R")
+        return [f"{pad}if {check}({x}) is not None: return False"]
 
     def const(self, value: object, prefix: str = "_C") -> str:
         self.serial += 1
@@ -90,9 +171,8 @@ class _Generator:
             return []
         if not isinstance(schema, dict):  # False (anything else was refused at compile)
             return [pad + "return False"]
-        if depth > _MAX_DEPTH:
-            check = self.const(compile_schema(schema, self.label), "_R")
-            return [f"{pad}if {check}({x}) is not None: return False"]
+        if depth > _MAX_DEPTH or any(k not in INLINED and k not in ANNOTATIONS for k in schema):
+            return self.fallback(schema, x, pad)
         classes = _classes(schema)
         branches: list[tuple[tuple[type, ...], list[str]]] = []
         for group in ((str,), (int,), (float,), (list, tuple), (dict,), (bool, type(None))):
@@ -124,6 +204,25 @@ class _Generator:
             if typed:
                 lines.append(f"{pad}else: return False")
         lines.extend(self._values(schema, x, pad))
+        lines.extend(self._applicators(schema, x, depth, known))
+        return lines
+
+    def _applicators(
+        self, schema: dict[str, Any], x: str, depth: int, known: type | None
+    ) -> list[str]:
+        pad = "    " * depth
+        lines: list[str] = []
+        if "$ref" in schema:
+            target = self.compiler.index.target(schema, self.compiler.pointer(schema))
+            lines.append(f"{pad}if not {self.function(target)}({x}): return False")
+        for branch in schema.get("allOf", ()):
+            lines.extend(self.node(branch, x, depth, known))
+        if "anyOf" in schema:
+            calls = " or ".join(f"{self.function(b)}({x})" for b in schema["anyOf"])
+            lines.append(f"{pad}if not ({calls}): return False")
+        if "oneOf" in schema:
+            calls = " + ".join(f"{self.function(b)}({x})" for b in schema["oneOf"])
+            lines.append(f"{pad}if ({calls}) != 1: return False")
         return lines
 
     def _kind(self, schema: dict[str, Any], cls: type, x: str, depth: int) -> list[str]:
@@ -145,7 +244,10 @@ class _Generator:
             search = self.const(re.compile(schema["pattern"]).search, "_P")
             tests.append(f"{search}({x}) is None")
         if schema.get("format") == "uri":  # is_uri, inlined: a call less on every slug
-            tests.append(f"_uri({x}) is None or ('%' in {x} and _bad_escape({x}) is not None)")
+            tests.append(
+                f"_uri({x}) is None or ('%' in {x} and _bad_escape({x}) is not None)"
+                f" or ('[' in {x} and not _ip_literal_ok({x}))"
+            )
         elif "format" in schema:
             accepts = self.const(FORMATS[schema["format"]][0], "_F")
             tests.append(f"not {accepts}({x})")
@@ -171,14 +273,33 @@ class _Generator:
         ):
             if schema.get(key) is not None:
                 lines.append(f"{pad}if {x} {op} {self.const(schema[key])}: return False")
+        step = schema.get("multipleOf")
+        if step is not None:
+            exact = self.const(Fraction(repr(step)))
+            if type(step) is int and not real:
+                lines.append(f"{pad}if {x} % {_literal(step)}: return False")
+            else:
+                lines.append(
+                    f"{pad}if not _multiple_of({x}, {self.const(step)}, {exact}): return False"
+                )
         return lines
 
     def _array(self, schema: dict[str, Any], x: str, depth: int) -> list[str]:
         pad = "    " * depth
         lines = _sizes(schema, "minItems", "maxItems", x, pad)
+        prefix = schema.get("prefixItems", [])
+        for index, sub in enumerate(prefix):
+            body = self.node(sub, e := self.var(), depth + 1, None)
+            if body:
+                lines += [
+                    f"{pad}if len({x}) > {_literal(index)}:",
+                    f"{pad}    {e} = {x}[{_literal(index)}]",
+                    *body,
+                ]
         items = self.node(schema.get("items", True), e := self.var(), depth + 1, None)
         if items:
-            lines += [f"{pad}for {e} in {x}:", *items]
+            rest = f"{x}[{_literal(len(prefix))}:]" if prefix else x
+            lines += [f"{pad}for {e} in {rest}:", *items]
         return lines
 
     def _object(self, schema: dict[str, Any], x: str, depth: int) -> list[str]:
@@ -190,7 +311,7 @@ class _Generator:
         names = schema.get("propertyNames", True)
         # Closed, names free: the closure checker scans keys only when the map has more keys
         # than fields found; so does this, counting the optional fields present.
-        counted = rest is False and names is True
+        counted = rest is False and names is True and all(r in properties for r in required)
         count = self.var()
         if counted:
             lines.append(f"{pad}{count} = {len(required)}")
@@ -212,6 +333,10 @@ class _Generator:
             for name in required
             if name not in properties
         )
+        for name, needed in schema.get("dependentRequired", {}).items():
+            lines.append(f"{pad}if {_literal(name)} in {x}:")
+            lines.extend(f"{pad}    if {_literal(n)} not in {x}: return False" for n in needed)
+            lines.extend([f"{pad}    pass"] if not needed else [])
         if counted:
             lines.append(f"{pad}if len({x}) != {count}: return False")
             return lines
@@ -250,6 +375,14 @@ class _Generator:
 _MISSING = object()
 
 
+def _true(value: Any) -> bool:
+    return True
+
+
+def _false(value: Any) -> bool:
+    return False
+
+
 def _classes(schema: dict[str, Any]) -> frozenset[type] | None:
     """The exact classes ``type`` allows, as the closure checker maps them; None: any."""
     if "type" not in schema:
@@ -268,7 +401,8 @@ def _is_not(classes: tuple[type, ...], x: str) -> str:
 
 
 def _sizes(schema: dict[str, Any], low: str, high: str, x: str, pad: str) -> list[str]:
-    lo, hi = schema.get(low), schema.get(high)
+    # Counts were validated at compile; 2.0 is an integer in JSON Schema, written as 2.
+    lo, hi = (None if n is None else int(n) for n in (schema.get(low), schema.get(high)))
     if lo is not None and hi is not None:
         return [f"{pad}if not {_literal(lo)} <= len({x}) <= {_literal(hi)}: return False"]
     if lo is not None:

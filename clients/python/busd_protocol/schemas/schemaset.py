@@ -13,13 +13,14 @@ from typing import Any, Self
 
 from busd_protocol.codes import Code
 from busd_protocol.schemas.codegen import FastCheck, compile_fast
-from busd_protocol.schemas.compiler import Checker, SchemaError, compile_schema, show
+from busd_protocol.schemas.compiler import compile_schema
 from busd_protocol.schemas.loader import (
     SchemaLoadError,
     SchemaSource,
     metadata_problems,
     read_directory,
 )
+from busd_protocol.schemas.values import Checker, SchemaError, show
 
 # The codes a schema check answers with (defined in busd_protocol.codes).
 UNKNOWN_SCHEMA = Code.UNKNOWN_SCHEMA

@@ -58,6 +58,8 @@ def array(
     if not isinstance(unique, bool):
         raise SchemaError(at + "/uniqueItems", "expected a boolean")
     wanted = 1 if at_least is None else at_least
+    closed = schema.get("items") is False  # no items beyond prefixItems
+    label = compiler.label
 
     def check_contains(value: Any) -> Failure | None:
         assert contains is not None
@@ -94,6 +96,8 @@ def array(
                 for index in range(n_prefix, len(value)):
                     failure = item(value[index])
                     if failure is not None:
+                        if closed:
+                            return (f"[{index}]", f"item not allowed by {label}")
                         return (f"[{index}]{failure[0]}", failure[1])
             if contains is not None:
                 failure = check_contains(value)

@@ -12,21 +12,24 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable
 
 # RFC 3986 URI: scheme ":" hier-part ["?" query] ["#" fragment]. "//" starts an authority:
 # [userinfo "@"] host [":" port], the host an IP-literal in brackets or a reg-name; brackets
-# appear nowhere else. Character classes rather than alternations (4x faster per character);
-# %-escapes and IP-literals are checked after the match, only when there are any.
+# appear nowhere else. Written for Python's re: possessive character classes and lookaheads,
+# no optional groups (each costs the engine's general repeat); the common authority (a plain
+# host name) takes the first branch, and any other (userinfo, port, IP-literal) is captured
+# for ``_authority_ok``. %-escapes and a second "#" are checked after the match, only when
+# there are any.
 _P = r"A-Za-z0-9\-._~!$&'()*+,;=%"  # unreserved, sub-delims, "%" (escapes checked apart)
-_AUTHORITY = rf"(?:[{_P}:]*@)?(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]*\]|[{_P}]*)(?::[0-9]*)?"
-_REST = rf"(?:\?[{_P}:@/?]*)?(?:#[{_P}:@/?]*)?"
-_URI = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*:(?://{_AUTHORITY}[{_P}:@/]*|(?!//)[{_P}:@/]*){_REST}")
-# relative-ref: as a URI without its scheme; a first path segment holding ":" would read
-# as a scheme, so it is refused unless a "/" comes before the ":".
-_RELATIVE = re.compile(rf"(?://{_AUTHORITY}[{_P}:@/]*|(?!//)(?:[{_P}@]*(?:/[{_P}:@/]*)?)){_REST}")
+_HIER = rf"//(?:[{_P}]*+|([{_P}:@\[\]]*+))(?![^/?#])[{_P}:@/]*+"
+_TAIL = rf"(?![^?#])[{_P}:@/?#]*+"
+_URI = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*+:(?:{_HIER}|(?!//)[{_P}:@/]*+){_TAIL}")
+# relative-ref: a URI without its scheme; its first path segment may not hold ":" (it would
+# read as a scheme).
+_RELATIVE = re.compile(rf"(?:{_HIER}|(?!//)[{_P}@]*+(?![^/?#])[{_P}:@/]*+){_TAIL}")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_IP_LITERAL = re.compile(r"//(?:[^/?#@]*@)?\[([^\]]*)\]")
 _IP_FUTURE = re.compile(r"[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+")
 
 _DATE = r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
@@ -54,35 +57,41 @@ URI_FULLMATCH = _URI.fullmatch
 BAD_ESCAPE_SEARCH = _BAD_ESCAPE.search
 
 
-def ip_literal_ok(value: str) -> bool:
-    """The bracketed host of a URI holds an IPv6 address or an IPvFuture."""
-    match = _IP_LITERAL.match(value, value.index(":") + 1)
+def authority_ok(authority: str) -> bool:
+    """[userinfo "@"] host [":" port] of a URI whose authority is not a plain host name."""
+    userinfo, _, hostport = authority.rpartition("@")
+    if "@" in userinfo or "[" in userinfo or "]" in userinfo:
+        return False
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            return False
+        literal, port = hostport[1:end], hostport[end + 1 :]
+        if _IP_FUTURE.fullmatch(literal) is None and not is_ipv6(literal):
+            return False
+    else:
+        if "[" in hostport or "]" in hostport:
+            return False
+        port = hostport[hostport.find(":") :] if ":" in hostport else ""
+    return not port or (port[0] == ":" and (port == ":" or port[1:].isdigit()))
+
+
+def _uri_ok(match: re.Match[str] | None, value: str) -> bool:
     if match is None:
         return False
-    inner = match.group(1)
-    return _IP_FUTURE.fullmatch(inner) is not None or is_ipv6(inner)
+    if "%" in value and _BAD_ESCAPE.search(value) is not None:
+        return False
+    if "#" in value and value.count("#") > 1:
+        return False
+    return match.lastindex is None or authority_ok(match[1])
 
 
 def is_uri(value: str) -> bool:
-    if _URI.fullmatch(value) is None:
-        return False
-    if "%" in value and _BAD_ESCAPE.search(value) is not None:
-        return False
-    return "[" not in value or ip_literal_ok(value)
+    return _uri_ok(_URI.fullmatch(value), value)
 
 
 def is_uri_reference(value: str) -> bool:
-    if _URI.fullmatch(value) is not None:
-        absolute = True
-    elif _RELATIVE.fullmatch(value) is not None:
-        absolute = False
-    else:
-        return False
-    if "%" in value and _BAD_ESCAPE.search(value) is not None:
-        return False
-    if "[" not in value:
-        return True
-    return ip_literal_ok(value if absolute else "x:" + value)
+    return _uri_ok(_URI.fullmatch(value) or _RELATIVE.fullmatch(value), value)
 
 
 def _leap_second_ok(hour: int, minute: int, sign: str | None, oh: int, om: int) -> bool:
@@ -131,12 +140,25 @@ def is_duration(value: str) -> bool:
 
 
 def _a_label_ok(label: str) -> bool:
-    """An "xn--" label must be valid Punycode of a label that needed it (RFC 5890)."""
+    """An "xn--" label must be the Punycode of a U-label (RFC 5890/5891): it decodes, holds
+    some non-ASCII, encodes back to itself, and the U-label has no "--" in its 3rd and 4th
+    positions, no leading or trailing "-", no leading combining mark. (The IDNA2008 code point
+    tables are not checked: that is format "idn-hostname", which busd does not support.)"""
     try:
         decoded = label[4:].encode("ascii").decode("punycode")
+        again = decoded.encode("punycode").decode("ascii")
     except (UnicodeError, ValueError):
         return False
-    return bool(decoded) and not decoded.isascii() and "." not in decoded
+    return (
+        bool(decoded)
+        and not decoded.isascii()
+        and again.lower() == label[4:].lower()
+        and decoded[2:4] != "--"
+        and not decoded.startswith("-")
+        and not decoded.endswith("-")
+        and not unicodedata.category(decoded[0]).startswith("M")
+        and "." not in decoded
+    )
 
 
 def is_hostname(value: str) -> bool:

@@ -313,6 +313,66 @@ EDGE_CASES = [
     ),
     ({"type": "object", "propertyNames": {"type": "integer"}}, {"a": 1}),
     ({"type": "object", "propertyNames": {"type": "integer"}}, {}),
+    *(
+        (
+            {
+                "$defs": {
+                    "a": {
+                        "type": "object",
+                        "properties": {"k": {"const": "a"}, "n": {"type": "integer"}},
+                        "required": ["k"],
+                    },
+                    "b": {
+                        "type": "object",
+                        "properties": {"k": {"const": "b"}},
+                        "required": ["k", "n"],
+                    },
+                },
+                "oneOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/b"}],
+            },
+            value,
+        )
+        for value in [
+            {"k": "a"},
+            {"k": "b"},
+            {"k": "b", "n": 1},
+            {"k": "a", "n": "x"},
+            {"k": 1},
+            {},
+            1,
+        ]
+    ),
+    *(
+        (
+            {
+                "$defs": {
+                    "a": {
+                        "properties": {"k": {"const": "a"}, "n": {"type": "integer"}},
+                        "required": ["k"],
+                    },
+                    "b": {"properties": {"k": {"const": "b"}}, "required": ["k", "n"]},
+                },
+                "oneOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/b"}],
+            },
+            value,
+        )
+        for value in [
+            {"k": "a"},
+            {"k": "b"},
+            {"k": "b", "n": 1},
+            {"k": "a", "n": "x"},
+            {"k": 1},
+            {},
+            1,
+        ]
+    ),
+    ({"oneOf": [{"const": "a"}, {"enum": ["a", "b"]}]}, "a"),
+    ({"oneOf": [{"const": "a"}, {"enum": ["a", "b"]}]}, "b"),
+    ({"enum": [1.5, "a"]}, math.nan),
+    ({"$defs": {"t": True}, "$ref": "#/$defs/t"}, math.nan),
+    ({"$defs": {"t": {}}, "$ref": "#/$defs/t"}, math.nan),
+    ({"anyOf": [True, {"type": "string"}]}, {1: 2}),
+    ({"anyOf": [{}, {"type": "string"}]}, {1: 2}),
     (
         {
             "type": "object",

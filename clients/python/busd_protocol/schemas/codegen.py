@@ -173,6 +173,8 @@ class _Generator:
             return [pad + "return False"]
         if depth > _MAX_DEPTH or any(k not in INLINED and k not in ANNOTATIONS for k in schema):
             return self.fallback(schema, x, pad)
+        if known is None and self._checked_elsewhere(schema):
+            return self._values(schema, x, pad) + self._applicators(schema, x, depth, known)
         classes = _classes(schema)
         branches: list[tuple[tuple[type, ...], list[str]]] = []
         for group in ((str,), (int,), (float,), (list, tuple), (dict,), (bool, type(None))):
@@ -207,22 +209,52 @@ class _Generator:
         lines.extend(self._applicators(schema, x, depth, known))
         return lines
 
+    def _target(self, schema: dict[str, Any]) -> object:
+        return self.compiler.index.target(schema, self.compiler.pointer(schema))
+
+    def _checked_elsewhere(self, schema: dict[str, Any]) -> bool:
+        """An untyped node whose only rules are const/enum or in-place subschemas needs no
+        type dispatch of its own: every schema object refuses non-finite floats and
+        non-string map keys (the msgpack rules), so a value equal to a listed JSON value,
+        or accepted by a schema object that always applies (a $ref target, an allOf
+        branch, some branch of an anyOf / oneOf whose branches are all objects), passed
+        those rules there. The closure checker keeps its dispatch; verdicts are the same."""
+        if "type" in schema or any(k in INLINED and k not in _IN_PLACE for k in schema):
+            return False
+        return (
+            "const" in schema
+            or "enum" in schema
+            or ("$ref" in schema and isinstance(self._target(schema), dict))
+            or any(isinstance(b, dict) for b in schema.get("allOf", ()))
+            or any(
+                word in schema and all(isinstance(b, dict) for b in schema[word])
+                for word in ("anyOf", "oneOf")
+            )
+        )
+
     def _applicators(
         self, schema: dict[str, Any], x: str, depth: int, known: type | None
     ) -> list[str]:
         pad = "    " * depth
         lines: list[str] = []
         if "$ref" in schema:
-            target = self.compiler.index.target(schema, self.compiler.pointer(schema))
-            lines.append(f"{pad}if not {self.function(target)}({x}): return False")
+            target = self._target(schema)
+            if self.compiler.recursive:
+                lines.append(f"{pad}if not {self.function(target)}({x}): return False")
+            else:  # no cycle anywhere: the target's checks are inlined
+                lines.extend(self.node(target, x, depth, known))
         for branch in schema.get("allOf", ()):
             lines.extend(self.node(branch, x, depth, known))
         if "anyOf" in schema:
             calls = " or ".join(f"{self.function(b)}({x})" for b in schema["anyOf"])
             lines.append(f"{pad}if not ({calls}): return False")
         if "oneOf" in schema:
-            calls = " + ".join(f"{self.function(b)}({x})" for b in schema["oneOf"])
-            lines.append(f"{pad}if ({calls}) != 1: return False")
+            if self._exclusive(schema["oneOf"]):  # a tagged union: at most one can match
+                calls = " or ".join(f"{self.function(b)}({x})" for b in schema["oneOf"])
+                lines.append(f"{pad}if not ({calls}): return False")
+            else:
+                calls = " + ".join(f"{self.function(b)}({x})" for b in schema["oneOf"])
+                lines.append(f"{pad}if ({calls}) != 1: return False")
         return lines
 
     def _kind(self, schema: dict[str, Any], cls: type, x: str, depth: int) -> list[str]:
@@ -355,12 +387,36 @@ class _Generator:
             lines.extend(self.node(rest, e, depth + 1, None))
         return lines
 
+    def _exclusive(self, branches: list[Any]) -> bool:
+        """Whether no value can match two of ``branches``: each (through $ref) is of type
+        object and requires one same field holding a string const, and the consts differ."""
+        tags: dict[str, list[str]] = {}
+        for listed in branches:
+            branch = listed
+            while isinstance(branch, dict) and list(branch) == ["$ref"]:
+                branch = self._target(branch)
+            if not isinstance(branch, dict) or branch.get("type") != "object":
+                return False
+            properties = branch.get("properties", {})
+            for name in branch.get("required", ()):
+                field = properties.get(name)
+                const = field.get("const") if isinstance(field, dict) else None
+                if type(const) is str:
+                    tags.setdefault(name, []).append(const)
+        return any(
+            len(found) == len(branches) and len(set(found)) == len(found) for found in tags.values()
+        )
+
     def _values(self, schema: dict[str, Any], x: str, pad: str) -> list[str]:
         lines: list[str] = []
         if "const" in schema:
-            lines.append(
-                f"{pad}if not _json_equal({x}, {self.const(schema['const'])}): return False"
-            )
+            const = schema["const"]
+            if type(const) is str:
+                lines.append(
+                    f"{pad}if type({x}) is not str or {x} != {self.const(const)}: return False"
+                )
+            else:
+                lines.append(f"{pad}if not _json_equal({x}, {self.const(const)}): return False")
         if "enum" in schema:
             values = schema["enum"]
             if all(type(v) is str for v in values):
@@ -375,6 +431,7 @@ class _Generator:
 
 
 _MISSING = object()
+_IN_PLACE = frozenset({"const", "enum", "$ref", "allOf", "anyOf", "oneOf"})
 
 
 def _true(value: Any) -> bool:

@@ -384,8 +384,9 @@ EDGE_CASES = [
 ]
 
 
+@pytest.mark.timeout(240)  # each example compiles and generates code: seconds under load
 @settings(
-    max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(
     st.one_of(APPLIED, st.builds(lambda a, b: {"anyOf": [a, b]}, APPLIED, APPLIED)),

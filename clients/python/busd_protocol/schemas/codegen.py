@@ -279,16 +279,18 @@ class _Generator:
             m = self.var()
             tests.append(
                 f"({m} := _uri({x})) is None or ('%' in {x} and _bad_escape({x}) is not None)"
-                f" or ('#' in {x} and {x}.count('#') > 1)"
                 f" or ({m}.lastindex is not None and not _authority_ok({m}[1]))"
             )
         elif "format" in schema:
             accepts = self.const(FORMATS[schema["format"]][0], "_F")
             tests.append(f"not {accepts}({x})")
         if tests:
+            # A remembered string passed this node's every rule (lengths too: they are as
+            # pure as the pattern), so a hit skips them all.
             memo = self.const(set[str](), "_S")
-            lines += [
+            lines = [
                 f"{pad}if {x} not in {memo}:",
+                *_sizes(schema, "minLength", "maxLength", x, pad + "    "),
                 f"{pad}    if {' or '.join(tests)}: return False",
                 f"{pad}    if len({x}) <= {_MEMO_MAX_CHARS}:",
                 f"{pad}        if len({memo}) >= {_MEMO_ENTRIES}: {memo}.clear()",

@@ -20,11 +20,10 @@ from collections.abc import Callable
 # appear nowhere else. Written for Python's re: possessive character classes and lookaheads,
 # no optional groups (each costs the engine's general repeat); the common authority (a plain
 # host name) takes the first branch, and any other (userinfo, port, IP-literal) is captured
-# for ``_authority_ok``. %-escapes and a second "#" are checked after the match, only when
-# there are any.
+# for ``authority_ok``. %-escapes are checked after the match, only when there are any.
 _P = r"A-Za-z0-9\-._~!$&'()*+,;=%"  # unreserved, sub-delims, "%" (escapes checked apart)
 _HIER = rf"//(?:[{_P}]*+|([{_P}:@\[\]]*+))(?![^/?#])[{_P}:@/]*+"
-_TAIL = rf"(?![^?#])[{_P}:@/?#]*+"
+_TAIL = rf"[{_P}:@/?]*+#?[{_P}:@/?]*+"  # query, then at most one "#" and a fragment
 _URI = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*+:(?:{_HIER}|(?!//)[{_P}:@/]*+){_TAIL}")
 # relative-ref: a URI without its scheme; its first path segment may not hold ":" (it would
 # read as a scheme).
@@ -80,8 +79,6 @@ def _uri_ok(match: re.Match[str] | None, value: str) -> bool:
     if match is None:
         return False
     if "%" in value and _BAD_ESCAPE.search(value) is not None:
-        return False
-    if "#" in value and value.count("#") > 1:
         return False
     return match.lastindex is None or authority_ok(match[1])
 

@@ -30,8 +30,8 @@ from busd_protocol.schemas.compiler import ANNOTATIONS, MAX_NESTING, Compiler
 from busd_protocol.schemas.formats import (
     BAD_ESCAPE_SEARCH,
     FORMATS,
-    URI_FULLMATCH,
-    authority_ok,
+    URI_PLAIN_FULLMATCH,
+    uri_general_ok,
 )
 from busd_protocol.schemas.types import multiple_of
 from busd_protocol.schemas.values import JSON_TYPES, json_equal, nesting_depth
@@ -85,10 +85,12 @@ def _literal(value: str | int) -> str:
     return repr(value)
 
 
-def compile_fast(schema: object, label: str) -> FastCheck:
-    """The fast check of ``schema``; ``SchemaError`` if ``compile_schema`` would refuse it."""
-    compiler = Compiler(schema, label)
-    compiler.root()
+def compile_fast(schema: object, label: str, compiler: Compiler | None = None) -> FastCheck:
+    """The fast check of ``schema``; ``SchemaError`` if ``compile_schema`` would refuse it.
+    ``compiler``: the one that compiled the closure checker, whose string memos it shares."""
+    if compiler is None:
+        compiler = Compiler(schema, label)
+        compiler.root()
     gen = _Generator(compiler)
     entry = gen.function(schema)
     if compiler.recursive:
@@ -121,9 +123,9 @@ class _Generator:
             "_isfinite": math.isfinite,
             "_json_equal": json_equal,
             "_NoneType": type(None),
-            "_uri": URI_FULLMATCH,
+            "_uri_plain": URI_PLAIN_FULLMATCH,
+            "_uri_general_ok": uri_general_ok,
             "_bad_escape": BAD_ESCAPE_SEARCH,
-            "_authority_ok": authority_ok,
             "_multiple_of": multiple_of,
             "_true": _true,
             "_false": _false,
@@ -276,10 +278,9 @@ class _Generator:
             search = self.const(re.compile(schema["pattern"]).search, "_P")
             tests.append(f"{search}({x}) is None")
         if schema.get("format") == "uri":  # is_uri, inlined: a call less on every slug
-            m = self.var()
             tests.append(
-                f"({m} := _uri({x})) is None or ('%' in {x} and _bad_escape({x}) is not None)"
-                f" or ({m}.lastindex is not None and not _authority_ok({m}[1]))"
+                f"(_uri_plain({x}) is None and not _uri_general_ok({x}))"
+                f" or ('%' in {x} and _bad_escape({x}) is not None)"
             )
         elif "format" in schema:
             accepts = self.const(FORMATS[schema["format"]][0], "_F")
@@ -287,7 +288,7 @@ class _Generator:
         if tests:
             # A remembered string passed this node's every rule (lengths too: they are as
             # pure as the pattern), so a hit skips them all.
-            memo = self.const(set[str](), "_S")
+            memo = self.const(self.compiler.memo(schema), "_S")
             lines = [
                 f"{pad}if {x} not in {memo}:",
                 *_sizes(schema, "minLength", "maxLength", x, pad + "    "),

@@ -99,17 +99,7 @@ MAX_NESTING = 100
 def compile_schema(schema: object, label: str) -> Checker:
     """The checker for ``schema``; ``label`` (e.g. "release v1") names it in reasons."""
     compiler = Compiler(schema, label)
-    check = compiler.root()
-    if not compiler.recursive:
-        return check
-    limit = MAX_NESTING
-
-    def check_nesting(value: Any) -> Failure | None:
-        if nesting_depth(value, limit) > limit:
-            return ("", f"nested deeper than {limit} levels")
-        return check(value)
-
-    return check_nesting
+    return compiler.checker(compiler.root())
 
 
 class Compiler:
@@ -129,6 +119,7 @@ class Compiler:
         self.pending: list[object] = []
         self.recursive = False  # some reference cycle exists (through a descent)
         self.annotations = applicators.Annotations(self)
+        self.memos: dict[int, set[str]] = {}
 
     def root(self) -> Checker:
         check = self.node(self.document, "")
@@ -137,6 +128,24 @@ class Compiler:
             self.cells[id(target)][0] = self.node(target, self.pointer(target))
         self._refuse_endless_cycles()
         return check
+
+    def checker(self, check: Checker) -> Checker:
+        """The document's checker: ``check`` (the root's), bounded in nesting if recursive."""
+        if not self.recursive:
+            return check
+        limit = MAX_NESTING
+
+        def check_nesting(value: Any) -> Failure | None:
+            if nesting_depth(value, limit) > limit:
+                return ("", f"nested deeper than {limit} levels")
+            return check(value)
+
+        return check_nesting
+
+    def memo(self, schema: dict[str, Any]) -> set[str]:
+        """The strings known to pass ``schema``'s string rules, shared by the closure and
+        the generated check of the node (both add only strings that passed them all)."""
+        return self.memos.setdefault(id(schema), set())
 
     def pointer(self, node: object) -> str:
         return self.index.pointer.get(id(node), "")
@@ -168,7 +177,7 @@ class Compiler:
         classes, expected = _types(schema, at)
         extra = (*types.values(schema, at), *applicators.in_place(self, schema, at))
         builders: dict[type, Callable[[str | None], Checker]] = {
-            str: types.string(schema, at, extra),
+            str: types.string(schema, at, extra, self.memo(schema)),
             int: types.number(schema, at, extra),
             list: containers.array(self, schema, at, extra),
             dict: containers.mapping(self, schema, at, extra),

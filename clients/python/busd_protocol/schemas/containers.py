@@ -262,18 +262,28 @@ def _object_checker(
                     failure = bad_name(key)
                     if failure is not None:
                         return failure
-                matched = patterned(key) if patterns else ()
-                for check in matched:
-                    failure = check(element)
-                    if failure is not None:
-                        return (key_segment(key) + failure[0], failure[1])
-                if key in known or matched:
+                if patterns:
+                    matched = patterned(key)
+                    for check in matched:
+                        failure = check(element)
+                        if failure is not None:
+                            return (key_segment(key) + failure[0], failure[1])
+                    if matched:
+                        continue
+                if key in known:
                     continue
                 if closed:
                     return (key_segment(key), f"field not allowed by {label}")
                 failure = rest(element)
                 if failure is not None:
                     return (key_segment(key) + failure[0], failure[1])
+        if depends or dependent:
+            failure = check_dependent(value)
+            if failure is not None:
+                return failure
+        return None if after is None else after(value)
+
+    def check_dependent(value: dict[str, Any]) -> Failure | None:
         for key, needed in depends:
             if key in value:
                 for name in needed:
@@ -287,6 +297,6 @@ def _object_checker(
                 failure = check(value)
                 if failure is not None:
                     return failure
-        return None if after is None else after(value)
+        return None
 
     return check_object

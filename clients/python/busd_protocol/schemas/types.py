@@ -119,7 +119,7 @@ def then(checks: tuple[Checker, ...]) -> Checker | None:
     return run_all
 
 
-def string(schema: dict[str, Any], at: str, extra: tuple[Checker, ...]) -> Builder:
+def string(schema: dict[str, Any], at: str, extra: tuple[Checker, ...], memo: set[str]) -> Builder:
     low = count(schema, "minLength", at)
     high = count(schema, "maxLength", at)
     pattern = schema.get("pattern")
@@ -139,7 +139,6 @@ def string(schema: dict[str, Any], at: str, extra: tuple[Checker, ...]) -> Build
     slow = search is not None or accepts is not None
 
     def build(expected: str | None) -> Checker:
-        memo: set[str] = set()
         after = then(extra)
 
         if expected is not None and not slow and after is None:

@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 from busd_protocol.schemas import ASSERTIONS, JSON_TYPES, json_equal, key_segment, show
+from busd_protocol.schemas.applicators import tagged_union
 from busd_protocol.schemas.refs import Index
 
 # Value kinds a schema's "type" admits; "number" is int and float.
@@ -316,7 +317,7 @@ class Comparison:
         for index in range(len(new), len(old)):
             self.report(path, f"{keyword} branch {index} removed (values matching it are refused)")
         for index in range(len(old), len(new)):
-            if keyword == "oneOf" and self._tagged(new):
+            if keyword == "oneOf" and tagged_union(new, lambda node: self._deref(node, 1)):
                 continue  # a new variant of a tagged union: as an enum value added
             if keyword == "oneOf":
                 self.undecidable(
@@ -327,22 +328,6 @@ class Comparison:
                     path,
                     f"anyOf branch {index} added (old readers may get values they do not know)",
                 )
-
-    def _tagged(self, branches: list[Any]) -> bool:
-        """Each branch an object requiring one same field of a distinct string const."""
-        tags: dict[str, list[str]] = {}
-        for listed in branches:
-            branch = self._deref(listed, 1)
-            if not isinstance(branch, dict) or branch.get("type") != "object":
-                return False
-            for name in branch.get("required", ()):
-                field = branch.get("properties", {}).get(name)
-                const = field.get("const") if isinstance(field, dict) else None
-                if type(const) is str:
-                    tags.setdefault(name, []).append(const)
-        return any(
-            len(found) == len(branches) and len(set(found)) == len(found) for found in tags.values()
-        )
 
 
 # Keywords that judge fields (items) by what other keywords of the same object list: they

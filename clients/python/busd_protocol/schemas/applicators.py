@@ -129,6 +129,26 @@ def _if(condition: Checker, yes: Checker | None, no: Checker | None) -> Checker:
     return check_if
 
 
+def tagged_union(branches: list[Any], follow: Callable[[object], object]) -> bool:
+    """Whether no value can match two of ``branches`` (a ``oneOf`` that is a tagged union):
+    each, once ``follow`` has resolved pure references, is of type object and requires one
+    same field holding a string const, and the consts differ."""
+    tags: dict[str, list[str]] = {}
+    for listed in branches:
+        branch = follow(listed)
+        if not isinstance(branch, dict) or branch.get("type") != "object":
+            return False
+        properties = branch.get("properties", {})
+        for name in branch.get("required", ()):
+            field = properties.get(name)
+            const = field.get("const") if isinstance(field, dict) else None
+            if type(const) is str:
+                tags.setdefault(name, []).append(const)
+    return any(
+        len(found) == len(branches) and len(set(found)) == len(found) for found in tags.values()
+    )
+
+
 def unevaluated(compiler: Compiler, schema: dict[str, Any], at: str, check: Checker) -> Checker:
     """``check`` followed by the node's unevaluated keywords, if it has any."""
     if "unevaluatedProperties" not in schema and "unevaluatedItems" not in schema:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from busd_protocol.schemas.applicators import tagged_union
 from busd_protocol.schemas.compiler import ANNOTATIONS, MAX_NESTING, Compiler
 from busd_protocol.schemas.formats import (
     BAD_ESCAPE_SEARCH,
@@ -33,56 +34,26 @@ from busd_protocol.schemas.formats import (
     URI_PLAIN_FULLMATCH,
     uri_general_ok,
 )
+from busd_protocol.schemas.fragments import (
+    IN_PLACE,
+    INLINED,
+    MAX_DEPTH,
+    MEMO_ENTRIES,
+    MEMO_MAX_CHARS,
+    MISSING,
+    class_name,
+    dedent,
+    false,
+    is_not,
+    literal,
+    schema_classes,
+    sizes,
+    true,
+)
 from busd_protocol.schemas.types import multiple_of
-from busd_protocol.schemas.values import JSON_TYPES, json_equal, nesting_depth
+from busd_protocol.schemas.values import json_equal, nesting_depth
 
 FastCheck = Callable[[Any], bool]
-
-# As the closure checker: remember up to this many strings that passed a pattern or format.
-_MEMO_ENTRIES = 1024
-_MEMO_MAX_CHARS = 256
-# Deeper nodes call their closure checker instead of being inlined: Python's compiler limits
-# statically nested blocks (20), and a deep schema is rare enough not to matter for speed.
-_MAX_DEPTH = 12
-# Keywords this generator writes code for; a node with any other assertion falls back.
-INLINED = frozenset(
-    {
-        "type",
-        "enum",
-        "const",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "format",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "multipleOf",
-        "items",
-        "prefixItems",
-        "minItems",
-        "maxItems",
-        "properties",
-        "required",
-        "dependentRequired",
-        "additionalProperties",
-        "propertyNames",
-        "minProperties",
-        "maxProperties",
-        "$ref",
-        "allOf",
-        "anyOf",
-        "oneOf",
-    }
-)
-
-
-def _literal(value: str | int) -> str:
-    """``value`` as Python source; only exact str and int are ever written into source."""
-    if type(value) is not str and type(value) is not int:
-        raise TypeError(f"not a literal: {type(value).__name__}")
-    return repr(value)
 
 
 def compile_fast(schema: object, label: str, compiler: Compiler | None = None) -> FastCheck:
@@ -119,7 +90,7 @@ class _Generator:
         self.lines: list[str] = []  # the module: one function per entry, ref target, branch
         self.functions: dict[int, str] = {}  # id(schema) -> name of its generated function
         self.constants: dict[str, Any] = {
-            "_M": _MISSING,
+            "_M": MISSING,
             "_isfinite": math.isfinite,
             "_json_equal": json_equal,
             "_NoneType": type(None),
@@ -127,8 +98,8 @@ class _Generator:
             "_uri_general_ok": uri_general_ok,
             "_bad_escape": BAD_ESCAPE_SEARCH,
             "_multiple_of": multiple_of,
-            "_true": _true,
-            "_false": _false,
+            "_true": true,
+            "_false": false,
         }
         self.serial = 0
 
@@ -173,11 +144,11 @@ class _Generator:
             return []
         if not isinstance(schema, dict):  # False (anything else was refused at compile)
             return [pad + "return False"]
-        if depth > _MAX_DEPTH or any(k not in INLINED and k not in ANNOTATIONS for k in schema):
+        if depth > MAX_DEPTH or any(k not in INLINED and k not in ANNOTATIONS for k in schema):
             return self.fallback(schema, x, pad)
         if known is None and self._checked_elsewhere(schema):
             return self._values(schema, x, pad) + self._applicators(schema, x, depth, known)
-        classes = _classes(schema)
+        classes = schema_classes(schema)
         branches: list[tuple[tuple[type, ...], list[str]]] = []
         for group in ((str,), (int,), (float,), (list, tuple), (dict,), (bool, type(None))):
             allowed = tuple(c for c in group if classes is None or c in classes)
@@ -194,14 +165,14 @@ class _Generator:
         elif known is not None or (len(branches) == 1 and typed):
             # The class is certain (or the only one allowed): one test, then its checks.
             if known is None:
-                lines.append(f"{pad}if {_is_not(branches[0][0], x)}: return False")
-            lines.extend(_dedent(branches[0][1]) if branches else [])
+                lines.append(f"{pad}if {is_not(branches[0][0], x)}: return False")
+            lines.extend(dedent(branches[0][1]) if branches else [])
         else:
             t = self.var()
             lines.append(f"{pad}{t} = type({x})")
             keyword = "if"
             for allowed, body in branches:
-                test = " or ".join(f"{t} is {_class_name(c)}" for c in allowed)
+                test = " or ".join(f"{t} is {class_name(c)}" for c in allowed)
                 lines.append(f"{pad}{keyword} {test}:")
                 lines.extend(body or [pad + "    pass"])
                 keyword = "elif"
@@ -214,6 +185,11 @@ class _Generator:
     def _target(self, schema: dict[str, Any]) -> object:
         return self.compiler.index.target(schema, self.compiler.pointer(schema))
 
+    def _follow(self, node: object) -> object:
+        while isinstance(node, dict) and list(node) == ["$ref"]:
+            node = self._target(node)
+        return node
+
     def _checked_elsewhere(self, schema: dict[str, Any]) -> bool:
         """An untyped node whose only rules are const/enum or in-place subschemas needs no
         type dispatch of its own: every schema object refuses non-finite floats and
@@ -221,7 +197,7 @@ class _Generator:
         or accepted by a schema object that always applies (a $ref target, an allOf
         branch, some branch of an anyOf / oneOf whose branches are all objects), passed
         those rules there. The closure checker keeps its dispatch; verdicts are the same."""
-        if "type" in schema or any(k in INLINED and k not in _IN_PLACE for k in schema):
+        if "type" in schema or any(k in INLINED and k not in IN_PLACE for k in schema):
             return False
         return (
             "const" in schema
@@ -251,7 +227,7 @@ class _Generator:
             calls = " or ".join(f"{self.function(b)}({x})" for b in schema["anyOf"])
             lines.append(f"{pad}if not ({calls}): return False")
         if "oneOf" in schema:
-            if self._exclusive(schema["oneOf"]):  # a tagged union: at most one can match
+            if tagged_union(schema["oneOf"], self._follow):  # a tagged union: at most one can match
                 calls = " or ".join(f"{self.function(b)}({x})" for b in schema["oneOf"])
                 lines.append(f"{pad}if not ({calls}): return False")
             else:
@@ -272,7 +248,7 @@ class _Generator:
 
     def _string(self, schema: dict[str, Any], x: str, depth: int) -> list[str]:
         pad = "    " * depth
-        lines = _sizes(schema, "minLength", "maxLength", x, pad)
+        lines = sizes(schema, "minLength", "maxLength", x, pad)
         tests: list[str] = []
         if "pattern" in schema:
             search = self.const(re.compile(schema["pattern"]).search, "_P")
@@ -291,10 +267,10 @@ class _Generator:
             memo = self.const(self.compiler.memo(schema), "_S")
             lines = [
                 f"{pad}if {x} not in {memo}:",
-                *_sizes(schema, "minLength", "maxLength", x, pad + "    "),
+                *sizes(schema, "minLength", "maxLength", x, pad + "    "),
                 f"{pad}    if {' or '.join(tests)}: return False",
-                f"{pad}    if len({x}) <= {_MEMO_MAX_CHARS}:",
-                f"{pad}        if len({memo}) >= {_MEMO_ENTRIES}: {memo}.clear()",
+                f"{pad}    if len({x}) <= {MEMO_MAX_CHARS}:",
+                f"{pad}        if len({memo}) >= {MEMO_ENTRIES}: {memo}.clear()",
                 f"{pad}        {memo}.add({x})",
             ]
         return lines
@@ -314,7 +290,7 @@ class _Generator:
         if step is not None:
             exact = self.const(Fraction(repr(step)))
             if type(step) is int and not real:
-                lines.append(f"{pad}if {x} % {_literal(step)}: return False")
+                lines.append(f"{pad}if {x} % {literal(step)}: return False")
             else:
                 lines.append(
                     f"{pad}if not _multiple_of({x}, {self.const(step)}, {exact}): return False"
@@ -323,25 +299,25 @@ class _Generator:
 
     def _array(self, schema: dict[str, Any], x: str, depth: int) -> list[str]:
         pad = "    " * depth
-        lines = _sizes(schema, "minItems", "maxItems", x, pad)
+        lines = sizes(schema, "minItems", "maxItems", x, pad)
         prefix = schema.get("prefixItems", [])
         for index, sub in enumerate(prefix):
             body = self.node(sub, e := self.var(), depth + 1, None)
             if body:
                 lines += [
-                    f"{pad}if len({x}) > {_literal(index)}:",
-                    f"{pad}    {e} = {x}[{_literal(index)}]",
+                    f"{pad}if len({x}) > {literal(index)}:",
+                    f"{pad}    {e} = {x}[{literal(index)}]",
                     *body,
                 ]
         items = self.node(schema.get("items", True), e := self.var(), depth + 1, None)
         if items:
-            rest = f"{x}[{_literal(len(prefix))}:]" if prefix else x
+            rest = f"{x}[{literal(len(prefix))}:]" if prefix else x
             lines += [f"{pad}for {e} in {rest}:", *items]
         return lines
 
     def _object(self, schema: dict[str, Any], x: str, depth: int) -> list[str]:
         pad = "    " * depth
-        lines = _sizes(schema, "minProperties", "maxProperties", x, pad)
+        lines = sizes(schema, "minProperties", "maxProperties", x, pad)
         properties: dict[str, Any] = schema.get("properties", {})
         required: list[str] = schema.get("required", [])
         rest = schema.get("additionalProperties", True)
@@ -358,21 +334,21 @@ class _Generator:
             if name in required:
                 # A missing field raises KeyError, which the generated function's one
                 # try/except turns into False: a subscript is cheaper than .get and a test.
-                lines.append(f"{pad}{e} = {x}[{_literal(name)}]")
-                lines.extend(_dedent(body))
+                lines.append(f"{pad}{e} = {x}[{literal(name)}]")
+                lines.extend(dedent(body))
             else:
-                lines.append(f"{pad}{e} = {x}.get({_literal(name)}, _M)")
+                lines.append(f"{pad}{e} = {x}.get({literal(name)}, _M)")
                 lines.append(f"{pad}if {e} is not _M:")
                 lines.extend([f"{pad}    {count} += 1"] if counted else [])
                 lines.extend(body or [f"{pad}    pass"])
         lines.extend(
-            f"{pad}if {_literal(name)} not in {x}: return False"
+            f"{pad}if {literal(name)} not in {x}: return False"
             for name in required
             if name not in properties
         )
         for name, needed in schema.get("dependentRequired", {}).items():
-            lines.append(f"{pad}if {_literal(name)} in {x}:")
-            lines.extend(f"{pad}    if {_literal(n)} not in {x}: return False" for n in needed)
+            lines.append(f"{pad}if {literal(name)} in {x}:")
+            lines.extend(f"{pad}    if {literal(n)} not in {x}: return False" for n in needed)
             lines.extend([f"{pad}    pass"] if not needed else [])
         if counted:
             lines.append(f"{pad}if len({x}) != {count}: return False")
@@ -389,26 +365,6 @@ class _Generator:
         else:
             lines.extend(self.node(rest, e, depth + 1, None))
         return lines
-
-    def _exclusive(self, branches: list[Any]) -> bool:
-        """Whether no value can match two of ``branches``: each (through $ref) is of type
-        object and requires one same field holding a string const, and the consts differ."""
-        tags: dict[str, list[str]] = {}
-        for listed in branches:
-            branch = listed
-            while isinstance(branch, dict) and list(branch) == ["$ref"]:
-                branch = self._target(branch)
-            if not isinstance(branch, dict) or branch.get("type") != "object":
-                return False
-            properties = branch.get("properties", {})
-            for name in branch.get("required", ()):
-                field = properties.get(name)
-                const = field.get("const") if isinstance(field, dict) else None
-                if type(const) is str:
-                    tags.setdefault(name, []).append(const)
-        return any(
-            len(found) == len(branches) and len(set(found)) == len(found) for found in tags.values()
-        )
 
     def _values(self, schema: dict[str, Any], x: str, pad: str) -> list[str]:
         lines: list[str] = []
@@ -431,48 +387,3 @@ class _Generator:
                     f"{pad}if not any(_json_equal({x}, e) for e in {listed}): return False"
                 )
         return lines
-
-
-_MISSING = object()
-_IN_PLACE = frozenset({"const", "enum", "$ref", "allOf", "anyOf", "oneOf"})
-
-
-def _true(value: Any) -> bool:
-    return True
-
-
-def _false(value: Any) -> bool:
-    return False
-
-
-def _classes(schema: dict[str, Any]) -> frozenset[type] | None:
-    """The exact classes ``type`` allows, as the closure checker maps them; None: any."""
-    if "type" not in schema:
-        return None
-    names = schema["type"]
-    names = [names] if isinstance(names, str) else names
-    return frozenset(c for name in names for c in JSON_TYPES[name][0])
-
-
-def _class_name(cls: type) -> str:
-    return "_NoneType" if cls is type(None) else cls.__name__
-
-
-def _is_not(classes: tuple[type, ...], x: str) -> str:
-    return " and ".join(f"type({x}) is not {_class_name(c)}" for c in classes)
-
-
-def _sizes(schema: dict[str, Any], low: str, high: str, x: str, pad: str) -> list[str]:
-    # Counts were validated at compile; 2.0 is an integer in JSON Schema, written as 2.
-    lo, hi = (None if n is None else int(n) for n in (schema.get(low), schema.get(high)))
-    if lo is not None and hi is not None:
-        return [f"{pad}if not {_literal(lo)} <= len({x}) <= {_literal(hi)}: return False"]
-    if lo is not None:
-        return [f"{pad}if len({x}) < {_literal(lo)}: return False"]
-    if hi is not None:
-        return [f"{pad}if len({x}) > {_literal(hi)}: return False"]
-    return []
-
-
-def _dedent(lines: list[str]) -> list[str]:
-    return [line[4:] for line in lines]

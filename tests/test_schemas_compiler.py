@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from busd_protocol.schemas import SchemaError, SchemaLoadError, SchemaSet, compile_schema
+from busd_protocol.schemas import (
+    FORMATS,
+    SchemaError,
+    SchemaLoadError,
+    SchemaSet,
+    compile_fast,
+    compile_schema,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -334,6 +341,31 @@ def test_formats_refuse_what_the_issue_found_accepted(fmt: str, value: str) -> N
 )
 def test_formats_accept_valid_values(fmt: str, value: str) -> None:
     assert compile_schema({"type": "string", "format": fmt}, "t v1")(value) is None
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.sampled_from(sorted(FORMATS)),
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=24)
+    | st.sampled_from(["http://[", "a@[IPv6:", "xn--", "P1", "1.2.3.4", "//h:9/", "\ud800@b.c"]),
+)
+def test_formats_judge_any_string_without_raising(fmt: str, value: str) -> None:
+    """Every format predicate answers for any string (surrogates, brackets, stray prefixes):
+    an exception would be a bug answered internal, not a verdict."""
+    fast = compile_fast({"type": "string", "format": fmt}, "t v1")
+    check = compile_schema({"type": "string", "format": fmt}, "t v1")
+    assert fast(value) == (check(value) is None)
+
+
+def test_unique_items_compares_deeply_nested_items_without_recursion() -> None:
+    """Two items nested deeper than Python's stack are still compared: equal, and not."""
+    deep: Any = 1
+    other: Any = 2
+    for _ in range(5000):
+        deep, other = [deep], [other]
+    check = compile_schema({"type": "array", "uniqueItems": True}, "t v1")
+    assert check([deep, deep]) == ("", "expected unique items, got [0] equal to [1]")
+    assert check([deep, other]) is None
 
 
 def test_memoised_strings_are_still_judged_by_length() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from busd_protocol.schemas import FORMATS, SchemaError, compile_fast, compile_schema
 
 pytestmark = pytest.mark.timeout(120)

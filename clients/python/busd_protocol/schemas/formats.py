@@ -209,7 +209,7 @@ def is_ipv6(value: str) -> bool:
 
 def is_email(value: str) -> bool:
     local, at, domain = value.rpartition("@")
-    if not at or len(local.encode()) > 64 or _LOCAL.fullmatch(local) is None:
+    if not at or _LOCAL.fullmatch(local) is None or len(local) > 64:  # ASCII: chars = octets
         return False
     if domain.startswith("[IPv6:") and domain.endswith("]"):
         return is_ipv6(domain[6:-1])
@@ -230,7 +230,7 @@ def is_regex(value: str) -> bool:
     """A pattern busd's ``pattern`` keyword would accept: Python's ``re`` syntax."""
     try:
         re.compile(value)
-    except (re.error, RecursionError, OverflowError):
+    except (re.error, RecursionError, OverflowError, ValueError):
         return False
     return True
 

@@ -83,16 +83,28 @@ def key_segment(key: str) -> str:
 
 
 def json_equal(a: object, b: object) -> bool:
-    """Equality as JSON Schema defines it: 1 == 1.0, but true != 1 and "1" != 1."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
+    """Equality as JSON Schema defines it: 1 == 1.0, but true != 1 and "1" != 1. Iterative,
+    so two deeply nested payload values (uniqueItems) cannot exhaust the stack."""
+    pairs: list[tuple[object, object]] = [(a, b)]
+    while pairs:
+        x, y = pairs.pop()
+        if isinstance(x, bool) or isinstance(y, bool):
+            if type(x) is not type(y) or x != y:
+                return False
+        elif isinstance(x, int | float) and isinstance(y, int | float):
+            if x != y:
+                return False
+        elif isinstance(x, list | tuple) and isinstance(y, list | tuple):
+            if len(x) != len(y):
+                return False
+            pairs.extend(zip(x, y, strict=True))
+        elif isinstance(x, dict) and isinstance(y, dict):
+            if x.keys() != y.keys():
+                return False
+            pairs.extend((x[k], y[k]) for k in x)
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
 
 
 def first_duplicate(items: list[Any] | tuple[Any, ...]) -> tuple[int, int] | None:

@@ -2,7 +2,7 @@
 
 Each version vN+1 must be backward compatible with vN (docs/schemas.md has the rules and
 why): consumers of vN keep reading vN+1 messages, ignoring fields they do not know, and
-consumers of vN+1 keep reading the vN messages still in flight. The rules (schemacompat.py)
+consumers of vN+1 keep reading the vN messages still in flight. The rules (rules.py)
 compare two schema documents node by node and report the path of the field each is about,
 one per line, e.g. ``release v2: data.env: type changed from map to string``; a change the
 rules cannot decide is reported too, and passes only where meta.json's
@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from busd.schemacheck.rules import Comparison
 from busd_protocol.schemas import (
     SchemaLoadError,
     SchemaSet,
@@ -24,8 +25,6 @@ from busd_protocol.schemas import (
     read_directory,
     show,
 )
-
-from busd.schemacompat import Comparison
 
 
 class IncompatibleSchemas(SchemaLoadError):
@@ -125,7 +124,3 @@ def main(argv: list[str]) -> int:
     count = sum(len(s.versions) for s in sources)
     print(f"{args.directory}: {len(sources)} schemas, {count} versions, compatible")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -88,7 +88,7 @@ async def test_reload_installs_a_new_version_and_keeps_counters(schemas_dir: Pat
     ("breakage", "message"),
     [
         ("bad_json", "v3.json: invalid JSON"),
-        ("unknown_keyword", "v3.json: #: unsupported keyword 'allOf'"),
+        ("unknown_keyword", "v3.json: #: unsupported keyword '$dynamicRef'"),
         ("incompatible", "release v3: data.cmd: type changed from string to int"),
         ("no_status", "v3.json: version 3 has no status in meta.json"),
     ],
@@ -103,7 +103,7 @@ async def test_broken_reload_is_refused_and_previous_set_serves(
     control.load()
     v3 = json.loads((schemas_dir / "release" / "v2.json").read_text())
     if breakage == "unknown_keyword":
-        v3["allOf"] = []
+        v3["$dynamicRef"] = "#x"
     if breakage == "incompatible":
         v3["properties"]["cmd"] = {"type": "integer"}
     path = schemas_dir / "release" / "v3.json"

@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from busd_client import Message, Publisher, Subscriber
 
@@ -191,7 +193,7 @@ def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_pub_gives_up_when_busd_is_unreachable(tmp_path: Path) -> None:
+def test_pub_gives_up_and_exits_3_when_busd_is_unreachable(tmp_path: Path) -> None:
     start = time.monotonic()
     result = busctl(
         "pub",
@@ -206,7 +208,7 @@ def test_pub_gives_up_when_busd_is_unreachable(tmp_path: Path) -> None:
         f"ipc://{tmp_path}/nobody",
         stdin='{"a": 1}\n{"a": 2}\n',
     )
-    assert result.returncode == 1
+    assert result.returncode == 3  # unreachable, as for every command
     assert "giving up" in result.stderr and "not sent 1" in result.stderr
     assert time.monotonic() - start < 10
 
@@ -277,10 +279,73 @@ def test_sub_timeout_with_fewer_than_count_exits_non_zero(busd: Any) -> None:
         "--count",
         "2",
         "--timeout",
-        "0.5",
+        "2",
         env={"BUSD_SUB_ENDPOINT": busd.sub_endpoint},
     )
-    assert result.returncode == 1
+    assert result.returncode == 1  # connected: not unreachable, just too few messages
     assert result.stdout == ""
-    assert "timed out after 0.5 s with 0 of 2" in result.stderr
+    assert "timed out after 2 s with 0 of 2 message(s)\n" in result.stderr
     assert time.monotonic() - start < 10
+
+
+@pytest.mark.timeout(30)
+def test_sub_that_never_connects_says_so_and_exits_3_at_its_timeout(tmp_path: Path) -> None:
+    result = busctl("sub", "--timeout", "4", "--sub-endpoint", f"ipc://{tmp_path}/nobody")
+    assert result.returncode == 3
+    assert f"busctl sub: not connected to ipc://{tmp_path}/nobody after 3 s; still trying" in (
+        result.stderr
+    )
+    assert "never connected to busd" in result.stderr
+
+
+class Lines(threading.Thread):
+    """Lines a process writes on one of its pipes, as they come."""
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        for line in self.pipe:
+            self.lines.append(line)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+
+@pytest.mark.timeout(60)
+def test_sub_at_an_endpoint_busd_is_not_on_yet_says_so_keeps_trying_and_gets_messages(
+    busd_factory: Any,
+) -> None:
+    busd = busd_factory(start=False)
+    proc = subprocess.Popen(
+        [BUSCTL, "sub", "release.", "--count", "1", "--sub-endpoint", busd.sub_endpoint],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    errors = Lines(proc.stderr)
+    errors.start()
+    try:
+        wait_for(
+            lambda: errors.saw(f"not connected to {busd.sub_endpoint} after 3 s; still trying"),
+            timeout=15,
+            what="the not-connected notice",
+        )
+        assert proc.poll() is None  # still trying
+        busd.start()
+        wait_for(
+            lambda: errors.saw(f"busctl sub: connected to {busd.sub_endpoint}"),
+            timeout=15,
+            what="the connected notice",
+        )
+        out, _ = feed_until_exit(busd, proc, "release.late")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+        errors.join(5)
+    assert proc.returncode == 0
+    assert json.loads(out)["topic"] == "release.late"

@@ -181,6 +181,7 @@ def test_rolling_restart_under_load_loses_nothing(
         )
         before = [u.pid() for u in units]
         took: list[float] = []
+        progress: list[str] = []
 
         def rolling(subs: list[SubscriberThread]) -> None:
             wait_for(
@@ -199,6 +200,7 @@ def test_rolling_restart_under_load_loses_nothing(
             )
             took.append(time.monotonic() - began)
             assert done.returncode == 0, done.stderr
+            progress.append(done.stdout)
             # Traffic goes on until every broker's new process has carried messages.
             wait_for(
                 lambda: all(accepted_by(b) >= 100 for b in brokers),
@@ -208,6 +210,11 @@ def test_rolling_restart_under_load_loses_nothing(
 
         run_traffic(brokers, rolling)
         print(f"rolling restart of 3 brokers under load: {took[0]:.1f} s")
+        print(progress[0])
+        for u in units:  # one line per state, not one per step of the warm-up countdown
+            lines = [x for x in progress[0].splitlines() if x.startswith(f"{u.name}: ")]
+            assert sum("warming up" in x for x in lines) <= 1, lines
+            assert any(x.startswith(f"{u.name}: ready ") for x in lines), lines
         assert all(u.pid() != pid for u, pid in zip(units, before, strict=True))
     finally:
         for u in units:

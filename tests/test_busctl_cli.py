@@ -1,0 +1,106 @@
+"""busctl as a whole: --version, one exit-status table and one discovery order in --help (the
+same as docs/operations.md), usage errors exit 2 (as JSON under --json), and a bash
+completion generated from the parser that real bash completes with."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from busd_client.cli.exits import TABLE
+
+BUSCTL = str(Path(sys.executable).parent / "busctl")
+
+
+def busctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BUSCTL, *args], capture_output=True, text=True, timeout=20, check=False)
+
+
+def test_version_names_the_tool_the_client_and_the_protocol() -> None:
+    result = busctl("--version")
+    assert (result.returncode, result.stdout) == (
+        0,
+        "busctl 0.1.0 (busd-client 0.1.0, protocol 1)\n",
+    )
+
+
+def test_help_shows_the_discovery_order_and_the_exit_table_the_docs_show() -> None:
+    text = busctl("--help").stdout
+    assert "finding busd (first found wins, for each address):" in text
+    assert "/etc/busd/busd.toml" in text and "/run/busd/control.sock" in text
+    doc = (REPO / "docs" / "operations.md").read_text()
+    for code, name, _ in TABLE:
+        assert re.search(rf"^  {code}  {name} ", text, re.MULTILINE), name
+        assert f"| {code} | {name} |" in doc, f"docs/operations.md lacks exit {code} {name}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("rate", "set", "publish"),
+        ("rates", "--bogus"),
+        ("nonsense",),
+        ("status", "--timeout", "soon"),
+        ("pool", "rates", "--timeout", "x"),
+        ("sub", "--count", "0"),
+    ],
+)
+def test_usage_errors_exit_2_and_are_json_under_json(argv: tuple[str, ...]) -> None:
+    plain = busctl(*argv)
+    assert plain.returncode == 2 and plain.stdout == ""
+    assert plain.stderr.startswith(("usage: busctl", "busctl: "))
+    answer = busctl(*argv, "--json")
+    assert answer.returncode == 2
+    error = json.loads(answer.stdout)
+    assert error["ok"] is False and error["error"]["code"] == "usage"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_bash_completes_commands_options_choices_and_files_from_the_generated_script(
+    tmp_path: Path,
+) -> None:
+    script = busctl("completion", "bash")
+    assert script.returncode == 0
+    (tmp_path / "pool.toml").write_text("")
+    probe = f"""
+source /dev/stdin <<'COMPLETION'
+{script.stdout}
+COMPLETION
+complete -p busctl
+t() {{
+  COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _busctl; echo "${{COMPREPLY[*]}}"
+}}
+t busctl ''
+t busctl ra
+t busctl rate ''
+t busctl rate set --b
+t busctl pool rates --pool {tmp_path}/po
+t busctl completion ''
+t busctl pub t --schema s --version 2 --pub-endpoint x --j
+"""
+    done = subprocess.run(
+        ["bash", "-c", probe], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "complete -F _busctl busctl"
+    assert set(lines[1].split()) == {
+        "status", "ping", "pub", "sub", "rates", "rate", "schemas", "stats", "top", "pool",
+        "completion",
+    }  # fmt: skip
+    assert lines[2:] == [
+        "rates rate",
+        "set clear",
+        "--burst",
+        f"{tmp_path}/pool.toml",
+        "bash",
+        "--json",
+    ]

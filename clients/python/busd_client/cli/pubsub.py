@@ -268,6 +268,12 @@ def _chain(
 
 
 def run_sub(args: argparse.Namespace) -> int:
+    """Print messages until ``--count`` or ``--timeout`` (or Ctrl-C).
+
+    Error handling: libzmq reconnects to an endpoint that is down or went away, for ever;
+    the loop only watches (cli/connections.py) and says so on stderr. Undecodable messages
+    are skipped by the subscriber. A closed stdout ends the command quietly (main).
+    """
     if args.count is not None and args.count < 1:
         return fail(args, "usage", "--count must be at least 1", EXIT_USAGE)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout

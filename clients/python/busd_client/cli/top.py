@@ -113,6 +113,12 @@ class Keys:
 
 
 def run_top(args: argparse.Namespace) -> int:
+    """The live view's loop: scrape, draw, wait for ``q`` or the next interval.
+
+    Error handling: a scrape that fails (refused, timed out, a bad answer) is drawn as
+    DOWN and retried at the next interval, for ever; Ctrl-C ends it (130). Anything else
+    (a bug, a closed stdout) ends the command with its traceback or status.
+    """
     interval = max(0.1, args.interval)
     found = metrics_address(args)
     if isinstance(found, int):

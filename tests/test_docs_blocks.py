@@ -3,9 +3,9 @@ schemas/README.md is marked (tests/docblocks.py says how), and every ``run`` blo
 
 Each document's blocks run, in order, on a private host (tests/hostns.py): its own loopback
 and /etc, /run, so busd listens where the documents say (127.0.0.1:7401-7403; the pool on
-10.0.0.1-3) and busctl finds it with no flag, in a directory laid out as a checkout
+10.0.0.1-3) and busdctl finds it with no flag, in a directory laid out as a checkout
 (``schemas/``, ``deploy/``) where busd was started with no flag, as ``make run`` does. A
-comment line in a shell block that quotes busctl's output (``# busctl: ...``) must match a
+comment line in a shell block that quotes busdctl's output (``# busdctl: ...``) must match a
 line it printed, ``…`` standing for anything.
 """
 
@@ -89,7 +89,7 @@ def checkout(tmp_path: Path) -> Iterator[Checkout]:
 
 
 def expected_output(block: Block) -> list[re.Pattern[str]]:
-    """Comment lines quoting what busctl prints, as patterns (``…`` matches anything)."""
+    """Comment lines quoting what busdctl prints, as patterns (``…`` matches anything)."""
     quoted = [line[2:].strip() for line in block.text.splitlines() if line.startswith(f"# {PROG}")]
     return [re.compile(".*".join(map(re.escape, q.split("…")))) for q in quoted]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from test_pool_ops import SUPERVISOR, Supervised, _ready, write_pool
 
 import busd_client
 
-BUSCTL = str(Path(sys.executable).parent / "busctl")
 WARMUP = ("--warmup", "1.5")
 RATE = 1500.0  # messages per second per publisher
 # Publishers send until the scenario is over (its `during` returned); this only bounds a
@@ -192,7 +190,8 @@ def test_rolling_restart_under_load_loses_nothing(
             began = time.monotonic()
             done = subprocess.run(
                 [str(ROLLING_RESTART), str(pool), "--ready-timeout", "15"],
-                env={**os.environ, "BUSCTL": BUSCTL},
+                # Not whatever busctl/busdctl is on PATH: the checkout's own, found by itself.
+                env={**os.environ, "PATH": "/usr/bin:/bin"},
                 capture_output=True,
                 text=True,
                 timeout=60,

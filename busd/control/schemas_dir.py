@@ -168,7 +168,7 @@ class SchemaControl:
         return SchemasStatistics(gate, self.reloads, self.reload_failures)
 
     def listing(self) -> dict[str, Any]:
-        """`busctl schemas`: one row per version (loaded, then no longer loaded) with status
+        """`busdctl schemas`: one row per version (loaded, then no longer loaded) with status
         and traffic since start, publishers of deprecated versions, reload state."""
         self.log_deprecated()
         gate = self.statistics().gate
@@ -231,7 +231,7 @@ def _row(
     accepted: int,
     rejected: Mapping[str, int],
 ) -> dict[str, Any]:
-    """One version's row; numbers stay numbers and lists lists (busctl formats the text)."""
+    """One version's row; numbers stay numbers and lists lists (busdctl formats the text)."""
     return {
         "schema": name,
         "version": version,

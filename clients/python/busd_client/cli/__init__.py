@@ -1,4 +1,7 @@
-"""busctl: the command-line client. One module per group of commands.
+"""busdctl: the command-line client. One module per group of commands.
+
+Its name is busdctl, not busctl: /usr/bin/busctl is systemd's D-Bus tool on every systemd
+host. ``busctl`` stays as a deprecated alias inside the virtualenv (``deprecated_main``).
 
 Each command module exposes ``register(subparsers)`` adding its subcommands; a subcommand
 sets ``func`` (taking the parsed args, returning an exit status from cli/exits.py) with
@@ -19,8 +22,8 @@ from busd_client.cli.exits import EXIT_USAGE, epilog
 from busd_client.cli.locate import DISCOVERY
 from busd_protocol.frames import PROTOCOL_VERSION
 
-PROG = "busctl"
-# Command modules, in the order `busctl --help` lists them.
+PROG = "busdctl"
+# Command modules, in the order `busdctl --help` lists them.
 _COMMAND_MODULES = ("status", "pubsub", "control", "stats", "top", "pool", "keys", "completion")
 
 
@@ -59,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def deprecated_main(argv: Sequence[str] | None = None) -> int:
+    """The old name: a one-line notice on stderr, then busdctl itself."""
+    print(
+        f"busctl: deprecated name, use {PROG} (busctl is systemd's D-Bus tool); this alias will go",
+        file=sys.stderr,
+    )
+    return main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -74,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # stdout closed by the reader (e.g. `busctl sub | head`): not an error of ours.
+        # stdout closed by the reader (e.g. `busdctl sub | head`): not an error of ours.
         sys.stderr.close()
         return 0
     return status

@@ -1,4 +1,4 @@
-"""Options and output shared by the busctl command modules: where busd is (resolved by
+"""Options and output shared by the busdctl command modules: where busd is (resolved by
 cli/locate.py in one documented order), --json, and errors that are JSON under --json."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = [
     "fail",
 ]
 
-_FOUND = "default: see 'finding busd' in busctl --help"
+_FOUND = "default: see 'finding busd' in busdctl --help"
 
 
 def add_pub_endpoint(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +86,7 @@ def dump_json(value: Any) -> str:
 
 def error(message: str) -> None:
     """One line on stderr, prefixed with the program name."""
-    print(f"busctl: {message}", file=sys.stderr)
+    print(f"busdctl: {message}", file=sys.stderr)
 
 
 def fail(args: argparse.Namespace, code: str, message: str, status: int) -> int:

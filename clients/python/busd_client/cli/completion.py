@@ -1,8 +1,8 @@
-"""busctl completion bash: shell completion generated from busctl's own argument parser, so it
-always offers exactly the commands and options this busctl has.
+"""busdctl completion bash: shell completion generated from busdctl's own argument parser, so it
+always offers exactly the commands and options this busdctl has.
 
-Install (docs/operations.md): ``busctl completion bash | sudo tee
-/etc/bash_completion.d/busctl`` for every user, or ``source <(busctl completion bash)`` in
+Install (docs/operations.md): ``busdctl completion bash | sudo tee
+/etc/bash_completion.d/busdctl`` for every user, or ``source <(busdctl completion bash)`` in
 ``~/.bashrc``. It completes commands, options, option choices and, for options naming a file
 or socket (``--config``, ``--pool``, ``--control``), file names.
 
@@ -26,8 +26,8 @@ def register(subparsers: Any) -> None:
         "completion",
         help="print a shell completion script (bash)",
         description="Print the completion script for SHELL on stdout. Install it with "
-        "`busctl completion bash | sudo tee /etc/bash_completion.d/busctl`, or add "
-        "`source <(busctl completion bash)` to ~/.bashrc.",
+        "`busdctl completion bash | sudo tee /etc/bash_completion.d/busdctl`, or add "
+        "`source <(busdctl completion bash)` to ~/.bashrc.",
     )
     parser.add_argument("shell", choices=["bash"], metavar="SHELL", help="bash")
     parser.set_defaults(func=run_completion)

@@ -1,4 +1,4 @@
-"""Whether busctl's sockets are connected to busd, from libzmq's socket monitor, so a command
+"""Whether busdctl's sockets are connected to busd, from libzmq's socket monitor, so a command
 at a wrong endpoint says so instead of waiting in silence.
 
 ``MonitoredContext`` puts a monitor on every socket it makes, before the caller (a
@@ -72,7 +72,7 @@ class Connections:
                 self.warned.add(endpoint)
                 self._say(
                     f"not connected to {endpoint} after {now - since:.0f} s; still trying "
-                    "(is busd running there? `busctl status` checks)"
+                    "(is busd running there? `busdctl status` checks)"
                 )
 
     def _event(self, monitor: zmq.Socket[bytes], event: Mapping[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""busctl rates, busctl rate set|clear, busctl schemas [reload]: commands on the control socket.
+"""busdctl rates, busdctl rate set|clear, busdctl schemas [reload]: commands on the control socket.
 
 Exit status (cli/exits.py): 0 done; 1 busd refused the command (its error code is printed);
 2 bad arguments (busd's bad_argument included); 3 busd could not be reached; 4 (``rates``)

@@ -1,4 +1,4 @@
-"""The one exit-status table of every busctl command (shown by `busctl --help`, documented in
+"""The one exit-status table of every busdctl command (shown by `busdctl --help`, documented in
 docs/operations.md). Scripts and monitoring checks rely on these numbers: never reuse one for
 another meaning."""
 
@@ -34,7 +34,7 @@ TABLE: tuple[tuple[int, str, str], ...] = (
         EXIT_USAGE,
         "usage",
         "bad arguments (including values busd refuses as bad_argument), or a pool or "
-        "configuration file busctl cannot use",
+        "configuration file busdctl cannot use",
     ),
     (
         EXIT_UNREACHABLE,

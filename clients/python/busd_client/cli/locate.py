@@ -1,7 +1,7 @@
 """Where busd is: one discovery order for the control socket, the metrics endpoint and the
 message endpoints, so that on a host installed per deploy/README.md no flag is needed.
 
-The order, for each address (``DISCOVERY`` says the same in ``busctl --help``):
+The order, for each address (``DISCOVERY`` says the same in ``busdctl --help``):
 
 1. its flag: ``--control``, ``--metrics``, ``--pub-endpoint``, ``--sub-endpoint``;
 2. its environment variable: ``BUSD_CONTROL``, ``BUSD_METRICS``, ``BUSD_PUB_ENDPOINT``,

@@ -1,4 +1,4 @@
-"""busctl pool ...: the single-broker commands applied to every broker of a pool file.
+"""busdctl pool ...: the single-broker commands applied to every broker of a pool file.
 
 Every broker is addressed (in parallel, each with its own ``--timeout``) and reported on its
 own line, in pool file order; a broker that is down is reported and never stops the others.
@@ -170,7 +170,7 @@ def run_rates(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
             print(
                 f"{o.name}: rates directory {o.data.get('dir', '?')}"
                 + (
-                    f"; {len(errors)} rates file problem(s), see `busctl rates` there"
+                    f"; {len(errors)} rates file problem(s), see `busdctl rates` there"
                     if errors
                     else ""
                 )

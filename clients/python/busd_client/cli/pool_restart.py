@@ -1,4 +1,4 @@
-"""busctl pool restart: restart the brokers of a pool one at a time, each ready before the next.
+"""busdctl pool restart: restart the brokers of a pool one at a time, each ready before the next.
 
 For each broker in pool file order: run its ``restart`` command with sh (output to stderr,
 prefixed with the broker's name), then poll /readyz and /metrics until one scrape shows it
@@ -188,7 +188,7 @@ def run_command(command: str, timeout: float, name: str) -> str:
 
 
 def register_restart(actions: Any) -> None:
-    """Add ``restart`` to the ``busctl pool`` subcommands ``actions``."""
+    """Add ``restart`` to the ``busdctl pool`` subcommands ``actions``."""
     restart = actions.add_parser(
         "restart",
         help="restart every broker, one at a time, each ready before the next",

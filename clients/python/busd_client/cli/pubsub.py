@@ -1,4 +1,4 @@
-"""busctl pub and busctl sub.
+"""busdctl pub and busdctl sub.
 
 Exit status (cli/exits.py): ``pub`` 0 every message accepted, 1 some refused (or a bad input
 line), 2 usage, 3 busd did not answer some message in time (it could not be sent, or its
@@ -54,7 +54,10 @@ def register(subparsers: Any) -> None:
     )
     pub.add_argument("--id", metavar="ID", help="message id, with --data (default: generated)")
     pub.add_argument(
-        "--publisher", default="busctl", metavar="NAME", help="publisher name (default %(default)s)"
+        "--publisher",
+        default="busdctl",
+        metavar="NAME",
+        help="publisher name (default %(default)s)",
     )
     pub.add_argument(
         "--timeout",
@@ -247,7 +250,7 @@ def run_pub(args: argparse.Namespace) -> int:
     }
     text = ", ".join(f"{code} {n}" for code, n in sorted(failed.items()))
     print(
-        f"busctl pub: accepted {accepted}, failed {sum(failed.values())}"
+        f"busdctl pub: accepted {accepted}, failed {sum(failed.values())}"
         + (f" ({text})" if text else "")
         + (f", bad input {len(bad)}" if bad else "")
         + (f", not sent {unsent}" if unsent else ""),
@@ -290,7 +293,7 @@ def run_sub(args: argparse.Namespace) -> int:
             if len(endpoints) == 1 and not args.pool
             else PoolSubscriber(endpoints, args.prefixes, context=ctx)
         )
-        connections = Connections(ctx, endpoints, CONNECT_WARNING, "busctl sub")
+        connections = Connections(ctx, endpoints, CONNECT_WARNING, "busdctl sub")
         with sub:
             while args.count is None or received < args.count:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -310,7 +313,7 @@ def run_sub(args: argparse.Namespace) -> int:
         ctx.destroy(linger=0)
     if isinstance(sub, PoolSubscriber):
         print(
-            f"busctl sub: {received} message(s) from {len(endpoints)} brokers, "
+            f"busdctl sub: {received} message(s) from {len(endpoints)} brokers, "
             f"{sub.duplicates} duplicate(s) dropped",
             file=sys.stderr,
         )

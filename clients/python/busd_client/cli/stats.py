@@ -1,5 +1,5 @@
-"""busctl stats [--json]: busd's figures from its metrics endpoint, and the scrape parsing and
-frame rendering that ``busctl top`` (cli/top.py), ``status`` and ``pool`` share.
+"""busdctl stats [--json]: busd's figures from its metrics endpoint, and the scrape parsing and
+frame rendering that ``busdctl top`` (cli/top.py), ``status`` and ``pool`` share.
 
 They read busd's Prometheus endpoint (``--metrics HOST:PORT``, else found as cli/locate.py
 says) over plain HTTP: it is the one interface that carries every counter, works with the
@@ -89,7 +89,7 @@ def readyz(address: str, timeout: float) -> tuple[int, str]:
 
 @dataclass
 class Summary:
-    """The figures busctl shows, from one scrape."""
+    """The figures busdctl shows, from one scrape."""
 
     at: float  # monotonic time of the scrape
     version: str = "?"
@@ -148,7 +148,7 @@ class Summary:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Counts as ints, for `busctl stats --json`."""
+        """Counts as ints, for `busdctl stats --json`."""
         return {
             "version": self.version,
             "ready": self.ready,
@@ -207,7 +207,7 @@ def _bytes(value: float) -> str:
 def render_frame(
     now: Summary, then: Summary | None, address: str, wall: float | None = None
 ) -> str:
-    """One screen of `busctl top`: rates over ``then`` -> ``now`` (totals without ``then``)."""
+    """One screen of `busdctl top`: rates over ``then`` -> ``now`` (totals without ``then``)."""
     span = now.at - then.at if then is not None else 0.0
     base = then or Summary(at=now.at)
 

@@ -1,11 +1,11 @@
-"""busctl status and busctl ping: is this busd well? For an operator, and as a monitoring check.
+"""busdctl status and busdctl ping: is this busd well? For an operator, and as a monitoring check.
 
 Both find busd as cli/locate.py says (no flag on an installed host). ``ping`` asks /readyz
 once (the control socket when busd serves no metrics) and prints one line. ``status`` also
 reads /metrics and the control socket and prints what an operator checks first: version,
 uptime, where it was found, traffic, rate file problems, assertions.
 
-The verdict is check-style, with the exit statuses of every busctl command (cli/exits.py):
+The verdict is check-style, with the exit statuses of every busdctl command (cli/exits.py):
 
 - 0 ok: ready;
 - 4 warning: answers, but starting, warming up, draining, a non-critical assertion violated,
@@ -14,7 +14,7 @@ The verdict is check-style, with the exit statuses of every busctl command (cli/
   sockets not bound), or the metrics endpoint is down while the control socket answers;
 - 3 unreachable: nothing answers.
 
-A control socket refused for permissions (busctl not run as root or busd's user) is noted,
+A control socket refused for permissions (busdctl not run as root or busd's user) is noted,
 not held against busd.
 """
 
@@ -179,7 +179,7 @@ def run_status(args: argparse.Namespace) -> int:
         errors = rates.get("errors") or []
         if errors:
             files = ", ".join(e.get("file") or "(directory)" for e in errors)
-            verdict.worse(EXIT_WARNING, f"rates file(s) refused: {files} (busctl rates)")
+            verdict.worse(EXIT_WARNING, f"rates file(s) refused: {files} (busdctl rates)")
     if not answered and rates is None:
         verdict.status = EXIT_UNREACHABLE
     elif not answered and metrics.value != "off":

@@ -1,4 +1,4 @@
-"""busctl top: a live view of one busd, from its metrics endpoint, as an operator watches a
+"""busdctl top: a live view of one busd, from its metrics endpoint, as an operator watches a
 deploy or a restart.
 
 Every ``--interval`` seconds it scrapes busd and shows rates over the last interval:

@@ -1,4 +1,4 @@
-"""busctl finds busd by itself: one order (flag > environment > busd's configuration file >
+"""busdctl finds busd by itself: one order (flag > environment > busd's configuration file >
 /run/busd/control.sock > ./var/run/control.sock) for every command, and on a host installed
 as deploy/README.md says no flag at all, even with PATH=/usr/bin:/bin."""
 
@@ -19,17 +19,17 @@ from hostns import PrivateHost, private_host
 
 from busd_client.cli.locate import connect_address, connect_endpoint
 
-BUSCTL = str(Path(sys.executable).parent / "busctl")
+BUSDCTL = str(Path(sys.executable).parent / "busdctl")
 pytestmark = pytest.mark.timeout(60)
 RELEASE = '{"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {}}'
 
 
-def busctl(
+def busdctl(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BUSD_")}
     return subprocess.run(
-        [BUSCTL, *args],
+        [BUSDCTL, *args],
         capture_output=True,
         text=True,
         timeout=20,
@@ -46,11 +46,11 @@ def test_the_flag_beats_the_environment_which_beats_the_configuration_file(
     config = tmp_path / "busd.toml"
     config.write_text(f'control = "{wrong}"\n')
     env = {"BUSD_CONTROL": wrong, "BUSD_CONFIG": str(config)}
-    assert busctl("rates", "--control", busd.control, env=env).returncode == 0
-    assert busctl("rates", env={**env, "BUSD_CONTROL": busd.control}).returncode == 0
+    assert busdctl("rates", "--control", busd.control, env=env).returncode == 0
+    assert busdctl("rates", env={**env, "BUSD_CONTROL": busd.control}).returncode == 0
     config.write_text(f'control = "{busd.control}"\n')
-    assert busctl("rates", env={"BUSD_CONFIG": str(config)}).returncode == 0
-    refused = busctl("rates", env={**env, "BUSD_CONFIG": str(config)})
+    assert busdctl("rates", env={"BUSD_CONFIG": str(config)}).returncode == 0
+    refused = busdctl("rates", env={**env, "BUSD_CONFIG": str(config)})
     assert refused.returncode == 3
     assert f"cannot talk to busd at {wrong}" in refused.stderr
     assert "(found via BUSD_CONTROL)" in refused.stderr
@@ -68,20 +68,20 @@ def test_the_configuration_file_gives_every_address_and_config_beats_busd_config
     decoy = tmp_path / "decoy.toml"
     decoy.write_text('control = "/nonexistent"\nmetrics = "127.0.0.1:1"\n')
     env = {"BUSD_CONFIG": str(decoy)}
-    status = busctl("status", "--config", str(config), "--json", env=env)
+    status = busdctl("status", "--config", str(config), "--json", env=env)
     assert status.returncode == 0, status.stdout
     answer = json.loads(status.stdout)
     assert answer["control"] == {"path": busd.control, "source": f"{config} var_dir"}
     assert answer["metrics"] == {"address": busd.metrics, "source": str(config)}
     sub = subprocess.Popen(
-        [BUSCTL, "sub", "release.", "--count", "1", "--timeout", "20", "--config", str(config)],
+        [BUSDCTL, "sub", "release.", "--count", "1", "--timeout", "20", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_for(lambda: _subscribers(busd) >= 1, timeout=10, what="busctl sub connected")
-        pub = busctl(
+        wait_for(lambda: _subscribers(busd) >= 1, timeout=10, what="busdctl sub connected")
+        pub = busdctl(
             "pub", "release.shop", "--schema", "release", "--version", "2",
             "--data", RELEASE, "--config", str(config),
         )  # fmt: skip
@@ -108,9 +108,9 @@ def test_without_anything_else_the_make_run_layout_is_used(
     busd = busd_factory(start=False)
     busd.extra_args += ["--control", str(busd.root / "var" / "run" / "control.sock")]
     busd.start()
-    found = busctl("rates", cwd=busd.root)
+    found = busdctl("rates", cwd=busd.root)
     assert found.returncode == 0, found.stderr
-    elsewhere = busctl("rates", cwd=tmp_path)
+    elsewhere = busdctl("rates", cwd=tmp_path)
     assert elsewhere.returncode == 3
     assert "cannot talk to busd at ./var/run/control.sock (found via the default)" in (
         elsewhere.stderr
@@ -130,11 +130,11 @@ def test_a_configuration_file_that_cannot_be_used_is_a_usage_error(
     config = tmp_path / "busd.toml"
     config.write_text(text)
     for argv in (("rates",), ("status",), ("pub", "t", "--schema", "s", "--version", "1")):
-        result = busctl(*argv, "--config", str(config), "--json")
+        result = busdctl(*argv, "--config", str(config), "--json")
         assert result.returncode == 2, (argv, result.stderr)
         assert problem in result.stderr
         assert json.loads(result.stdout)["error"]["code"] == "usage"
-    missing = busctl("rates", env={"BUSD_CONFIG": str(tmp_path / "none.toml")})
+    missing = busdctl("rates", env={"BUSD_CONFIG": str(tmp_path / "none.toml")})
     assert missing.returncode == 2
     assert f"busd configuration {tmp_path / 'none.toml'}: No such file" in missing.stderr
 
@@ -187,12 +187,12 @@ def start_as_the_unit_does(host: PrivateHost, tmp_path: Path) -> None:
 def bare(
     host: PrivateHost, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """busctl by its absolute path, as an operator without the venv on PATH runs it: no
+    """busdctl by its absolute path, as an operator without the venv on PATH runs it: no
     BUSD_* variables, PATH=/usr/bin:/bin, in /."""
-    return host.run([BUSCTL, *args], env={"PATH": "/usr/bin:/bin"}, stdin=stdin)
+    return host.run([BUSDCTL, *args], env={"PATH": "/usr/bin:/bin"}, stdin=stdin)
 
 
-def test_on_an_installed_host_busctl_needs_no_flag(tmp_path: Path) -> None:
+def test_on_an_installed_host_busdctl_needs_no_flag(tmp_path: Path) -> None:
     with private_host(tmp_path / "host") as host:
         install(host, tmp_path)
         start_as_the_unit_does(host, tmp_path)
@@ -211,7 +211,7 @@ def test_on_an_installed_host_busctl_needs_no_flag(tmp_path: Path) -> None:
         assert rates.returncode == 0, rates.stderr
         assert bare(host, "rates").returncode == 0
         sub = host.popen(
-            [BUSCTL, "sub", "release.", "--count", "1", "--timeout", "20"],
+            [BUSDCTL, "sub", "release.", "--count", "1", "--timeout", "20"],
             env={"PATH": "/usr/bin:/bin"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -220,7 +220,7 @@ def test_on_an_installed_host_busctl_needs_no_flag(tmp_path: Path) -> None:
         wait_for(
             lambda: '"subscribers_connected":1' in bare(host, "stats", "--json").stdout,
             timeout=10,
-            what="busctl sub connected",
+            what="busdctl sub connected",
         )
         pub = bare(
             host, "pub", "release.shop", "--schema", "release", "--version", "2", "--data", RELEASE
@@ -236,7 +236,7 @@ def test_without_a_configuration_file_the_units_control_socket_is_found(tmp_path
         install(host, tmp_path)
         start_as_the_unit_does(host, tmp_path)
         wait_for(lambda: bare(host, "ping").returncode == 0, timeout=20, interval=0.1, what="ready")
-        host.path("/etc/busd/busd.toml").unlink()  # busd has read it; busctl cannot
+        host.path("/etc/busd/busd.toml").unlink()  # busd has read it; busdctl cannot
         rates = bare(host, "rates", "--json")
         assert rates.returncode == 0, rates.stderr
         assert json.loads(rates.stdout)["limits"] == []

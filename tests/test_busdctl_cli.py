@@ -1,4 +1,4 @@
-"""busctl as a whole: --version, one exit-status table and one discovery order in --help (the
+"""busdctl as a whole: --version, one exit-status table and one discovery order in --help (the
 same as docs/operations.md), usage errors exit 2 (as JSON under --json), and a bash
 completion generated from the parser that real bash completes with."""
 
@@ -16,23 +16,23 @@ from conftest import REPO
 
 from busd_client.cli.exits import TABLE
 
-BUSCTL = str(Path(sys.executable).parent / "busctl")
+BUSDCTL = str(Path(sys.executable).parent / "busdctl")
 
 
-def busctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BUSCTL, *args], capture_output=True, text=True, timeout=20, check=False)
+def busdctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BUSDCTL, *args], capture_output=True, text=True, timeout=20, check=False)
 
 
 def test_version_names_the_tool_the_client_and_the_protocol() -> None:
-    result = busctl("--version")
+    result = busdctl("--version")
     assert (result.returncode, result.stdout) == (
         0,
-        "busctl 0.1.0 (busd-client 0.1.0, protocol 1)\n",
+        "busdctl 0.1.0 (busd-client 0.1.0, protocol 1)\n",
     )
 
 
 def test_help_shows_the_discovery_order_and_the_exit_table_the_docs_show() -> None:
-    text = busctl("--help").stdout
+    text = busdctl("--help").stdout
     assert "finding busd (first found wins, for each address):" in text
     assert "/etc/busd/busd.toml" in text and "/run/busd/control.sock" in text
     doc = (REPO / "docs" / "operations.md").read_text()
@@ -53,10 +53,10 @@ def test_help_shows_the_discovery_order_and_the_exit_table_the_docs_show() -> No
     ],
 )
 def test_usage_errors_exit_2_and_are_json_under_json(argv: tuple[str, ...]) -> None:
-    plain = busctl(*argv)
+    plain = busdctl(*argv)
     assert plain.returncode == 2 and plain.stdout == ""
-    assert plain.stderr.startswith(("usage: busctl", "busctl: "))
-    answer = busctl(*argv, "--json")
+    assert plain.stderr.startswith(("usage: busdctl", "busdctl: "))
+    answer = busdctl(*argv, "--json")
     assert answer.returncode == 2
     error = json.loads(answer.stdout)
     assert error["ok"] is False and error["error"]["code"] == "usage"
@@ -67,31 +67,31 @@ def test_usage_errors_exit_2_and_are_json_under_json(argv: tuple[str, ...]) -> N
 def test_bash_completes_commands_options_choices_and_files_from_the_generated_script(
     tmp_path: Path,
 ) -> None:
-    script = busctl("completion", "bash")
+    script = busdctl("completion", "bash")
     assert script.returncode == 0
     (tmp_path / "pool.toml").write_text("")
     probe = f"""
 source /dev/stdin <<'COMPLETION'
 {script.stdout}
 COMPLETION
-complete -p busctl
+complete -p busdctl
 t() {{
-  COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _busctl; echo "${{COMPREPLY[*]}}"
+  COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _busdctl; echo "${{COMPREPLY[*]}}"
 }}
-t busctl ''
-t busctl ra
-t busctl rate ''
-t busctl rate set --b
-t busctl pool rates --pool {tmp_path}/po
-t busctl completion ''
-t busctl pub t --schema s --version 2 --pub-endpoint x --j
+t busdctl ''
+t busdctl ra
+t busdctl rate ''
+t busdctl rate set --b
+t busdctl pool rates --pool {tmp_path}/po
+t busdctl completion ''
+t busdctl pub t --schema s --version 2 --pub-endpoint x --j
 """
     done = subprocess.run(
         ["bash", "-c", probe], capture_output=True, text=True, timeout=20, check=False
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "complete -F _busctl busctl"
+    assert lines[0] == "complete -F _busdctl busdctl"
     assert set(lines[1].split()) == {
         "status", "ping", "pub", "sub", "rates", "rate", "schemas", "stats", "top", "pool",
         "completion",
@@ -104,3 +104,22 @@ t busctl pub t --schema s --version 2 --pub-endpoint x --j
         "bash",
         "--json",
     ]
+
+
+def test_the_old_name_is_a_deprecated_alias_inside_the_venv_only() -> None:
+    """busctl is systemd's D-Bus tool: busd's is busdctl. The old entry point still works,
+    with one line on stderr saying so."""
+    old = Path(sys.executable).parent / "busctl"
+    result = subprocess.run(
+        [str(old), "--version"], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout == "busdctl 0.1.0 (busd-client 0.1.0, protocol 1)\n"
+    assert result.stderr == (
+        "busctl: deprecated name, use busdctl (busctl is systemd's D-Bus tool); "
+        "this alias will go\n"
+    )
+    assert busdctl("--version").stderr == ""
+    for doc in ("README.md", "docs/operations.md", "deploy/README.md"):
+        text = (REPO / doc).read_text()
+        assert "/usr/local/bin/busctl" not in text and "ln -sf /opt/busd/bin/busctl" not in text

@@ -1,4 +1,4 @@
-"""busctl pub / busctl sub, run as the installed console script against a real busd."""
+"""busdctl pub / busdctl sub, run as the installed console script against a real busd."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from conftest import wait_for
 
 from busd_client import Message, Publisher, Subscriber
 
-BUSCTL = str(Path(sys.executable).parent / "busctl")
+BUSDCTL = str(Path(sys.executable).parent / "busdctl")
 PROBE = "release.cli.probe"
 
 
@@ -26,11 +26,11 @@ def release(i: int = 0) -> dict[str, Any]:
     return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {"N": str(i)}}
 
 
-def busctl(
+def busdctl(
     *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 20
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [BUSCTL, *args],
+        [BUSDCTL, *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -42,7 +42,7 @@ def busctl(
 
 def start_sub(busd: Any, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [BUSCTL, "sub", "--sub-endpoint", busd.sub_endpoint, *args],
+        [BUSDCTL, "sub", "--sub-endpoint", busd.sub_endpoint, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -57,7 +57,7 @@ def feed_until_exit(
     with Publisher(busd.pub_endpoint, name="feeder") as pub:
         i = 0
         while proc.poll() is None:
-            assert time.monotonic() < deadline, "busctl sub did not exit"
+            assert time.monotonic() < deadline, "busdctl sub did not exit"
             pub.publish_wait(topic, "release", 2, release(i))
             i += 1
     return proc.communicate(timeout=5)
@@ -96,7 +96,7 @@ def sub(busd: Any) -> Iterator[Received]:
 
 @pytest.mark.timeout(30)
 def test_pub_with_data_publishes_one_message_and_exits_zero(busd: Any, sub: Received) -> None:
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.one",
         "--schema",
@@ -128,7 +128,7 @@ def test_pub_with_data_publishes_one_message_and_exits_zero(busd: Any, sub: Rece
 @pytest.mark.timeout(30)
 def test_pub_reads_json_lines_from_stdin_using_env_endpoint(busd: Any, sub: Received) -> None:
     lines = "".join(json.dumps(release(i)) + "\n" for i in range(200))
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.many",
         "--schema",
@@ -152,7 +152,7 @@ def test_pub_reads_json_lines_from_stdin_using_env_endpoint(busd: Any, sub: Rece
 @pytest.mark.timeout(30)
 def test_pub_reports_bad_lines_and_exits_non_zero(busd: Any, sub: Received) -> None:
     good = [json.dumps(release(i)) for i in (1, 2)]
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.mixed",
         "--schema",
@@ -173,7 +173,7 @@ def test_pub_reports_bad_lines_and_exits_non_zero(busd: Any, sub: Received) -> N
 @pytest.mark.timeout(30)
 def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
     bad = {**release(), "cmd": 7}
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.bad",
         "--schema",
@@ -187,7 +187,7 @@ def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
     assert result.returncode == 1
     rejections = [line for line in result.stderr.splitlines() if "rejected invalid:" in line]
     assert len(rejections) == 2
-    assert rejections[0].startswith("busctl: line 1 (id ")
+    assert rejections[0].startswith("busdctl: line 1 (id ")
     assert "cmd" in rejections[0]
     assert "accepted 1, failed 2 (invalid 2)" in result.stderr
 
@@ -195,7 +195,7 @@ def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
 @pytest.mark.timeout(30)
 def test_pub_gives_up_and_exits_3_when_busd_is_unreachable(tmp_path: Path) -> None:
     start = time.monotonic()
-    result = busctl(
+    result = busdctl(
         "pub",
         "cli.x",
         "--schema",
@@ -215,7 +215,7 @@ def test_pub_gives_up_and_exits_3_when_busd_is_unreachable(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("args", [["--data", "[1]"], ["--data", "{"], ["--id", "x"]])
 def test_pub_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
-    result = busctl(
+    result = busdctl(
         "pub",
         "cli.x",
         "--schema",
@@ -228,7 +228,7 @@ def test_pub_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
         timeout=10,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("busctl: ")
+    assert result.stderr.startswith("busdctl: ")
 
 
 @pytest.mark.timeout(40)
@@ -247,12 +247,12 @@ def test_sub_prints_count_messages_as_json_lines_and_exits_zero(busd: Any) -> No
 
 
 @pytest.mark.timeout(40)
-def test_busctl_pub_to_busctl_sub_end_to_end(busd: Any) -> None:
+def test_busdctl_pub_to_busdctl_sub_end_to_end(busd: Any) -> None:
     proc = start_sub(busd, "release.cli.e2e", "--count", "1", "--timeout", "30")
     deadline = time.monotonic() + 15
     while proc.poll() is None:
         assert time.monotonic() < deadline
-        result = busctl(
+        result = busdctl(
             "pub",
             "release.cli.e2e",
             "--schema",
@@ -273,7 +273,7 @@ def test_busctl_pub_to_busctl_sub_end_to_end(busd: Any) -> None:
 @pytest.mark.timeout(30)
 def test_sub_timeout_with_fewer_than_count_exits_non_zero(busd: Any) -> None:
     start = time.monotonic()
-    result = busctl(
+    result = busdctl(
         "sub",
         "nothing.here",
         "--count",
@@ -290,9 +290,9 @@ def test_sub_timeout_with_fewer_than_count_exits_non_zero(busd: Any) -> None:
 
 @pytest.mark.timeout(30)
 def test_sub_that_never_connects_says_so_and_exits_3_at_its_timeout(tmp_path: Path) -> None:
-    result = busctl("sub", "--timeout", "4", "--sub-endpoint", f"ipc://{tmp_path}/nobody")
+    result = busdctl("sub", "--timeout", "4", "--sub-endpoint", f"ipc://{tmp_path}/nobody")
     assert result.returncode == 3
-    assert f"busctl sub: not connected to ipc://{tmp_path}/nobody after 3 s; still trying" in (
+    assert f"busdctl sub: not connected to ipc://{tmp_path}/nobody after 3 s; still trying" in (
         result.stderr
     )
     assert "never connected to busd" in result.stderr
@@ -320,7 +320,7 @@ def test_sub_at_an_endpoint_busd_is_not_on_yet_says_so_keeps_trying_and_gets_mes
 ) -> None:
     busd = busd_factory(start=False)
     proc = subprocess.Popen(
-        [BUSCTL, "sub", "release.", "--count", "1", "--sub-endpoint", busd.sub_endpoint],
+        [BUSDCTL, "sub", "release.", "--count", "1", "--sub-endpoint", busd.sub_endpoint],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -337,7 +337,7 @@ def test_sub_at_an_endpoint_busd_is_not_on_yet_says_so_keeps_trying_and_gets_mes
         assert proc.poll() is None  # still trying
         busd.start()
         wait_for(
-            lambda: errors.saw(f"busctl sub: connected to {busd.sub_endpoint}"),
+            lambda: errors.saw(f"busdctl sub: connected to {busd.sub_endpoint}"),
             timeout=15,
             what="the connected notice",
         )

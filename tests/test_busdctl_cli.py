@@ -94,7 +94,7 @@ t busdctl pub t --schema s --version 2 --pub-endpoint x --j
     assert lines[0] == "complete -F _busdctl busdctl"
     assert set(lines[1].split()) == {
         "status", "ping", "pub", "sub", "rates", "rate", "schemas", "stats", "top", "pool",
-        "completion",
+        "keys", "acl", "completion",
     }  # fmt: skip
     assert lines[2:] == [
         "rates rate",

@@ -193,3 +193,76 @@ def test_a_drain_during_the_warm_up_sends_stopping_and_never_ready(
         while True:
             got.append(sock.recv(4096).decode())
     assert "READY=1" not in first_lines(got)
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """key -> every value the unit gives it, in order (a key may repeat)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_unit_does_not_restart_busd_after_a_configuration_error() -> None:
+    """78 (EX_CONFIG) is busd's exit status for a bad configuration and 2 for bad arguments:
+    restarting cannot help. 69 (a port still taken) is retried."""
+    [statuses] = unit_settings()["RestartPreventExitStatus"]
+    assert set(statuses.split()) == {"2", "78"}
+    assert unit_settings()["Restart"] == ["always"]
+
+
+def test_the_unit_is_hardened_as_systemd_analyze_security_asks() -> None:
+    settings = unit_settings()
+    assert settings["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    assert settings["UMask"] == ["0077"]
+    assert settings["IPAddressDeny"] == ["any"]
+    assert settings["IPAddressAllow"] == ["localhost"]
+    assert settings["PrivateMounts"] == ["yes"]
+
+
+def test_the_units_documentation_is_a_file_the_install_steps_install() -> None:
+    """Documentation=file:DIR/NAME: deploy/README.md installs docs/NAME into DIR."""
+    install = (REPO / "deploy" / "README.md").read_text()
+    for url in unit_settings()["Documentation"][0].split():
+        assert url.startswith("file:"), url
+        path = Path(url.removeprefix("file:"))
+        assert (REPO / "docs" / path.name).is_file(), path.name
+        assert f"install -D -m 0644 -t {path.parent} docs/*.md" in install
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze not installed (no systemd on this machine)",
+)
+def test_systemd_analyze_security_flags_none_of_the_settings_busd_can_tighten(
+    tmp_path: Path,
+) -> None:
+    """What is still flagged is what busd needs: its own root directory, Unix and IP
+    sockets, the host's network, ProcSubset= (see the unit) and users/devices defaults."""
+    unit = tmp_path / "busd.service"
+    unit.write_text(UNIT.read_text().replace("/opt/busd/bin/busd", str(BIN / "busd")))
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=25,
+        check=False,
+    )
+    if "--offline" in result.stderr:
+        pytest.skip(f"systemd-analyze security --offline unsupported: {result.stderr.strip()}")
+    flagged = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("✗")]
+    for tightened in (
+        "SystemCallFilter=~@privileged",
+        "SystemCallFilter=~@resources",
+        "UMask=",
+        "PrivateMounts=",
+    ):
+        assert tightened not in flagged, result.stdout
+    assert "IPAddressDeny=" not in flagged or "only localhost entries" in result.stdout
+    exposure = float(
+        result.stdout.rsplit("Overall exposure level for busd.service:", 1)[1].split()[0]
+    )
+    assert exposure <= 1.5, result.stdout

@@ -336,30 +336,30 @@ def test_busd_refuses_a_non_loopback_endpoint_without_authentication(tmp_path: P
     assert ok.returncode == 0, ok.stderr
 
 
-def _busctl(*argv: str) -> subprocess.CompletedProcess[str]:
-    tool = str(Path(sys.executable).parent / "busctl")
+def _busdctl(*argv: str) -> subprocess.CompletedProcess[str]:
+    tool = str(Path(sys.executable).parent / "busdctl")
     return subprocess.run([tool, *argv], capture_output=True, text=True, timeout=30, check=False)
 
 
-def test_busctl_keys_new_writes_a_pair_with_safe_modes(tmp_path: Path) -> None:
-    done = _busctl("keys", "new", "billing", "--dir", str(tmp_path))
+def test_busdctl_keys_new_writes_a_pair_with_safe_modes(tmp_path: Path) -> None:
+    done = _busdctl("keys", "new", "billing", "--dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     public, secret = tmp_path / "billing.key", tmp_path / "billing.key_secret"
     assert public.stat().st_mode & 0o777 == 0o644
     assert secret.stat().st_mode & 0o777 == 0o600
-    again = _busctl("keys", "new", "billing", "--dir", str(tmp_path))
+    again = _busdctl("keys", "new", "billing", "--dir", str(tmp_path))
     assert again.returncode == 1 and "exists" in again.stderr
-    assert _busctl("keys", "new", "bad name", "--dir", str(tmp_path)).returncode == 2
+    assert _busdctl("keys", "new", "bad name", "--dir", str(tmp_path)).returncode == 2
 
 
-def test_busctl_acl_shows_the_loaded_permissions(secure_busd: BusdProcess) -> None:
-    shown = _busctl("acl", "--control", secure_busd.control)
+def test_busdctl_acl_shows_the_loaded_permissions(secure_busd: BusdProcess) -> None:
+    shown = _busdctl("acl", "--control", secure_busd.control)
     assert shown.returncode == 0, shown.stderr
     assert "deployer" in shown.stdout and "release.,orders." in shown.stdout
-    reloaded = _busctl("acl", "reload", "--control", secure_busd.control)
+    reloaded = _busdctl("acl", "reload", "--control", secure_busd.control)
     assert reloaded.returncode == 0 and "revoked: none" in reloaded.stdout
 
 
-def test_busctl_acl_says_when_authentication_is_off(busd: BusdProcess) -> None:
-    shown = _busctl("acl", "--control", busd.control)
+def test_busdctl_acl_says_when_authentication_is_off(busd: BusdProcess) -> None:
+    shown = _busdctl("acl", "--control", busd.control)
     assert shown.returncode == 1 and "without authentication" in shown.stderr

@@ -330,7 +330,7 @@ class RatesDir:
                     key,
                     "orphan",
                     "file missing from the recreated directory; "
-                    "last good value kept (`busctl rate clear` drops it)",
+                    "last good value kept (`busdctl rate clear` drops it)",
                 )
         for name in set(errors) - present - orphans:
             del errors[name]  # the file is gone: nothing left to report

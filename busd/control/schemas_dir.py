@@ -168,7 +168,7 @@ class SchemaControl:
         return SchemasStatistics(gate, self.reloads, self.reload_failures)
 
     def listing(self) -> dict[str, Any]:
-        """`busctl schemas`: one row per version (loaded, then no longer loaded) with status
+        """`busdctl schemas`: one row per version (loaded, then no longer loaded) with status
         and traffic since start, publishers of deprecated versions, reload state."""
         self.log_deprecated()
         gate = self.statistics().gate
@@ -177,7 +177,7 @@ class SchemaControl:
                 schema.name,
                 v.version,
                 v.status,
-                ", ".join(schema.topics),
+                list(schema.topics),
                 accepted=v.accepted,
                 rejected=v.rejected,
             )
@@ -185,7 +185,7 @@ class SchemaControl:
             for v in schema.versions
         ]
         rows += [
-            _row(v.name, v.version, "unloaded", "", accepted=v.accepted, rejected=v.rejected)
+            _row(v.name, v.version, "unloaded", [], accepted=v.accepted, rejected=v.rejected)
             for v in gate.unloaded
         ]
         publishers = [
@@ -223,8 +223,15 @@ class SchemaControl:
 
 
 def _row(
-    name: str, version: int, status: str, topics: str, *, accepted: int, rejected: Mapping[str, int]
+    name: str,
+    version: int,
+    status: str,
+    topics: list[str],
+    *,
+    accepted: int,
+    rejected: Mapping[str, int],
 ) -> dict[str, Any]:
+    """One version's row; numbers stay numbers and lists lists (busdctl formats the text)."""
     return {
         "schema": name,
         "version": version,
@@ -232,5 +239,5 @@ def _row(
         "topics": topics,
         "accepted": accepted,
         "rejected": sum(rejected.values()),
-        "rejected_by_code": " ".join(f"{c}={n}" for c, n in sorted(rejected.items())),
+        "rejected_by_code": dict(sorted(rejected.items())),
     }

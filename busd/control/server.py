@@ -1,4 +1,4 @@
-"""The control socket: JSON lines over a Unix stream socket, for operators and busctl.
+"""The control socket: JSON lines over a Unix stream socket, for operators and busdctl.
 
 One request per line, ``{"cmd": "...", ...arguments}``; one reply per line, in order:
 ``{"ok": true, ...}`` or ``{"ok": false, "error": {"code": "...", "message": "..."}}``.

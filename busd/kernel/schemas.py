@@ -188,7 +188,7 @@ class SchemaGate:
 
     def statistics(self) -> SchemaGateStatistics:
         """Each loaded schema and version with its status and counts, counts of versions no
-        longer loaded, and unknown-name counts (for `busctl schemas` and metrics)."""
+        longer loaded, and unknown-name counts (for `busdctl schemas` and metrics)."""
         traffic = self.traffic
         rejected: dict[tuple[str, int], dict[str, int]] = {}
         for (schema, version, code), n in traffic.rejected.items():

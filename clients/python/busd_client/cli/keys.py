@@ -1,7 +1,8 @@
-"""busctl keys new NAME, busctl acl [reload]: client keys and busd's permissions.
+"""busdctl keys new NAME, busdctl acl [reload]: client keys and busd's permissions.
 
-Exit status: 0 done, 1 refused (a key file exists; busd refused a reload), 2 usage, 3 busd
-could not be reached.
+Exit status (cli/exits.py): 0 done, 1 refused (a key file exists; busd refused a reload, or
+runs without authentication), 2 usage, 3 busd could not be reached. The control socket is
+found as for every command (cli/locate.py); under --json errors are JSON.
 """
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ import argparse
 import sys
 from typing import Any
 
-from busd_client.cli.common import add_control, add_json, dump_json, error
+from busd_client.cli import locate
+from busd_client.cli.common import add_control, add_json, dump_json, fail
+from busd_client.cli.control import unreachable
+from busd_client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from busd_client.control import ControlClient, ControlError, ControlUnavailable
 from busd_client.keys import KeyError_, new_key_pair
 from busd_protocol.envelope import PUBLISHER_NAME, PUBLISHER_RULE
 
 __all__ = ["register"]
-
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 
 
 def register(subparsers: Any) -> None:
@@ -50,31 +50,33 @@ def register(subparsers: Any) -> None:
 
 def run_keys_new(args: argparse.Namespace) -> int:
     if PUBLISHER_NAME.fullmatch(args.name) is None:
-        error(f"identity name {args.name!r}: expected {PUBLISHER_RULE}")
-        return EXIT_USAGE
+        return fail(
+            args, "usage", f"identity name {args.name!r}: expected {PUBLISHER_RULE}", EXIT_USAGE
+        )
     try:
         public, secret = new_key_pair(args.dir, args.name)
     except KeyError_ as exc:
-        error(str(exc))
-        return EXIT_REFUSED
+        return fail(args, "refused", str(exc), EXIT_FAILED)
     print(f"public key: {public}\nsecret key: {secret} (mode 0600; keep it private)")
-    return 0
+    return EXIT_OK
 
 
 def run_acl(args: argparse.Namespace) -> int:
     cmd = "trust.reload" if args.action == "reload" else "acl.show"
     try:
-        with ControlClient(args.control) as client:
+        path = locate.control(args)
+    except locate.LocateError as exc:
+        return fail(args, "usage", str(exc), EXIT_USAGE)
+    try:
+        with ControlClient(path.value) as client:
             reply = client.call(cmd)
     except ControlUnavailable as exc:
-        error(str(exc))
-        return EXIT_UNAVAILABLE
+        return fail(args, exc.code, unreachable(exc, path), EXIT_UNREACHABLE)
     except ControlError as exc:
         if exc.code == "unknown_command":
-            error("busd runs without authentication (no curve_secret)")
-            return EXIT_REFUSED
-        error(f"busd refused: {exc.code}: {exc.message}")
-        return EXIT_REFUSED
+            message = "busd runs without authentication (no curve_secret)"
+            return fail(args, "no_authentication", message, EXIT_FAILED)
+        return fail(args, exc.code, f"busd refused: {exc.code}: {exc.message}", EXIT_FAILED)
     if args.json:
         print(dump_json(reply))
     elif cmd == "trust.reload":
@@ -82,7 +84,7 @@ def run_acl(args: argparse.Namespace) -> int:
         print(f"reloaded: {reply['identities']} identities; revoked: {revoked}")
     else:
         _print_acl(reply)
-    return 0
+    return EXIT_OK
 
 
 def _print_acl(reply: dict[str, Any]) -> None:

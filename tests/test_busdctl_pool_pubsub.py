@@ -1,4 +1,4 @@
-"""busctl pub and sub across a pool: several endpoints or a pool file."""
+"""busdctl pub and sub across a pool: several endpoints or a pool file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BusdProcess, wait_for
-from test_busctl_pubsub import BUSCTL, busctl, release
+from test_busdctl_pubsub import BUSDCTL, busdctl, release
 
 from busd_client import PoolSubscriber
 
@@ -32,12 +32,12 @@ def pool_file(tmp_path: Path, brokers: list[BusdProcess]) -> Path:
 def test_pub_to_a_pool_with_a_dead_broker_gets_every_message_accepted(
     busd_factory: Callable[..., BusdProcess], tmp_path: Path
 ) -> None:
-    """busctl pub --pool: with one broker of two killed, all lines are accepted by the other
+    """busdctl pub --pool: with one broker of two killed, all lines are accepted by the other
     and a pool subscriber gets each once."""
     brokers = [busd_factory(name=f"b{k}") for k in range(2)]
     path = pool_file(tmp_path, brokers)
     with PoolSubscriber([b.sub_endpoint for b in brokers], "release.cli.") as sub:
-        result = busctl(
+        result = busdctl(
             "pub",
             "release.cli.warm",
             "--schema",
@@ -53,7 +53,7 @@ def test_pub_to_a_pool_with_a_dead_broker_gets_every_message_accepted(
         wait_for(lambda: sub.recv(0.1) is not None, timeout=10, what="the subscription")
         brokers[0].kill()
         lines = "".join(json.dumps(release(i)) + "\n" for i in range(50))
-        result = busctl(
+        result = busdctl(
             "pub",
             "release.cli.pool",
             "--schema",
@@ -83,12 +83,12 @@ def test_pub_to_a_pool_with_a_dead_broker_gets_every_message_accepted(
 def test_sub_with_several_endpoints_prints_each_message_once(
     busd_factory: Callable[..., BusdProcess],
 ) -> None:
-    """busctl sub with a comma-separated list subscribes to all and drops a resent copy."""
+    """busdctl sub with a comma-separated list subscribes to all and drops a resent copy."""
     brokers = [busd_factory(name=f"b{k}") for k in range(2)]
     endpoints = ",".join(b.sub_endpoint for b in brokers)
     proc = subprocess.Popen(
         [
-            BUSCTL,
+            BUSDCTL,
             "sub",
             "release.cli.",
             "--sub-endpoint",
@@ -108,7 +108,7 @@ def test_sub_with_several_endpoints_prints_each_message_once(
         while proc.poll() is None and i < 400:
             i += 1
             for b in brokers:
-                busctl(
+                busdctl(
                     "pub",
                     "release.cli.dup",
                     "--schema",
@@ -136,7 +136,7 @@ def test_sub_with_several_endpoints_prints_each_message_once(
 
 def test_pub_with_an_unreadable_pool_file_exits_2(tmp_path: Path) -> None:
     """A missing or broken pool file is a usage error (exit 2) naming the file."""
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.x",
         "--schema",

@@ -1,10 +1,13 @@
-"""busctl stats and busctl top against a real busd's metrics endpoint."""
+"""busdctl stats and busdctl top against a real busd's metrics endpoint."""
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +20,9 @@ from rawproto import collect, dealer, envelope, publish
 from busd_client.cli.stats import Summary, parse_exposition, render_frame
 
 
-def busctl(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+def busdctl(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "busctl"), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [str(BIN / "busdctl"), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -47,7 +50,7 @@ def test_stats_json_reports_the_counts_of_known_traffic(
         publish(pub, seq, "release.slow")
     assert [f["code"] for f in collect(pub, 4).values()].count("rate_limited") == 3
     pub.close()
-    result = busctl("stats", "--json", "--metrics", busd.metrics)
+    result = busdctl("stats", "--json", "--metrics", busd.metrics)
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     assert (stats["received"], stats["accepted"]) == (19, 13)
@@ -86,7 +89,7 @@ def test_top_once_renders_one_frame_with_rates_rejects_connections_and_latency(
             lambda: value(scrape(busd.metrics), "busd_assertion_ok", name="publishers") == 1,
             what="the publishers assertion sees the streaming publisher",
         )
-        result = busctl("top", "--once", "--interval", "0.5", "--metrics", busd.metrics)
+        result = busdctl("top", "--once", "--interval", "0.5", "--metrics", busd.metrics)
     finally:
         stop.set()
         thread.join(5)
@@ -105,11 +108,64 @@ def test_top_once_renders_one_frame_with_rates_rejects_connections_and_latency(
 
 
 @pytest.mark.timeout(20)
-def test_stats_and_top_exit_3_when_busd_cannot_be_reached() -> None:
+def test_stats_and_top_once_exit_3_when_busd_cannot_be_reached() -> None:
     for args in (("stats",), ("top", "--once")):
-        result = busctl(*args, "--metrics", "127.0.0.1:1")
+        result = busdctl(*args, "--metrics", "127.0.0.1:1")
         assert result.returncode == 3
-        assert result.stderr.startswith("busctl: cannot read metrics from 127.0.0.1:1")
+        assert result.stderr.startswith("busdctl: cannot read metrics from 127.0.0.1:1")
+    result = busdctl("stats", "--metrics", "127.0.0.1:1", "--json")
+    assert json.loads(result.stdout)["error"]["code"] == "unavailable"
+
+
+class Terminal:
+    """A program on a real pseudo-terminal: what it wrote, and keys typed at it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        master, slave = os.openpty()
+        self.master = master
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        self.text = ""
+
+    def wait_for(self, needle: str, after: int, timeout: float = 15.0) -> int:
+        """Read until ``needle`` appears past offset ``after``; its end offset."""
+        deadline = time.monotonic() + timeout
+        while (found := self.text.find(needle, after)) < 0:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {needle!r} on the terminal; last: {self.text[-500:]!r}"
+            if select.select([self.master], [], [], left)[0]:
+                self.text += os.read(self.master, 65536).decode(errors="replace")
+        return found + len(needle)
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        os.close(self.master)
+
+
+@pytest.mark.timeout(60)
+def test_top_shows_down_keeps_trying_shows_busd_when_it_is_back_and_quits_on_q(
+    busd_factory: Callable[..., BusdProcess],
+) -> None:
+    busd = busd_factory(start=False)
+    term = Terminal([str(BIN / "busdctl"), "top", "--metrics", busd.metrics, "--interval", "0.2"])
+    try:
+        at = term.wait_for(f"busd at {busd.metrics}   DOWN   no answer since ", 0)
+        at = term.wait_for("(3 tries)", at)  # still trying
+        assert "Connection refused" in term.text and "q quits" in term.text
+        busd.start()
+        at = term.wait_for(f"busd 0.1.0 at {busd.metrics}   ready", at)
+        busd.kill()
+        at = term.wait_for("   DOWN   ", at)
+        term.type(b"q")
+        assert term.proc.wait(5) == 0
+    finally:
+        term.close()
+    assert "\x1b[H\x1b[2J" in term.text  # a terminal: the screen is redrawn
 
 
 def test_a_frame_shows_rates_over_the_interval_and_throttles_by_key() -> None:

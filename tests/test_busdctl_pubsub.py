@@ -1,4 +1,4 @@
-"""busctl pub / busctl sub, run as the installed console script against a real busd."""
+"""busdctl pub / busdctl sub, run as the installed console script against a real busd."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from busd_client import Message, Publisher, Subscriber
 
-BUSCTL = str(Path(sys.executable).parent / "busctl")
+BUSDCTL = str(Path(sys.executable).parent / "busdctl")
 PROBE = "release.cli.probe"
 
 
@@ -24,11 +26,11 @@ def release(i: int = 0) -> dict[str, Any]:
     return {"slug": "https://apps.example/shop/releases/42", "cmd": "bin/web", "env": {"N": str(i)}}
 
 
-def busctl(
+def busdctl(
     *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 20
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [BUSCTL, *args],
+        [BUSDCTL, *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -40,7 +42,7 @@ def busctl(
 
 def start_sub(busd: Any, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [BUSCTL, "sub", "--sub-endpoint", busd.sub_endpoint, *args],
+        [BUSDCTL, "sub", "--sub-endpoint", busd.sub_endpoint, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -55,7 +57,7 @@ def feed_until_exit(
     with Publisher(busd.pub_endpoint, name="feeder") as pub:
         i = 0
         while proc.poll() is None:
-            assert time.monotonic() < deadline, "busctl sub did not exit"
+            assert time.monotonic() < deadline, "busdctl sub did not exit"
             pub.publish_wait(topic, "release", 2, release(i))
             i += 1
     return proc.communicate(timeout=5)
@@ -94,7 +96,7 @@ def sub(busd: Any) -> Iterator[Received]:
 
 @pytest.mark.timeout(30)
 def test_pub_with_data_publishes_one_message_and_exits_zero(busd: Any, sub: Received) -> None:
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.one",
         "--schema",
@@ -126,7 +128,7 @@ def test_pub_with_data_publishes_one_message_and_exits_zero(busd: Any, sub: Rece
 @pytest.mark.timeout(30)
 def test_pub_reads_json_lines_from_stdin_using_env_endpoint(busd: Any, sub: Received) -> None:
     lines = "".join(json.dumps(release(i)) + "\n" for i in range(200))
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.many",
         "--schema",
@@ -150,7 +152,7 @@ def test_pub_reads_json_lines_from_stdin_using_env_endpoint(busd: Any, sub: Rece
 @pytest.mark.timeout(30)
 def test_pub_reports_bad_lines_and_exits_non_zero(busd: Any, sub: Received) -> None:
     good = [json.dumps(release(i)) for i in (1, 2)]
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.mixed",
         "--schema",
@@ -171,7 +173,7 @@ def test_pub_reports_bad_lines_and_exits_non_zero(busd: Any, sub: Received) -> N
 @pytest.mark.timeout(30)
 def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
     bad = {**release(), "cmd": 7}
-    result = busctl(
+    result = busdctl(
         "pub",
         "release.cli.bad",
         "--schema",
@@ -185,15 +187,15 @@ def test_pub_prints_each_rejection_code_and_reason(busd: Any) -> None:
     assert result.returncode == 1
     rejections = [line for line in result.stderr.splitlines() if "rejected invalid:" in line]
     assert len(rejections) == 2
-    assert rejections[0].startswith("busctl: line 1 (id ")
+    assert rejections[0].startswith("busdctl: line 1 (id ")
     assert "cmd" in rejections[0]
     assert "accepted 1, failed 2 (invalid 2)" in result.stderr
 
 
 @pytest.mark.timeout(30)
-def test_pub_gives_up_when_busd_is_unreachable(tmp_path: Path) -> None:
+def test_pub_gives_up_and_exits_3_when_busd_is_unreachable(tmp_path: Path) -> None:
     start = time.monotonic()
-    result = busctl(
+    result = busdctl(
         "pub",
         "cli.x",
         "--schema",
@@ -206,14 +208,14 @@ def test_pub_gives_up_when_busd_is_unreachable(tmp_path: Path) -> None:
         f"ipc://{tmp_path}/nobody",
         stdin='{"a": 1}\n{"a": 2}\n',
     )
-    assert result.returncode == 1
+    assert result.returncode == 3  # unreachable, as for every command
     assert "giving up" in result.stderr and "not sent 1" in result.stderr
     assert time.monotonic() - start < 10
 
 
 @pytest.mark.parametrize("args", [["--data", "[1]"], ["--data", "{"], ["--id", "x"]])
 def test_pub_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
-    result = busctl(
+    result = busdctl(
         "pub",
         "cli.x",
         "--schema",
@@ -226,7 +228,7 @@ def test_pub_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
         timeout=10,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("busctl: ")
+    assert result.stderr.startswith("busdctl: ")
 
 
 @pytest.mark.timeout(40)
@@ -245,12 +247,12 @@ def test_sub_prints_count_messages_as_json_lines_and_exits_zero(busd: Any) -> No
 
 
 @pytest.mark.timeout(40)
-def test_busctl_pub_to_busctl_sub_end_to_end(busd: Any) -> None:
+def test_busdctl_pub_to_busdctl_sub_end_to_end(busd: Any) -> None:
     proc = start_sub(busd, "release.cli.e2e", "--count", "1", "--timeout", "30")
     deadline = time.monotonic() + 15
     while proc.poll() is None:
         assert time.monotonic() < deadline
-        result = busctl(
+        result = busdctl(
             "pub",
             "release.cli.e2e",
             "--schema",
@@ -271,16 +273,79 @@ def test_busctl_pub_to_busctl_sub_end_to_end(busd: Any) -> None:
 @pytest.mark.timeout(30)
 def test_sub_timeout_with_fewer_than_count_exits_non_zero(busd: Any) -> None:
     start = time.monotonic()
-    result = busctl(
+    result = busdctl(
         "sub",
         "nothing.here",
         "--count",
         "2",
         "--timeout",
-        "0.5",
+        "2",
         env={"BUSD_SUB_ENDPOINT": busd.sub_endpoint},
     )
-    assert result.returncode == 1
+    assert result.returncode == 1  # connected: not unreachable, just too few messages
     assert result.stdout == ""
-    assert "timed out after 0.5 s with 0 of 2" in result.stderr
+    assert "timed out after 2 s with 0 of 2 message(s)\n" in result.stderr
     assert time.monotonic() - start < 10
+
+
+@pytest.mark.timeout(30)
+def test_sub_that_never_connects_says_so_and_exits_3_at_its_timeout(tmp_path: Path) -> None:
+    result = busdctl("sub", "--timeout", "4", "--sub-endpoint", f"ipc://{tmp_path}/nobody")
+    assert result.returncode == 3
+    assert f"busdctl sub: not connected to ipc://{tmp_path}/nobody after 3 s; still trying" in (
+        result.stderr
+    )
+    assert "never connected to busd" in result.stderr
+
+
+class Lines(threading.Thread):
+    """Lines a process writes on one of its pipes, as they come."""
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        for line in self.pipe:
+            self.lines.append(line)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+
+@pytest.mark.timeout(60)
+def test_sub_at_an_endpoint_busd_is_not_on_yet_says_so_keeps_trying_and_gets_messages(
+    busd_factory: Any,
+) -> None:
+    busd = busd_factory(start=False)
+    proc = subprocess.Popen(
+        [BUSDCTL, "sub", "release.", "--count", "1", "--sub-endpoint", busd.sub_endpoint],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    errors = Lines(proc.stderr)
+    errors.start()
+    try:
+        wait_for(
+            lambda: errors.saw(f"not connected to {busd.sub_endpoint} after 3 s; still trying"),
+            timeout=15,
+            what="the not-connected notice",
+        )
+        assert proc.poll() is None  # still trying
+        busd.start()
+        wait_for(
+            lambda: errors.saw(f"busdctl sub: connected to {busd.sub_endpoint}"),
+            timeout=15,
+            what="the connected notice",
+        )
+        out, _ = feed_until_exit(busd, proc, "release.late")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+        errors.join(5)
+    assert proc.returncode == 0
+    assert json.loads(out)["topic"] == "release.late"

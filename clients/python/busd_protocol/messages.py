@@ -70,26 +70,64 @@ def encode_envelope(
     return frame
 
 
+class _ExtRefused(ValueError):
+    """An ext type in an envelope (docs/protocol.md §1.1)."""
+
+
 def _refuse_ext(code: int, data: bytes) -> Any:
-    raise ValueError(f"msgpack ext type {code} is not allowed")
+    raise _ExtRefused(code)
+
+
+_EXT_REASON = "msgpack ext types are not allowed"
+# The Python type in msgpack's "int is not allowed for map key" -> the msgpack type's name.
+_KEY_TYPES = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "NoneType": "nil",
+    "list": "array",
+    "tuple": "array",
+    "dict": "map",
+}
 
 
 def decode_envelope(frame: bytes) -> dict[str, Any] | Reject:
-    """busd's reading of an envelope frame: a msgpack map, or ``bad_encoding``."""
+    """busd's reading of an envelope frame: a msgpack map, or ``bad_encoding``.
+
+    Reasons are worded in the protocol's terms (docs/protocol.md §1.1), never the decoder's.
+    ``max_ext_len=0`` refuses every ext type holding data, the timestamp extension (-1) too,
+    which msgpack would otherwise decode by itself without asking ``ext_hook``.
+    """
     try:
-        value = _unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+        value = _unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext, max_ext_len=0)
     except Exception as exc:
-        return Reject(Code.BAD_ENCODING, f"envelope is not valid msgpack: {_short(exc)}")
+        return Reject(Code.BAD_ENCODING, _decode_failure(exc))
     if type(value) is not dict:
         return Reject(Code.BAD_ENCODING, "envelope is not a msgpack map")
-    # Keys are str or bytes (strict_map_key); a bytes key can never name one of the seven
+    # Keys are str or bin (strict_map_key); a bin key can never name one of the seven
     # fields, so it is passed through like any unknown key without a per-key check here.
     return value
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
+def _decode_failure(exc: BaseException) -> str:
+    """Why an envelope frame is not one strict msgpack map, in the protocol's words."""
+    if isinstance(exc, msgpack.ExtraData):
+        return f"envelope continues past its msgpack object ({len(exc.extra)} trailing bytes)"
+    if isinstance(exc, UnicodeDecodeError):
+        return "a msgpack str is not valid UTF-8"
+    if isinstance(exc, msgpack.StackError):
+        return "msgpack nested too deeply"
+    if isinstance(exc, msgpack.FormatError):
+        return "not msgpack: a byte that starts no msgpack type"
+    text = str(exc)
+    if isinstance(exc, _ExtRefused) or "max_ext_len" in text or "timestamp" in text:
+        return _EXT_REASON
+    if "map key" in text:
+        kind = _KEY_TYPES.get(text.split(" ", 1)[0], "non-str")
+        return f"a map key is a msgpack {kind}; keys must be str (or bin)"
+    if "incomplete input" in text:
+        return "envelope is truncated: its msgpack object is incomplete"
+    return "envelope is not valid msgpack"
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,7 +88,7 @@ module Busd
     def publish(topic, schema:, version:, data:, id: nil, retry_deadline: DEFAULT,
                 wait_when_disabled: DEFAULT)
       order = @lock.synchronize { @order += 1 }
-      id ||= format("%<prefix>s%<count>010x", prefix: @id_prefix, count: order)
+      id ||= @id_prefix + order.to_s(16).rjust(10, "0")
       envelope = Wire.encode_envelope(topic, schema, version, data, id: id, publisher: @name,
                                                                    ts: Wire.now_ns)
       submit(topic, envelope, id, order, retry_deadline, wait_when_disabled)
@@ -251,8 +251,8 @@ module Busd
 
     # Hand the frames to libzmq without blocking (the lock is held).
     def send_now(receipt)
-      frames = [Wire.header(@inflight.next_seq), receipt.topic_frame, receipt.envelope]
-      return false unless @sock.send_frames(frames)
+      return false unless @sock.send3(Wire.header(@inflight.next_seq), receipt.topic_frame,
+                                      receipt.envelope)
 
       @inflight.sent(receipt, monotonic)
       true

@@ -108,7 +108,7 @@ module Busd
 
       # Hand the frames of one message to libzmq without blocking. False when the socket
       # cannot take it now (no connection yet, or the high-water mark): libzmq then keeps
-      # none of its frames.
+      # none of its frames. Once the first frame is taken, libzmq takes the rest.
       def send_frames(frames)
         last = frames.size - 1
         frames.each_with_index do |frame, i|
@@ -119,6 +119,20 @@ module Busd
           raise_error("zmq_send")
         end
         true
+      end
+
+      # +send_frames+ for the three frames of a publish, without an Array per message.
+      def send3(header, topic, envelope)
+        ptr = live
+        if LibZMQ.zmq_send(ptr, header, header.bytesize, SNDMORE_DONTWAIT).negative?
+          return false if ZMQ::Util.errno == EAGAIN
+
+          raise_error("zmq_send")
+        end
+        return true if LibZMQ.zmq_send(ptr, topic, topic.bytesize, SNDMORE_DONTWAIT) >= 0 &&
+                       LibZMQ.zmq_send(ptr, envelope, envelope.bytesize, DONTWAIT) >= 0
+
+        raise_error("zmq_send")
       end
 
       # The next frame if one is queued (nil otherwise), and whether more frames follow.

@@ -47,10 +47,13 @@ module Busd
     # Frame 2 of a publish. +data+ is a Hash; Symbol keys and values go out as msgpack str,
     # UTF-8 Strings as str, binary (ASCII-8BIT) Strings as bin.
     def encode_envelope(topic, schema, version, data, id:, publisher:, ts: now_ns)
-      MessagePack.pack(
-        { "topic" => topic, "schema" => schema, "version" => version, "id" => id,
-          "publisher" => publisher, "ts" => ts, "data" => data }
-      )
+      # One packer per thread, reset after each use: MessagePack.pack makes one per call.
+      packer = (Thread.current[:busd_packer] ||= MessagePack::Packer.new)
+      packer.write({ "topic" => topic, "schema" => schema, "version" => version, "id" => id,
+                     "publisher" => publisher, "ts" => ts, "data" => data }).full_pack
+    rescue StandardError
+      packer&.clear # a value msgpack cannot encode: nothing of it stays for the next message
+      raise
     end
 
     # A fresh message id: 128 random bits as 32 hex digits.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import busd_only, pool_clients, profile, report, systems, workloads
+from bench import busd_only, pool_clients, profile, report, ruby_publisher, systems, workloads
 from bench.session import Progress, Session, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -26,8 +26,10 @@ WORKLOADS: dict[str, Callable[[Session], None]] = {
     "checks": busd_only.checks,
     "memory": busd_only.memory,
     "pool": pool_clients.pool,
+    "ruby": ruby_publisher.ruby,
 }
-BUSD_ONLY = ("checks", "memory", "pool")  # start their own busd instances
+# Need busd: "checks", "memory" and "pool" start their own instances, "ruby" the shared one.
+BUSD_ONLY = ("checks", "memory", "pool", "ruby")
 
 
 def _names(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -144,6 +146,7 @@ def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
         "checks": 5 * s.repeat,
         "memory": 2,
         "pool": pool_clients.STEPS_PER_REPEAT * s.repeat,
+        "ruby": 2 * s.repeat,
     }
     return sum(per[w] for w in only) + (1 if s.profile else 0)
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import systems
+from bench import ruby_publisher, systems
 from bench.session import Session
 
 RATE_COLUMNS = (
@@ -272,6 +272,7 @@ def render(session: Session, meta: dict[str, Any]) -> str:
         checks_lines(session),
         memory_lines(session),
         pool_lines(session),
+        ruby_publisher.lines(session),
         profile_lines(session),
     ):
         if section:

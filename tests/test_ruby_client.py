@@ -14,6 +14,7 @@ import pytest
 import rubyproc
 from conftest import BusdProcess
 
+from busd_client.keys import new_key_pair
 from busd_protocol.rates import parse_rate
 
 _MISSING = rubyproc.missing()
@@ -95,6 +96,37 @@ def test_messages_queued_when_busd_drains_are_answered_shutting_down(
     assert sum(fates.values()) == count
     assert fates.get("Busd::Rejected:shutting_down", 0) > 0, fates
     assert result["draining"] is True
+
+
+@pytest.mark.timeout(120)
+def test_with_authentication_on_a_ruby_client_uses_its_key(
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path
+) -> None:
+    """CURVE keys written by busdctl keys new: Ruby publishes and subscribes as its
+    identity, is refused forbidden under another name or outside its grant, and without a
+    key never gets through the handshake."""
+    _, server_secret = new_key_pair(tmp_path / "server", "server")
+    public, secret = new_key_pair(tmp_path / "clients", "ruby-svc")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / public.name).write_bytes(public.read_bytes())
+    acl = tmp_path / "acl.toml"
+    acl.write_text('[identities.ruby-svc]\npublish = ["release."]\nsubscribe = ["release."]\n')
+    busd = busd_factory(
+        extra_args=(
+            "--curve-secret",
+            str(server_secret),
+            "--keys-dir",
+            str(tmp_path / "keys"),
+            "--acl",
+            str(acl),
+        )
+    )
+    env = {
+        **rubyproc.busd_env(busd),
+        "BUSD_TEST_KEY": str(secret),
+        "BUSD_TEST_SERVER_KEY": str(tmp_path / "server" / "server.key"),
+    }
+    rubyproc.minitest(["test/busd/trust_test.rb"], env)
 
 
 # Rate-file contents busd's grammar accepts or refuses, with the edge cases of docs/rates.md.

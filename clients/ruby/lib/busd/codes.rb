@@ -22,11 +22,12 @@ module Busd
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
     NOT_READY = "not_ready"
+    FORBIDDEN = "forbidden"
 
     ALL = [
       BAD_FRAME, UNSUPPORTED_PROTOCOL, TOO_LARGE, BAD_ENCODING, BAD_TOPIC, BAD_ENVELOPE,
       UNKNOWN_SCHEMA, UNKNOWN_VERSION, RETIRED_VERSION, SCHEMA_NOT_ALLOWED, INVALID,
-      RATE_LIMITED, DISABLED, SHUTTING_DOWN, INTERNAL, NOT_READY
+      RATE_LIMITED, DISABLED, SHUTTING_DOWN, INTERNAL, NOT_READY, FORBIDDEN
     ].freeze
 
     # About the broker, not the message: send it again later, or to another broker.

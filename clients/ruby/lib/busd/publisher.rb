@@ -3,6 +3,7 @@
 require "securerandom"
 require_relative "errors"
 require_relative "in_flight"
+require_relative "keys"
 require_relative "receipt"
 require_relative "transport"
 require_relative "wire"
@@ -22,6 +23,9 @@ module Busd
   # retried, later messages of its topic are held back so that none overtakes it (see
   # Busd::InFlight). Replies are read during +publish+, +flush+ and Receipt#result: call
   # +flush+ (or +close+) at the end.
+  #
+  # +keys:+ (a Busd::Keys; default from BUSD_KEY and BUSD_SERVER_KEY) for a busd with
+  # authentication on: +name+ must then be the key's identity, or busd answers +forbidden+.
   #
   # Thread-safe: calls from several threads are serialized on one socket; a waiting call
   # lets the others in every few milliseconds. After a fork, make a new Publisher in the
@@ -51,7 +55,8 @@ module Busd
     def initialize(endpoint = ENV.fetch("BUSD_PUB_ENDPOINT", DEFAULT_PUB_ENDPOINT),
                    name: ENV.fetch("BUSD_PUBLISHER", "ruby"), window: 1000, timeout: 5.0,
                    retry_deadline: nil, wait_when_disabled: false, reconnect_ivl: 0.1,
-                   reconnect_ivl_max: 1.0, max_envelope_bytes: 1_048_576)
+                   reconnect_ivl_max: 1.0, max_envelope_bytes: 1_048_576,
+                   keys: Keys.from_env)
       unless Wire::PUBLISHER_NAME.match?(name)
         raise ArgumentError, "publisher name #{name.inspect}: expected #{Wire::PUBLISHER_RULE}"
       end
@@ -76,7 +81,7 @@ module Busd
       @order = 0
       @since_read = 0
       @sock = Transport.dealer(endpoint, window: window, reconnect_ivl: reconnect_ivl,
-                                         reconnect_ivl_max: reconnect_ivl_max)
+                                         reconnect_ivl_max: reconnect_ivl_max, keys: keys)
     end
 
     # Send one message; return its Receipt without waiting for busd's reply. +data+ is the

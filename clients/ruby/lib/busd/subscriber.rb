@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "errors"
+require_relative "keys"
 require_relative "transport"
 require_relative "wire"
 
@@ -35,14 +36,15 @@ module Busd
 
     # +prefixes+: a String or an Array of them. +symbolize_keys+: decode payload map keys as
     # Symbols. +rcvhwm+: messages queued here before libzmq drops (at most once delivery).
+    # +keys+: see Busd::Keys (busd then delivers only the prefixes the key is granted).
     def initialize(endpoint = ENV.fetch("BUSD_SUB_ENDPOINT", DEFAULT_SUB_ENDPOINT),
                    prefixes: [], rcvhwm: 10_000, symbolize_keys: false, reconnect_ivl: 0.1,
-                   reconnect_ivl_max: 1.0)
+                   reconnect_ivl_max: 1.0, keys: Keys.from_env)
       @endpoint = endpoint
       @symbolize_keys = symbolize_keys
       @bad_messages = 0
       @sock = Transport.sub(endpoint, rcvhwm: rcvhwm, reconnect_ivl: reconnect_ivl,
-                                      reconnect_ivl_max: reconnect_ivl_max)
+                                      reconnect_ivl_max: reconnect_ivl_max, keys: keys)
       subscribe(*Array(prefixes))
     end
 

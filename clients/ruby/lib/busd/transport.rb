@@ -218,8 +218,9 @@ module Busd
     # its timeout instead of piling messages into a queue. LINGER=0: close comes after flush.
     # SNDHWM above the window, so the in-flight window (not the HWM) bounds what is queued;
     # RCVHWM room for a reply per message in flight, so busd never drops one of our replies.
-    def dealer(endpoint, window:, reconnect_ivl:, reconnect_ivl_max:)
+    def dealer(endpoint, window:, reconnect_ivl:, reconnect_ivl_max:, keys: nil)
       sock = Socket.new(ZMQ::DEALER, endpoint)
+      keys&.apply(sock)
       sock.set(ZMQ::IMMEDIATE, 1)
       sock.set(ZMQ::LINGER, 0)
       sock.set(ZMQ::SNDHWM, window + 64)
@@ -230,8 +231,9 @@ module Busd
     end
 
     # The subscriber's SUB: a bounded queue (delivery is at most once anyway), no linger.
-    def sub(endpoint, rcvhwm:, reconnect_ivl:, reconnect_ivl_max:)
+    def sub(endpoint, rcvhwm:, reconnect_ivl:, reconnect_ivl_max:, keys: nil)
       sock = Socket.new(ZMQ::SUB, endpoint)
+      keys&.apply(sock)
       sock.set(ZMQ::LINGER, 0)
       sock.set(ZMQ::RCVHWM, rcvhwm)
       reconnect(sock, reconnect_ivl, reconnect_ivl_max)

@@ -3,7 +3,7 @@
 require "test_helper"
 
 # Every rejection code a client can provoke from a default busd, each as its error class,
-# and the order in which busd's checks apply (docs/protocol.md §2.2).
+# and the order in which busd's checks apply (docs/protocol.md §2.3).
 class CodesTest < Minitest::Test
   include BusdTest
 

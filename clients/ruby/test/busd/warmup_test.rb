@@ -3,7 +3,7 @@
 require "test_helper"
 
 # A busd started with a long --warmup: every publish is refused not_ready, after the header
-# checks and before any judgement of the message (docs/protocol.md §2.2).
+# checks and before any judgement of the message (docs/protocol.md §2.3).
 class WarmupTest < Minitest::Test
   include BusdTest
 

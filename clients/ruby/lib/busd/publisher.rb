@@ -279,6 +279,11 @@ module Busd
     # Pump until the block (run with the lock held) is true: true then. Past +timeout+
     # false, or PublishTimeout when +what+ is given. With +timeout+ nil this also ends when
     # no message is pending any more (nothing can change then).
+    #
+    # Error handling: the retries are the bookkeeping's (rate refusals, not_ready, a resend
+    # that found the socket full); every message still ends by its own deadline, so this
+    # loop ends. A libzmq error other than EAGAIN and EINTR raises Busd::Error to the caller,
+    # a publisher closed meanwhile ClosedError.
     def wait_until(timeout, what, events = ZMQ::POLLIN)
       check_usable
       deadline = timeout && monotonic + timeout

@@ -69,6 +69,10 @@ module Busd
     end
 
     # Take a token for +key+, sleeping until there is one (see +limit+).
+    #
+    # Error handling: a missing, bad, empty or unreadable file never raises here (the last
+    # good value stays, +problems+ says why); the loop ends with a token, or raises Disabled
+    # or RateLimited as +limit+ says.
     def acquire(key, rate = nil, burst: nil, timeout: nil)
       default = rate.nil? ? nil : Rates::Limit.of(rate, burst)
       deadline = timeout && @clock.call + timeout

@@ -59,6 +59,11 @@ module Busd
     end
 
     # The next message, or nil when +timeout+ seconds pass first (nil: wait for ever).
+    #
+    # Error handling: retries nothing itself; libzmq reconnects a dropped connection (and
+    # resubscribes) by itself. An undecodable message is skipped and counted in
+    # +bad_messages+. A closed subscriber raises ClosedError; any other libzmq error raises
+    # Busd::Error to the caller.
     def receive(timeout: nil)
       deadline = timeout && monotonic + timeout
       loop do
@@ -79,6 +84,8 @@ module Busd
 
     # Yields every message as it arrives; with +idle:+ (seconds) it returns once no message
     # came for that long, else it runs until the subscriber is closed.
+    #
+    # Error handling: as +receive+; an exception from the block ends the loop.
     def each(idle: nil)
       return enum_for(:each, idle: idle) unless block_given?
 

@@ -122,7 +122,7 @@ def _decode_failure(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, _ExtRefused) or "max_ext_len" in text or "timestamp" in text:
         return _EXT_REASON
-    if "map key" in text:
+    if "is not allowed for map key" in text:  # strict_map_key's words: "int is not ..."
         kind = _KEY_TYPES.get(text.split(" ", 1)[0], "non-str")
         return f"a map key is a msgpack {kind}; keys must be str (or bin)"
     if "incomplete input" in text:

@@ -39,6 +39,16 @@ def py_spy() -> str | None:
     return str(exe) if exe.exists() else shutil.which("py-spy")
 
 
+def first_error(stderr: str) -> str:
+    """py-spy's own message, without the Rust backtrace that follows it."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("Stack backtrace"):
+            lines = lines[:i]
+            break
+    return " ".join(lines)[-400:] or "(no message)"
+
+
 def hot_functions(collapsed: str, top: int = 15) -> dict[str, Any]:
     """Self and inclusive shares of samples per function from collapsed stacks, and self
     shares per source line (where in a function the time goes; C calls made from a
@@ -84,8 +94,9 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
     exe = py_spy()
     s = session.settings
     if exe is None:
-        session.progress.say("profile skipped: py-spy is not installed (pip install py-spy)")
-        session.results["profile"] = {"skipped": "py-spy not installed"}
+        why = "py-spy is not installed (bash bench/install.sh installs bench/requirements.txt)"
+        session.error("profile", "busd", RuntimeError(why))
+        session.results["profile"] = {"skipped": why}
         return
     try:
         server = session.pool.get("busd")
@@ -93,6 +104,9 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
         session.results["profile"] = {"skipped": str(exc)}
         return
     assert server is not None
+    # py-spy opens --output itself: the directory must exist before it starts (a fresh
+    # checkout has no bench/results/ until the first JSON record is written).
+    out_dir.mkdir(parents=True, exist_ok=True)
     raw = out_dir / f"{stamp}-busd-profile.txt"
     duration = max(1, round(s.profile_duration))
     spy: list[subprocess.Popen[bytes]] = []
@@ -133,8 +147,8 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
             p.kill()
         return
     if spy[0].returncode != 0 or not raw.exists():
-        why = err.decode(errors="replace").strip()[-300:]
-        session.progress.say(f"profile failed: {why}")
+        why = f"py-spy exited {spy[0].returncode}: {first_error(err.decode(errors='replace'))}"
+        session.error("profile", "busd", RuntimeError(why))
         session.results["profile"] = {"skipped": why}
         return
     result = hot_functions(raw.read_text())

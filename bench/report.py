@@ -85,14 +85,16 @@ def main_table(session: Session) -> list[str]:
 def busd_lines(session: Session) -> list[str]:
     out = []
     server = session.pool.running.get("busd")
-    if server is not None:
+    if server is not None:  # running means proven (bench.probe.start_checked)
         c = server.notes.get("checks", {})
-        schema = "ON" if c.get("schema_checks") else "OFF"
-        rates = "ON" if c.get("rate_checks") else "OFF"
         out.append(
-            f"- busd checks verified by probe: schema {schema}, rate limit {rates} "
-            f"(probe answers: {c.get('codes')})"
+            f"- busd checks proven on by probe: schema ON, rate limit ON (answers "
+            f"{c.get('codes')} after {c.get('rounds')} round(s), {c.get('waited_ms')} ms "
+            "waiting out warm-up)"
         )
+    failed = session.pool.failed.get("busd")
+    if failed is not None:
+        out.append(f"- busd NOT MEASURED: {failed}")
     for name in systems.BUSD_SYSTEMS:
         for workload in ("flat", "fanout", "fanin", "topics"):
             med = _median(session, workload, name)
@@ -137,12 +139,15 @@ def checks_lines(session: Session) -> list[str]:
         "|---|---|---|---|",
     ]
     for label, v in checks["variants"].items():
+        if "unproven" in v:
+            lines.append(f"| {label} | NOT PROVEN, not measured: {v['unproven']} | — | — |")
+            continue
         c = v["checks"]
         med = v.get("median", {})
         cost = med.get("server_cpu_us_per_msg")
         lines.append(
             f"| {label} | {'on' if c['schema_checks'] else 'off'} / "
-            f"{'on' if c['rate_checks'] else 'off'} | {rate(med.get('delivered'))} | "
+            f"{'on' if c['rate_checks'] else 'off'} (proven) | {rate(med.get('delivered'))} | "
             f"{'—' if cost is None else f'{cost:.2f}'} |"
         )
     lines += [f"- {note}" for note in checks["notes"]]

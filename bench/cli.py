@@ -18,6 +18,7 @@ from bench.session import Progress, Session, Settings
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS: dict[str, Callable[[Session], None]] = {
     "flat": workloads.flat,
+    "flat1k": workloads.flat1k,
     "paced": workloads.paced,
     "fanout": workloads.fanout,
     "fanin": workloads.fanin,
@@ -153,6 +154,7 @@ def machine() -> dict[str, Any]:
 def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
     per = {
         "flat": s.repeat * n_systems,
+        "flat1k": s.repeat * n_systems,
         "paced": s.repeat * n_systems * s.paced_steps,
         "fanout": s.repeat * n_systems,
         "fanin": s.repeat * n_systems,

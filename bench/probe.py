@@ -12,13 +12,14 @@ error and exits non-zero).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import msgpack
 import zmq
 
 from bench import message, servers
+from bench.curve import CurveKeys
 from bench.servers import BusdOptions, Server, Unavailable
 
 PROBE_TIMEOUT = 10.0  # seconds a probe may take, warm-up waits included
@@ -78,60 +79,95 @@ class Probe:
         return asdict(self)
 
 
-def _cases() -> dict[str, bytes]:
+def _cases() -> dict[str, tuple[str, bytes]]:
+    """Each case's publisher name and envelope."""
     bad = dict(message.DATA, env={"RACK_ENV": 5})
     return {
-        "valid": message.Envelopes().encode(message.TOPIC),
-        "schema": message.Envelopes().encode(message.TOPIC, bad),
-        "rate": message.Envelopes(message.PROBE_PUBLISHER).encode(message.TOPIC),
+        "valid": (message.PUBLISHER, message.Envelopes().encode(message.TOPIC)),
+        "schema": (message.PUBLISHER, message.Envelopes().encode(message.TOPIC, bad)),
+        "rate": (
+            message.PROBE_PUBLISHER,
+            message.Envelopes(message.PROBE_PUBLISHER).encode(message.TOPIC),
+        ),
     }
 
 
-def _round(sock: zmq.Socket[bytes], first_seq: int, deadline: float) -> tuple[dict[str, str], int]:
-    """Send the three cases (seqs from ``first_seq``); their codes and the longest
-    ``retry_after_ms`` among ``not_ready`` answers."""
+def _round(
+    socks: dict[str, zmq.Socket[bytes]], first_seq: int, deadline: float
+) -> tuple[dict[str, str], int]:
+    """Send the three cases (seqs from ``first_seq``), each on its publisher's socket; their
+    codes and the longest ``retry_after_ms`` among ``not_ready`` answers."""
     by_seq: dict[int, str] = {}
-    for i, (case, body) in enumerate(_cases().items()):
+    for i, (case, (publisher, body)) in enumerate(_cases().items()):
         by_seq[first_seq + i] = case
-        sock.send_multipart(
+        socks[publisher].send_multipart(
             [b"B\x01" + (first_seq + i).to_bytes(8, "big"), message.TOPIC.encode(), body]
         )
+    poller = zmq.Poller()
+    for sock in set(socks.values()):
+        poller.register(sock, zmq.POLLIN)
     codes: dict[str, str] = {}
     retry_ms = 0
     while by_seq:
         wait = min(REPLY_WAIT_MS, max(1, int((deadline - time.monotonic()) * 1000)))
-        if not sock.poll(wait):
+        ready = poller.poll(wait)
+        if not ready:
             break
-        reply = msgpack.unpackb(sock.recv())
-        for lo, hi in reply["acc"]:
-            for s in range(lo, hi + 1):
-                if s in by_seq:
-                    codes[by_seq.pop(s)] = "accepted"
-        for rej in reply["rej"]:
-            if rej["seq"] in by_seq:
-                codes[by_seq.pop(rej["seq"])] = rej["code"]
-                if rej["code"] == NOT_READY:
-                    retry_ms = max(retry_ms, int(rej.get("retry_after_ms", 0)))
+        for sock, _ in ready:
+            reply = msgpack.unpackb(sock.recv())
+            for lo, hi in reply["acc"]:
+                for s in range(lo, hi + 1):
+                    if s in by_seq:
+                        codes[by_seq.pop(s)] = "accepted"
+            for rej in reply["rej"]:
+                if rej["seq"] in by_seq:
+                    codes[by_seq.pop(rej["seq"])] = rej["code"]
+                    if rej["code"] == NOT_READY:
+                        retry_ms = max(retry_ms, int(rej.get("retry_after_ms", 0)))
     for case in by_seq.values():
         codes[case] = "no answer"
     return codes, retry_ms
+
+
+def _sockets(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, keys: CurveKeys | None
+) -> dict[str, zmq.Socket[bytes]]:
+    """A DEALER per publisher name: with CURVE each speaks as its own key (busd binds the
+    envelope's publisher to it); without, one socket serves both names."""
+    socks: dict[str, zmq.Socket[bytes]] = {}
+    for name in (message.PUBLISHER, message.PROBE_PUBLISHER):
+        if keys is None and socks:
+            socks[name] = next(iter(socks.values()))
+            continue
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            from busd_client.keys import ClientKeys
+
+            ClientKeys.load(keys.client_secret(name), keys.server_public).apply(sock)
+        sock.connect(endpoint)
+        socks[name] = sock
+    return socks
 
 
 ALL_ON = Expect()
 DEFAULT_OPTIONS = BusdOptions()
 
 
-def probe_busd(server: Server, expect: Expect = ALL_ON, timeout: float = PROBE_TIMEOUT) -> Probe:
+def probe_busd(
+    server: Server,
+    expect: Expect = ALL_ON,
+    timeout: float = PROBE_TIMEOUT,
+    keys: CurveKeys | None = None,
+) -> Probe:
     """Probe ``server`` until its answers prove ``expect`` or ``timeout`` seconds pass.
 
     ``not_ready`` (warm-up): wait ``retry_after_ms`` and ask again, or give up at once when
     that would pass the deadline. Ready but a check not as expected: ask again every 0.2 s
     (busd's rates directory is read by a watcher shortly after start).
     """
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(server.pub_endpoint)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socks = _sockets(ctx, server.pub_endpoint, keys)
     started = time.monotonic()
     deadline = started + timeout
     codes: dict[str, str] = {}
@@ -139,7 +175,7 @@ def probe_busd(server: Server, expect: Expect = ALL_ON, timeout: float = PROBE_T
     gave_up = ""
     try:
         while True:
-            codes, retry_ms = _round(sock, 1 + 3 * rounds, deadline)
+            codes, retry_ms = _round(socks, 1 + 3 * rounds, deadline)
             rounds += 1
             probe = Probe(
                 codes.get("schema") == "invalid",
@@ -167,7 +203,8 @@ def probe_busd(server: Server, expect: Expect = ALL_ON, timeout: float = PROBE_T
                 break
             time.sleep(RETRY_PAUSE)
     finally:
-        sock.close(linger=0)
+        for sock in set(socks.values()):
+            sock.close(linger=0)
         ctx.term()
     return Probe(
         codes.get("schema") == "invalid",
@@ -185,11 +222,15 @@ def start_checked(
     opts: BusdOptions = DEFAULT_OPTIONS,
     expect: Expect = ALL_ON,
     timeout: float = PROBE_TIMEOUT,
+    keys: CurveKeys | None = None,
 ) -> Server:
     """A busd whose checks are proven to be ``expect``; ``Unproven`` (server stopped) if
-    they cannot be. The probe's findings are in ``server.notes["checks"]``."""
+    they cannot be. The probe's findings are in ``server.notes["checks"]``. ``keys``: busd
+    runs with CURVE authentication (their flags are added) and the probe speaks CURVE."""
+    if keys is not None:
+        opts = replace(opts, extra=opts.extra + keys.busd_flags())
     server = servers.start_busd(opts, name=name)
-    probe = probe_busd(server, expect, timeout)
+    probe = probe_busd(server, expect, timeout, keys)
     server.notes["checks"] = probe.as_dict()
     server.notes["expected_checks"] = asdict(expect)
     if not probe.proves(expect):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import probe, servers
+from bench import curve, message, probe, servers
 from bench.servers import BusdOptions, Server, Unavailable
 
 
@@ -34,9 +34,16 @@ SYSTEMS: dict[str, System] = {
         System("redis", "redis-server pub/sub + redis-py", "redis", "redis-sub", "redis"),
         System("busd", "busd, busd_client.Publisher", "busd-client", "zmq-sub", "busd"),
         System("busd-raw", "busd, raw protocol-v1 publisher", "busd-raw", "zmq-sub", "busd"),
+        System(
+            "busd-curve",
+            "busd with CURVE auth, busd_client.Publisher",
+            "busd-client",
+            "zmq-sub",
+            "busd-curve",
+        ),
     )
 }
-BUSD_SYSTEMS = ("busd", "busd-raw")
+BUSD_SYSTEMS = ("busd", "busd-raw", "busd-curve")
 
 SERVERS: dict[str, Callable[[], Server]] = {
     "zmq.proxy": servers.start_proxy,
@@ -71,11 +78,19 @@ class ServerPool:
         self.failed: dict[str, Unavailable] = {}
         self.busd_flags = busd_flags
         self.probe_timeout = probe_timeout or probe.PROBE_TIMEOUT
+        self.curve_keys: curve.CurveKeys | None = None
 
     def _start(self, key: str) -> Server:
+        opts = BusdOptions(extra=self.busd_flags)
         if key == "busd":
-            opts = BusdOptions(extra=self.busd_flags)
             return probe.start_checked("busd", opts, timeout=self.probe_timeout)
+        if key == "busd-curve":  # the same busd with authentication on (issue 12's cost row)
+            keys = self.curve_keys = self.curve_keys or curve.make_keys()
+            server = probe.start_checked(key, opts, timeout=self.probe_timeout, keys=keys)
+            server.client_env["publisher"] = keys.env(message.PUBLISHER)
+            server.client_env["subscriber"] = keys.env(curve.SUBSCRIBER)
+            server.notes["curve"] = True
+            return server
         return SERVERS[key]()
 
     def get(self, key: str) -> Server | None:
@@ -101,6 +116,8 @@ class ServerPool:
         for server in self.running.values():
             server.stop()
         self.running.clear()
+        if self.curve_keys is not None:
+            self.curve_keys.remove()
 
 
 def specs(
@@ -114,8 +131,15 @@ def specs(
         pub_endpoints = [server.pub_endpoint] * n_pubs
         sub_endpoints = [server.sub_endpoint]
     sub_common = {k: v for k, v in common.items() if k in ("topics", "latency", "deadline", "idle")}
+    env = server.client_env if server is not None else {}
     pubs = [
-        {"driver": system.pub_driver, "endpoint": pub_endpoints[i], "index": i, **common}
+        {
+            "driver": system.pub_driver,
+            "endpoint": pub_endpoints[i],
+            "index": i,
+            "env": env.get("publisher", {}),
+            **common,
+        }
         for i in range(n_pubs)
     ]
     subs = [
@@ -123,6 +147,7 @@ def specs(
             "driver": system.sub_driver,
             "endpoints": sub_endpoints,
             "publishers": n_pubs,
+            "env": env.get("subscriber", {}),
             **sub_common,
         }
         for _ in range(n_subs)

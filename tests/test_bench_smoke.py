@@ -310,3 +310,59 @@ def test_bench_exits_non_zero_and_reports_busd_unmeasured_when_checks_are_unprov
     assert "flat" not in doc["results"] and doc["busd_checks"] is None
     assert any("busd-raw: not measured" in e for e in doc["errors"])
     assert all("runs" not in v for v in doc["results"]["checks"]["variants"].values())
+
+
+@pytest.mark.timeout(10)
+def test_the_1k_payload_makes_a_1_kib_envelope() -> None:
+    """The 1 KiB row's message is 1024 bytes of envelope, and release v2 accepts it."""
+    _bench_package()
+    from bench import message
+
+    body = message.Envelopes(data=message.payload("1k")).encode(message.TOPIC)
+    assert len(body) == message.KIB == 1024
+    assert message.payload(None) is message.DATA
+
+
+@pytest.mark.timeout(90)
+def test_bench_runs_the_curve_row_with_authentication_on_and_every_message_delivered(
+    tmp_path: Path,
+) -> None:
+    """busd-curve is busd started with a server key and a keys directory; its publishers
+    and subscribers speak CURVE with their own keys, every publish is accepted, the 1 KiB
+    row runs on it too, and the table gives its ratio to busd without authentication."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--systems",
+            "busd,busd-curve",
+            "--only",
+            "flat,flat1k",
+            "--messages",
+            "200",
+            "--repeat",
+            "1",
+            "--no-profile",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| **busd-curve ÷ busd (CURVE cost)** |" in proc.stdout
+    assert "1→1 flat-out, 1 KiB messages" in proc.stdout
+    (record,) = tmp_path.glob("*.json")
+    doc = json.loads(record.read_text())
+    argv = doc["meta"]["servers"]["busd-curve"]["argv"]
+    assert "--curve-secret" in argv and "--keys-dir" in argv
+    assert "--curve-secret" not in doc["meta"]["servers"]["busd"]["argv"]
+    assert doc["meta"]["servers"]["busd-curve"]["checks"]["codes"]["valid"] == "accepted"
+    for workload in ("flat", "flat1k"):
+        (run,) = doc["results"][workload]["busd-curve"]["runs"]
+        assert run["sent"] == run["received"] == 200
+        assert run["busd"]["zero_loss"] and run["busd"]["every_publish_answered"]

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import systems
+from bench import metrics, systems
 from bench.runner import TrialError, run_trial
 from bench.servers import Unavailable
 from bench.session import Session
@@ -37,6 +37,20 @@ IDLE_MARKERS = (
 def py_spy() -> str | None:
     exe = Path(sys.executable).parent / "py-spy"
     return str(exe) if exe.exists() else shutil.which("py-spy")
+
+
+def per_message(
+    before: dict[str, float], after: dict[str, float], delivered: int
+) -> dict[str, float]:
+    """CPU µs per delivered message of each busd thread over the profiled trial (includes
+    the ~0.3 s before the load starts, when busd is idle)."""
+    if not delivered:
+        return {}
+    return {
+        name: round((after[name] - before.get(name, 0.0)) * 1e6 / delivered, 2)
+        for name in sorted(after)
+        if after[name] - before.get(name, 0.0) > 0
+    }
 
 
 def first_error(stderr: str) -> str:
@@ -113,7 +127,10 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
     # --native must stop the process to unwind C stacks; without it, sampling is nonblocking.
     mode = ["--native"] if s.profile_native else ["--nonblocking"]
 
+    threads_before: list[dict[str, float]] = []
+
     def start() -> None:
+        threads_before.append(metrics.thread_cpu(server.pid))
         spy.append(
             subprocess.Popen(
                 [
@@ -139,7 +156,8 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
 
     pubs, subs = systems.specs(systems.SYSTEMS["busd-raw"], server, 1, 1, duration=duration + 0.5)
     try:
-        run_trial(pubs, subs, on_go=start, expected_s=duration + 1)
+        trial = run_trial(pubs, subs, on_go=start, expected_s=duration + 1)
+        threads_after = metrics.thread_cpu(server.pid)
         _, err = spy[0].communicate(timeout=duration + 30)
     except (TrialError, OSError, subprocess.TimeoutExpired, IndexError) as exc:
         session.error("profile", "busd", exc)
@@ -154,5 +172,8 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
     result = hot_functions(raw.read_text())
     result["file"] = str(raw)
     result["native"] = s.profile_native
+    delivered = sum(sub["received"] for sub in trial.subscribers)
+    result["delivered"] = delivered
+    result["thread_cpu_us_per_msg"] = per_message(threads_before[0], threads_after, delivered)
     session.results["profile"] = result
     session.progress.step(f"profile · busd under 1→1 flat-out: {result['samples']} samples")

@@ -188,6 +188,15 @@ def profile_lines(session: Session, top: int = 10) -> list[str]:
     ]
     for (fs, ps), (fi, pi) in zip(p["self"][:top], p["inclusive"][:top], strict=False):
         lines.append(f"| {ps} | `{fs}` | | {pi} | `{fi}` |")
+    threads = p.get("thread_cpu_us_per_msg")
+    if threads:
+        lines += [
+            "",
+            f"busd CPU µs per delivered message by thread over the profiled trial "
+            f"({p['delivered']:,} delivered): "
+            + ", ".join(f"{name} {us:.2f}" for name, us in threads.items())
+            + f"; total {sum(threads.values()):.2f}",
+        ]
     if p.get("self_lines"):
         lines += [
             "",

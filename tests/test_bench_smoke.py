@@ -366,3 +366,45 @@ def test_bench_runs_the_curve_row_with_authentication_on_and_every_message_deliv
         (run,) = doc["results"][workload]["busd-curve"]["runs"]
         assert run["sent"] == run["received"] == 200
         assert run["busd"]["zero_loss"] and run["busd"]["every_publish_answered"]
+
+
+@pytest.mark.timeout(90)
+def test_profile_writes_its_stacks_into_an_output_directory_that_did_not_exist(
+    tmp_path: Path,
+) -> None:
+    """py-spy opens --output itself: the profile step creates the directory first (a fresh
+    checkout has no bench/results/), and the run reports busd's hot functions."""
+    _bench_package()
+    from bench.profile import py_spy
+
+    if py_spy() is None:
+        pytest.skip("py-spy is not installed here (bash bench/install.sh installs it)")
+    out = tmp_path / "not" / "yet"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--systems",
+            "busd-raw",
+            "--only",
+            "flat",
+            "--messages",
+            "200",
+            "--repeat",
+            "1",
+            "--profile",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "busd hot functions under 1→1 flat-out" in proc.stdout
+    (record,) = out.glob("*.json")
+    profile = json.loads(record.read_text())["results"]["profile"]
+    assert profile["samples"] > 0 and Path(profile["file"]).exists()

@@ -18,6 +18,7 @@ from bench.session import Progress, Session, Settings
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS: dict[str, Callable[[Session], None]] = {
     "flat": workloads.flat,
+    "flat1k": workloads.flat1k,
     "paced": workloads.paced,
     "fanout": workloads.fanout,
     "fanin": workloads.fanin,
@@ -93,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="profile with py-spy --native: C frames (pyzmq, libzmq, msgpack, "
         "syscalls) shown on their own instead of in the calling line",
     )
+    p.add_argument(
+        "--busd-flag",
+        dest="busd_flags",
+        action="append",
+        metavar="FLAG",
+        help="one more command-line flag for every busd started (repeatable), e.g. "
+        "--busd-flag=--loop=asyncio",
+    )
+    p.add_argument(
+        "--probe-timeout",
+        type=float,
+        help="seconds to prove a busd's checks on, its warm-up included (default 10); a busd "
+        "whose checks cannot be proven is not measured and the run exits 1",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON file")
     return p
 
@@ -107,10 +122,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "stall_count",
         "profile",
         "profile_native",
+        "probe_timeout",
     ):
         value = getattr(args, name)
         if value is not None:
             setattr(s, name, value)
+    if args.busd_flags:
+        s.busd_flags = tuple(args.busd_flags)
     return s
 
 
@@ -138,6 +156,7 @@ def machine() -> dict[str, Any]:
 def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
     per = {
         "flat": s.repeat * n_systems,
+        "flat1k": s.repeat * n_systems,
         "paced": s.repeat * n_systems * s.paced_steps,
         "fanout": s.repeat * n_systems,
         "fanin": s.repeat * n_systems,

@@ -75,6 +75,14 @@ class Config:
         default=256,
         metadata=_opt("messages handled per wake-up before yielding to other tasks", "messages"),
     )
+    frame_slice: int = field(
+        default=4096,
+        metadata=_opt(
+            "frames of an over-long message (a publish has 3) read and dropped per wake-up; "
+            "the rest is read in later wake-ups, so the event loop is never held longer",
+            "frames",
+        ),
+    )
     drain_timeout: float = field(
         default=5.0,
         metadata=_opt("on SIGTERM, longest time spent answering in-flight messages", "seconds"),
@@ -142,6 +150,7 @@ class Config:
             "pub_hwm",
             "sub_hwm",
             "batch",
+            "frame_slice",
             "restart_budget",
         ):
             if getattr(self, name) < 1:

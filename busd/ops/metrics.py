@@ -80,6 +80,16 @@ def _core(stats: Mapping[str, Any], ready: bool, out: Families) -> None:
             "busd_unsubscribe_requests_total",
             "Unsubscription messages read from the XPUB socket.",
         ),
+        (
+            "frames_discarded",
+            "busd_frames_discarded_total",
+            "Frames past the third of a publish, read and dropped (the message is bad_frame).",
+        ),
+        (
+            "overlong_messages",
+            "busd_overlong_messages_total",
+            "Messages with more than frame_slice frames, discarded over several wake-ups.",
+        ),
     )
     for key, name, doc in simple:
         out.counter(name, doc).add_metric([], num(broker.get(key)) or 0.0)

@@ -17,6 +17,7 @@ process so the service manager restarts it (crash-only; start-up is the recovery
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,16 +39,47 @@ _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
 # The backend's send skips the sugar layer's per-call checks (~0.2 µs a frame).
 _send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
 _QUIET = 0.1  # draining ends after this long without input
 
 
-def _discard_rest(router: zmq.Socket[bytes]) -> int:
-    """Read and drop the frames past the third; return how many there were."""
-    count = 0
-    while True:
-        count += 1
-        if not router.recv(copy=False).more:
-            return count
+def _discard(router: zmq.Socket[bytes], budget: int) -> tuple[int, bool]:
+    """Read and drop up to ``budget`` frames of the message being read; return how many were
+    read and whether the message ended."""
+    recv = _recv
+    for count in range(1, budget + 1):
+        if not recv(router, 0, False).more:
+            return count, True
+    return budget, False
+
+
+def _find_trim() -> Callable[[], object]:
+    """glibc's ``malloc_trim(0)``, or a no-op elsewhere.
+
+    libzmq keeps a message's frames in heap chunks allocated by its I/O thread; glibc does
+    not hand freed chunks of a thread arena back to the kernel by itself, so after millions
+    of frames were discarded RSS would stay up until a restart.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+_trim = _find_trim()
+
+
+class _Overlong:
+    """The message being discarded: more frames than a publish has (docs/protocol.md §5)."""
+
+    __slots__ = ("frames", "header", "ident")
+
+    def __init__(self, ident: bytes, header: bytes, frames: int):
+        self.ident = ident
+        self.header = header
+        self.frames = frames
 
 
 class BrokerStats:
@@ -58,7 +90,9 @@ class BrokerStats:
         "batches",
         "bytes_accepted",
         "bytes_in",
+        "frames_discarded",
         "latency",
+        "overlong_messages",
         "received",
         "rejected",
         "replies_dropped",
@@ -80,6 +114,8 @@ class BrokerStats:
         self.subscribe_total = 0
         self.unsubscribe_total = 0
         self.batches = 0
+        self.frames_discarded = 0  # frames past the third, read and dropped
+        self.overlong_messages = 0  # messages too long to discard in one wake-up
         self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
 
     def snapshot(self) -> dict[str, Any]:
@@ -95,6 +131,8 @@ class BrokerStats:
             "subscribe_total": self.subscribe_total,
             "unsubscribe_total": self.unsubscribe_total,
             "batches": self.batches,
+            "frames_discarded": self.frames_discarded,
+            "overlong_messages": self.overlong_messages,
             "latency": self.latency.snapshot(),
         }
 
@@ -116,6 +154,8 @@ class Broker:
         self._draining = False
         self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
         self._ready: Readiness | None = None
+        self._frame_slice = config.frame_slice
+        self._overlong: _Overlong | None = None  # a message being discarded across wake-ups
         self._router: zmq.Socket[bytes] | None = None
         self._xpub: zmq.Socket[bytes] | None = None
         self.pub_endpoint = ""
@@ -176,7 +216,7 @@ class Broker:
             while not self._draining:
                 handled = self._pump(batch, self._warmup_refusal())
                 self._read_subscriptions()
-                if handled >= batch:
+                if handled >= batch or self._overlong is not None:
                     await asyncio.sleep(0)  # let other tasks run between full batches
                 else:
                     await ready.wait()
@@ -213,12 +253,16 @@ class Broker:
             handled = self._pump(batch, self._warmup_refusal())  # SIGTERM while warming
             answered += handled
             self._read_subscriptions()
-            if handled >= batch:
+            if handled >= batch or self._overlong is not None:
                 await asyncio.sleep(0)
             elif not await ready.wait(min(_QUIET, left)):
                 break
         # Past the deadline: whatever is still queued is answered, not forwarded.
-        refused = self._pump(1 << 30, refuse=Reject(Code.SHUTTING_DOWN, "busd is shutting down"))
+        bye = Reject(Code.SHUTTING_DOWN, "busd is shutting down")
+        refused = 0
+        while self._overlong is not None:
+            refused += self._pump(1, refuse=bye)
+        refused += self._pump(1 << 30, refuse=bye)
         _log.info("drained", extra={"answered": answered, "refused": refused})
 
     def close(self, linger: float | None = None) -> None:
@@ -256,6 +300,8 @@ class Broker:
         now = self.clock()
         started = time.perf_counter()
         handled = accepted = bytes_in = bytes_accepted = 0
+        if self._overlong is not None:
+            return self._continue_overlong(router)
         while handled < limit:
             try:
                 ident = recv(_NOBLOCK)
@@ -276,7 +322,16 @@ class Broker:
                     n_frames = 3
                     env_f = recv(copy=False)
                     if env_f.more:
-                        n_frames += _discard_rest(router)
+                        extra, ended = _discard(router, self._frame_slice)
+                        n_frames += extra
+                        st.frames_discarded += extra
+                        if not ended:  # the rest is read in later wake-ups
+                            self._overlong = _Overlong(ident, head.bytes, n_frames)
+                            st.overlong_messages += 1
+                            handled -= 1
+                            if not (entry[0] or entry[1]):
+                                del replies[ident]
+                            break
             header = head.bytes
             seq: int | None = None
             reject: Reject | None = None
@@ -325,6 +380,34 @@ class Broker:
                 st.latency.observe(time.perf_counter() - started, accepted)
             self._reply(router, replies)
         return handled
+
+    def _continue_overlong(self, router: zmq.Socket[bytes]) -> int:
+        """Read one more slice of the over-long message; answer it once it ends (1 handled).
+
+        libzmq hands over a multipart message whole and in order, so no other message can be
+        read before this one's last frame: the slices bound how long the event loop is held,
+        not how long other publishers wait (docs/protocol.md §5).
+        """
+        over = self._overlong
+        assert over is not None
+        extra, ended = _discard(router, self._frame_slice)
+        over.frames += extra
+        st = self.stats
+        st.frames_discarded += extra
+        if not ended:
+            return 0
+        self._overlong = None
+        _trim()
+        seq, reject = read_header(over.header)
+        if reject is None:  # malformed whatever the broker's state, as in ``_pump``
+            reject = Reject(Code.BAD_FRAME, f"expected {INGRESS_FRAMES} frames, got {over.frames}")
+        st.received += 1
+        st.rejected[reject.code] += 1
+        self._bad_input_log.warning(
+            reject.code, "message rejected", code=reject.code.value, reason=reject.reason, seq=seq
+        )
+        self._reply(router, {over.ident: ([], [reject_entry(seq, reject)])})
+        return 1
 
     def _judge(self, topic_b: bytes, env_b: bytes, now: float) -> Reject | None:
         try:

@@ -75,6 +75,24 @@ class Config:
         default=256,
         metadata=_opt("messages handled per wake-up before yielding to other tasks", "messages"),
     )
+    handshake_timeout: float = field(
+        default=5.0,
+        metadata=_opt(
+            "a connection that has not completed the ZMTP 3 handshake by then is closed",
+            "seconds",
+        ),
+    )
+    heartbeat_interval: float = field(
+        default=5.0,
+        metadata=_opt("ZMTP PING to every peer this often; 0: no heartbeats", "seconds"),
+    )
+    heartbeat_timeout: float = field(
+        default=15.0,
+        metadata=_opt(
+            "a peer that sends nothing (not even a PONG) this long after a PING is closed",
+            "seconds",
+        ),
+    )
     frame_slice: int = field(
         default=4096,
         metadata=_opt(
@@ -157,9 +175,20 @@ class Config:
                 raise ConfigError(f"{name}: expected an integer >= 1")
         if self.max_message_bytes > self.max_frame_bytes:
             raise ConfigError("max_message_bytes must not exceed max_frame_bytes")
-        for name in ("drain_timeout", "warmup", "linger", "restart_window"):
+        for name in (
+            "drain_timeout",
+            "warmup",
+            "linger",
+            "restart_window",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a number of seconds >= 0")
+        if not 0.001 <= self.handshake_timeout <= 3600:
+            raise ConfigError("handshake_timeout: expected 0.001 to 3600 seconds")
+        if self.heartbeat_interval and self.heartbeat_timeout < self.heartbeat_interval:
+            raise ConfigError("heartbeat_timeout must be at least heartbeat_interval")
         for name in ("schema_checks", "rate_checks"):
             if getattr(self, name) not in ("on", "off"):
                 raise ConfigError(f"{name}: expected on or off")

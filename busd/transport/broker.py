@@ -177,10 +177,19 @@ class Broker:
         """Create both sockets with explicit limits and bind them; raises on failure."""
         cfg = self.config
         linger = int(cfg.linger * 1000)
-        self._router = sockets.router(
-            self._ctx, hwm=cfg.pub_hwm, max_frame=cfg.max_frame_bytes, linger_ms=linger
+        guards = sockets.PeerGuards(
+            handshake_ms=round(cfg.handshake_timeout * 1000),
+            heartbeat_ms=round(cfg.heartbeat_interval * 1000),
+            heartbeat_timeout_ms=round(cfg.heartbeat_timeout * 1000),
         )
-        self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger)
+        self._router = sockets.router(
+            self._ctx,
+            hwm=cfg.pub_hwm,
+            max_frame=cfg.max_frame_bytes,
+            linger_ms=linger,
+            guards=guards,
+        )
+        self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger, guards=guards)
         try:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)

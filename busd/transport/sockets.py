@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -43,8 +44,35 @@ def clear_stale_ipc(endpoint: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
     raise EndpointInUse(f"{endpoint} is served by another live process")
 
 
+@dataclass(frozen=True, slots=True)
+class PeerGuards:
+    """How long a connection may take to become a ZMTP 3 peer, and to stay silent."""
+
+    handshake_ms: int  # ZMQ_HANDSHAKE_IVL: greeting + READY within this, or closed
+    heartbeat_ms: int  # ZMQ_HEARTBEAT_IVL: a PING this often; 0: no heartbeats
+    heartbeat_timeout_ms: int  # ZMQ_HEARTBEAT_TIMEOUT (and _TTL): no traffic after a PING
+
+    def apply(self, sock: zmq.Socket[bytes]) -> None:
+        sock.setsockopt(zmq.HANDSHAKE_IVL, self.handshake_ms)
+        # A ZAP domain makes libzmq refuse ZMTP 1.0/2.0 peers at their first bytes. Without
+        # it, any byte other than 0xFF (``G`` of an HTTP request, ``\x01\x00``) starts the
+        # ZMTP 1.0 fallback: no handshake deadline, no heartbeat, and on the XPUB a phantom
+        # subscribe-all. No ZAP handler is bound, so ZMTP 3 peers pass without a ZAP request.
+        sock.setsockopt(zmq.ZAP_DOMAIN, b"busd")
+        if self.heartbeat_ms:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.heartbeat_timeout_ms)
+            # The peer closes its side when it hears nothing from busd for this long.
+            sock.setsockopt(zmq.HEARTBEAT_TTL, min(self.heartbeat_timeout_ms, 6_553_500))
+
+
 def router(
-    ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, max_frame: int, linger_ms: int
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    *,
+    hwm: int,
+    max_frame: int,
+    linger_ms: int,
+    guards: PeerGuards,
 ) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.RCVHWM, hwm)
@@ -54,20 +82,21 @@ def router(
     # Replies to a vanished or full publisher fail loudly (EHOSTUNREACH/EAGAIN) so busd
     # can count them instead of libzmq dropping them silently.
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    # A peer that connects but never completes ZMTP (raw TCP, HTTP) is cut off quickly.
-    sock.setsockopt(zmq.HANDSHAKE_IVL, 5000)
+    guards.apply(sock)
     _tcp_keepalive(sock)
     return sock
 
 
-def xpub(ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, linger_ms: int) -> zmq.Socket[bytes]:
+def xpub(
+    ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, linger_ms: int, guards: PeerGuards
+) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     # Subscribers only send subscriptions: a topic prefix plus one byte.
     sock.setsockopt(zmq.MAXMSGSIZE, 4096)
     sock.setsockopt(zmq.LINGER, linger_ms)
-    sock.setsockopt(zmq.HANDSHAKE_IVL, 5000)
+    guards.apply(sock)
     _tcp_keepalive(sock)
     return sock
 

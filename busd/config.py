@@ -93,6 +93,18 @@ class Config:
             "seconds",
         ),
     )
+    max_subscriptions: int = field(
+        default=1000,
+        metadata=_opt(
+            "topic prefixes applied per subscriber connection; more are denied, and a "
+            "connection holding over 64 denied prefixes is closed",
+            "prefixes",
+        ),
+    )
+    subscription_batch: int = field(
+        default=256,
+        metadata=_opt("subscription requests handled per wake-up", "requests"),
+    )
     frame_slice: int = field(
         default=4096,
         metadata=_opt(
@@ -169,6 +181,8 @@ class Config:
             "sub_hwm",
             "batch",
             "frame_slice",
+            "max_subscriptions",
+            "subscription_batch",
             "restart_budget",
         ):
             if getattr(self, name) < 1:

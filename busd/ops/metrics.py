@@ -81,6 +81,17 @@ def _core(stats: Mapping[str, Any], ready: bool, out: Families) -> None:
             "Unsubscription messages read from the XPUB socket.",
         ),
         (
+            "subscriptions_denied",
+            "busd_subscriptions_denied_total",
+            "Subscription requests denied (never applied): over max_subscriptions or a "
+            "prefix longer than any topic.",
+        ),
+        (
+            "subscribers_cut",
+            "busd_subscribers_cut_total",
+            "Subscriber connections closed for holding too many denied prefixes.",
+        ),
+        (
             "frames_discarded",
             "busd_frames_discarded_total",
             "Frames past the third of a publish, read and dropped (the message is bad_frame).",

@@ -17,7 +17,6 @@ process so the service manager restarts it (crash-only; start-up is the recovery
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +26,9 @@ import zmq
 from busd.config import Config
 from busd.kernel.admission import Admission
 from busd.logs import RateLimitedLog, get
-from busd.transport import sockets
+from busd.transport import heap, sockets
 from busd.transport.readiness import Readiness
+from busd.transport.subscriptions import Subscriptions
 from busd_protocol.codes import ROUTINE, Code, Reject
 from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, INGRESS_FRAMES, read_header
 from busd_protocol.histogram import Histogram
@@ -51,24 +51,6 @@ def _discard(router: zmq.Socket[bytes], budget: int) -> tuple[int, bool]:
         if not recv(router, 0, False).more:
             return count, True
     return budget, False
-
-
-def _find_trim() -> Callable[[], object]:
-    """glibc's ``malloc_trim(0)``, or a no-op elsewhere.
-
-    libzmq keeps a message's frames in heap chunks allocated by its I/O thread; glibc does
-    not hand freed chunks of a thread arena back to the kernel by itself, so after millions
-    of frames were discarded RSS would stay up until a restart.
-    """
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0)
-
-
-_trim = _find_trim()
 
 
 class _Overlong:
@@ -98,7 +80,9 @@ class BrokerStats:
         "replies_dropped",
         "replies_sent",
         "subscribe_total",
+        "subscribers_cut",
         "subscriptions",
+        "subscriptions_denied",
         "unsubscribe_total",
     )
 
@@ -113,6 +97,8 @@ class BrokerStats:
         self.subscriptions = 0
         self.subscribe_total = 0
         self.unsubscribe_total = 0
+        self.subscriptions_denied = 0  # never applied: over a cap (docs/protocol.md §5)
+        self.subscribers_cut = 0  # subscriber connections closed for asking too much
         self.batches = 0
         self.frames_discarded = 0  # frames past the third, read and dropped
         self.overlong_messages = 0  # messages too long to discard in one wake-up
@@ -130,6 +116,8 @@ class BrokerStats:
             "subscriptions": self.subscriptions,
             "subscribe_total": self.subscribe_total,
             "unsubscribe_total": self.unsubscribe_total,
+            "subscriptions_denied": self.subscriptions_denied,
+            "subscribers_cut": self.subscribers_cut,
             "batches": self.batches,
             "frames_discarded": self.frames_discarded,
             "overlong_messages": self.overlong_messages,
@@ -156,6 +144,9 @@ class Broker:
         self._ready: Readiness | None = None
         self._frame_slice = config.frame_slice
         self._overlong: _Overlong | None = None  # a message being discarded across wake-ups
+        self.subscriptions = Subscriptions(
+            self.stats, max_per_peer=config.max_subscriptions, budget=config.subscription_batch
+        )
         self._router: zmq.Socket[bytes] | None = None
         self._xpub: zmq.Socket[bytes] | None = None
         self.pub_endpoint = ""
@@ -193,6 +184,7 @@ class Broker:
         try:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
+            self.subscriptions.bound(self.sub_endpoint)
         except Exception:
             self.close(linger=0)
             raise
@@ -224,8 +216,8 @@ class Broker:
         try:
             while not self._draining:
                 handled = self._pump(batch, self._warmup_refusal())
-                self._read_subscriptions()
-                if handled >= batch or self._overlong is not None:
+                more = self.subscriptions.read(self._xpub)
+                if handled >= batch or more or self._overlong is not None:
                     await asyncio.sleep(0)  # let other tasks run between full batches
                 else:
                     await ready.wait()
@@ -256,13 +248,14 @@ class Broker:
         )
 
     async def _drain(self, ready: Readiness, batch: int) -> None:
+        assert self._xpub is not None
         deadline = self.clock() + self.config.drain_timeout
         answered = 0
         while (left := deadline - self.clock()) > 0:
             handled = self._pump(batch, self._warmup_refusal())  # SIGTERM while warming
             answered += handled
-            self._read_subscriptions()
-            if handled >= batch or self._overlong is not None:
+            more = self.subscriptions.read(self._xpub)
+            if handled >= batch or more or self._overlong is not None:
                 await asyncio.sleep(0)
             elif not await ready.wait(min(_QUIET, left)):
                 break
@@ -280,22 +273,6 @@ class Broker:
             if sock is not None:
                 sock.close(linger=ms)
         self._router = self._xpub = None
-
-    def _read_subscriptions(self) -> None:
-        xpub = self._xpub
-        assert xpub is not None
-        st = self.stats
-        while True:
-            try:
-                msg = xpub.recv(_NOBLOCK)
-            except zmq.Again:
-                return
-            if msg[:1] == b"\x01":
-                st.subscriptions += 1
-                st.subscribe_total += 1
-            elif msg[:1] == b"\x00":
-                st.subscriptions -= 1
-                st.unsubscribe_total += 1
 
     def _pump(self, limit: int, refuse: Reject | None = None) -> int:
         """Read, judge, forward and answer up to ``limit`` messages without blocking."""
@@ -406,7 +383,7 @@ class Broker:
         if not ended:
             return 0
         self._overlong = None
-        _trim()
+        heap.release()
         seq, reject = read_header(over.header)
         if reject is None:  # malformed whatever the broker's state, as in ``_pump``
             reject = Reject(Code.BAD_FRAME, f"expected {INGRESS_FRAMES} frames, got {over.frames}")

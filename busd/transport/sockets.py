@@ -87,14 +87,25 @@ def router(
     return sock
 
 
+# Subscription messages libzmq takes from one connection per socket call. libzmq keeps
+# every prefix it takes (XPUB_MANUAL) and does all of a closed connection's cleanup inside
+# one of busd's calls, so this bounds how far a storm runs ahead of busd's caps and how long
+# that cleanup holds the loop. Measured with a 100,000-prefix storm: 1,000 let it in whole
+# (+110 MB) before busd's first cut, and a cut connection's cleanup took up to 0.4 s; 1 keeps
+# both small (+3 MB, ~15 ms). A subscriber's own SNDHWM (1,000) buffers a burst on its side.
+SUBSCRIPTION_HWM = 1
+
+
 def xpub(
     ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, linger_ms: int, guards: PeerGuards
 ) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, SUBSCRIPTION_HWM)
     # Subscribers only send subscriptions: a topic prefix plus one byte.
     sock.setsockopt(zmq.MAXMSGSIZE, 4096)
+    # busd applies each subscription itself, with caps (busd.transport.subscriptions).
+    sock.setsockopt(zmq.XPUB_MANUAL, 1)
     sock.setsockopt(zmq.LINGER, linger_ms)
     guards.apply(sock)
     _tcp_keepalive(sock)

@@ -27,6 +27,7 @@ from busd.control import ControlServer, RateControl
 from busd.control.schemas_dir import SchemaControl
 from busd.kernel.admission import Admission
 from busd.logs import get
+from busd.ops import build
 from busd.ops.assertions import AssertionMonitor
 from busd.ops.health import Health
 from busd.ops.http import MetricsServer
@@ -70,6 +71,7 @@ class App:
     async def startup(self) -> None:
         """Everything that can fail on bad configuration fails here, before READY."""
         cfg = self.config
+        build.check()  # the dependency floor: an old libzmq is refused, not run on
         Path(cfg.var_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
         # Policies first, so the first message is judged under the operator's limits.
         self.schemas = SchemaControl(cfg.schemas_dir, self.admission)

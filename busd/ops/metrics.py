@@ -15,7 +15,6 @@ Sections of ``App.statistics()`` beyond the core ones are exported by the export
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -24,8 +23,8 @@ from prometheus_client.core import HistogramMetricFamily, InfoMetricFamily, Metr
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from busd import PROTOCOL_VERSION, __version__
 from busd.logs import RateLimitedLog, get
+from busd.ops.build import versions
 from busd.ops.figures import histogram
 from busd.ops.metric_sections import SECTION_EXPORTERS, Families, SectionExporter, generic, num
 from busd_protocol.codes import Code
@@ -161,13 +160,7 @@ def _core(stats: Mapping[str, Any], ready: bool, out: Families) -> None:
     )
     out.gauge("busd_ready", "1 when /readyz answers 200.").add_metric([], 1.0 if ready else 0.0)
     info = InfoMetricFamily(
-        "busd_build",
-        "busd build information.",
-        value={
-            "version": __version__,
-            "protocol": str(PROTOCOL_VERSION),
-            "python": platform.python_version(),
-        },
+        "busd_build", "busd build information and the versions it runs with.", value=versions()
     )
     out.add(info)
 

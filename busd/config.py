@@ -68,6 +68,14 @@ class Config:
     pub_hwm: int = field(
         default=10000, metadata=_opt("messages queued per publisher, each way", "messages")
     )
+    reply_hwm: int = field(
+        default=1000,
+        metadata=_opt(
+            "reply frames queued for one publisher; past it the publisher is not reading its "
+            "replies: they are dropped and its connection is closed",
+            "replies",
+        ),
+    )
     sub_hwm: int = field(
         default=10000, metadata=_opt("messages queued per subscriber before drops", "messages")
     )
@@ -178,6 +186,7 @@ class Config:
             "max_message_bytes",
             "max_frame_bytes",
             "pub_hwm",
+            "reply_hwm",
             "sub_hwm",
             "batch",
             "frame_slice",

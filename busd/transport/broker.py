@@ -27,6 +27,7 @@ from busd.config import Config
 from busd.kernel.admission import Admission
 from busd.logs import RateLimitedLog, get
 from busd.transport import heap, sockets
+from busd.transport.peers import Endpoint
 from busd.transport.readiness import Readiness
 from busd.transport.subscriptions import Subscriptions
 from busd_protocol.codes import ROUTINE, Code, Reject
@@ -75,6 +76,7 @@ class BrokerStats:
         "frames_discarded",
         "latency",
         "overlong_messages",
+        "publishers_cut",
         "received",
         "rejected",
         "replies_dropped",
@@ -102,6 +104,7 @@ class BrokerStats:
         self.batches = 0
         self.frames_discarded = 0  # frames past the third, read and dropped
         self.overlong_messages = 0  # messages too long to discard in one wake-up
+        self.publishers_cut = 0  # publisher connections closed for not reading replies
         self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
 
     def snapshot(self) -> dict[str, Any]:
@@ -121,6 +124,7 @@ class BrokerStats:
             "batches": self.batches,
             "frames_discarded": self.frames_discarded,
             "overlong_messages": self.overlong_messages,
+            "publishers_cut": self.publishers_cut,
             "latency": self.latency.snapshot(),
         }
 
@@ -144,6 +148,10 @@ class Broker:
         self._ready: Readiness | None = None
         self._frame_slice = config.frame_slice
         self._overlong: _Overlong | None = None  # a message being discarded across wake-ups
+        self._unread: set[bytes] = set()  # publishers whose replies hit reply_hwm
+        self._cut: set[bytes] = set()  # ... and whose connection was closed for it
+        self._hwm = config.reply_hwm
+        self._ingress = Endpoint()
         self.subscriptions = Subscriptions(
             self.stats, max_per_peer=config.max_subscriptions, budget=config.subscription_batch
         )
@@ -176,6 +184,7 @@ class Broker:
         self._router = sockets.router(
             self._ctx,
             hwm=cfg.pub_hwm,
+            reply_hwm=cfg.reply_hwm,
             max_frame=cfg.max_frame_bytes,
             linger_ms=linger,
             guards=guards,
@@ -185,6 +194,7 @@ class Broker:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
             self.subscriptions.bound(self.sub_endpoint)
+            self._ingress = Endpoint(self.pub_endpoint)
         except Exception:
             self.close(linger=0)
             raise
@@ -280,6 +290,7 @@ class Broker:
         assert router is not None and xpub is not None
         recv, xsend = router.recv, _send
         judge = self._judge
+        unread = self._unread
         st = self.stats
         rejected = st.rejected
         replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
@@ -301,6 +312,8 @@ class Broker:
             # (copy=False) carry `more` for free; getsockopt(RCVMORE) costs ~0.6 µs a call.
             n_frames = 1
             head = recv(copy=False)
+            if unread and ident in unread:
+                self._cut_publisher(ident, head)
             if head.more:
                 n_frames = 2
                 topic_f = recv(copy=False)
@@ -367,6 +380,28 @@ class Broker:
             self._reply(router, replies)
         return handled
 
+    def _cut_publisher(self, ident: bytes, frame: zmq.Frame) -> None:
+        """Close the connection of a publisher that does not read its replies.
+
+        Its queued replies (up to ``reply_hwm`` frames of up to ``batch`` rejections each)
+        are what it could make busd hold; libzmq frees them when the connection closes. The
+        message being read is still judged and answered (the answer is dropped with the
+        connection); the publisher reconnects and its unanswered messages time out.
+        """
+        self._unread.discard(ident)
+        if len(self._cut) > 4096:
+            self._cut.clear()
+        self._cut.add(ident)  # its queued messages are still read: cut and count it once
+        try:
+            fd = int(frame.get(zmq.SRCFD))
+        except zmq.ZMQError:
+            return  # inproc: no connection to cut
+        if self._ingress.cut(fd):
+            self.stats.publishers_cut += 1
+            self._bad_input_log.warning(
+                "replies", "publisher disconnected: not reading its replies", limit=self._hwm
+            )
+
     def _continue_overlong(self, router: zmq.Socket[bytes]) -> int:
         """Read one more slice of the over-long message; answer it once it ends (1 handled).
 
@@ -414,6 +449,13 @@ class Broker:
                 router.send(ident, _NOBLOCK | _SNDMORE)
                 router.send(encode_reply(acc, rej, draining), _NOBLOCK)
                 st.replies_sent += 1
-            except zmq.ZMQError:
-                # Publisher gone (EHOSTUNREACH) or not reading its replies (EAGAIN at HWM).
+            except zmq.Again:
+                # Not reading its replies: reply_hwm of them are queued. Its connection is
+                # cut when its next message is read (``_cut_publisher``).
                 st.replies_dropped += 1
+                if ident not in self._cut:
+                    if len(self._unread) > 4096:  # idents of publishers that left meanwhile
+                        self._unread.clear()
+                    self._unread.add(ident)
+            except zmq.ZMQError:
+                st.replies_dropped += 1  # publisher gone (EHOSTUNREACH)

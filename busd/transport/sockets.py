@@ -70,13 +70,17 @@ def router(
     ctx: zmq.Context[zmq.Socket[bytes]],
     *,
     hwm: int,
+    reply_hwm: int,
     max_frame: int,
     linger_ms: int,
     guards: PeerGuards,
 ) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.SNDHWM, reply_hwm)
+    # Replies are small: a bounded kernel buffer keeps a publisher that does not read them
+    # from parking megabytes in the kernel before reply_hwm is reached.
+    sock.setsockopt(zmq.SNDBUF, REPLY_SNDBUF)
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
     sock.setsockopt(zmq.LINGER, linger_ms)
     # Replies to a vanished or full publisher fail loudly (EHOSTUNREACH/EAGAIN) so busd
@@ -94,6 +98,7 @@ def router(
 # (+110 MB) before busd's first cut, and a cut connection's cleanup took up to 0.4 s; 1 keeps
 # both small (+3 MB, ~15 ms). A subscriber's own SNDHWM (1,000) buffers a burst on its side.
 SUBSCRIPTION_HWM = 1
+REPLY_SNDBUF = 65536  # bytes per publisher connection (the kernel doubles it)
 
 
 def xpub(

@@ -22,10 +22,7 @@ that sent it. Measured on libzmq 4.3.5 (tests/test_hostile_subscriptions.py):
   busd's record says it is (libzmq's per-connection set ignores repeats): a stale record
   can skew a count, never what a subscriber receives.
 
-Disconnecting uses ``shutdown(2)`` on libzmq's own socket (there is no per-peer close for
-XPUB): libzmq then sees the connection end and cleans up as for any disconnect. The fd's
-local address (the XPUB's endpoint) and peer address are checked first, so a descriptor
-already reused by another connection or socket of this process is never cut.
+Disconnecting is ``busd.transport.peers`` (there is no per-peer close for XPUB).
 
 Error handling: nothing here raises on a peer's input; a failed shutdown (the connection
 already gone) is ignored, since the disconnect it wanted has happened.
@@ -33,9 +30,6 @@ already gone) is ignored, since the disconnect it wanted has happened.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
 import time
 from typing import Protocol
 
@@ -43,6 +37,7 @@ import zmq
 
 from busd.logs import RateLimitedLog, get
 from busd.transport import heap
+from busd.transport.peers import Endpoint
 from busd_protocol.envelope import MAX_TOPIC_BYTES
 
 _log = get("subscriptions")
@@ -76,25 +71,6 @@ class _Peer:
         self.cut = False  # busd closed it: what it still had queued is ignored
 
 
-def _endpoints(fd: int) -> tuple[object, object] | None:
-    """The local and remote addresses of socket ``fd`` (a dup is inspected, then closed)."""
-    try:
-        with socket.socket(fileno=os.dup(fd)) as sock:
-            return sock.getsockname(), sock.getpeername()
-    except OSError:
-        return None
-
-
-def _local_matcher(endpoint: str) -> object:
-    """What ``getsockname`` shows for a connection accepted on ``endpoint``: the port for
-    tcp:// (the host may be a wildcard), the path for ipc://."""
-    if endpoint.startswith("tcp://"):
-        return int(endpoint.rsplit(":", 1)[1])
-    if endpoint.startswith("ipc://"):
-        return endpoint[len("ipc://") :]
-    return None  # inproc: no file descriptors
-
-
 class Subscriptions:
     def __init__(self, counters: Counters, *, max_per_peer: int, budget: int):
         self.counters = counters
@@ -105,21 +81,11 @@ class Subscriptions:
         self._limited = RateLimitedLog(_log)
         self._trim_due = False  # a big record was dropped: hand libzmq's freed memory back
         self._trimmed = 0.0
-        self._local: object = None  # see ``bound``
+        self._endpoint = Endpoint()  # see ``bound``
 
     def bound(self, endpoint: str) -> None:
-        """The XPUB's resolved endpoint: a descriptor whose local address differs is not one
-        of its connections (a stale fd reused by another socket of this process)."""
-        self._local = _local_matcher(endpoint)
-
-    def _identity(self, fd: int) -> object:
-        """The peer address of ``fd`` when it is a connection of the XPUB, else None."""
-        ends = _endpoints(fd)
-        if ends is None:
-            return None
-        local, remote = ends
-        mine = local[1] if isinstance(local, tuple) else local
-        return remote if mine == self._local else None
+        """The XPUB's resolved endpoint (``peers.Endpoint``)."""
+        self._endpoint = Endpoint(endpoint)
 
     def read(self, xpub: zmq.Socket[bytes]) -> bool:
         """Handle up to ``budget`` subscription messages; True when more may be waiting."""
@@ -164,7 +130,7 @@ class Subscriptions:
             return
         peer = self._peers.get(fd)
         if peer is None:
-            address = self._identity(fd)
+            address = self._endpoint.peer(fd)
             if address is None:
                 return  # the connection has closed since: there is nothing to apply it to
             peer = self._peers[fd] = _Peer(address)
@@ -231,7 +197,4 @@ class Subscriptions:
         self._trim_due = True
         self._release(peer)
         peer.cut = True  # kept until the monitor reports the fd closed (``forget``)
-        if self._identity(fd) != peer.address:
-            return  # gone already, or fd reused by another socket: nothing to cut
-        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
+        self._endpoint.cut(fd, peer.address)

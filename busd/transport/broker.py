@@ -27,7 +27,8 @@ from busd.config import Config
 from busd.kernel.admission import Admission
 from busd.logs import RateLimitedLog, get
 from busd.transport import heap, sockets
-from busd.transport.peers import Endpoint
+from busd.transport.overlong import Overlong, discard
+from busd.transport.peers import DeafPublishers, Endpoint
 from busd.transport.readiness import Readiness
 from busd.transport.subscriptions import Subscriptions
 from busd_protocol.codes import ROUTINE, Code, Reject
@@ -40,29 +41,7 @@ _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
 # The backend's send skips the sugar layer's per-call checks (~0.2 µs a frame).
 _send = zmq.backend.Socket.send
-_recv = zmq.backend.Socket.recv
 _QUIET = 0.1  # draining ends after this long without input
-
-
-def _discard(router: zmq.Socket[bytes], budget: int) -> tuple[int, bool]:
-    """Read and drop up to ``budget`` frames of the message being read; return how many were
-    read and whether the message ended."""
-    recv = _recv
-    for count in range(1, budget + 1):
-        if not recv(router, 0, False).more:
-            return count, True
-    return budget, False
-
-
-class _Overlong:
-    """The message being discarded: more frames than a publish has (docs/protocol.md §5)."""
-
-    __slots__ = ("frames", "header", "ident")
-
-    def __init__(self, ident: bytes, header: bytes, frames: int):
-        self.ident = ident
-        self.header = header
-        self.frames = frames
 
 
 class BrokerStats:
@@ -147,11 +126,9 @@ class Broker:
         self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
         self._ready: Readiness | None = None
         self._frame_slice = config.frame_slice
-        self._overlong: _Overlong | None = None  # a message being discarded across wake-ups
-        self._unread: set[bytes] = set()  # publishers whose replies hit reply_hwm
-        self._cut: set[bytes] = set()  # ... and whose connection was closed for it
+        self._overlong: Overlong | None = None  # a message being discarded across wake-ups
+        self._deaf = DeafPublishers()  # publishers not reading their replies
         self._hwm = config.reply_hwm
-        self._ingress = Endpoint()
         self.subscriptions = Subscriptions(
             self.stats, max_per_peer=config.max_subscriptions, budget=config.subscription_batch
         )
@@ -194,7 +171,7 @@ class Broker:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
             self.subscriptions.bound(self.sub_endpoint)
-            self._ingress = Endpoint(self.pub_endpoint)
+            self._deaf.endpoint = Endpoint(self.pub_endpoint)
         except Exception:
             self.close(linger=0)
             raise
@@ -290,7 +267,7 @@ class Broker:
         assert router is not None and xpub is not None
         recv, xsend = router.recv, _send
         judge = self._judge
-        unread = self._unread
+        unread = self._deaf.unread
         st = self.stats
         rejected = st.rejected
         replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
@@ -321,11 +298,11 @@ class Broker:
                     n_frames = 3
                     env_f = recv(copy=False)
                     if env_f.more:
-                        extra, ended = _discard(router, self._frame_slice)
+                        extra, ended = discard(router, self._frame_slice)
                         n_frames += extra
                         st.frames_discarded += extra
                         if not ended:  # the rest is read in later wake-ups
-                            self._overlong = _Overlong(ident, head.bytes, n_frames)
+                            self._overlong = Overlong(ident, head.bytes, n_frames)
                             st.overlong_messages += 1
                             handled -= 1
                             if not (entry[0] or entry[1]):
@@ -381,47 +358,25 @@ class Broker:
         return handled
 
     def _cut_publisher(self, ident: bytes, frame: zmq.Frame) -> None:
-        """Close the connection of a publisher that does not read its replies.
-
-        Its queued replies (up to ``reply_hwm`` frames of up to ``batch`` rejections each)
-        are what it could make busd hold; libzmq frees them when the connection closes. The
-        message being read is still judged and answered (the answer is dropped with the
-        connection); the publisher reconnects and its unanswered messages time out.
-        """
-        self._unread.discard(ident)
-        if len(self._cut) > 4096:
-            self._cut.clear()
-        self._cut.add(ident)  # its queued messages are still read: cut and count it once
-        try:
-            fd = int(frame.get(zmq.SRCFD))
-        except zmq.ZMQError:
-            return  # inproc: no connection to cut
-        if self._ingress.cut(fd):
+        if self._deaf.cut(ident, frame):
             self.stats.publishers_cut += 1
             self._bad_input_log.warning(
                 "replies", "publisher disconnected: not reading its replies", limit=self._hwm
             )
 
     def _continue_overlong(self, router: zmq.Socket[bytes]) -> int:
-        """Read one more slice of the over-long message; answer it once it ends (1 handled).
-
-        libzmq hands over a multipart message whole and in order, so no other message can be
-        read before this one's last frame: the slices bound how long the event loop is held,
-        not how long other publishers wait (docs/protocol.md §5).
-        """
+        """Read one more slice of the over-long message (``busd.transport.overlong``); answer
+        it once it ends (1 handled)."""
         over = self._overlong
         assert over is not None
-        extra, ended = _discard(router, self._frame_slice)
-        over.frames += extra
+        extra, ended = over.resume(router, self._frame_slice)
         st = self.stats
         st.frames_discarded += extra
         if not ended:
             return 0
         self._overlong = None
         heap.release()
-        seq, reject = read_header(over.header)
-        if reject is None:  # malformed whatever the broker's state, as in ``_pump``
-            reject = Reject(Code.BAD_FRAME, f"expected {INGRESS_FRAMES} frames, got {over.frames}")
+        seq, reject = over.verdict()
         st.received += 1
         st.rejected[reject.code] += 1
         self._bad_input_log.warning(
@@ -453,9 +408,6 @@ class Broker:
                 # Not reading its replies: reply_hwm of them are queued. Its connection is
                 # cut when its next message is read (``_cut_publisher``).
                 st.replies_dropped += 1
-                if ident not in self._cut:
-                    if len(self._unread) > 4096:  # idents of publishers that left meanwhile
-                        self._unread.clear()
-                    self._unread.add(ident)
+                self._deaf.not_reading(ident)
             except zmq.ZMQError:
                 st.replies_dropped += 1  # publisher gone (EHOSTUNREACH)

@@ -18,6 +18,8 @@ import contextlib
 import os
 import socket
 
+import zmq
+
 
 def _addresses(fd: int) -> tuple[object, object] | None:
     """The local and remote addresses of socket ``fd`` (a duplicate is inspected)."""
@@ -59,3 +61,38 @@ class Endpoint:
             sock.shutdown(socket.SHUT_RDWR)
             return True
         return False
+
+
+class DeafPublishers:
+    """Publishers that do not read their replies: noted when a reply to one fails at
+    ``reply_hwm`` (EAGAIN), closed when the broker next reads a message from one.
+
+    Its queued replies (up to ``reply_hwm`` frames of up to ``batch`` rejections each) are
+    what such a publisher makes busd hold; libzmq frees them when the connection closes. The
+    message being read is still judged and answered (that answer is lost with the
+    connection); the publisher reconnects and its unanswered messages time out.
+    """
+
+    def __init__(self) -> None:
+        self.endpoint = Endpoint()  # the ROUTER's, set once bound
+        self.unread: set[bytes] = set()  # routing ids whose replies hit reply_hwm
+        self._cut: set[bytes] = set()  # ... and already cut: its queued messages still come
+
+    def not_reading(self, ident: bytes) -> None:
+        if ident in self._cut:
+            return
+        if len(self.unread) > 4096:  # ids of publishers that left meanwhile
+            self.unread.clear()
+        self.unread.add(ident)
+
+    def cut(self, ident: bytes, frame: zmq.Frame) -> bool:
+        """Close the connection ``frame`` came from (once per routing id); True when cut."""
+        self.unread.discard(ident)
+        if len(self._cut) > 4096:
+            self._cut.clear()
+        self._cut.add(ident)
+        try:
+            fd = int(frame.get(zmq.SRCFD))
+        except zmq.ZMQError:
+            return False  # inproc: no connection to cut
+        return self.endpoint.cut(fd)

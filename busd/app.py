@@ -1,18 +1,20 @@
 """The daemon: startup -> main loop -> shutdown, composing the layers.
 
-Startup binds every socket (failure here exits non-zero: a misconfigured busd must not look
-alive). The main loop runs the broker task and the supervised peripheral tasks. The first
-SIGTERM/SIGINT drains: stop taking publisher connections, answer every message read, close
-with a linger deadline, exit 0. A second signal forces an immediate exit. Nothing is kept
-in memory that a restart would need: operator state lives in files, so kill -9 is a normal
-stop and start-up is the recovery path.
+Startup checks the configuration (``busd.preflight``, what ``--check-config`` checks), then
+loads the policies and binds every socket; a failure exits 78 (configuration), 69 (cannot
+bind) or 70 (a bug): a misconfigured busd must not look alive. The main loop runs the broker
+task and the supervised peripheral tasks; systemd hears ``READY=1`` when the warm-up ends.
+The first SIGTERM/SIGINT drains: answer every message read, close with a linger deadline,
+exit 0. A second SIGINT forces an immediate exit. Whatever is opened is closed on every path
+out. Nothing is kept in memory that a restart would need: operator state lives in files, so
+kill -9 is a normal stop and start-up is the recovery path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import os
 import signal
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,26 +27,24 @@ from busd import __version__
 from busd.config import Config, describe
 from busd.control import ControlServer, RateControl
 from busd.control.schemas_dir import SchemaControl
+from busd.control.trust import TrustControl, server_keys
 from busd.kernel.admission import Admission
-from busd.logs import get
-from busd.ops import build
+from busd.kernel.buckets import BucketRow
+from busd.logs import catch_loop_errors, get
 from busd.ops.assertions import AssertionMonitor
 from busd.ops.health import Health
 from busd.ops.http import MetricsServer
-from busd.ops.jsonable import jsonable
 from busd.ops.metrics import make_registry
 from busd.ops.systemd import Notifier
+from busd.preflight import EXIT_FORCED, EXIT_OK, EXIT_SOFTWARE, check, exit_status
+from busd.statistics import Sources, Statistics, as_json
 from busd.supervision.supervisor import GaveUp, Supervisor
 from busd.transport import monitor
 from busd.transport.broker import Broker
+from busd.transport.zap import ZapHandler
 
 _log = get("app")
-
-EXIT_OK = 0
-EXIT_FORCED = 1
-EXIT_USAGE = 2
-EXIT_SOFTWARE = 70  # a task failed past its restart budget, or the broker crashed
-EXIT_UNAVAILABLE = 69  # could not bind an endpoint at startup
+_STATUS_EVERY = 1.0  # seconds between STATUS= lines during the warm-up
 
 
 class App:
@@ -60,26 +60,36 @@ class App:
         self.reload_hooks: list[Callable[[], Any]] = []
         self.ready_hooks: list[Callable[[], Any]] = []
         self.drain_hooks: list[Callable[[], Any]] = []
-        # Extra statistics sections: name -> snapshot function.
-        self.stats_sources: dict[str, Callable[[], Any]] = {}
+        # The optional statistics sections, set as their subsystems start.
+        self.stats_sources = Sources()
         self.schemas: SchemaControl | None = None
         self.rates: RateControl | None = None
         self.control: ControlServer | None = None
+        self.notifier = Notifier()
+        # What serve() opened, closed in reverse on every way out of it.
+        self._closing = contextlib.AsyncExitStack()
+        self._stopping_sent = False
+        self.trust: TrustControl | None = None
+        self.zap: ZapHandler | None = None
         self._interrupts = 0
 
     # -- startup ------------------------------------------------------------------------
     async def startup(self) -> None:
-        """Everything that can fail on bad configuration fails here, before READY."""
+        """Everything that can fail on bad configuration fails here, before READY: first
+        what ``busd --check-config`` checks (``BadConfig``), then loading and binding. Each
+        resource opened registers its close in ``_closing`` as soon as it exists."""
         cfg = self.config
-        build.check()  # the dependency floor: an old libzmq is refused, not run on
+        closing = self._closing
+        check(cfg)
         Path(cfg.var_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
         # Policies first, so the first message is judged under the operator's limits.
         self.schemas = SchemaControl(cfg.schemas_dir, self.admission)
         self.schemas.load()
         self.reload_hooks.append(self.schemas.request_reload)
         self.supervisor.add("schemas", self.schemas.run)
-        self.stats_sources["schemas"] = self.schemas.statistics
+        self.stats_sources.schemas = self.schemas.statistics
         self.rates = RateControl(cfg.rates_path, self.admission, clock=self.broker.clock)
+        closing.callback(self.rates.close)
         await self.rates.start()
         if cfg.schema_checks == "off":
             self.admission.install_schemas(None)
@@ -88,8 +98,9 @@ class App:
             self.admission.install_rates(None)
             _log.warning("rate checks are off: rate limits are not enforced")
         self.supervisor.add("rates", self.rates.run)
-        self.stats_sources["rates"] = self.rates.statistics
+        self.stats_sources.rates = self.rates.statistics
 
+        self._start_trust()
         self.broker.bind()
         # The monitors attach now, before anyone can connect: a connection accepted before
         # its monitor exists is never reported, and the connection gauges would miss it.
@@ -97,6 +108,12 @@ class App:
         first = {
             role: self.broker.monitor_socket(role, monitor.EVENTS) for role in ("ingress", "egress")
         }
+
+        def close_unused() -> None:  # monitor sockets no watcher took (start-up failed)
+            for sock in first.values():
+                sock.close(linger=0)
+
+        closing.callback(close_unused)
 
         def watcher(role: str, stats: monitor.ConnectionStats) -> Callable[[], Awaitable[None]]:
             # A subscriber connection's end releases what busd kept for its subscriptions.
@@ -113,12 +130,34 @@ class App:
 
         self.control = ControlServer(
             cfg.control_path,
-            {**self.rates.handlers(), **self.schemas.handlers(), "stats": self._stats_command},
+            {
+                **self.rates.handlers(),
+                **self.schemas.handlers(),
+                **(self.trust.handlers() if self.trust is not None else {}),
+                "stats": self._stats_command,
+            },
         )
+        closing.push_async_callback(self.control.close)
         await self.control.start()
         self.supervisor.add("control", self.control.run)
-        self.stats_sources["control"] = self.control.statistics
+        self.stats_sources.control = self.control.statistics
         self._attach_ops()
+
+    def _start_trust(self) -> None:
+        """Keys and permissions, and the ZAP handler, before any socket is bound: from the
+        first connection on, libzmq asks the handler (and refuses legacy ZMTP peers)."""
+        cfg = self.config
+        if cfg.authenticated:
+            self.broker.curve = server_keys(cfg.curve_secret)
+            self.trust = TrustControl(str(cfg.keys_path), cfg.acl, self.admission)
+            self.trust.load()
+            self.reload_hooks.append(self.trust.request_reload)
+            self.stats_sources.trust = self.trust.statistics
+        self.zap = ZapHandler(self.ctx, self.trust.key_ring if self.trust else None)
+        self.zap.start()
+        self._closing.callback(self.zap.stop)
+        self.supervisor.add("zap", self.zap.run)
+        self.stats_sources.zap = self.zap.statistics
 
     def _attach_ops(self) -> None:
         """Metrics and health over HTTP, service-level assertions and systemd notification.
@@ -142,16 +181,16 @@ class App:
         rates = self.rates
         if rates is not None:
 
-            def rate_keys() -> list[dict[str, Any]]:
-                return [dataclasses.asdict(row) for row in rates.table.snapshot(rates.clock())]
+            def rate_keys() -> tuple[BucketRow, ...]:
+                return rates.table.snapshot(rates.clock())
 
-            self.stats_sources["rate_keys"] = rate_keys  # throttles by key, for metrics and top
+            self.stats_sources.rate_keys = rate_keys  # throttles by key, for metrics and top
 
         if self.config.assertions:
             monitor = AssertionMonitor(self.config.assertions, self.statistics)
             monitor.load()
             health.add_check(monitor.critical_violations)
-            self.stats_sources["assertions"] = monitor.statistics
+            self.stats_sources.assertions = monitor.statistics
             self.supervisor.add("assertions", monitor.run)
             self.reload_hooks.append(monitor.reload)
 
@@ -159,53 +198,81 @@ class App:
         if address is not None:
             registry = make_registry(self.statistics, health.ready)
             server = MetricsServer(address[0], address[1], registry, health)
+            self._closing.callback(server.close)
             server.bind()
-            self.stats_sources["http"] = server.statistics
+            self.stats_sources.http = server.statistics
             self.supervisor.add("metrics", server.run)
 
-        notifier = Notifier()
+        notifier = self.notifier
+        self._closing.callback(notifier.close)
 
         def on_ready() -> None:
             health.started = True
-            notifier.ready()
 
         self.ready_hooks.append(on_ready)
         self.drain_hooks.append(notifier.stopping)
+        self.supervisor.add("warmup", self._warm_up)
         if notifier.enabled:
-            self.stats_sources["systemd"] = notifier.statistics
+            self.stats_sources.systemd = notifier.statistics
             self.supervisor.add("watchdog", notifier.run_watchdog)
 
     async def _stats_command(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"stats": jsonable(self.statistics())}
+        return {"stats": as_json(self.statistics())}
 
-    def statistics(self) -> dict[str, Any]:
-        """A snapshot of every counter, for the control socket and the metrics exporter."""
-        stats: dict[str, Any] = {
-            "broker": self.broker.stats.snapshot(),
-            "ingress": self.ingress.snapshot(),
-            "egress": self.egress.snapshot(),
-            "restarts": dict(self.supervisor.restarts_total),
-            "draining": self.draining,
-        }
-        for name, source in self.stats_sources.items():
-            stats[name] = source()
-        return stats
+    def statistics(self) -> Statistics:
+        """A snapshot of every counter, for the control socket, the metrics exporter and the
+        assertions."""
+        return self.stats_sources.read(
+            broker=self.broker.stats.statistics(),
+            ingress=self.ingress.statistics(),
+            egress=self.egress.statistics(),
+            restarts=self._restarts(),
+            draining=self.draining,
+        )
+
+    def _restarts(self) -> dict[str, int]:
+        """Restarts by supervised task: the one place that reads the supervisor's statistics
+        (``busd.statistics`` sits below the supervision layer, so it holds only these)."""
+        return {task.name: task.restarts for task in self.supervisor.statistics().tasks}
 
     # -- main loop ----------------------------------------------------------------------
     async def serve(self) -> int:
-        try:
-            await self.startup()
-        except Exception as exc:
-            _log.error(
-                "startup failed", extra={"error": str(exc), "error_type": type(exc).__name__}
-            )
-            await self._close_peripherals()
-            self.ctx.destroy(linger=0)
-            return EXIT_UNAVAILABLE
+        """Start, serve until drained, stop; returns the exit status (``busd.preflight``).
+
+        Error handling: a failed start-up is logged (``startup failed``, with the exit
+        status; with the traceback when it is a bug) and returns 78, 69 or 70. Whatever was
+        opened (sockets, files, the zmq context, signal handlers) is closed on every path
+        out, last opened first; the broker's sockets with the ``linger`` deadline.
+        """
         loop = asyncio.get_running_loop()
+        async with self._closing as closing:
+            closing.callback(self.ctx.destroy, linger=0)  # last: waits for lingering sockets
+            closing.callback(self.broker.close, linger=self.config.linger)
+            closing.enter_context(catch_loop_errors(loop))
+            try:
+                await self.startup()
+            except Exception as exc:
+                status = exit_status(exc)
+                _log.error(
+                    "startup failed",
+                    exc_info=exc if status == EXIT_SOFTWARE else None,
+                    extra={
+                        "error": str(exc),
+                        "error_type": type(exc).__name__,
+                        "exit_status": status,
+                    },
+                )
+            else:
+                status = await self._serving(loop)
+        return status
+
+    async def _serving(self, loop: asyncio.AbstractEventLoop) -> int:
+        closing = self._closing
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
+            closing.callback(loop.remove_signal_handler, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        closing.callback(loop.remove_signal_handler, signal.SIGHUP)
         _log.info(
             "ready",
             extra={
@@ -218,32 +285,51 @@ class App:
         )
         for hook in self.ready_hooks:
             hook()
-        try:
-            return await self._main_loop()
-        finally:
-            await self._close_peripherals()
-            self._shutdown()
+        closing.callback(functools.partial(_log.info, "stopped"))  # after everything closed
+        return await self._main_loop()
 
     async def _main_loop(self) -> int:
+        """Run the broker and the supervised tasks until the broker has drained.
+
+        Error handling: the broker is never restarted. When it crashes (a socket error, or
+        a bug outside the judging of one message) its traceback is logged, ``STOPPING=1``
+        is sent and the supervised tasks are cancelled: exit 70 at once, without a drain,
+        its sockets being suspect. When the supervisor gives up (a task past its restart
+        budget), busd drains as on SIGTERM and exits 70.
+        """
         broker = asyncio.create_task(self.broker.run(), name="broker")
         supervised = asyncio.create_task(self.supervisor.run(), name="supervisor")
         await asyncio.wait({broker, supervised}, return_when=asyncio.FIRST_COMPLETED)
         status = EXIT_OK
-        if supervised.done():
-            exc = supervised.exception()
-            gave_up = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
-            _log.error("supervisor gave up; draining", extra={"error": str(gave_up)})
+        if supervised.done() and supervised.exception() is not None:
+            _log.error("supervisor gave up; draining", extra={"error": str(supervised.exception())})
             status = EXIT_SOFTWARE
             self.begin_drain()
         try:
             await broker
         except Exception:
             _log.exception("broker crashed")
+            self._send_stopping()
             status = EXIT_SOFTWARE
         supervised.cancel()
-        with contextlib.suppress(asyncio.CancelledError, GaveUp, ExceptionGroup):
+        with contextlib.suppress(asyncio.CancelledError, GaveUp):
             await supervised
         return status
+
+    async def _warm_up(self) -> None:
+        """Tell systemd how long the warm-up has left, once a second, then ``READY=1``:
+        ``systemctl start`` returns only when busd accepts publishes (a supervised task that
+        ends there; without ``NOTIFY_SOCKET`` it only logs ``serving``).
+
+        Error handling: nothing to retry: a notification that fails is counted by the
+        ``Notifier``, never raised. A restart (after a bug) resumes the countdown.
+        """
+        while (left := self.broker.warming_up()) > 0 and not self.draining:
+            self.notifier.send(f"STATUS=warming up, {left:.1f} s left")
+            await asyncio.sleep(min(_STATUS_EVERY, left))
+        if not self.draining:
+            _log.info("serving")
+            self.notifier.ready()
 
     @property
     def draining(self) -> bool:
@@ -253,6 +339,12 @@ class App:
         if not self.draining:
             _log.info("draining", extra={"deadline_s": self.config.drain_timeout})
             self.broker.drain()
+            self._send_stopping()
+
+    def _send_stopping(self) -> None:
+        """The drain hooks (``STOPPING=1``), once: on a drain, or when the broker crashed."""
+        if not self._stopping_sent:
+            self._stopping_sent = True
             for hook in self.drain_hooks:
                 hook()
 
@@ -270,15 +362,3 @@ class App:
         _log.info("SIGHUP: reloading")
         for hook in self.reload_hooks:
             hook()
-
-    # -- shutdown -----------------------------------------------------------------------
-    async def _close_peripherals(self) -> None:
-        if self.control is not None:
-            await self.control.close()
-        if self.rates is not None:
-            self.rates.close()
-
-    def _shutdown(self) -> None:
-        self.broker.close(linger=self.config.linger)
-        self.ctx.destroy(linger=0)  # waits for the lingering sockets above
-        _log.info("stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -144,6 +145,31 @@ class Config:
     restart_window: float = field(
         default=60.0, metadata=_opt("window for restart_budget", "seconds")
     )
+    curve_secret: str = field(
+        default="",
+        metadata=_opt(
+            "the server's key pair (a .key_secret file from `busdctl keys new`): CURVE "
+            "authentication on both endpoints; empty: authentication off (loopback only)"
+        ),
+    )
+    keys_dir: str = field(
+        default="",
+        metadata=_opt("client public keys, NAME.key each (default VAR_DIR/keys)"),
+    )
+    acl: str = field(
+        default="",
+        metadata=_opt(
+            "permissions file (TOML): publish and subscribe prefixes per identity; "
+            "empty: every known key may do everything"
+        ),
+    )
+    insecure: str = field(
+        default="off",
+        metadata={
+            **_opt("on: allow a non-loopback tcp:// endpoint without authentication"),
+            "bare_flag": "on",
+        },
+    )
     loop: str = field(default="uvloop", metadata=_opt("event loop: uvloop or asyncio"))
     log_format: str = field(
         default="auto", metadata=_opt("auto (JSON unless stderr is a terminal), json or text")
@@ -162,6 +188,14 @@ class Config:
         return etc if etc.is_dir() else Path(self.var_dir) / "rates"
 
     @property
+    def keys_path(self) -> Path:
+        return Path(self.keys_dir) if self.keys_dir else Path(self.var_dir) / "keys"
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.curve_secret)
+
+    @property
     def metrics_address(self) -> tuple[str, int] | None:
         if self.metrics in ("", "off"):
             return None
@@ -175,12 +209,18 @@ class Config:
                 raise ConfigError(
                     f"{name}: expected a tcp://, ipc:// or inproc:// endpoint, got {value!r}"
                 )
+            if value.startswith("tcp://"):
+                host, sep, port = value[len("tcp://") :].rpartition(":")
+                if not (sep and host and (port == "*" or _port(port))):
+                    raise ConfigError(
+                        f"{name}: expected tcp://HOST:PORT (PORT 0-65535), got {value!r}"
+                    )
         # Port 0 twice is two ports the kernel picks (tests and `make run` use it).
         if self.pub_endpoint == self.sub_endpoint and not self.pub_endpoint.endswith(":0"):
             raise ConfigError("pub_endpoint and sub_endpoint must differ")
         if self.metrics not in ("", "off"):
             host, sep, port = self.metrics.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            if not sep or not host or not _port(port):
                 raise ConfigError(f"metrics: expected HOST:PORT or 'off', got {self.metrics!r}")
         for name in (
             "max_message_bytes",
@@ -206,13 +246,22 @@ class Config:
             "heartbeat_interval",
             "heartbeat_timeout",
         ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: expected a number of seconds >= 0")
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name}: expected a finite number of seconds >= 0, got {value}")
         if not 0.001 <= self.handshake_timeout <= 3600:
             raise ConfigError("handshake_timeout: expected 0.001 to 3600 seconds")
         if self.heartbeat_interval and self.heartbeat_timeout < self.heartbeat_interval:
             raise ConfigError("heartbeat_timeout must be at least heartbeat_interval")
-        for name in ("schema_checks", "rate_checks"):
+        if not self.authenticated and self.insecure != "on":
+            for name in ("pub_endpoint", "sub_endpoint"):
+                value = getattr(self, name)
+                if not _loopback(value):
+                    raise ConfigError(
+                        f"{name}: {value} is reachable from other hosts and authentication "
+                        "is off: set curve_secret (docs/security.md), or say --insecure"
+                    )
+        for name in ("schema_checks", "rate_checks", "insecure"):
             if getattr(self, name) not in ("on", "off"):
                 raise ConfigError(f"{name}: expected on or off")
         if self.loop not in ("uvloop", "asyncio"):
@@ -222,6 +271,21 @@ class Config:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level: expected debug, info, warning or error")
         return self
+
+
+def _port(text: str) -> bool:
+    return text.isdecimal() and text.isascii() and int(text) <= 65535
+
+
+_LOOPBACK_HOSTS = ("localhost", "[::1]", "::1")
+
+
+def _loopback(endpoint: str) -> bool:
+    """Whether a tcp:// endpoint binds only loopback (ipc:// and inproc:// always do)."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://") :].rpartition(":")[0]
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def _coerce(name: str, kind: type, value: object, source: str) -> object:
@@ -255,12 +319,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in _fields():
         unit = f.metadata.get("unit")
         help_text = f"{f.metadata['help']} (default: {f.default!r}{' ' + unit if unit else ''})"
+        bare = f.metadata.get("bare_flag")
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             default=None,
             help=help_text,
             metavar=f.name.upper(),
+            **({"nargs": "?", "const": bare} if bare else {}),
         )
 
 

@@ -1,6 +1,6 @@
 """Helpers for the ops tests: plain HTTP to busd's metrics port and scrape parsing.
 
-Scrapes are parsed with prometheus-client's own parser, not busd's or busctl's code.
+Scrapes are parsed with prometheus-client's own parser, not busd's or busdctl's code.
 """
 
 from __future__ import annotations

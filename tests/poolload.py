@@ -61,16 +61,25 @@ class SubscriberThread(threading.Thread):
 
 
 class PublisherThread(threading.Thread):
-    """A PoolPublisher sending ``count`` messages at about ``rate`` per second."""
+    """A PoolPublisher sending messages at about ``rate`` per second: ``count`` of them, or,
+    given ``until``, until that event is set (``count`` is then only an upper bound), so a
+    scenario's traffic lasts as long as the scenario does, however slow the machine."""
 
     def __init__(
-        self, endpoints: Sequence[str], name: str, count: int, rate: float, **options: Any
+        self,
+        endpoints: Sequence[str],
+        name: str,
+        count: int,
+        rate: float,
+        until: threading.Event | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(daemon=True)
         self.endpoints = list(endpoints)
         self.name_ = name
         self.count = count
         self.rate = rate
+        self.until = until
         self.options = options
         self.published: list[str] = []
         self.accepted: list[str] = []
@@ -85,6 +94,8 @@ class PublisherThread(threading.Thread):
                 receipts = []
                 started = time.monotonic()
                 for i in range(self.count):
+                    if self.until is not None and self.until.is_set():
+                        break
                     receipts.append(pub.publish(TOPIC, "release", 2, RELEASE))
                     self.sent = i + 1
                     ahead = started + (i + 1) / self.rate - time.monotonic()

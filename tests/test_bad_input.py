@@ -148,6 +148,36 @@ def test_bad_message_gets_its_code(
     pub.close()
 
 
+@pytest.mark.timeout(30)
+def test_a_rejection_log_line_names_the_publisher_topic_schema_and_version(
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
+    """Besides code, reason and seq: who sent it, on which topic, claiming which schema."""
+    pub = dealer(zctx, busd.pub_endpoint)
+    bad = envelope("release.shop", publisher="svc-a", data={"cmd": 1})
+    publish(pub, 1, "release.shop", bad)
+    assert collect(pub, 1)[1]["code"] == "invalid"
+    line = busd.wait_log("message rejected", code="invalid")
+    assert line["level"] == "warning" and line["seq"] == 1
+    assert (line["publisher"], line["topic"]) == ("svc-a", "release.shop")
+    assert (line["schema"], line["version"]) == ("release", 2)
+    pub.close()
+
+
+@pytest.mark.timeout(30)
+def test_the_culprit_fields_of_a_rejection_log_line_are_bounded(
+    busd: BusdProcess, zctx: TrackedContext
+) -> None:
+    """A hostile topic or publisher name cannot make a long log line: 64 characters each."""
+    pub = dealer(zctx, busd.pub_endpoint)
+    topic = "r" * 10_000
+    publish(pub, 1, topic, envelope(topic, publisher="p" * 10_000, schema="s" * 10_000))
+    assert collect(pub, 1)[1]["code"] == "bad_topic"
+    line = busd.wait_log("message rejected", code="bad_topic")
+    assert (line["topic"], line["publisher"], line["schema"]) == ("r" * 64, "p" * 64, "s" * 64)
+    pub.close()
+
+
 def _raw_tcp(port: int, payload: bytes) -> None:
     """Send ``payload`` on a plain TCP connection, read briefly, and hang up."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:

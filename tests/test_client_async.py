@@ -200,3 +200,32 @@ async def test_async_subscriber_decodes_and_filters_by_prefix(zctx: Any, actx: A
             assert await sub.recv(timeout=0.1) is None
     finally:
         xpub.close(linger=0)
+
+
+@pytest.mark.timeout(10)
+async def test_async_publish_waits_for_a_broker_that_binds_late_and_sends_once_it_is_there(
+    tmp_path: Path, zctx: Any, actx: Any
+) -> None:
+    endpoint = f"ipc://{tmp_path}/late"
+    async with AsyncPublisher(
+        endpoint, name="late", timeout=5.0, context=actx, reconnect_ivl=0.05
+    ) as pub:
+        publishing = asyncio.ensure_future(pub.publish("t", "s", 1, {"n": 1}))
+        deadline = time.monotonic() + 5.0
+        while pub.pending == 0:
+            assert time.monotonic() < deadline, "the publish never started waiting"
+            await asyncio.sleep(0.005)
+        assert not publishing.done()  # nobody listens yet: publish waits for a connection
+        sock: zmq.Socket[bytes] = zctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        try:
+            r = await asyncio.wait_for(publishing, 5)
+            assert (r.seq, r.attempts, r.done()) == (1, 1, False)
+            assert await asyncio.to_thread(sock.poll, 5000)
+            ident, _header, _topic, env = sock.recv_multipart()
+            assert msgpack.unpackb(env)["id"] == r.id
+            sock.send_multipart([ident, msgpack.packb({"acc": [[1, 1]], "rej": []})])
+            assert await pub.flush(5) == [] and r.accepted
+        finally:
+            sock.close(linger=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 
@@ -30,6 +32,26 @@ def test_envelope_has_exactly_the_protocol_fields() -> None:
         "ts": 17,
         "data": {"cmd": "bin/web"},
     }
+
+
+def test_envelope_from_a_kept_packer_is_byte_for_byte_the_default_one() -> None:
+    pack = msgpack.Packer().pack
+    cases: list[tuple[str, str, int, dict[str, Any]]] = [
+        ("release.shop", "release", 2, {"cmd": "bin/web", "env": {"A": "1"}, "n": [1, 2.5]}),
+        ("t", "s", 1, {"bytes": b"\x00\xff", "none": None, "big": 2**63, "neg": -(2**63)}),
+        ("ü.topic", "schema", 7, {"text": "é" * 300, "nested": {"deep": [{"x": True}]}}),
+    ]
+    for topic, schema, version, data in cases:
+        kept = encode_envelope(
+            topic, schema, version, data, id="a", publisher="p", ts=17, pack=pack
+        )
+        assert kept == encode_envelope(topic, schema, version, data, id="a", publisher="p", ts=17)
+    with pytest.raises(TypeError):
+        encode_envelope("t", "s", 1, {"x": object()}, id="i", publisher="p", pack=pack)
+    # A packer that failed midway starts clean: the next envelope is not polluted.
+    assert encode_envelope("t", "s", 1, {}, id="i", publisher="p", ts=1, pack=pack) == (
+        encode_envelope("t", "s", 1, {}, id="i", publisher="p", ts=1)
+    )
 
 
 def test_envelope_ts_defaults_to_wall_clock_nanoseconds() -> None:

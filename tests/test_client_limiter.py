@@ -267,3 +267,38 @@ def test_client_and_busd_parsers_agree_on_every_input(content: bytes) -> None:
         assert ours is None
     else:
         assert ours is not None and (ours.rate, ours.burst) == (theirs.rate, theirs.burst)
+
+
+def test_a_missing_rates_directory_is_logged_loudly_as_everything_unlimited(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in the path would otherwise mean unlimited in silence. Logged when the limiter
+    is made, not again while it stays missing, and again when a directory that was there
+    goes missing."""
+    missing = tmp_path / "etc-rates"
+    clock = FakeClock()
+    with caplog.at_level("WARNING", logger="busd_client.limiter"):
+        limiter = RateLimiter(missing, clock=clock, sleep=clock.sleep)
+        assert limiter.limit_for("publish") is None
+        clock.sleep(5)
+        assert limiter.limit_for("publish") is None
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        f"rates directory {missing} does not exist: every key is unlimited until it does"
+    )
+    missing.mkdir()
+    (missing / "publish").write_text("5\n")
+    clock.sleep(5)
+    assert limiter.limit_for("publish") == Limit(5.0, 5.0)
+    caplog.clear()
+    (missing / "publish").unlink()
+    missing.rmdir()
+    clock.sleep(5)
+    with caplog.at_level("WARNING", logger="busd_client.limiter"):
+        assert limiter.limit_for("publish") is None
+    assert [r.getMessage() for r in caplog.records] == [record.getMessage()]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="busd_client.limiter"):
+        RateLimiter(tmp_path)  # a directory that exists: nothing to say
+    assert caplog.records == []

@@ -361,3 +361,51 @@ def test_flush_with_short_timeout_raises_and_keeps_messages_pending(peer: Peer, 
 def test_bad_publisher_name_is_refused_before_connecting() -> None:
     with pytest.raises(ValueError, match="publisher name"):
         Publisher("tcp://127.0.0.1:1", name="has space")
+
+
+@pytest.mark.timeout(10)
+def test_publish_waits_for_a_broker_that_binds_late_and_sends_once_it_is_there(
+    tmp_path: Path, zctx: Any
+) -> None:
+    endpoint = f"ipc://{tmp_path}/late"
+    bound: list[zmq.Socket[bytes]] = []
+    with Publisher(endpoint, name="late", timeout=5.0, context=zctx, reconnect_ivl=0.05) as pub:
+
+        def bind_once_the_publish_waits() -> None:
+            deadline = time.monotonic() + 5.0
+            while pub.pending == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            sock: zmq.Socket[bytes] = zctx.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(endpoint)
+            bound.append(sock)
+
+        helper = threading.Thread(target=bind_once_the_publish_waits)
+        helper.start()
+        try:
+            r = pub.publish("t", "s", 1, {"n": 1})  # returns once the late broker took it
+            helper.join(5)
+            assert (r.seq, r.attempts, r.done()) == (1, 1, False)
+            sock = bound[0]
+            assert sock.poll(5000)
+            ident, _header, _topic, env = sock.recv_multipart()
+            assert msgpack.unpackb(env)["id"] == r.id
+            sock.send_multipart([ident, msgpack.packb({"acc": [[1, 1]], "rej": []})])
+            assert pub.flush(5) == [] and r.accepted
+        finally:
+            helper.join(5)
+            for sock in bound:
+                sock.close(linger=0)
+
+
+def test_the_clients_long_running_loops_document_their_error_handling() -> None:
+    """The drivers' loops (and the subscribers' receive loops) say, under "Error handling:",
+    what they retry and what they let crash."""
+    from busd_client.aio import AsyncSubscriber
+    from busd_client.aio_driver import AsyncDriver
+    from busd_client.subscriber import Subscriber
+    from busd_client.sync_driver import SyncDriver
+
+    loops = [SyncDriver._wait_for, AsyncDriver._run_pump, Subscriber.recv, AsyncSubscriber.recv]
+    missing = [f.__qualname__ for f in loops if "Error handling:" not in (f.__doc__ or "")]
+    assert not missing, f"no 'Error handling:' paragraph: {missing}"

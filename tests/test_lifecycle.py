@@ -166,12 +166,12 @@ def test_check_config_prints_the_effective_configuration(tmp_path: Path) -> None
         (["--schema-checks", "maybe"], b"schema_checks"),
     ],
 )
-def test_invalid_configuration_exits_2_naming_the_setting(args: list[str], message: bytes) -> None:
-    """A bad setting is refused before anything binds, with its name in the message."""
+def test_invalid_configuration_exits_78_naming_the_setting(args: list[str], message: bytes) -> None:
+    """A bad setting is refused before anything binds (EX_CONFIG), with its name."""
     proc = subprocess.run(
         [str(BIN / "busd"), "--check-config", *args], capture_output=True, timeout=20, check=False
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 78
     assert message in proc.stderr
 
 
@@ -185,7 +185,7 @@ def test_unknown_key_in_the_config_file_is_refused(tmp_path: Path) -> None:
         timeout=20,
         check=False,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 78
     assert b"pub_hmw" in proc.stderr
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -18,7 +20,9 @@ from busd.ops.assertion_rules import (
     parse_file,
     parse_window,
 )
-from busd.ops.figures import FIGURES, compute, sample
+from busd.ops.figures import FIGURES, Figures, compute, sample
+from busd.statistics import BrokerStatistics, ConnectionStatistics, Statistics
+from busd_protocol.codes import Code
 from busd_protocol.histogram import Histogram
 
 FIG = {
@@ -29,6 +33,7 @@ FIG = {
     "receive_rate": 100.0,
     "zero": 0.0,
 }
+VALUES = SimpleNamespace(**FIG)  # expressions read figures as attributes
 
 
 @pytest.mark.parametrize(
@@ -58,13 +63,13 @@ FIG = {
 )
 def test_expressions_evaluate_like_their_arithmetic(source: str, expected: bool) -> None:
     """Comparisons, and/or/not with the usual precedence, and + - * / on figures."""
-    assert evaluate(parse(source, FIG), FIG) is expected
+    assert evaluate(parse(source, FIG), VALUES) is expected
 
 
 def test_division_by_zero_makes_every_comparison_false_so_the_assertion_is_violated() -> None:
     """x / 0 is NaN: both `< 1` and `>= 1` are false (an alarm, never a silent pass)."""
-    assert evaluate(parse("accept_rate / zero < 1"), FIG) is False
-    assert evaluate(parse("accept_rate / zero >= 1"), FIG) is False
+    assert evaluate(parse("accept_rate / zero < 1"), VALUES) is False
+    assert evaluate(parse("accept_rate / zero >= 1"), VALUES) is False
 
 
 @pytest.mark.parametrize(
@@ -107,7 +112,7 @@ def test_any_text_either_parses_or_raises_expression_error(text: str) -> None:
         tree = parse(text, FIG)
     except ExpressionError:
         return
-    assert isinstance(evaluate(tree, FIG), bool)
+    assert isinstance(evaluate(tree, VALUES), bool)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +138,8 @@ window_seconds = 5
     first, second = parse_file(data, FIGURES)
     assert (first.name, first.window, first.critical) == ("latency", 60.0, True)
     assert (second.name, second.window, second.critical) == ("publishers", 5.0, False)
-    assert first.holds({**dict.fromkeys(FIGURES, 0.0), "p99_latency_ms": 49.0})
+    assert first.holds(Figures(**{**dict.fromkeys(FIGURES, 0.0), "p99_latency_ms": 49.0}))
+    assert not first.holds(Figures(**{**dict.fromkeys(FIGURES, 0.0), "p99_latency_ms": 50.0}))
 
 
 @pytest.mark.parametrize(
@@ -158,49 +164,55 @@ def test_bad_assertions_files_are_refused_naming_table_and_key(text: str, messag
 
 
 def _stats(
-    received: int, accepted: int, rejected: dict[str, int], latency: Histogram, publishers: int = 0
-) -> dict[str, object]:
-    return {
-        "broker": {
-            "received": received,
-            "accepted": accepted,
-            "rejected": rejected,
-            "bytes_in": received * 100,
-            "bytes_accepted": accepted * 100,
-            "subscriptions": 3,
-            "latency": latency.snapshot(),
-        },
-        "ingress": {"connected": publishers, "handshake_failures": 1},
-        "egress": {"connected": 4, "handshake_failures": 0},
-        "restarts": {"monitor.ingress": 0},
-        "draining": False,
-    }
+    received: int, accepted: int, rejected: dict[Code, int], latency: Histogram, publishers: int = 0
+) -> Statistics:
+    def connections(connected: int, handshake_failures: int) -> ConnectionStatistics:
+        return ConnectionStatistics(connected, connected, 0, connected, handshake_failures)
+
+    broker = BrokerStatistics(
+        received=received,
+        accepted=accepted,
+        bytes_in=received * 100,
+        bytes_accepted=accepted * 100,
+        rejected=rejected,
+        replies_sent=received,
+        replies_dropped=0,
+        subscriptions=3,
+        subscribe_total=3,
+        unsubscribe_total=0,
+        batches=received,
+        latency=latency.snapshot(),
+    )
+    return Statistics(
+        broker, connections(publishers, 1), connections(4, 0), {"monitor.ingress": 0}, False
+    )
 
 
 def test_figures_are_rates_ratios_and_quantiles_over_the_window_between_two_samples() -> None:
     hist = Histogram()
     hist.observe(0.0002, 50)
-    before = sample(_stats(50, 50, {"invalid": 0, "rate_limited": 0}, hist), at=100.0)
+    before = sample(_stats(50, 50, {Code.INVALID: 0, Code.RATE_LIMITED: 0}, hist), at=100.0)
     hist.observe(0.03, 99)  # 25 ms < x <= 50 ms bucket
     hist.observe(2.0, 1)
     after = sample(
-        _stats(250, 100 + 50, {"invalid": 60, "rate_limited": 40}, hist, publishers=2), at=110.0
+        _stats(250, 100 + 50, {Code.INVALID: 60, Code.RATE_LIMITED: 40}, hist, publishers=2),
+        at=110.0,
     )
     figures = compute(after, before)
-    assert set(figures) == set(FIGURES)
-    assert figures["receive_rate"] == 20.0
-    assert figures["accept_rate"] == 10.0
-    assert figures["reject_ratio"] == 0.5
-    assert figures["throttle_ratio"] == 0.2
-    assert figures["schema_reject_ratio"] == 0.3
-    assert figures["p50_latency_ms"] == 50.0  # the window excludes the 0.2 ms observations
-    assert figures["p99_latency_ms"] == 50.0
-    assert figures["p999_latency_ms"] == 2500.0
-    assert figures["publishers_connected"] == 2.0
-    assert figures["subscribers_connected"] == 4.0
-    assert figures["subscriptions"] == 3.0
-    assert figures["window_seconds"] == 10.0
-    assert math.isclose(figures["bytes_in_rate"], 2000.0)
+    assert set(dataclasses.asdict(figures)) == set(FIGURES)
+    assert figures.receive_rate == 20.0
+    assert figures.accept_rate == 10.0
+    assert figures.reject_ratio == 0.5
+    assert figures.throttle_ratio == 0.2
+    assert figures.schema_reject_ratio == 0.3
+    assert figures.p50_latency_ms == 50.0  # the window excludes the 0.2 ms observations
+    assert figures.p99_latency_ms == 50.0
+    assert figures.p999_latency_ms == 2500.0
+    assert figures.publishers_connected == 2.0
+    assert figures.subscribers_connected == 4.0
+    assert figures.subscriptions == 3.0
+    assert figures.window_seconds == 10.0
+    assert math.isclose(figures.bytes_in_rate, 2000.0)
 
 
 def test_an_empty_window_has_zero_rates_and_zero_latency() -> None:
@@ -208,6 +220,6 @@ def test_an_empty_window_has_zero_rates_and_zero_latency() -> None:
     hist.observe(0.5, 10)
     one = sample(_stats(10, 10, {}, hist), at=5.0)
     figures = compute(one, one)
-    assert figures["receive_rate"] == 0.0
-    assert figures["reject_ratio"] == 0.0
-    assert figures["p99_latency_ms"] == 0.0
+    assert figures.receive_rate == 0.0
+    assert figures.reject_ratio == 0.0
+    assert figures.p99_latency_ms == 0.0

@@ -44,19 +44,28 @@ def test_the_example_lists_every_setting_with_its_default_and_unit() -> None:
             assert f"({f.metadata['unit']})" in blocks[f.name], f.name
 
 
-def test_busd_accepts_the_example_and_uses_its_values() -> None:
+def test_busd_accepts_the_example_and_uses_its_values(tmp_path: Path) -> None:
+    """--check-config loads what the paths name, so they point at an installed layout under
+    ``tmp_path`` (as the unit's Environment= lines do); every other value is the file's."""
+    installed = {
+        "schemas_dir": str(REPO / "schemas"),
+        "assertions": str(REPO / "deploy" / "assertions.toml"),
+        "var_dir": str(tmp_path / "var"),
+        "rates_dir": str(tmp_path / "var" / "rates"),
+        "control": str(tmp_path / "run" / "control.sock"),
+    }
     result = subprocess.run(
         [str(BIN / "busd"), "--config", str(EXAMPLE), "--check-config"],
         capture_output=True,
         text=True,
         timeout=20,
         check=False,
-        env={},
+        env={f"BUSD_{key.upper()}": value for key, value in installed.items()},
     )
     assert result.returncode == 0, result.stderr
     effective = json.loads(result.stdout)
     for key, value in tomllib.loads(EXAMPLE.read_text()).items():
-        assert effective[key] == value, key
+        assert effective[key] == installed.get(key, value), key
 
 
 def test_operations_doc_lists_every_figure() -> None:

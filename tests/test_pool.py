@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +22,11 @@ from test_pool_ops import SUPERVISOR, Supervised, _ready, write_pool
 
 import busd_client
 
-BUSCTL = str(Path(sys.executable).parent / "busctl")
 WARMUP = ("--warmup", "1.5")
 RATE = 1500.0  # messages per second per publisher
-COUNT = 12_000  # per publisher: 8 s of traffic
+# Publishers send until the scenario is over (its `during` returned); this only bounds a
+# scenario that never ends (60 s of traffic).
+MAX_COUNT = 90_000
 
 
 def start_pool(busd_factory: Callable[..., BusdProcess], n: int = 3) -> list[BusdProcess]:
@@ -45,8 +46,11 @@ def accepted_by(b: BusdProcess) -> float:
 
 
 def run_traffic(
-    brokers: list[BusdProcess], during: Callable[[list[SubscriberThread]], None], count: int = COUNT
+    brokers: list[BusdProcess], during: Callable[[list[SubscriberThread]], None]
 ) -> dict[str, object]:
+    """Two publishers and two subscribers on every broker while ``during`` runs: traffic
+    starts before it and stops once it returned (sized by the scenario, not by a clock).
+    Every message a publisher was told was accepted reached each subscriber exactly once."""
     pubs_at = [b.pub_endpoint for b in brokers]
     subs = [SubscriberThread([b.sub_endpoint for b in brokers]) for _ in range(2)]
     for s in subs:
@@ -58,14 +62,20 @@ def run_traffic(
         timeout=10,
         what="every broker past its warm-up",
     )
+    over = threading.Event()
     pubs = [
-        PublisherThread(pubs_at, f"pub{k}", count, RATE, timeout=30.0, attempt_timeout=0.5)
+        PublisherThread(
+            pubs_at, f"pub{k}", MAX_COUNT, RATE, until=over, timeout=30.0, attempt_timeout=0.5
+        )
         for k in range(2)
     ]
     for p in pubs:
         p.start()
     try:
-        during(subs)
+        try:
+            during(subs)
+        finally:
+            over.set()
         for p in pubs:
             p.join(60)
             assert not p.is_alive(), "publisher did not finish"
@@ -83,7 +93,8 @@ def run_traffic(
     figures = verdict(pubs, subs)
     print("\npool figures:", json.dumps(figures))
     assert figures["failed"] == 0, [f for p in pubs for f in p.failures][:5]
-    assert figures["accepted"] == figures["published"] == 2 * count
+    assert figures["accepted"] == figures["published"] > 0
+    assert all(p.sent < MAX_COUNT for p in pubs), "the scenario outlasted its traffic"
     for k in range(len(subs)):
         sub = figures[f"sub{k}"]
         assert isinstance(sub, dict)
@@ -128,7 +139,7 @@ def test_kill_9_of_one_broker_loses_nothing_and_it_is_used_again(
             what="publishers using the restarted broker again",
         )
 
-    run_traffic(brokers, kill_and_restart, count=8000)  # ~5.3 s: kill, restart, reuse
+    run_traffic(brokers, kill_and_restart)
     print(f"kills: {kills}")
     assert kills == 1
 
@@ -168,6 +179,7 @@ def test_rolling_restart_under_load_loses_nothing(
         )
         before = [u.pid() for u in units]
         took: list[float] = []
+        progress: list[str] = []
 
         def rolling(subs: list[SubscriberThread]) -> None:
             wait_for(
@@ -178,7 +190,8 @@ def test_rolling_restart_under_load_loses_nothing(
             began = time.monotonic()
             done = subprocess.run(
                 [str(ROLLING_RESTART), str(pool), "--ready-timeout", "15"],
-                env={**os.environ, "BUSCTL": BUSCTL},
+                # Not whatever busctl/busdctl is on PATH: the checkout's own, found by itself.
+                env={**os.environ, "PATH": "/usr/bin:/bin"},
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -186,11 +199,22 @@ def test_rolling_restart_under_load_loses_nothing(
             )
             took.append(time.monotonic() - began)
             assert done.returncode == 0, done.stderr
+            progress.append(done.stdout)
+            # Traffic goes on until every broker's new process has carried messages.
+            wait_for(
+                lambda: all(accepted_by(b) >= 100 for b in brokers),
+                timeout=20,
+                what="every restarted broker carrying traffic",
+            )
 
         run_traffic(brokers, rolling)
         print(f"rolling restart of 3 brokers under load: {took[0]:.1f} s")
+        print(progress[0])
+        for u in units:  # one line per state, not one per step of the warm-up countdown
+            lines = [x for x in progress[0].splitlines() if x.startswith(f"{u.name}: ")]
+            assert sum("warming up" in x for x in lines) <= 1, lines
+            assert any(x.startswith(f"{u.name}: ready ") for x in lines), lines
         assert all(u.pid() != pid for u, pid in zip(units, before, strict=True))
-        assert all(accepted_by(b) > 0 for b in brokers)  # each new process carried traffic
     finally:
         for u in units:
             u.stop()

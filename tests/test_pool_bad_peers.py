@@ -1,7 +1,7 @@
 """The pool clients facing peers that break the protocol: garbage replies, silence, slowness,
 undecodable messages, duplicates.
 
-First PoolCore alone, fed malformed reply frames with passed-in times; then the real
+First PoolStrategy alone, fed malformed reply frames with passed-in times; then the real
 PoolPublisher and PoolSubscriber on loopback against fake brokers: real ZeroMQ ROUTER and
 XPUB sockets bound by the test, one behaving (answering per docs/protocol.md §2), one not.
 """
@@ -20,9 +20,11 @@ import pytest
 import zmq
 from conftest import TrackedContext, free_port, wait_for
 
+from busd_client.core import dispatch, submit
 from busd_client.errors import Rejected
+from busd_client.ledger import Ledger, Link, Pending
 from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber
-from busd_client.pool_core import Link, PoolCore, PoolPending
+from busd_client.pool_strategy import PoolStrategy
 from busd_protocol.messages import encode_envelope
 
 pytestmark = pytest.mark.timeout(15)
@@ -33,18 +35,18 @@ def _pack(obj: Any) -> bytes:
     return frame
 
 
-# -- PoolCore fed malformed replies -----------------------------------------------------------
+# -- PoolStrategy fed malformed replies -----------------------------------------------------------
 
 EPS = ("tcp://127.0.0.1:17001", "tcp://127.0.0.1:17002")
 
 
 class Wire:
-    """The shell's send, for PoolCore alone: records (link index, seq, id)."""
+    """The driver's send, for PoolStrategy alone: records (link index, seq, id)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, int, str]] = []
 
-    def __call__(self, link: Link, p: PoolPending) -> bool:
+    def __call__(self, link: Link, p: Pending) -> bool:
         self.sent.append((link.index, link.next_seq, p.id))
         return True
 
@@ -52,15 +54,15 @@ class Wire:
         return [i for k, _, i in self.sent if k == index]
 
 
-def make_core(n: int) -> PoolCore:
-    core = PoolCore(list(EPS[:n]), 1.0)
+def make_core(n: int) -> PoolStrategy:
+    core = PoolStrategy(Ledger(), list(EPS[:n]), 1.0)
     for link in core.links:
         core.on_connected(link)
     return core
 
 
-def msg(id: str, *, retry_until: float = 0.0) -> PoolPending:
-    p = PoolPending("t", b"t", b"envelope", id, retry_until, False)
+def msg(id: str, *, retry_until: float = 0.0) -> Pending:
+    p = Pending("t", b"t", b"envelope", id, retry_until, False)
     p._deadline = math.inf
     return p
 
@@ -95,12 +97,12 @@ COUNTED = {
 def test_a_malformed_reply_is_counted_in_bad_replies_and_changes_nothing(frame: bytes) -> None:
     core, wire = make_core(1), Wire()
     p = msg("a")
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.on_reply(core.links[0], frame, 0.1)
-    assert core.bad_replies == 1
+    assert core.ledger.bad_replies == 1
     assert not p.done() and core.links[0].outstanding == {1: p}
     core.on_reply(core.links[0], acc(1), 0.2)  # a good reply still works after it
-    assert p.accepted and core.bad_replies == 1
+    assert p.accepted and core.ledger.bad_replies == 1
 
 
 IGNORED = {
@@ -119,16 +121,16 @@ IGNORED = {
 def test_a_reply_naming_no_sent_message_changes_no_message(frame: bytes) -> None:
     core, wire = make_core(1), Wire()
     p = msg("a")
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.on_reply(core.links[0], frame, 0.1)
-    assert not p.done() and core.links[0].outstanding == {1: p} and core.count == 1
+    assert not p.done() and core.links[0].outstanding == {1: p} and core.ledger.count == 1
 
 
 def test_a_bad_acc_pair_does_not_stop_the_good_ones_in_the_same_reply() -> None:
     core, wire = make_core(1), Wire()
     a, b = msg("a"), msg("b")
-    core.add(a, 0.0, wire)
-    core.add(b, 0.0, wire)
+    submit(core, a, 0.0, wire)
+    submit(core, b, 0.0, wire)
     core.on_reply(
         core.links[0],
         _pack({"acc": [[1], [1, 1], "x"], "rej": [5, {"seq": 2, "code": "invalid"}]}),
@@ -136,13 +138,13 @@ def test_a_bad_acc_pair_does_not_stop_the_good_ones_in_the_same_reply() -> None:
     )
     assert a.accepted
     assert isinstance(b.error, Rejected) and b.error.code == "invalid"
-    assert core.bad_replies == 3
+    assert core.ledger.bad_replies == 3
 
 
 def test_a_rejection_with_odd_field_types_still_settles_as_a_rejection() -> None:
     core, wire = make_core(1), Wire()
     p = msg("a", retry_until=10.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.on_reply(
         core.links[0],
         _pack({"rej": [{"seq": 1, "code": "rate_limited", "key": 5, "retry_after_ms": -3}]}),
@@ -151,10 +153,10 @@ def test_a_rejection_with_odd_field_types_still_settles_as_a_rejection() -> None
     # A negative wait reads as 0: retried at once, within the retry deadline.
     assert not p.done()
     core.expire(0.0)
-    assert core.dispatch(0.0, wire) == 1
+    assert dispatch(core, 0.0, wire) == 1
 
 
-# Protocol violations that PoolCore lets pass without counting them. common.md: bad input is
+# Protocol violations that PoolStrategy lets pass without counting them. common.md: bad input is
 # always counted. Each is a reply that names messages this link never sent or has the wrong
 # type where docs/protocol.md §2 fixes one.
 UNCOUNTED = {
@@ -173,15 +175,15 @@ UNCOUNTED = {
 @pytest.mark.parametrize("frame", list(UNCOUNTED.values()), ids=list(UNCOUNTED))
 def test_a_reply_violating_the_protocol_is_counted_in_bad_replies(frame: bytes) -> None:
     core, wire = make_core(1), Wire()
-    core.add(msg("a"), 0.0, wire)
+    submit(core, msg("a"), 0.0, wire)
     core.on_reply(core.links[0], frame, 0.1)
-    assert core.bad_replies == 1
+    assert core.ledger.bad_replies == 1
 
 
 def test_a_reply_of_extreme_ranges_and_many_items_never_raises_and_ends_quickly() -> None:
     core, wire = make_core(1), Wire()
     for k in range(50):
-        core.add(msg(f"m{k}"), 0.0, wire)
+        submit(core, msg(f"m{k}"), 0.0, wire)
     frame = _pack(
         {
             "acc": [[2**64 - 1, -(2**63)]] * 2000 + [[0, 2**64 - 1]],
@@ -191,19 +193,19 @@ def test_a_reply_of_extreme_ranges_and_many_items_never_raises_and_ends_quickly(
     started = time.perf_counter()
     core.on_reply(core.links[0], frame, 0.1)
     assert time.perf_counter() - started < 0.5
-    assert core.count >= 0
+    assert core.ledger.count >= 0
 
 
 @pytest.mark.timeout(20)
 def test_a_reply_repeating_a_wide_acc_range_costs_time_in_its_size_only() -> None:
     core, wire = make_core(1), Wire()
     for k in range(2000):
-        core.add(msg(f"m{k}"), 0.0, wire)
+        submit(core, msg(f"m{k}"), 0.0, wire)
     frame = _pack({"acc": [[1, 2000]] * 2000})  # 14 kB
     started = time.perf_counter()
     core.on_reply(core.links[0], frame, 0.1)
     took = time.perf_counter() - started
-    assert core.count == 0
+    assert core.ledger.count == 0
     assert took < 0.15, f"{took:.2f} s for one 14 kB reply"
 
 
@@ -214,7 +216,7 @@ def test_a_reply_repeating_a_wide_acc_range_costs_time_in_its_size_only() -> Non
 )
 def test_a_reply_that_answers_no_message_leaves_a_silent_link_avoided(frame: bytes) -> None:
     core, wire = make_core(2), Wire()
-    core.add(msg("a"), 0.0, wire)  # to link 0, never answered
+    submit(core, msg("a"), 0.0, wire)  # to link 0, never answered
     core.expire(1.0)
     l0 = core.links[0]
     assert l0.state(1.0) == "avoided (no answer in time)"

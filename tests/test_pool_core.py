@@ -1,8 +1,10 @@
-"""PoolCore: the pool publisher's decision rules, driven step by step with passed-in times.
+"""PoolStrategy: the pool publisher's decision rules, driven step by step with passed-in
+times.
 
-No sockets: PoolCore does no I/O by design, and ``send`` is its seam to the shell. ``Wire``
-below takes the shell's place: it records what would go on the wire and can play a full
-socket. Replies are the msgpack maps of docs/protocol.md §2.
+No sockets: PoolStrategy does no I/O by design; ``core.submit`` and ``core.dispatch`` feed
+what it names to a driver's ``send``. ``Wire`` below takes the driver's place: it records
+what would go on the wire and can play a full socket. Replies are the msgpack maps of
+docs/protocol.md §2.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from busd_client.core import dispatch, submit
 from busd_client.errors import (
     ClosedError,
     Disabled,
@@ -22,7 +25,8 @@ from busd_client.errors import (
     RateLimited,
     Rejected,
 )
-from busd_client.pool_core import Link, PoolCore, PoolPending
+from busd_client.ledger import Ledger, Link, Pending
+from busd_client.pool_strategy import PoolStrategy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -30,13 +34,13 @@ EPS = ("tcp://127.0.0.1:17001", "tcp://127.0.0.1:17002", "tcp://127.0.0.1:17003"
 
 
 class Wire:
-    """The shell's send: records (link index, seq, id); links in ``full`` refuse (EAGAIN)."""
+    """The driver's send: records (link index, seq, id); links in ``full`` refuse (EAGAIN)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, int, str]] = []
         self.full: set[int] = set()
 
-    def __call__(self, link: Link, p: PoolPending) -> bool:
+    def __call__(self, link: Link, p: Pending) -> bool:
         if link.index in self.full:
             return False
         self.sent.append((link.index, link.next_seq, p.id))
@@ -53,8 +57,10 @@ def make_core(
     attempt_timeout: float = 1.0,
     avoid_base: float = 0.25,
     avoid_max: float = 8.0,
-) -> PoolCore:
-    core = PoolCore(list(EPS[:n]), attempt_timeout, avoid_base=avoid_base, avoid_max=avoid_max)
+) -> PoolStrategy:
+    core = PoolStrategy(
+        Ledger(), list(EPS[:n]), attempt_timeout, avoid_base=avoid_base, avoid_max=avoid_max
+    )
     for k in range(n) if connected is None else connected:
         core.on_connected(core.links[k])
     return core
@@ -62,10 +68,8 @@ def make_core(
 
 def msg(
     id: str, *, deadline: float = math.inf, retry_until: float = 0.0, wait_disabled: bool = False
-) -> PoolPending:
-    p = PoolPending(
-        "orders.created", b"orders.created", b"envelope", id, retry_until, wait_disabled
-    )
+) -> Pending:
+    p = Pending("orders.created", b"orders.created", b"envelope", id, retry_until, wait_disabled)
     p._deadline = deadline
     return p
 
@@ -91,7 +95,7 @@ def rej(seq: int, code: str, **extra: Any) -> bytes:
 def test_messages_go_round_robin_over_the_usable_links() -> None:
     core, wire = make_core(3), Wire()
     for k in range(7):
-        core.add(msg(f"m{k}"), 0.0, wire)
+        submit(core, msg(f"m{k}"), 0.0, wire)
     assert [k for k, _, _ in wire.sent] == [0, 1, 2, 0, 1, 2, 0]
     assert [s for _, s, _ in wire.sent] == [1, 1, 1, 2, 2, 2, 3]
 
@@ -99,7 +103,7 @@ def test_messages_go_round_robin_over_the_usable_links() -> None:
 def test_a_link_not_connected_is_never_picked() -> None:
     core, wire = make_core(3, connected=(0, 2)), Wire()
     for k in range(6):
-        core.add(msg(f"m{k}"), 0.0, wire)
+        submit(core, msg(f"m{k}"), 0.0, wire)
     assert wire.to(1) == []
     assert [k for k, _, _ in wire.sent] == [0, 2, 0, 2, 0, 2]
     assert core.links[1].state(0.0) == "down"
@@ -109,11 +113,11 @@ def test_with_no_link_connected_messages_wait_and_go_once_one_connects() -> None
     core, wire = make_core(2, connected=()), Wire()
     ps = [msg(f"m{k}") for k in range(3)]
     for p in ps:
-        core.add(p, 0.0, wire)
+        submit(core, p, 0.0, wire)
     assert core.pick(0.0) is None
-    assert wire.sent == [] and list(core.waiting) == ps and core.count == 3
+    assert wire.sent == [] and list(core.waiting) == ps and core.ledger.count == 3
     core.on_connected(core.links[1])
-    assert core.dispatch(0.5, wire) == 3
+    assert dispatch(core, 0.5, wire) == 3
     assert wire.to(1) == ["m0", "m1", "m2"]
     assert not core.waiting
 
@@ -121,21 +125,21 @@ def test_with_no_link_connected_messages_wait_and_go_once_one_connects() -> None
 def test_dispatch_sends_with_next_seq_and_records_the_message_on_its_link() -> None:
     core, wire = make_core(1), Wire()
     a, b = msg("a"), msg("b")
-    core.add(a, 0.0, wire)
-    core.add(b, 0.0, wire)
+    submit(core, a, 0.0, wire)
+    submit(core, b, 0.0, wire)
     link = core.links[0]
     assert wire.sent == [(0, 1, "a"), (0, 2, "b")]
     assert link.next_seq == 3 and link.sent == 2
     assert link.outstanding == {1: a, 2: b}
     assert (a.seq, b.seq, a.attempts) == (1, 2, 1)
-    assert core.count == 2 and not a.done()
+    assert core.ledger.count == 2 and not a.done()
 
 
 def test_a_full_socket_avoids_that_link_briefly_and_the_message_goes_to_another() -> None:
     core, wire = make_core(2), Wire()
     wire.full.add(0)
     p = msg("a")
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     assert wire.sent == [(1, 1, "a")]
     assert core.links[0].state(0.0) == "avoided (socket full)"
     assert core.links[0].usable(1.0)  # only briefly
@@ -147,12 +151,12 @@ def test_a_full_socket_avoids_that_link_briefly_and_the_message_goes_to_another(
 def test_an_accept_settles_the_message_with_the_accepting_broker() -> None:
     core, wire = make_core(2), Wire()
     a, b = msg("a"), msg("b")
-    core.add(a, 0.0, wire)
-    core.add(b, 0.0, wire)
+    submit(core, a, 0.0, wire)
+    submit(core, b, 0.0, wire)
     core.on_reply(core.links[1], acc(1), 0.1)
     assert b.accepted and b.broker == EPS[1] and b.error is None
     assert not a.done()
-    assert core.count == 1 and core.settled == 1
+    assert core.ledger.count == 1 and core.ledger.settled == 1
     assert core.links[1].accepted == 1 and not core.links[1].outstanding
 
 
@@ -160,7 +164,7 @@ def test_an_acc_range_settles_every_seq_in_it() -> None:
     core, wire = make_core(1), Wire()
     ps = [msg(f"m{k}") for k in range(5)]
     for p in ps:
-        core.add(p, 0.0, wire)
+        submit(core, p, 0.0, wire)
     core.on_reply(core.links[0], msgpack.packb({"acc": [[2, 4]]}), 0.1)
     assert [p.accepted for p in ps] == [False, True, True, True, False]
 
@@ -179,33 +183,33 @@ def test_an_acc_range_settles_every_seq_in_it() -> None:
 def test_a_message_rejection_is_final_and_never_resent(code: str) -> None:
     core, wire = make_core(2), Wire()
     p = msg("a", deadline=30.0, retry_until=30.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.on_reply(core.links[0], rej(1, code), 0.1)
     assert p.done() and not p.accepted
     assert isinstance(p.error, Rejected) and p.error.code == code
     assert (p.error.id, p.error.topic) == ("a", "orders.created")
     for t in (0.5, 2.0, 10.0, 40.0):
         core.expire(t)
-        core.dispatch(t, wire)
+        dispatch(core, t, wire)
     assert len(wire.sent) == 1
-    assert core.count == 0 and core.links[0].rejected == 1
-    assert core.take_failures() == [p.error]
+    assert core.ledger.count == 0 and core.links[0].rejected == 1
+    assert core.ledger.take_failures() == [p.error]
 
 
 def test_rate_limited_is_retried_after_retry_after_ms_within_the_retry_deadline() -> None:
     core, wire = make_core(1), Wire()
     p = msg("a", deadline=20.0, retry_until=10.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.on_reply(core.links[0], rej(1, "rate_limited", key="publish", retry_after_ms=500), 0.1)
     assert not p.done() and not core.waiting
     assert core.next_wakeup(0.1) == pytest.approx(0.6)
     core.expire(0.59)
-    assert core.dispatch(0.59, wire) == 0
+    assert dispatch(core, 0.59, wire) == 0
     core.expire(0.6)
-    assert core.dispatch(0.6, wire) == 1
+    assert dispatch(core, 0.6, wire) == 1
     assert wire.sent[-1] == (0, 2, "a") and p.attempts == 2
     core.on_reply(core.links[0], acc(2), 0.7)
-    assert p.accepted and core.count == 0
+    assert p.accepted and core.ledger.count == 0
 
 
 @pytest.mark.parametrize(
@@ -221,11 +225,11 @@ def test_rate_limited_is_final_when_its_retry_falls_outside_the_deadlines(
 ) -> None:
     core, wire = make_core(1), Wire()
     p = msg("a", deadline=deadline, retry_until=retry_until)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.on_reply(core.links[0], rej(1, "rate_limited", key="publish", retry_after_ms=500), 0.0)
     assert isinstance(p.error, RateLimited)
     assert (p.error.key, p.error.retry_after_ms) == ("publish", 500)
-    assert core.count == 0 and not core._retries
+    assert core.ledger.count == 0 and not core._retries
 
 
 def test_disabled_is_retried_only_when_waiting_was_asked_for() -> None:
@@ -234,8 +238,8 @@ def test_disabled_is_retried_only_when_waiting_was_asked_for() -> None:
         msg("w", retry_until=10.0, wait_disabled=True),
         msg("g", retry_until=10.0, wait_disabled=False),
     )
-    core.add(waits, 0.0, wire)
-    core.add(gives_up, 0.0, wire)
+    submit(core, waits, 0.0, wire)
+    submit(core, gives_up, 0.0, wire)
     core.on_reply(
         core.links[0],
         msgpack.packb(
@@ -250,18 +254,18 @@ def test_disabled_is_retried_only_when_waiting_was_asked_for() -> None:
     )
     assert isinstance(gives_up.error, Disabled) and not waits.done()
     core.expire(0.25)
-    core.dispatch(0.25, wire)
+    dispatch(core, 0.25, wire)
     assert wire.sent[-1] == (0, 3, "w")
 
 
 def test_not_ready_avoids_the_link_for_retry_after_ms_and_moves_the_message_at_once() -> None:
     core, wire = make_core(2), Wire()
     p = msg("a", deadline=30.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     l0 = core.links[0]
     core.on_reply(l0, rej(1, "not_ready", retry_after_ms=700), 0.1)
     assert not p.done() and list(core.waiting) == [p]
-    assert core.dispatch(0.1, wire) == 1
+    assert dispatch(core, 0.1, wire) == 1
     assert wire.sent[-1] == (1, 1, "a")
     assert l0.state(0.1) == "avoided (not_ready)" and l0.rejected == 0 and l0.moved_away == 1
     assert not l0.usable(0.79) and l0.usable(0.8)
@@ -272,9 +276,9 @@ def test_not_ready_avoids_the_link_for_retry_after_ms_and_moves_the_message_at_o
 def test_shutting_down_avoids_the_link_and_moves_the_message() -> None:
     core, wire = make_core(2, avoid_max=4.0), Wire()
     p = msg("a", deadline=30.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.on_reply(core.links[0], rej(1, "shutting_down"), 0.0)
-    core.dispatch(0.0, wire)
+    dispatch(core, 0.0, wire)
     assert wire.sent[-1] == (1, 1, "a") and not p.done()
     assert core.links[0].state(3.9) == "avoided (shutting_down)"
     assert core.links[0].usable(4.0)
@@ -284,12 +288,12 @@ def test_a_draining_reply_avoids_the_link_and_still_settles_what_it_accepts() ->
     core, wire = make_core(2, avoid_max=4.0), Wire()
     a, b, c = msg("a"), msg("b"), msg("c")
     for p in (a, b, c):
-        core.add(p, 0.0, wire)  # a -> 0, b -> 1, c -> 0
+        submit(core, p, 0.0, wire)  # a -> 0, b -> 1, c -> 0
     core.on_reply(core.links[0], msgpack.packb({"acc": [[1, 1]], "draining": True}), 0.1)
     assert a.accepted and not c.done()
     assert core.links[0].state(0.1) == "avoided (draining)"
     d = msg("d")
-    core.add(d, 0.2, wire)
+    submit(core, d, 0.2, wire)
     assert wire.sent[-1] == (1, 2, "d")
     core.on_reply(core.links[0], acc(2), 0.3)  # it still answers what it read
     assert c.accepted and c.broker == EPS[0]
@@ -301,11 +305,11 @@ def test_a_draining_reply_avoids_the_link_and_still_settles_what_it_accepts() ->
 def test_an_attempt_timeout_moves_the_message_to_another_link_and_avoids_the_first() -> None:
     core, wire = make_core(2), Wire()
     p = msg("a", deadline=30.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.expire(0.99)
-    assert core.dispatch(0.99, wire) == 0
+    assert dispatch(core, 0.99, wire) == 0
     core.expire(1.0)
-    assert core.dispatch(1.0, wire) == 1
+    assert dispatch(core, 1.0, wire) == 1
     assert wire.sent == [(0, 1, "a"), (1, 1, "a")]
     l0 = core.links[0]
     assert (p.attempts, core.resent, l0.timeouts, l0.moved_away) == (2, 1, 1, 1)
@@ -316,7 +320,7 @@ def test_an_attempt_timeout_moves_the_message_to_another_link_and_avoids_the_fir
 
 def test_avoidance_doubles_with_each_timeout_up_to_avoid_max() -> None:
     core, wire = make_core(1, avoid_base=0.25, avoid_max=1.0), Wire()
-    core.add(msg("a"), 0.0, wire)
+    submit(core, msg("a"), 0.0, wire)
     link = core.links[0]
     untils = []
     t = 0.0
@@ -325,8 +329,8 @@ def test_avoidance_doubles_with_each_timeout_up_to_avoid_max() -> None:
         core.expire(t)
         untils.append(link.avoid_until)
         t = link.avoid_until
-        assert core.dispatch(t - 0.001, wire) == 0
-        assert core.dispatch(t, wire) == 1
+        assert dispatch(core, t - 0.001, wire) == 0
+        assert dispatch(core, t, wire) == 1
     assert untils == pytest.approx([1.25, 2.75, 4.75, 6.75, 8.75])
     assert link.strikes == 5 and link.timeouts == 5
 
@@ -334,26 +338,26 @@ def test_avoidance_doubles_with_each_timeout_up_to_avoid_max() -> None:
 def test_after_avoidance_probing_allows_one_outstanding_message_until_an_answer() -> None:
     core, wire = make_core(1), Wire()
     for k in range(3):
-        core.add(msg(f"m{k}"), 0.0, wire)
+        submit(core, msg(f"m{k}"), 0.0, wire)
     link = core.links[0]
     core.expire(1.0)
     assert len(core.waiting) == 3
-    assert core.dispatch(1.25, wire) == 1
+    assert dispatch(core, 1.25, wire) == 1
     assert link.state(1.25) == "probing" and not link.usable(1.25)
-    assert core.dispatch(1.5, wire) == 0
+    assert dispatch(core, 1.5, wire) == 0
     core.on_reply(link, acc(link.next_seq - 1), 1.6)
     assert link.state(1.6) == "up" and link.strikes == 0
-    assert core.dispatch(1.6, wire) == 2
-    assert core.count == 2
+    assert dispatch(core, 1.6, wire) == 2
+    assert core.ledger.count == 2
 
 
 def test_disconnect_moves_every_outstanding_message_in_seq_order_to_the_front() -> None:
     core, wire = make_core(2, connected=(0,)), Wire()
     a, b, c, d = (msg(k) for k in "abcd")
     for p in (a, b, c):
-        core.add(p, 0.0, wire)
+        submit(core, p, 0.0, wire)
     wire.full.add(0)
-    core.add(d, 0.0, wire)  # the socket is full: d waits
+    submit(core, d, 0.0, wire)  # the socket is full: d waits
     assert list(core.waiting) == [d]
     l0 = core.links[0]
     core.on_disconnected(l0)
@@ -361,13 +365,13 @@ def test_disconnect_moves_every_outstanding_message_in_seq_order_to_the_front() 
     assert not l0.outstanding and not l0.deadlines
     assert (l0.moved_away, l0.disconnects, l0.connected) == (3, 1, False)
     core.on_connected(core.links[1])
-    core.dispatch(0.1, wire)
+    dispatch(core, 0.1, wire)
     assert wire.sent[-4:] == [(1, 1, "a"), (1, 2, "b"), (1, 3, "c"), (1, 4, "d")]
 
 
 def test_reconnecting_clears_avoidance_strikes_and_probing() -> None:
     core, wire = make_core(1), Wire()
-    core.add(msg("a"), 0.0, wire)
+    submit(core, msg("a"), 0.0, wire)
     link = core.links[0]
     core.expire(1.0)
     assert (link.usable(1.0), link.strikes, link.probing) == (False, 1, True)
@@ -380,17 +384,17 @@ def test_reconnecting_clears_avoidance_strikes_and_probing() -> None:
 def test_a_late_accept_settles_the_moved_message_and_a_second_accept_is_ignored() -> None:
     core, wire = make_core(2), Wire()
     p = msg("a", deadline=30.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.expire(1.0)
-    core.dispatch(1.0, wire)  # now in flight on link 1 as its seq 1
+    dispatch(core, 1.0, wire)  # now in flight on link 1 as its seq 1
     l0, l1 = core.links
     core.on_reply(l0, acc(1), 1.1)
     assert p.accepted and p.broker == EPS[0]
     assert core.late_accepts == 1 and l0.late_answers == 1
     assert not l1.outstanding  # its answer no longer matters
     core.on_reply(l1, acc(1), 1.2)
-    assert p.broker == EPS[0] and core.late_accepts == 1 and core.settled == 1
-    assert core.count == 0 and l1.late_answers == 1
+    assert p.broker == EPS[0] and core.late_accepts == 1 and core.ledger.settled == 1
+    assert core.ledger.count == 0 and l1.late_answers == 1
 
 
 @pytest.mark.parametrize(
@@ -405,9 +409,9 @@ def test_a_late_accept_settles_the_moved_message_and_a_second_accept_is_ignored(
 def test_a_late_rejection_is_ignored(late: bytes) -> None:
     core, wire = make_core(2), Wire()
     p = msg("a", deadline=30.0, retry_until=30.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.expire(1.0)
-    core.dispatch(1.0, wire)
+    dispatch(core, 1.0, wire)
     l0, l1 = core.links
     core.on_reply(l0, late, 1.1)
     assert not p.done() and l1.outstanding == {1: p} and l0.rejected == 0
@@ -422,31 +426,31 @@ def test_a_late_rejection_is_ignored(late: bytes) -> None:
 def test_a_message_never_sent_fails_at_its_deadline_with_sent_false() -> None:
     core, wire = make_core(2, connected=()), Wire()
     p = msg("a", deadline=5.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.expire(4.99)
     assert not p.done()
     core.expire(5.0)
     assert isinstance(p.error, PublishTimeout) and p.error.sent is False
-    assert core.count == 0 and core.take_failures() == [p.error]
+    assert core.ledger.count == 0 and core.ledger.take_failures() == [p.error]
 
 
 def test_a_message_sent_but_unaccepted_fails_at_its_deadline_with_sent_true() -> None:
     core, wire = make_core(1, attempt_timeout=10.0), Wire()
     p = msg("a", deadline=2.0)
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.expire(2.0)
     assert isinstance(p.error, PublishTimeout) and p.error.sent is True
     assert not core.links[0].outstanding
     core.on_reply(core.links[0], acc(1), 2.1)  # too late: the caller was told already
-    assert isinstance(p.error, PublishTimeout) and core.settled == 1
+    assert isinstance(p.error, PublishTimeout) and core.ledger.settled == 1
 
 
 def test_an_infinite_deadline_never_expires() -> None:
     core, wire = make_core(1, connected=()), Wire()
     p = msg("a")
-    core.add(p, 0.0, wire)
+    submit(core, p, 0.0, wire)
     core.expire(1e12)
-    assert not p.done() and core.count == 1
+    assert not p.done() and core.ledger.count == 1
     assert core.next_wakeup(1e12) is None
 
 
@@ -454,65 +458,69 @@ def test_close_fails_every_pending_message_with_closed_error() -> None:
     core, wire = make_core(1), Wire()
     done, inflight = msg("done"), msg("inflight")
     retrying = msg("retrying", retry_until=10.0, deadline=20.0)
-    core.add(done, 0.0, wire)
+    submit(core, done, 0.0, wire)
     core.on_reply(core.links[0], acc(1), 0.0)
-    core.add(inflight, 0.0, wire)
-    core.add(retrying, 0.0, wire)
+    submit(core, inflight, 0.0, wire)
+    submit(core, retrying, 0.0, wire)
     core.on_reply(core.links[0], rej(3, "rate_limited", key="k", retry_after_ms=1000), 0.0)
     wire.full.add(0)
     waiting = msg("waiting")
-    core.add(waiting, 0.0, wire)
-    assert list(core.waiting) == [waiting] and core.count == 3
+    submit(core, waiting, 0.0, wire)
+    assert list(core.waiting) == [waiting] and core.ledger.count == 3
     core.close()
     for p in (inflight, retrying, waiting):
         assert isinstance(p.error, ClosedError), p
     assert done.accepted and done.error is None
-    assert core.count == 0 and core.settled == 4
-    assert sorted(e.id or "" for e in core.take_failures()) == ["inflight", "retrying", "waiting"]
+    assert core.ledger.count == 0 and core.ledger.settled == 4
+    assert sorted(e.id or "" for e in core.ledger.take_failures()) == [
+        "inflight",
+        "retrying",
+        "waiting",
+    ]
 
 
 def test_next_wakeup_is_the_earliest_timer() -> None:
     assert make_core(2).next_wakeup(0.0) is None  # idle
     core, wire = make_core(2), Wire()
-    core.add(msg("a", deadline=5.0), 0.0, wire)
+    submit(core, msg("a", deadline=5.0), 0.0, wire)
     assert core.next_wakeup(0.0) == pytest.approx(1.0)  # the attempt deadline
     core, wire = make_core(2, connected=()), Wire()
-    core.add(msg("a", deadline=3.0), 0.0, wire)
+    submit(core, msg("a", deadline=3.0), 0.0, wire)
     assert core.next_wakeup(0.0) == pytest.approx(3.0)  # the message's own deadline
     core, wire = make_core(1), Wire()
-    core.add(msg("a", deadline=5.0, retry_until=5.0), 0.0, wire)
+    submit(core, msg("a", deadline=5.0, retry_until=5.0), 0.0, wire)
     core.on_reply(core.links[0], rej(1, "rate_limited", key="k", retry_after_ms=200), 0.1)
     assert core.next_wakeup(0.1) == pytest.approx(0.3)  # a retry
     core, wire = make_core(1), Wire()
-    core.add(msg("a", deadline=5.0), 0.0, wire)
+    submit(core, msg("a", deadline=5.0), 0.0, wire)
     core.on_reply(core.links[0], rej(1, "not_ready", retry_after_ms=600), 0.0)
     assert core.next_wakeup(0.0) == pytest.approx(0.6)  # the end of an avoidance
 
 
 def test_next_wakeup_ignores_the_attempt_deadline_of_an_answered_message() -> None:
     core, wire = make_core(1), Wire()
-    core.add(msg("a"), 0.0, wire)
-    core.add(msg("b", deadline=9.0), 0.5, wire)
+    submit(core, msg("a"), 0.0, wire)
+    submit(core, msg("b", deadline=9.0), 0.5, wire)
     core.on_reply(core.links[0], acc(1), 0.6)
     assert core.next_wakeup(0.6) == pytest.approx(1.5)
 
 
 def test_pool_core_refuses_an_empty_pool_duplicate_endpoints_and_a_bad_timeout() -> None:
     with pytest.raises(ValueError, match="at least one"):
-        PoolCore([], 1.0)
+        PoolStrategy(Ledger(), [], 1.0)
     with pytest.raises(ValueError, match="only once"):
-        PoolCore([EPS[0], EPS[0]], 1.0)
+        PoolStrategy(Ledger(), [EPS[0], EPS[0]], 1.0)
     with pytest.raises(ValueError, match="attempt_timeout"):
-        PoolCore([EPS[0]], 0.0)
+        PoolStrategy(Ledger(), [EPS[0]], 0.0)
 
 
 def test_messages_timed_out_together_are_resent_in_their_first_send_order() -> None:
     core, wire = make_core(2, connected=(0,)), Wire()
     for k in "abc":
-        core.add(msg(k), 0.0, wire)
+        submit(core, msg(k), 0.0, wire)
     core.on_connected(core.links[1])
     core.expire(1.0)
-    core.dispatch(1.0, wire)
+    dispatch(core, 1.0, wire)
     assert wire.to(1) == ["a", "b", "c"]
 
 
@@ -556,11 +564,11 @@ def known_seq(link: Link, pick: int) -> int:
     return link.next_seq + pick % 3
 
 
-def check_invariants(core: PoolCore, added: list[PoolPending]) -> None:
+def check_invariants(core: PoolStrategy, added: list[Pending]) -> None:
     done = [p for p in added if p.done()]
-    assert core.count >= 0
-    assert core.count == len(added) - len(done)
-    assert core.settled == len(done)  # settled once each: the counter moves once per message
+    assert core.ledger.count >= 0
+    assert core.ledger.count == len(added) - len(done)
+    assert core.ledger.settled == len(done)  # settled once each: the counter moves once per message
     for p in done:
         assert (p.broker is not None) == (p.error is None), p
         assert all(p not in link.outstanding.values() for link in core.links)
@@ -579,7 +587,7 @@ def check_invariants(core: PoolCore, added: list[PoolPending]) -> None:
             assert p._link is None
 
 
-def apply(core: PoolCore, wire: Wire, added: list[PoolPending], now: float, e: Event) -> float:
+def apply(core: PoolStrategy, wire: Wire, added: list[Pending], now: float, e: Event) -> float:
     kind = e[0]
     if kind == "add":
         _, timeout, retries, wait_disabled = e
@@ -590,7 +598,7 @@ def apply(core: PoolCore, wire: Wire, added: list[PoolPending], now: float, e: E
             wait_disabled=wait_disabled,
         )
         added.append(p)
-        core.add(p, now, wire)
+        submit(core, p, now, wire)
     elif kind == "tick":
         now += e[1]
     elif kind == "acc":
@@ -608,9 +616,9 @@ def apply(core: PoolCore, wire: Wire, added: list[PoolPending], now: float, e: E
         (wire.full.add if e[2] else wire.full.discard)(e[1])
     else:
         core.on_reply(core.links[e[1]], e[2], now)
-    # What the shell's pump does after reading replies and events.
+    # What the driver's pump does after reading replies and events.
     core.expire(now)
-    core.dispatch(now, wire)
+    dispatch(core, now, wire)
     return now
 
 
@@ -618,7 +626,7 @@ def apply(core: PoolCore, wire: Wire, added: list[PoolPending], now: float, e: E
 @given(script=events)
 def test_random_events_settle_every_message_exactly_once(script: list[Event]) -> None:
     core, wire = make_core(3, connected=(0,)), Wire()
-    added: list[PoolPending] = []
+    added: list[Pending] = []
     now = 0.0
     for e in script:
         now = apply(core, wire, added, now, e)
@@ -630,18 +638,18 @@ def test_random_events_settle_every_message_exactly_once(script: list[Event]) ->
         if not link.connected:
             core.on_connected(link)
     for _ in range(200):
-        if core.count == 0:
+        if core.ledger.count == 0:
             break
         now += 10.0  # past every avoidance and retry wait
         core.expire(now)
-        core.dispatch(now, wire)
+        dispatch(core, now, wire)
         for link in core.links:
             for seq in sorted(link.outstanding):
                 core.on_reply(link, acc(seq), now)
         check_invariants(core, added)
-    assert core.count == 0
+    assert core.ledger.count == 0
     assert all(p.done() for p in added)
-    failures = core.take_failures()
+    failures = core.ledger.take_failures()
     assert len(failures) == sum(p.error is not None for p in added)
 
 
@@ -653,9 +661,9 @@ def test_timer_queues_stay_as_short_as_what_is_unsettled() -> None:
     link = core.links[0]
     for i in range(5000):
         now = i * 0.001  # 1,000 msg/s with a 30 s deadline each
-        core.add(msg(f"m{i}", deadline=now + 30.0), now, wire)
+        submit(core, msg(f"m{i}", deadline=now + 30.0), now, wire)
         core.on_reply(link, acc(i + 1), now)  # answered at once
         if i % 32 == 31:
-            core.expire(now)  # the shell pumps every 32 publishes
+            core.expire(now)  # the driver pumps every 32 publishes
             assert len(core._deadlines) <= 32 and len(link.deadlines) <= 32
-    assert core.count == 0 and core.settled == 5000
+    assert core.ledger.count == 0 and core.ledger.settled == 5000

@@ -1,5 +1,5 @@
 """The pool file is read strictly: each kind of mistake is refused with the file, the broker
-and the field named, and busctl pool exits 2 on it without addressing any broker."""
+and the field named, and busdctl pool exits 2 on it without addressing any broker."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from busd_client.pool_file import PoolEntry, PoolFileError, load_pool, pool_from_args
 
 pytestmark = pytest.mark.timeout(10)
-BUSCTL = str(Path(sys.executable).parent / "busctl")
+BUSDCTL = str(Path(sys.executable).parent / "busdctl")
 
 GOOD = """\
 # Two brokers; bus2 has only the required fields.
@@ -157,11 +157,11 @@ def test_pool_from_args_takes_the_option_then_the_environment(
     assert pool_from_args(argparse.Namespace(pool=str(path)))[0].name == "bus1"
 
 
-def test_busctl_pool_exits_2_on_a_bad_pool_file_naming_it(tmp_path: Path) -> None:
+def test_busdctl_pool_exits_2_on_a_bad_pool_file_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "pool.toml"
     path.write_text(GOOD + broker(metrics=7403))
     done = subprocess.run(
-        [BUSCTL, "pool", "status", "--pool", str(path)],
+        [BUSDCTL, "pool", "status", "--pool", str(path)],
         capture_output=True,
         text=True,
         timeout=10,
@@ -170,5 +170,5 @@ def test_busctl_pool_exits_2_on_a_bad_pool_file_naming_it(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr == (
-        f"busctl: {path}: broker #3 ('bus3'): field 'metrics' must be a string, not int\n"
+        f"busdctl: {path}: broker #3 ('bus3'): field 'metrics' must be a string, not int\n"
     )

@@ -1,4 +1,4 @@
-"""busctl pool ... against a pool of real busd processes: every broker addressed and reported,
+"""busdctl pool ... against a pool of real busd processes: every broker addressed and reported,
 a dead one reported without stopping the others, rate drift, totals, rolling restart."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from opshttp import get
 from busd_client import Publisher
 from busd_client.control import ControlClient
 
-BUSCTL = str(Path(sys.executable).parent / "busctl")
+BUSDCTL = str(Path(sys.executable).parent / "busdctl")
 Factory = Callable[..., BusdProcess]
 
 
@@ -45,10 +46,10 @@ def write_pool(
     return path
 
 
-def busctl(pool: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def busdctl(pool: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "BUSD_POOL"}
     return subprocess.run(
-        [BUSCTL, "pool", *args, "--pool", str(pool)],
+        [BUSDCTL, "pool", *args, "--pool", str(pool)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -74,7 +75,7 @@ def test_pool_rate_set_and_clear_apply_to_every_broker(
     three: tuple[list[BusdProcess], Path],
 ) -> None:
     brokers, pool = three
-    done = busctl(pool, "rate", "set", "publish.release", "500", "--burst", "50", "--json")
+    done = busdctl(pool, "rate", "set", "publish.release", "500", "--burst", "50", "--json")
     assert done.returncode == 0, done.stderr
     reply = json.loads(done.stdout)
     assert reply["ok"] and reply["failed"] == []
@@ -83,7 +84,7 @@ def test_pool_rate_set_and_clear_apply_to_every_broker(
         assert limits(b) == {"publish.release": (500, 50)}
         assert (b.rates_dir / "publish.release").read_text().split() == ["500", "50"]
 
-    cleared = busctl(pool, "rate", "clear", "publish.release")
+    cleared = busdctl(pool, "rate", "clear", "publish.release")
     assert cleared.returncode == 0, cleared.stderr
     assert cleared.stdout.count("cleared, now unlimited") == 3
     for b in brokers:
@@ -96,14 +97,14 @@ def test_pool_rate_set_with_a_broker_down_sets_the_others_and_exits_1(
 ) -> None:
     brokers, pool = three
     brokers[1].kill()
-    done = busctl(pool, "rate", "set", "publish", "0", "--timeout", "2")
+    done = busdctl(pool, "rate", "set", "publish", "0", "--timeout", "2")
     assert done.returncode == 1
     assert "b2: FAILED: down: cannot talk to busd" in done.stdout
     assert "b1: publish: 0 (disabled)" in done.stdout
     assert "pool rate set: failed on 1 of 3 broker(s): b2" in done.stderr
     assert limits(brokers[0]) == limits(brokers[2]) == {"publish": (0, 1)}
 
-    status = busctl(pool, "status", "--json")
+    status = busdctl(pool, "status", "--json")
     assert status.returncode == 1
     report = {b["name"]: b for b in json.loads(status.stdout)["brokers"]}
     assert report["b1"]["ok"] and report["b1"]["status"] == {"ready": "ready", "control": "ok"}
@@ -120,7 +121,7 @@ def test_a_hung_broker_costs_one_timeout_and_does_not_hold_up_the_others(
     try:
         for args in (("rate", "set", "publish", "700"), ("status",)):
             started = time.monotonic()
-            done = busctl(pool, *args, "--timeout", "1")
+            done = busdctl(pool, *args, "--timeout", "1")
             took = time.monotonic() - started
             assert done.returncode == 1, done.stdout
             assert "b2: FAILED: down:" in done.stdout and "timed out" in done.stdout
@@ -135,15 +136,15 @@ def test_pool_rates_flags_the_broker_whose_limits_differ(
     three: tuple[list[BusdProcess], Path],
 ) -> None:
     brokers, pool = three
-    assert busctl(pool, "rate", "set", "publish", "500").returncode == 0
-    same = busctl(pool, "rates")
+    assert busdctl(pool, "rate", "set", "publish", "500").returncode == 0
+    same = busdctl(pool, "rates")
     assert same.returncode == 0, same.stdout + same.stderr
     assert "rates: the same on all 3 broker(s) that answered" in same.stdout
 
     # An operator edits one host's file by hand: that broker now differs.
     (brokers[1].rates_dir / "publish").write_text("100\n")
     wait_for(lambda: limits(brokers[1]).get("publish") == (100, 100), what="b2 picks up 100")
-    drift = busctl(pool, "rates", "--json")
+    drift = busdctl(pool, "rates", "--json")
     assert drift.returncode == 4, drift.stderr
     found = json.loads(drift.stdout)["drift"]
     assert found["brokers"] == ["b2"]
@@ -154,7 +155,7 @@ def test_pool_rates_flags_the_broker_whose_limits_differ(
             "b3": {"rate": 500, "burst": 500},
         }
     }
-    text = busctl(pool, "rates")
+    text = busdctl(pool, "rates")
     assert text.returncode == 4
     assert "DRIFT: b2 differ(s) from the other brokers (b1, b3)" in text.stdout
     assert "publish: b1 500/s burst 500, b2 100/s burst 100, b3 500/s burst 500" in text.stdout
@@ -170,7 +171,7 @@ def test_pool_stats_reports_each_broker_and_the_pool_total(
         with Publisher(b.pub_endpoint, timeout=10) as pub:
             for _ in range(count):
                 pub.publish_wait("release.pool.stats", "release", 2, data)
-    done = busctl(pool, "stats", "--json")
+    done = busdctl(pool, "stats", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert [b["stats"]["accepted"] for b in report["brokers"]] == [3, 2, 0]
@@ -178,7 +179,7 @@ def test_pool_stats_reports_each_broker_and_the_pool_total(
     assert report["total"]["brokers_ready"] == 3
 
     brokers[2].kill()
-    partial = busctl(pool, "stats", "--timeout", "2")
+    partial = busdctl(pool, "stats", "--timeout", "2")
     assert partial.returncode == 1
     rows = {line.split()[0]: line for line in partial.stdout.splitlines()[1:]}
     assert rows["b3"].split()[1] == "DOWN"
@@ -191,7 +192,7 @@ def test_pool_stats_reports_each_broker_and_the_pool_total(
 def test_pool_schemas_reload_reports_each_broker(three: tuple[list[BusdProcess], Path]) -> None:
     brokers, pool = three
     (brokers[1].schemas_dir / "release" / "v2.json").write_text("{")
-    done = busctl(pool, "schemas", "reload", "--json")
+    done = busdctl(pool, "schemas", "reload", "--json")
     assert done.returncode == 1
     report = {b["name"]: b for b in json.loads(done.stdout)["brokers"]}
     assert report["b1"]["ok"] and report["b3"]["ok"]
@@ -313,7 +314,7 @@ def test_pool_restart_restarts_each_broker_once_and_the_next_only_when_it_is_rea
     }
     pool = write_pool(tmp_path / "pool.toml", [s.busd for s in supervised], restart)
 
-    done = busctl(pool, "restart", "--ready-timeout", "15", "--json", timeout=35)
+    done = busdctl(pool, "restart", "--ready-timeout", "15", "--json", timeout=35)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] and [b["state"] for b in report["brokers"]] == ["restarted"] * 3
@@ -342,7 +343,7 @@ def test_pool_restart_refuses_while_a_broker_is_down(busd_factory: Factory, tmp_
         tmp_path / "pool.toml", brokers, {b.root.name: f"touch {marker}" for b in brokers}
     )
     brokers[1].kill()
-    done = busctl(pool, "restart")
+    done = busdctl(pool, "restart")
     assert done.returncode == 1
     assert "refused, not every broker is ready now" in done.stderr
     assert "b2 (down:" in done.stderr
@@ -360,7 +361,7 @@ def test_pool_restart_aborts_at_a_failing_restart_command_leaving_the_rest_untou
         brokers,
         {"b1": "echo no route to bus1 >&2; exit 3", "b2": f"touch {marker}"},
     )
-    done = busctl(pool, "restart", "--json")
+    done = busdctl(pool, "restart", "--json")
     assert done.returncode == 1
     assert "aborted at b1: restart command exited with status 3; not restarted: b2" in done.stderr
     assert "b1| no route to bus1" in done.stderr
@@ -380,7 +381,7 @@ def test_pool_restart_kills_a_restart_command_that_overruns_its_timeout(
         {"b1": f"sleep 30; touch {marker}", "b2": f"touch {marker}"},
     )
     started = time.monotonic()
-    done = busctl(pool, "restart", "--timeout", "0.5")
+    done = busdctl(pool, "restart", "--timeout", "0.5")
     assert done.returncode == 1
     assert (
         "aborted at b1: restart command did not finish within 0.5 s (killed); "
@@ -407,7 +408,7 @@ def test_pool_restart_aborts_when_a_broker_is_not_back_within_the_ready_timeout(
         },
     )
     started = time.monotonic()
-    done = busctl(pool, "restart", "--ready-timeout", "1")
+    done = busdctl(pool, "restart", "--ready-timeout", "1")
     assert done.returncode == 1
     assert (
         "aborted at b1: not ready within 1 s (last: ready, but still the process from "
@@ -420,14 +421,14 @@ def test_pool_restart_aborts_when_a_broker_is_not_back_within_the_ready_timeout(
         brokers[1:],
         {"b2": f"kill -KILL {brokers[1].proc.pid}", "b3": f"touch {marker}"},
     )
-    done = busctl(pool, "restart", "--ready-timeout", "1")
+    done = busdctl(pool, "restart", "--ready-timeout", "1")
     assert done.returncode == 1
     assert "aborted at b2: not ready within 1 s (last: down:" in done.stderr
     assert not marker.exists()
 
 
 @pytest.mark.timeout(30)
-def test_deploy_rolling_restart_runs_busctl_pool_restart_on_the_pool_file(
+def test_deploy_rolling_restart_runs_busdctl_pool_restart_on_the_pool_file(
     busd_factory: Factory, tmp_path: Path
 ) -> None:
     script = Path(__file__).resolve().parents[1] / "deploy" / "rolling-restart"
@@ -437,7 +438,17 @@ def test_deploy_rolling_restart_runs_busctl_pool_restart_on_the_pool_file(
         tmp_path / "pool.toml", brokers, {b.root.name: f"touch {marker}" for b in brokers}
     )
     brokers[0].kill()
-    env = {**os.environ, "BUSCTL": BUSCTL, "BUSD_POOL": str(tmp_path / "absent.toml")}
+    # Decoys first on PATH (systemd's /usr/bin/busctl is one on most hosts): never run.
+    decoys = tmp_path / "decoys"
+    decoys.mkdir()
+    for name in ("busctl", "busdctl"):
+        (decoys / name).write_text("#!/bin/sh\necho decoy >&2\nexit 99\n")
+        (decoys / name).chmod(0o755)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "BUSDCTL"},
+        "PATH": f"{decoys}:/usr/bin:/bin",
+        "BUSD_POOL": str(tmp_path / "absent.toml"),
+    }
     done = subprocess.run(
         [str(script), str(pool), "--ready-timeout", "1"],
         env=env,
@@ -461,3 +472,44 @@ def test_deploy_rolling_restart_runs_busctl_pool_restart_on_the_pool_file(
     )
     assert done.returncode == 2
     assert f"{tmp_path / 'absent.toml'}: cannot read" in done.stderr
+    assert "decoy" not in done.stderr
+
+    # $BUSDCTL wins when set.
+    named = subprocess.run(
+        [str(script), str(pool)],
+        env={**env, "BUSDCTL": str(decoys / "busdctl")},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert (named.returncode, named.stderr) == (99, "decoy\n")
+
+
+@pytest.mark.timeout(30)
+def test_an_installed_rolling_restart_runs_the_busdctl_next_to_it_through_a_symlink(
+    busd_factory: Factory, tmp_path: Path
+) -> None:
+    """deploy/README.md: /opt/busd/bin/rolling-restart, linked from /usr/local/sbin."""
+    script = Path(__file__).resolve().parents[1] / "deploy" / "rolling-restart"
+    bin_dir, sbin = tmp_path / "opt" / "bin", tmp_path / "sbin"
+    bin_dir.mkdir(parents=True)
+    sbin.mkdir()
+    shutil.copy(script, bin_dir / "rolling-restart")
+    (bin_dir / "busdctl").symlink_to(BUSDCTL)
+    (sbin / "rolling-restart").symlink_to(bin_dir / "rolling-restart")
+    brokers = [busd_factory(name="b1")]
+    marker = tmp_path / "restarted"
+    pool = write_pool(tmp_path / "pool.toml", brokers, {"b1": f"touch {marker}"})
+    done = subprocess.run(
+        [str(sbin / "rolling-restart"), str(pool), "--ready-timeout", "5"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    # It ran busdctl pool restart: the restart command ran; the same process stays ready,
+    # which a rolling restart refuses to count as restarted.
+    assert marker.exists(), done.stderr
+    assert "b1: restarting: touch" in done.stdout

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from busd.kernel import buckets
-from busd.kernel.buckets import RateTable
+from busd.kernel.buckets import RateTable, RateTableStatistics
 from busd_protocol.codes import Code
 from busd_protocol.rates import Limit, check_key, freeze
 
@@ -39,7 +39,7 @@ def offer(
 def test_no_limits_admits_everything() -> None:
     rates = RateTable()
     assert all(rates.admit("t", "p", 0.0) is None for _ in range(10_000))
-    assert rates.statistics()["rate_throttled_total"] == 0
+    assert rates.statistics().throttled_total == 0
 
 
 def test_rate_1000_burst_100_offered_5000_per_second_accepts_rate_times_time_plus_burst() -> None:
@@ -186,11 +186,7 @@ def test_snapshot_counts_refusals_recent_and_total() -> None:
     # Minutes later the recent counts have decayed to zero; totals stay.
     rows = {row.key: row for row in rates.snapshot(500.0)}
     assert (rows["publish"].throttled_recent, rows["publish"].throttled_total) == (0, 4)
-    assert rates.statistics() == {
-        "rate_throttled_total": 4,
-        "rate_disabled_total": 1,
-        "rate_keys": 2,
-    }
+    assert rates.statistics() == RateTableStatistics(throttled_total=4, disabled_total=1, keys=2)
 
 
 def test_counters_survive_reconfiguration() -> None:

@@ -95,9 +95,9 @@ def test_bad_content_keeps_the_last_good_value_and_is_reported(
     (rates.path / "publish").write_bytes(content)
     assert scanned(rates) == {"publish": Limit(100, 100)}
     assert errors(rates) == {"publish": "empty" if content == b"" else "content"}
-    assert rates.statistics()["rates_dir_errors_total"] == 1
+    assert rates.statistics().errors_total == 1
     assert scanned(rates) == {"publish": Limit(100, 100)}
-    assert rates.statistics()["rates_dir_errors_total"] == 1  # seen again, not counted again
+    assert rates.statistics().errors_total == 1  # seen again, not counted again
     (rates.path / "publish").write_bytes(b"7\n")
     assert scanned(rates) == {"publish": Limit(7, 7)}
     assert errors(rates) == {}

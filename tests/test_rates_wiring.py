@@ -60,8 +60,8 @@ async def test_a_file_in_the_rates_directory_changes_admission(rates_path: Path)
     }
     now[0] += 0.5
     assert decide(admission, "release.a", envelope("release.a"), now[0]) is None
-    assert control.statistics()["rate_throttled_total"] == 1
-    assert control.statistics()["rates_dir_changes_total"] == 2
+    assert control.statistics().throttled_total == 1
+    assert control.statistics().directory.changes_total == 2
     control.close()
 
 

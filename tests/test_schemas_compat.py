@@ -23,6 +23,18 @@ def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **rest: Any)
 
 
 S = {"type": "string"}
+# Two variants of a tagged union, and a third one to add.
+REL = obj({"kind": {"const": "release"}, "slug": S}, ("kind", "slug"), additionalProperties=False)
+RB = obj(
+    {"kind": {"const": "rollback"}, "to": {"type": "integer"}},
+    ("kind", "to"),
+    additionalProperties=False,
+)
+HOLD = obj({"kind": {"const": "hold"}}, ("kind",), additionalProperties=False)
+LIST = {
+    "$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}, "v": S}}},
+    "$ref": "#/$defs/n",
+}
 BASE = obj(
     {"slug": S, "env": {"type": "object", "additionalProperties": S}},
     ("slug", "env"),
@@ -229,6 +241,124 @@ RULES = [
         "t v2: data.a: no value is accepted any more",
         id="field-forbidden",
     ),
+    # the 2020-12 vocabulary
+    pytest.param(
+        obj({"a": {"$ref": "#/$defs/x"}}, **{"$defs": {"x": S}}),
+        obj({"a": {"$ref": "#/$defs/x"}}, **{"$defs": {"x": {"type": "integer"}}}),
+        "t v2: data.a: type changed from string to int",
+        id="ref-target-changed",
+    ),
+    pytest.param(
+        {"$defs": {"base": BASE}, "$ref": "#/$defs/base"},
+        {"$defs": {"base": BASE}, "$ref": "#/$defs/base", "minProperties": 3},
+        "t v2: data: minProperties 3 added",
+        id="ref-with-sibling-rule",
+    ),
+    pytest.param(
+        obj({"c": {"oneOf": [REL, RB]}}),
+        obj({"c": {"oneOf": [REL]}}),
+        "t v2: data.c: oneOf branch 1 removed (values matching it are refused)",
+        id="oneOf-branch-removed",
+    ),
+    pytest.param(
+        obj({"c": {"oneOf": [REL, RB]}}),
+        obj({"c": {"oneOf": [REL, {**RB, "properties": {**RB["properties"], "to": S}}]}}),
+        "t v2: data.c (oneOf 1).to: type changed from int to string",
+        id="oneOf-branch-changed",
+    ),
+    pytest.param(
+        obj({"c": {"anyOf": [S]}}),
+        obj({"c": {"anyOf": [S, {"type": "null"}]}}),
+        "t v2: data.c: anyOf branch 1 added (old readers may get values they do not know)",
+        id="anyOf-branch-added",
+    ),
+    pytest.param(
+        obj({"c": {"allOf": [S]}}),
+        obj({"c": {"allOf": [S, {"maxLength": 3}]}}),
+        "t v2: data.c: maxLength 3 added",
+        id="allOf-branch-added",
+    ),
+    pytest.param(
+        obj({"c": {"if": S, "then": {"maxLength": 3}}}),
+        obj({"c": {"if": S, "then": {"maxLength": 2}}}),
+        "t v2: data.c (then): maxLength lowered from 3 to 2",
+        id="then-narrowed",
+    ),
+    pytest.param(
+        obj({"a": {"type": "array", "prefixItems": [S]}}),
+        obj({"a": {"type": "array", "prefixItems": [{"type": "integer"}]}}),
+        "t v2: data.a[0]: type changed from string to int",
+        id="prefixItems-changed",
+    ),
+    pytest.param(
+        obj({"a": {"type": "array"}}),
+        obj({"a": {"type": "array", "contains": S}}),
+        "t v2: data.a: contains added",
+        id="contains-added",
+    ),
+    pytest.param(
+        obj({"a": {"type": "array", "contains": S, "minContains": 1}}),
+        obj({"a": {"type": "array", "contains": S, "minContains": 2}}),
+        "t v2: data.a: minContains raised from 1 to 2",
+        id="minContains-raised",
+    ),
+    pytest.param(
+        obj({"a": {"type": "array"}}),
+        obj({"a": {"type": "array", "uniqueItems": True}}),
+        "t v2: data.a: uniqueItems added",
+        id="uniqueItems-added",
+    ),
+    pytest.param(
+        obj({"n": {"type": "integer", "multipleOf": 5}}),
+        obj({"n": {"type": "integer", "multipleOf": 10}}),
+        "t v2: data.n: multipleOf changed from 5 to 10",
+        id="multipleOf-changed",
+    ),
+    pytest.param(
+        obj({"m": {"type": "object", "patternProperties": {"^x-": S}}}),
+        obj({"m": {"type": "object", "patternProperties": {"^x-": {**S, "maxLength": 3}}}}),
+        "t v2: data.m (keys matching '^x-'): maxLength 3 added",
+        id="patternProperties-narrowed",
+    ),
+    pytest.param(
+        obj({"a": S, "b": S}),
+        obj({"a": S, "b": S}, dependentRequired={"a": ["b"]}),
+        "t v2: data.b: became required with 'a'",
+        id="dependentRequired-added",
+    ),
+    pytest.param(
+        obj({"a": S, "b": S}, dependentRequired={"a": ["b"]}),
+        obj({"a": S, "b": S}),
+        "t v2: data.b: no longer required with 'a'",
+        id="dependentRequired-removed",
+    ),
+    pytest.param(
+        obj({"a": S, "b": S}),
+        obj({"a": S, "b": S}, dependentSchemas={"a": {"properties": {"b": {"maxLength": 2}}}}),
+        "t v2: data (when 'a' is present).b: maxLength 2 added",
+        id="dependentSchemas-added",
+    ),
+    pytest.param(
+        obj({"c": {"oneOf": [S, {"type": "integer"}]}}),
+        obj({"c": {"oneOf": [S, {"type": "integer"}, {"minimum": 0}]}}),
+        "t v2: data.c: cannot decide whether this is compatible: oneOf branch 2 added (a value "
+        'may now match two branches); if it is, list "data.c" in meta.json assume_compatible',
+        id="oneOf-branch-added-undecidable",
+    ),
+    pytest.param(
+        obj({"c": {"not": S}}),
+        obj({"c": {"not": {"type": "integer"}}}),
+        "t v2: data.c: cannot decide whether this is compatible: not changed; "
+        'if it is, list "data.c" in meta.json assume_compatible',
+        id="not-changed-undecidable",
+    ),
+    pytest.param(
+        obj({"a": S}, unevaluatedProperties=False),
+        obj({"a": S}),
+        "t v2: data: cannot decide whether this is compatible: unevaluatedProperties changed; "
+        'if it is, list "data" in meta.json assume_compatible',
+        id="unevaluated-changed-undecidable",
+    ),
 ]
 
 
@@ -268,11 +398,55 @@ def test_each_rule_reports_its_violation_with_the_path(
             id="annotations-changed",
         ),
         pytest.param(obj({"a": False}), obj({"a": S}), id="forbidden-field-allowed"),
+        pytest.param(
+            obj({"c": {"oneOf": [REL, RB]}}),
+            obj({"c": {"oneOf": [REL, RB, HOLD]}}),
+            id="tagged-union-variant-added",
+        ),
+        pytest.param(BASE, {"$defs": {"base": BASE}, "$ref": "#/$defs/base"}, id="moved-into-defs"),
+        pytest.param(
+            obj({"n": {"type": "integer", "multipleOf": 10}}),
+            obj({"n": {"type": "integer", "multipleOf": 5}}),
+            id="multipleOf-loosened",
+        ),
+        pytest.param(LIST, {**LIST, "title": "a linked list"}, id="recursive-unchanged"),
     ],
 )
 def test_allowed_evolutions_pass(old: dict[str, Any], new: dict[str, Any]) -> None:
     """Changes a v1 consumer and a v2 consumer both survive raise no violation."""
     assert violations(old, new) == []
+
+
+def test_recursive_schemas_are_compared_through_their_cycle() -> None:
+    """A schema referring to itself is compared once per pair of nodes: a change inside the
+    cycle is found, and the walk ends."""
+    changed = json.loads(json.dumps(LIST))
+    changed["$defs"]["n"]["properties"]["v"] = {"type": "integer"}
+    assert violations(LIST, changed) == ["t v2: data.v: type changed from string to int"]
+
+
+def test_undecidable_changes_pass_only_where_meta_json_vouches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """assume_compatible {"2": [path]} accepts the undecidable lines at that path, and only
+    those; a listed path with nothing undecidable is reported."""
+    old = obj({"c": {"not": S}, "d": {"not": S}})
+    new = obj({"c": {"not": {"type": "integer"}}, "d": {"not": {"type": "integer"}}})
+    meta = {"topics": ["t."], "versions": {"1": "active", "2": "active"}}
+    write(tmp_path, "t", {**meta, "assume_compatible": {"2": ["data.c"]}}, {1: old, 2: new})
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("t v2: data.d: cannot decide")
+    write(tmp_path, "t", {**meta, "assume_compatible": {"2": ["data.c", "data.d", "data.e"]}}, {})
+    assert main(["check", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "t v2: data.e: listed in assume_compatible, but nothing there is undecidable"
+    ]
+    write(tmp_path, "t", {**meta, "assume_compatible": {"2": ["data.c", "data.d"]}}, {})
+    assert main(["check", str(tmp_path)]) == 0
+    write(tmp_path, "t", {**meta, "assume_compatible": {"2": "data.c"}}, {})
+    assert main(["check", str(tmp_path)]) == 2
+    assert "assume_compatible: expected an object like" in capsys.readouterr().err
 
 
 def test_unrelated_rules_under_a_changed_type_are_not_reported() -> None:
@@ -322,10 +496,10 @@ def test_load_errors_and_usage_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
         tmp_path,
         "t",
         {"topics": ["t."], "versions": {"1": "active"}},
-        {1: {"type": "object", "oneOf": []}},
+        {1: {"type": "object", "$dynamicRef": "#a"}},
     )
     assert main(["check", str(tmp_path)]) == 2
-    assert "unsupported keyword 'oneOf'" in capsys.readouterr().err
+    assert "unsupported keyword '$dynamicRef'" in capsys.readouterr().err
     assert main(["check", str(tmp_path / "missing")]) == 2
     assert main(["check"]) == 2
     assert main(["frobnicate", "x"]) == 2

@@ -11,7 +11,13 @@ import pytest
 from conftest import decide
 
 from busd.kernel.admission import Admission
-from busd.kernel.schemas import DeprecatedUse, SchemaGate, SchemaTraffic
+from busd.kernel.schemas import (
+    DeprecatedUse,
+    SchemaGate,
+    SchemaTraffic,
+    UnloadedStatistics,
+    VersionStatistics,
+)
 from busd_protocol.codes import Code
 from busd_protocol.schemas import FastCheck, Route, SchemaSet
 
@@ -50,12 +56,12 @@ def test_counters_by_schema_version_and_code(gate: SchemaGate) -> None:
     gate.check("release.a", "release", 1, V2, "old")
     gate.check("instance.a", "release", 2, V2, "lost")
     stats = gate.statistics()
-    release = next(s for s in stats["schemas"] if s["name"] == "release")
-    assert release["topics"] == ["release."]
-    assert release["versions"] == [
-        {"version": 1, "status": "deprecated", "accepted": 1, "rejected": {"invalid": 1}},
-        {"version": 2, "status": "active", "accepted": 3, "rejected": {"schema_not_allowed": 1}},
-    ]
+    release = next(s for s in stats.schemas if s.name == "release")
+    assert release.topics == ("release.",)
+    assert release.versions == (
+        VersionStatistics(1, "deprecated", accepted=1, rejected={"invalid": 1}),
+        VersionStatistics(2, "active", accepted=3, rejected={"schema_not_allowed": 1}),
+    )
 
 
 def test_invented_names_and_versions_do_not_grow_the_tables(gate: SchemaGate) -> None:
@@ -82,7 +88,7 @@ def test_deprecated_uses_are_recorded_per_publisher_and_drained(gate: SchemaGate
         DeprecatedUse("release", 1, "legacy-ci", 1),
     ]
     assert gate.drain_deprecated() == []
-    assert gate.statistics()["deprecated_pending"] == 0
+    assert gate.statistics().deprecated_pending == 0
 
 
 def test_deprecated_record_is_bounded(gate: SchemaGate) -> None:
@@ -94,7 +100,7 @@ def test_deprecated_record_is_bounded(gate: SchemaGate) -> None:
     gate.check("release.a", "release", 1, V1, "p0")
     assert len(gate.traffic.deprecated) == 3
     assert gate.traffic.deprecated[("release", 1, "p0")] == 2
-    assert gate.statistics()["deprecated_dropped"] == 2
+    assert gate.statistics().deprecated_dropped == 2
     assert gate.traffic.accepted[("release", 1)] == 6
 
 
@@ -118,10 +124,10 @@ def test_counters_survive_install_of_a_new_set(tmp_path: Path) -> None:
     assert gate.traffic is traffic
     gate.check("t.x", "t", 1, {}, "p")
     stats = gate.statistics()
-    assert stats["schemas"][0]["versions"] == [
-        {"version": 1, "status": "deprecated", "accepted": 2, "rejected": {}}
-    ]
-    assert stats["unloaded"] == [{"name": "t", "version": 2, "accepted": 1, "rejected": {}}]
+    assert stats.schemas[0].versions == (
+        VersionStatistics(1, "deprecated", accepted=2, rejected={}),
+    )
+    assert stats.unloaded == (UnloadedStatistics("t", 2, accepted=1, rejected={}),)
     assert gate.drain_deprecated() == [DeprecatedUse("t", 1, "p", 1)]
     assert gate.check("t.x", "t", 2, {}, "p") is not None
     assert gate.traffic.unknown == {"unknown_version": 1}
@@ -166,13 +172,14 @@ class BuggySet(SchemaSet):
         }
 
 
-def test_a_checker_bug_costs_one_message_not_the_broker() -> None:
-    """An exception while checking becomes an `internal` rejection of that message only."""
+def test_a_checker_bug_is_raised_to_the_caller_and_the_next_message_is_judged() -> None:
+    """The kernel hides no exception: a bug in a check raises out of the gate (the broker
+    answers ``internal``, counts and logs it); the gate judges the next message as usual."""
     gate = SchemaGate(BuggySet.load(SCHEMAS))
-    reject = gate.check("release.a", "release", 2, {**V2, "cmd": "explode"}, "p")
-    assert reject is not None and reject.code is Code.INTERNAL
-    assert reject.reason == "schema check failed: RuntimeError"
+    with pytest.raises(RuntimeError, match="boom"):
+        gate.check("release.a", "release", 2, {**V2, "cmd": "explode"}, "p")
     assert gate.check("release.a", "release", 2, V2, "p") is None
+    assert gate.traffic.accepted == {("release", 2): 1}
 
 
 def test_admission_runs_the_gate_after_envelope_checks(gate: SchemaGate) -> None:

@@ -81,14 +81,14 @@ async def test_reload_installs_a_new_version_and_keeps_counters(schemas_dir: Pat
     versions = {(v["schema"], v["version"]): v for v in control.listing()["versions"]}
     assert versions["release", 2]["accepted"] == 1
     assert versions["release", 3]["accepted"] == 1
-    assert control.statistics()["reloads"] == 1
+    assert control.statistics().reloads == 1
 
 
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
         ("bad_json", "v3.json: invalid JSON"),
-        ("unknown_keyword", "v3.json: #: unsupported keyword 'allOf'"),
+        ("unknown_keyword", "v3.json: #: unsupported keyword '$dynamicRef'"),
         ("incompatible", "release v3: data.cmd: type changed from string to int"),
         ("no_status", "v3.json: version 3 has no status in meta.json"),
     ],
@@ -103,7 +103,7 @@ async def test_broken_reload_is_refused_and_previous_set_serves(
     control.load()
     v3 = json.loads((schemas_dir / "release" / "v2.json").read_text())
     if breakage == "unknown_keyword":
-        v3["allOf"] = []
+        v3["$dynamicRef"] = "#x"
     if breakage == "incompatible":
         v3["properties"]["cmd"] = {"type": "integer"}
     path = schemas_dir / "release" / "v3.json"
@@ -117,7 +117,7 @@ async def test_broken_reload_is_refused_and_previous_set_serves(
     assert caught.value.code == "schemas_refused"
     assert message in caught.value.message
     assert message in control.listing()["last_error"]
-    assert control.statistics()["reload_failures"] == 1
+    assert control.statistics().reload_failures == 1
     assert decide(admission, "release.shop", env(2, V2), 0.0) is None
     reject = decide(admission, "release.shop", env(3, V2), 0.0)
     assert reject is not None and reject.code is Code.UNKNOWN_VERSION

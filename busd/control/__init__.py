@@ -18,11 +18,12 @@ import os
 import time
 from collections.abc import Callable
 
-from busd.control.rates_dir import Change, RatesDir
+from busd.control.rates_dir import Change, RatesDir, rates_statistics
 from busd.control.server import ControlError, ControlServer, ControlSocketError, Handler
 from busd.control.server import rate_handlers as _rate_handlers
 from busd.kernel.admission import Admission
 from busd.kernel.buckets import RateTable
+from busd.statistics import RatesStatistics
 from busd_protocol.rates import Limits
 
 __all__ = [
@@ -58,14 +59,17 @@ class RateControl:
         await self.watcher.start()
 
     async def run(self) -> None:
-        """Poll the directory until cancelled (a supervised task; safe to restart)."""
+        """Poll the directory until cancelled (a supervised task; safe to restart).
+
+        Error handling: ``RatesDir.run``'s.
+        """
         await self.watcher.run()
 
     def handlers(self) -> dict[str, Handler]:
         return _rate_handlers(self.table, self.watcher, self.clock)
 
-    def statistics(self) -> dict[str, int]:
-        return {**self.table.statistics(), **self.watcher.statistics()}
+    def statistics(self) -> RatesStatistics:
+        return rates_statistics(self.table, self.watcher)
 
     def close(self) -> None:
         self.watcher.close()

@@ -44,6 +44,9 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
+from busd.kernel.buckets import RateTable
+from busd.statistics import RatesDirStatistics, RatesStatistics
+
 # The rate-file format and its errors are the client library's, re-exported here.
 from busd_protocol.rates import (
     IGNORED_SUFFIXES,
@@ -177,13 +180,8 @@ class RatesDir:
     def errors(self) -> tuple[FileError, ...]:
         return tuple(self._errors[name] for name in sorted(self._errors))
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "rates_dir_scans_total": self.scans,
-            "rates_dir_changes_total": self.changes,
-            "rates_dir_errors_total": self.errors_seen,
-            "rates_dir_errors": len(self._errors),
-        }
+    def statistics(self) -> RatesDirStatistics:
+        return RatesDirStatistics(self.scans, self.changes, self.errors_seen, len(self._errors))
 
     # -- asyncio side -------------------------------------------------------------------
 
@@ -193,9 +191,13 @@ class RatesDir:
         await self.refresh()
 
     async def run(self) -> None:
-        """Poll forever. OS errors are recorded and retried at every poll; anything else is a
-        bug (or raised by ``on_change``) and ends the task for its supervisor to restart;
-        calling ``run`` again resumes from the state kept."""
+        """Poll forever.
+
+        Error handling: OS errors and bad files are recorded and retried at every poll (the
+        last good values stay in force); anything else is a bug (or raised by
+        ``on_change``) and ends the task for its supervisor to restart; calling ``run``
+        again resumes from the state kept, undelivered changes included.
+        """
         while True:
             await self.refresh()
             await asyncio.sleep(self.poll_interval)
@@ -328,7 +330,7 @@ class RatesDir:
                     key,
                     "orphan",
                     "file missing from the recreated directory; "
-                    "last good value kept (`busctl rate clear` drops it)",
+                    "last good value kept (`busdctl rate clear` drops it)",
                 )
         for name in set(errors) - present - orphans:
             del errors[name]  # the file is gone: nothing left to report
@@ -461,7 +463,7 @@ class RatesDir:
                 limits[key] = new
             change = Change(key, old, new, sources.get(key, "file"))
             changes.append(change)
-            log.warning(
+            log.info(  # routine: an operator's change, not a problem
                 "rate limit changed",
                 extra={"key": key, "old": show(old), "new": show(new), "source": change.source},
             )
@@ -469,3 +471,11 @@ class RatesDir:
             self.changes += len(changes)
             self._limits = MappingProxyType(limits)
         return tuple(changes)
+
+
+def rates_statistics(table: RateTable, rates_dir: RatesDir) -> RatesStatistics:
+    """The rate table's totals with its directory's counters (``stats``, ``rates.list``)."""
+    totals = table.statistics()
+    return RatesStatistics(
+        totals.throttled_total, totals.disabled_total, totals.keys, rates_dir.statistics()
+    )

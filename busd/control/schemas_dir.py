@@ -7,7 +7,7 @@ Wiring (``App.startup``, next to the rates)::
     schemas.load()                       # SchemaLoadError: start-up fails, busd exits non-zero
     app.reload_hooks.append(schemas.request_reload)        # SIGHUP
     app.supervisor.add("schemas", schemas.run)             # deprecated-use log, every minute
-    app.stats_sources["schemas"] = schemas.statistics      # SchemaGate.statistics() + reloads
+    app.stats_sources.schemas = schemas.statistics         # SchemaGate.statistics() + reloads
     ControlServer(path, {**rates.handlers(), **schemas.handlers(), ...})
 
 A reload reads, checks (busd.schemacheck.load_checked: metadata, compatibility) and compiles
@@ -22,14 +22,15 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from busd.control.server import ControlError, Handler
 from busd.kernel.admission import Admission
-from busd.kernel.schemas import SchemaGate, SchemaTraffic
+from busd.kernel.schemas import SchemaGate, SchemaGateStatistics, SchemaTraffic
 from busd.logs import get
 from busd.schemacheck import load_checked
+from busd.statistics import SchemasStatistics
 from busd_protocol.schemas import SchemaLoadError, SchemaSet
 
 log = get("schemas")
@@ -111,7 +112,11 @@ class SchemaControl:
             return {"loaded": summary["schemas"], "versions": summary["versions"], "errors": []}
 
     def request_reload(self) -> None:
-        """SIGHUP hook (runs on the loop, must not block): reload in a task; errors logged."""
+        """SIGHUP hook (runs on the loop, must not block): reload in a task.
+
+        Error handling: a refused or failed reload is logged and counted by ``reload`` and
+        the previous set keeps serving; nothing is retried until the next SIGHUP.
+        """
         task = asyncio.get_running_loop().create_task(self._reload_quietly())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -121,7 +126,11 @@ class SchemaControl:
             await self.reload()
 
     async def run(self) -> None:
-        """Log deprecated-version use every ``log_interval`` seconds (a supervised task)."""
+        """Log deprecated-version use every ``log_interval`` seconds (a supervised task).
+
+        Error handling: nothing is retried here; an error (a bug) ends the task for the
+        supervisor to restart; the uses recorded meanwhile are logged by the next run.
+        """
         while True:
             await asyncio.sleep(self.log_interval)
             self.log_deprecated()
@@ -154,20 +163,31 @@ class SchemaControl:
                 "deprecated uses not attributed: too many publishers", extra={"messages": dropped}
             )
 
-    def statistics(self) -> dict[str, Any]:
-        stats = self.gate.statistics() if self.gate is not None else {}
-        return {**stats, "reloads": self.reloads, "reload_failures": self.reload_failures}
+    def statistics(self) -> SchemasStatistics:
+        gate = self.gate.statistics() if self.gate is not None else SchemaGateStatistics.empty()
+        return SchemasStatistics(gate, self.reloads, self.reload_failures)
 
     def listing(self) -> dict[str, Any]:
-        """`busctl schemas`: one row per version (loaded, then no longer loaded) with status
+        """`busdctl schemas`: one row per version (loaded, then no longer loaded) with status
         and traffic since start, publishers of deprecated versions, reload state."""
         self.log_deprecated()
-        stats = self.statistics()
-        rows = []
-        for schema in stats.get("schemas", ()):
-            for v in schema["versions"]:
-                rows.append(_row(schema["name"], v, v["status"], ", ".join(schema["topics"])))
-        rows += [_row(v["name"], v, "unloaded", "") for v in stats.get("unloaded", ())]
+        gate = self.statistics().gate
+        rows = [
+            _row(
+                schema.name,
+                v.version,
+                v.status,
+                list(schema.topics),
+                accepted=v.accepted,
+                rejected=v.rejected,
+            )
+            for schema in gate.schemas
+            for v in schema.versions
+        ]
+        rows += [
+            _row(v.name, v.version, "unloaded", [], accepted=v.accepted, rejected=v.rejected)
+            for v in gate.unloaded
+        ]
         publishers = [
             {
                 "schema": s,
@@ -182,7 +202,7 @@ class SchemaControl:
             "dir": self.directory,
             "versions": rows,
             "deprecated_publishers": publishers,
-            "unknown": stats.get("unknown", {}),
+            "unknown": dict(gate.unknown),
             "loaded_at": self.loaded_at,
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
@@ -202,14 +222,22 @@ class SchemaControl:
         return {"schemas.list": schemas_list, "schemas.reload": schemas_reload}
 
 
-def _row(name: str, version: dict[str, Any], status: str, topics: str) -> dict[str, Any]:
-    rejected: dict[str, int] = version.get("rejected", {})
+def _row(
+    name: str,
+    version: int,
+    status: str,
+    topics: list[str],
+    *,
+    accepted: int,
+    rejected: Mapping[str, int],
+) -> dict[str, Any]:
+    """One version's row; numbers stay numbers and lists lists (busdctl formats the text)."""
     return {
         "schema": name,
-        "version": version["version"],
+        "version": version,
         "status": status,
         "topics": topics,
-        "accepted": version["accepted"],
+        "accepted": accepted,
         "rejected": sum(rejected.values()),
-        "rejected_by_code": " ".join(f"{c}={n}" for c, n in sorted(rejected.items())),
+        "rejected_by_code": dict(sorted(rejected.items())),
     }

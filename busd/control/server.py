@@ -1,4 +1,4 @@
-"""The control socket: JSON lines over a Unix stream socket, for operators and busctl.
+"""The control socket: JSON lines over a Unix stream socket, for operators and busdctl.
 
 One request per line, ``{"cmd": "...", ...arguments}``; one reply per line, in order:
 ``{"ok": true, ...}`` or ``{"ok": false, "error": {"code": "...", "message": "..."}}``.
@@ -25,8 +25,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from busd.control.rates_dir import RatesDir
+from busd.control.rates_dir import RatesDir, rates_statistics
 from busd.kernel.buckets import RateTable
+from busd.statistics import ControlStatistics, as_json
 from busd_protocol.rates import check_key
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -85,15 +86,15 @@ class ControlServer:
         self.errors = 0
         self.internal_errors = 0
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "control_connections_total": self.connections,
-            "control_connections_refused_total": self.refused_connections,
-            "control_connections": len(self._writers),
-            "control_requests_total": self.requests,
-            "control_errors_total": self.errors,
-            "control_internal_errors_total": self.internal_errors,
-        }
+    def statistics(self) -> ControlStatistics:
+        return ControlStatistics(
+            connections_total=self.connections,
+            connections_refused_total=self.refused_connections,
+            connections_open=len(self._writers),
+            requests_total=self.requests,
+            errors_total=self.errors,
+            internal_errors_total=self.internal_errors,
+        )
 
     async def start(self) -> None:
         """Bind the socket; raises ControlSocketError when another busd answers on it."""
@@ -114,7 +115,14 @@ class ControlServer:
 
     async def run(self) -> None:
         """Serve until cancelled, then close: a supervised task. Starts the server unless
-        ``start`` was called already (call it at startup to fail fast)."""
+        ``start`` was called already (call it at startup to fail fast).
+
+        Error handling: each connection is its own task (``_serve``): a client that goes
+        away or stops reading loses only its connection; a bad request is answered with
+        its error code, a handler's bug with ``internal``, and serving goes on. What ends
+        this task (the listening socket failing) is restarted by the supervisor, which
+        binds the socket again.
+        """
         if self._server is None:
             await self.start()
         try:
@@ -190,6 +198,11 @@ class ControlServer:
     async def _conversation(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Answer one connection's requests in order until it ends.
+
+        Error handling: a request that is not JSON or too long is answered ``bad_request``;
+        an idle or vanished client (OSError, TimeoutError) ends this conversation only.
+        """
         while True:
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout)
@@ -215,7 +228,10 @@ class ControlServer:
                 return
 
     async def _paced(self) -> None:
-        """Wait until the time budget for answering is positive again."""
+        """Wait until the time budget for answering is positive again.
+
+        Error handling: nothing here can fail (clock reads and sleeps).
+        """
         while True:
             now = time.monotonic()
             self._budget = min(
@@ -319,7 +335,7 @@ def rate_handlers(
             "dir": str(rates_dir.path),
             "limits": limits,
             "errors": errors,
-            "statistics": {**table.statistics(), **rates_dir.statistics()},
+            "statistics": as_json(rates_statistics(table, rates_dir)),
         }
 
     async def rates_set(args: dict[str, Any]) -> dict[str, Any]:

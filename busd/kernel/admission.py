@@ -1,8 +1,9 @@
 """Admission: the one place that decides a message's fate, from its frames.
 
 Order matters and is part of the contract (docs/protocol.md §2.1): the envelope's size, the
-topic frame, the envelope's encoding and shape (cheap, needed by the rest), then rate limits
-(so a flood costs little CPU), then the schema of the claimed version (the costliest).
+topic frame, the identity's permission to publish to it, the envelope's encoding and shape
+(cheap, needed by the rest), the publisher name against the identity, then rate limits (so a
+flood costs little CPU), then the schema of the claimed version (the costliest).
 The header frame and the frame count are the transport's (``busd_protocol.frames``).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from busd.kernel.acl import Trust
 from busd_protocol.codes import Code, Reject
 from busd_protocol.envelope import check_envelope, check_topic
 from busd_protocol.messages import decode_envelope
@@ -39,7 +41,7 @@ class Admission:
     ``decide`` may raise only on a bug in a check; the caller answers ``internal``.
     """
 
-    __slots__ = ("_good_topics", "max_bytes", "rates", "schemas")
+    __slots__ = ("_good_topics", "max_bytes", "rates", "schemas", "trust")
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class Admission:
         self.rates = rates
         self.schemas = schemas
         self.max_bytes = max_bytes
+        self.trust: Trust | None = None  # keys and permissions; None: authentication off
         self._good_topics: dict[bytes, str] = {}
 
     def install_rates(self, rates: RateCheck | None) -> None:
@@ -58,8 +61,16 @@ class Admission:
     def install_schemas(self, schemas: SchemaCheck | None) -> None:
         self.schemas = schemas
 
-    def decide(self, topic_b: bytes, env_b: bytes, now: float) -> Reject | None:
-        """The fate of one publish from its topic and envelope frames: ``None`` accepts."""
+    def install_trust(self, trust: Trust | None) -> None:
+        self.trust = trust
+
+    def decide(
+        self, topic_b: bytes, env_b: bytes, now: float, identity: str | None = None
+    ) -> Reject | None:
+        """The fate of one publish from its topic and envelope frames: ``None`` accepts.
+
+        ``identity`` is the connection's authenticated key name (None: authentication off).
+        """
         if len(env_b) > self.max_bytes:
             return Reject(
                 Code.TOO_LARGE, f"envelope is {len(env_b)} bytes; the limit is {self.max_bytes}"
@@ -77,12 +88,23 @@ class Admission:
             if len(good) >= GOOD_TOPICS_MAX:
                 good.clear()  # bounded: a million topics only cost re-checks
             good[topic_b] = topic
+        trust = self.trust
+        if identity is not None and trust is not None:
+            refusal = trust.publish_refusal(identity, topic)
+            if refusal is not None:
+                return Reject(Code.FORBIDDEN, refusal)
         env = decode_envelope(env_b)
         if type(env) is not dict:
             return env  # type: ignore[return-value]
         reject = check_envelope(topic, env)
         if reject is not None:
             return reject
+        if identity is not None and env["publisher"] != identity:
+            return Reject(
+                Code.FORBIDDEN,
+                f"envelope.publisher is {env['publisher']}, but this connection's key is "
+                f"{identity}: publish under your own name",
+            )
         if self.rates is not None:
             reject = self.rates.admit(topic, env["publisher"], now)
             if reject is not None:

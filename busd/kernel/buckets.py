@@ -118,6 +118,15 @@ class BucketRow:
     disabled_total: int
 
 
+@dataclass(frozen=True, slots=True)
+class RateTableStatistics:
+    """``RateTable.statistics()``: refusals over all keys since start, and keys configured."""
+
+    throttled_total: int  # rate_limited answers
+    disabled_total: int  # disabled answers
+    keys: int
+
+
 class RateTable:
     """The ``RateCheck`` of ``busd.kernel.admission``: owned by the task that admits messages.
 
@@ -279,10 +288,5 @@ class RateTable:
             )
         return tuple(rows)
 
-    def statistics(self) -> dict[str, int]:
-        """Plain monotonic counters for metrics export."""
-        return {
-            "rate_throttled_total": self.throttled,
-            "rate_disabled_total": self.disabled,
-            "rate_keys": len(self._limits),
-        }
+    def statistics(self) -> RateTableStatistics:
+        return RateTableStatistics(self.throttled, self.disabled, len(self._limits))

@@ -2,7 +2,8 @@
 
 An assertion is a named boolean expression such as ``p99_latency_ms < 50 and
 publishers_connected >= 1``, checked continuously against busd's live figures
-(``busd.kernel.figures``). Grammar (keywords lower case; ``#`` is not special)::
+(``busd.ops.figures.Figures``: a figure's name is an attribute of it). Grammar (keywords
+lower case; ``#`` is not special)::
 
     expr       := conjunct ("or" conjunct)*
     conjunct   := negation ("and" negation)*
@@ -287,18 +288,20 @@ def parse(source: str, known: Collection[str] | None = None) -> Condition:
 
 
 # -- evaluation ------------------------------------------------------------------------------
-def value(node: Value, figures: Mapping[str, float]) -> float:
+def value(node: Value, figures: object) -> float:
     if isinstance(node, Num):
         return node.value
     if isinstance(node, Name):
-        return float(figures[node.name])
+        return float(getattr(figures, node.name))
     if isinstance(node, Neg):
         return -value(node.operand, figures)
     return _ARITH[node.op](value(node.left, figures), value(node.right, figures))
 
 
-def evaluate(node: Condition, figures: Mapping[str, float]) -> bool:
-    """Whether the condition holds; a name missing from ``figures`` raises ``KeyError``."""
+def evaluate(node: Condition, figures: object) -> bool:
+    """Whether the condition holds over ``figures``, an object whose attributes are the
+    figures (names are checked against the known ones when parsing; a name ``figures``
+    lacks raises ``AttributeError``)."""
     if isinstance(node, Compare):
         return _COMPARE[node.op](value(node.left, figures), value(node.right, figures))
     if isinstance(node, Not):
@@ -332,7 +335,7 @@ class Assertion:
     window: float  # seconds
     critical: bool
 
-    def holds(self, figures: Mapping[str, float]) -> bool:
+    def holds(self, figures: object) -> bool:
         return evaluate(self.condition, figures)
 
 

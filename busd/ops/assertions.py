@@ -23,13 +23,13 @@ import bisect
 import time
 import tomllib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from busd.logs import get
 from busd.ops.assertion_rules import Assertion, AssertionConfigError, names, parse_file
-from busd.ops.figures import FIGURES, Sample, compute, sample
+from busd.ops.figures import FIGURES, Figures, Sample, compute, sample
+from busd.statistics import AssertionStatistics, Statistics
 
 _log = get("assertions")
 
@@ -60,7 +60,7 @@ class AssertionMonitor:
     def __init__(
         self,
         path: str,
-        statistics: Callable[[], Mapping[str, Any]],
+        statistics: Callable[[], Statistics],
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -71,7 +71,6 @@ class AssertionMonitor:
         self.assertions: tuple[Assertion, ...] = ()
         self._states: dict[str, _State] = {}
         self._samples: deque[Sample] = deque()
-        self.last_figures: dict[float, dict[str, float]] = {}
 
     # -- configuration -------------------------------------------------------------------
     def load(self) -> None:
@@ -110,21 +109,20 @@ class AssertionMonitor:
         return samples[i - 1] if i > 0 else samples[0]
 
     def tick(self) -> None:
-        """Take a sample and evaluate every assertion (cheap: a few dict reads)."""
+        """Take a sample and evaluate every assertion (cheap: a few attribute reads)."""
         now = sample(self._statistics(), self._clock())
         self._samples.append(now)
         longest = max((a.window for a in self.assertions), default=0.0)
         while len(self._samples) > 2 and self._samples[1].at <= now.at - longest:
             self._samples.popleft()
-        figures: dict[float, dict[str, float]] = {}
+        figures: dict[float, Figures] = {}
         for assertion in self.assertions:
             window = assertion.window
             if window not in figures:
                 figures[window] = compute(now, self._baseline(now, window))
             self._judge(assertion, figures[window], now.at)
-        self.last_figures = figures
 
-    def _judge(self, assertion: Assertion, figures: Mapping[str, float], at: float) -> None:
+    def _judge(self, assertion: Assertion, figures: Figures, at: float) -> None:
         state = self._states[assertion.name]
         ok = assertion.holds(figures)
         if ok == state.ok:
@@ -136,7 +134,7 @@ class AssertionMonitor:
             "expr": assertion.source,
             "window_s": assertion.window,
             "critical": assertion.critical,
-            "figures": {n: figures[n] for n in sorted(names(assertion.condition))},
+            "figures": {n: getattr(figures, n) for n in sorted(names(assertion.condition))},
         }
         if not ok:
             state.violations += 1
@@ -145,7 +143,11 @@ class AssertionMonitor:
             _log.info("assertion holds", extra=fields)
 
     async def run(self) -> None:
-        """Tick every ``interval`` seconds until cancelled (a supervised task)."""
+        """Tick every ``interval`` seconds until cancelled (a supervised task).
+
+        Error handling: nothing is retried here; an error (a bug in a figure or an
+        expression) ends the task for the supervisor to restart; the samples are kept.
+        """
         while True:
             self.tick()
             await asyncio.sleep(self.interval)
@@ -159,14 +161,14 @@ class AssertionMonitor:
             if a.critical and self._states[a.name].ok is False
         ]
 
-    def statistics(self) -> dict[str, dict[str, Any]]:
+    def statistics(self) -> dict[str, AssertionStatistics]:
         return {
-            a.name: {
-                "ok": self._states[a.name].ok,
-                "critical": a.critical,
-                "violations": self._states[a.name].violations,
-                "expr": a.source,
-                "window_s": a.window,
-            }
+            a.name: AssertionStatistics(
+                ok=self._states[a.name].ok,
+                critical=a.critical,
+                violations=self._states[a.name].violations,
+                expr=a.source,
+                window_s=a.window,
+            )
             for a in self.assertions
         }

@@ -1,10 +1,11 @@
 """What busd was built and runs with, and the oldest dependencies it agrees to start on.
 
 busd's bounds on hostile peers rest on behaviour measured on these versions (docs/operations.md
-§9): libzmq before 4.3.3 has known remote memory-corruption bugs (CVE-2019-13132, fixed in
+§10): libzmq before 4.3.3 has known remote memory-corruption bugs (CVE-2019-13132, fixed in
 4.3.2; CVE-2020-15166, fixed in 4.3.3), and 4.3.5 is the release the per-connection
-subscription handling was measured on. A busd on an older library refuses to start, naming
-what it found, instead of running without a word.
+subscription handling was measured on. A busd on an older library refuses to start
+(``busd.preflight``: exit 78, and ``busd --check-config`` says so), naming what it found,
+instead of running without a word.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ FLOORS: Mapping[str, tuple[tuple[int, ...], str]] = {
 }
 
 
-class DependencyTooOld(RuntimeError):
-    """A library is older than busd's floor; the message names it and what was found."""
+# The labels of busd_build_info, in order: the keys of ``versions()``.
+BUILD_LABELS = ("version", "protocol", "python", "libzmq", "pyzmq", "msgpack")
 
 
 def versions() -> dict[str, str]:
@@ -61,10 +62,3 @@ def refusals(found: Mapping[str, str] | None = None) -> list[str]:
             wanted = ".".join(map(str, floor))
             problems.append(f"{name} {have or '(unknown)'} is older than {wanted} ({why})")
     return problems
-
-
-def check() -> None:
-    """Raise DependencyTooOld when any library is below its floor."""
-    problems = refusals()
-    if problems:
-        raise DependencyTooOld("refusing to start: " + "; ".join(problems))

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from busd.logs import RateLimitedLog, get
 from busd.ops.health import Health
 from busd.ops.metrics import CONTENT_TYPE, render
+from busd.statistics import HttpStatistics
 
 _log = get("http")
 MAX_HEAD = 8192
@@ -75,14 +76,17 @@ class MetricsServer:
         self.port = int(self._sock.getsockname()[1])
         _log.info("metrics listening", extra={"address": self.address})
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "http_requests_total": self.requests,
-            "http_connections_refused_total": self.refused,
-        }
+    def statistics(self) -> HttpStatistics:
+        return HttpStatistics(requests_total=self.requests, connections_refused_total=self.refused)
 
     async def run(self) -> None:
-        """Serve until cancelled (a supervised task: each run serves a dup of the socket)."""
+        """Serve until cancelled (a supervised task: each run serves a dup of the socket).
+
+        Error handling: a client that sends nothing useful, stalls or goes away loses its
+        connection; an error while answering is logged at a limited rate and costs that
+        request only. What ends this task (the server failing) is restarted by the
+        supervisor on a new dup of the socket bound at start-up, which ``close`` closes.
+        """
         assert self._sock is not None, "bind() first"
         server = await asyncio.start_server(self._serve, sock=self._sock.dup(), limit=MAX_HEAD)
         try:

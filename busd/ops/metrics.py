@@ -1,168 +1,74 @@
-"""Prometheus exposition of busd's plain-int statistics, built only at scrape time.
+"""Prometheus exposition of busd's statistics, built only at scrape time.
 
 The hot path never touches prometheus-client: the broker and the monitors keep plain ints
-(``BrokerStats``, ``ConnectionStats``), and ``StatsCollector.collect`` turns one
-``App.statistics()`` snapshot into metric families when Prometheus scrapes. Everything goes
-to a private ``CollectorRegistry`` (no global default registry, no import-time side effects).
+(``BrokerStats``, ``ConnectionStats``), and ``StatsCollector.collect`` reads one
+``App.statistics()`` snapshot when Prometheus scrapes and turns it into the families that
+``busd.ops.metric_families.FAMILIES`` declares. Everything goes to a private
+``CollectorRegistry`` (no global default registry, no import-time side effects).
 
-Label cardinality is bounded by construction: labels are rejection codes, roles, supervised
-task names, schema names and versions (loaded ones only), operator-defined rate keys and
-assertion names; never a topic or a publisher.
-
-Sections of ``App.statistics()`` beyond the core ones are exported by the exporters in
-``busd.ops.metric_sections`` (the hook for new sections: ``register_section``).
+Error handling: a family whose reader raises (a bug) is left out of that scrape and logged at
+a limited rate with its error; the other families and the scrape go on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import HistogramMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.utils import floatToGoString
 
 from busd.logs import RateLimitedLog, get
-from busd.ops.build import versions
-from busd.ops.figures import histogram
-from busd.ops.metric_sections import SECTION_EXPORTERS, Families, SectionExporter, generic, num
-from busd_protocol.codes import Code
+from busd.ops.metric_families import FAMILIES, Family, Samples, Scrape
+from busd.statistics import Statistics
+from busd_protocol.histogram import HistogramSnapshot
 
 __all__ = ["CONTENT_TYPE", "StatsCollector", "make_registry", "render"]
 
 _log = get("metrics")
 _limited = RateLimitedLog(_log)
-_CORE = frozenset({"broker", "ingress", "egress", "restarts", "draining"})
-ROLES = {"ingress": "publisher", "egress": "subscriber"}
 # The classic text format: understood by every Prometheus and promtool version.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
-def _core(stats: Mapping[str, Any], ready: bool, out: Families) -> None:
-    broker: Mapping[str, Any] = stats.get("broker") or {}
-    simple = (
-        (
-            "received",
-            "busd_messages_received_total",
-            "Messages read from publishers (every one is answered).",
-        ),
-        (
-            "accepted",
-            "busd_messages_accepted_total",
-            "Messages accepted: checked and forwarded to subscribers.",
-        ),
-        (
-            "bytes_in",
-            "busd_received_bytes_total",
-            "Envelope bytes of messages read with a readable header.",
-        ),
-        (
-            "bytes_accepted",
-            "busd_accepted_bytes_total",
-            "Envelope bytes of accepted messages (forwarded once to libzmq's fan-out).",
-        ),
-        ("replies_sent", "busd_replies_sent_total", "Reply frames sent to publishers."),
-        (
-            "replies_dropped",
-            "busd_replies_dropped_total",
-            "Replies dropped: publisher gone or not reading its replies (at its HWM).",
-        ),
-        ("batches", "busd_batches_total", "Broker wake-ups that handled at least one message."),
-        (
-            "subscribe_total",
-            "busd_subscribe_requests_total",
-            "Subscription messages read from the XPUB socket.",
-        ),
-        (
-            "unsubscribe_total",
-            "busd_unsubscribe_requests_total",
-            "Unsubscription messages read from the XPUB socket.",
-        ),
-        (
-            "subscriptions_denied",
-            "busd_subscriptions_denied_total",
-            "Subscription requests denied (never applied): over max_subscriptions or a "
-            "prefix longer than any topic.",
-        ),
-        (
-            "subscribers_cut",
-            "busd_subscribers_cut_total",
-            "Subscriber connections closed for holding too many denied prefixes.",
-        ),
-        (
-            "frames_discarded",
-            "busd_frames_discarded_total",
-            "Frames past the third of a publish, read and dropped (the message is bad_frame).",
-        ),
-        (
-            "overlong_messages",
-            "busd_overlong_messages_total",
-            "Messages with more than frame_slice frames, discarded over several wake-ups.",
-        ),
-    )
-    for key, name, doc in simple:
-        out.counter(name, doc).add_metric([], num(broker.get(key)) or 0.0)
-    rejected = out.counter(
-        "busd_messages_rejected_total", "Messages rejected, by stable rejection code.", ("code",)
-    )
-    counts: Mapping[str, int] = broker.get("rejected") or {}
-    for code in Code:
-        rejected.add_metric([str(code)], float(counts.get(str(code), 0)))
-    out.gauge(
-        "busd_active_subscriptions",
-        "Active subscriptions (distinct topic prefixes) on the egress socket.",
-    ).add_metric([], num(broker.get("subscriptions")) or 0.0)
+def build(family: Family, samples: Samples) -> Metric:
+    """One prometheus-client family from a declared family and its samples."""
+    name, labels = family.name, list(family.labels)
+    metric: Metric
+    if family.type == "counter":
+        metric = CounterMetricFamily(name, family.help, labels=labels, unit=family.unit)
+    elif family.type == "gauge":
+        metric = GaugeMetricFamily(name, family.help, labels=labels, unit=family.unit)
+    elif family.type == "histogram":
+        metric = HistogramMetricFamily(name, family.help, labels=labels, unit=family.unit)
+    else:
+        metric = InfoMetricFamily(name.removesuffix("_info"), family.help)
+    for values, value in samples:
+        if isinstance(value, HistogramSnapshot):
+            assert isinstance(metric, HistogramMetricFamily)
+            metric.add_metric(list(values), _buckets(value), value.sum)
+        elif isinstance(metric, InfoMetricFamily):
+            metric.add_metric([], dict(zip(family.labels, values, strict=True)))
+        else:
+            assert isinstance(metric, CounterMetricFamily | GaugeMetricFamily)
+            metric.add_metric(list(values), value)
+    return metric
 
-    latency = histogram(broker.get("latency"))
-    if latency is not None:
-        family = HistogramMetricFamily(
-            "busd_processing_latency_seconds",
-            "Time from reading a message to handing it to subscribers (per batch, an "
-            "upper bound per message).",
-        )
-        cumulative, buckets = 0, []
-        for bound, count in zip(latency.bounds, latency.counts, strict=False):
-            cumulative += count
-            buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
-        buckets.append(("+Inf", float(latency.total)))
-        family.add_metric([], buckets, latency.sum)
-        out.add(family)
 
-    opened = out.counter(
-        "busd_connections_accepted_total", "Connections accepted, by role.", ("role",)
-    )
-    closed = out.counter("busd_disconnections_total", "Connections closed, by role.", ("role",))
-    failed = out.counter(
-        "busd_handshake_failures_total",
-        "Connections that failed the ZMTP handshake, by role.",
-        ("role",),
-    )
-    for section, role in ROLES.items():
-        conn: Mapping[str, Any] = stats.get(section) or {}
-        opened.add_metric([role], num(conn.get("accepted")) or 0.0)
-        closed.add_metric([role], num(conn.get("disconnected")) or 0.0)
-        failed.add_metric([role], num(conn.get("handshake_failures")) or 0.0)
-    out.gauge("busd_publishers_connected", "Open publisher (ingress) connections.").add_metric(
-        [], num((stats.get("ingress") or {}).get("connected")) or 0.0
-    )
-    out.gauge("busd_subscribers_connected", "Open subscriber (egress) connections.").add_metric(
-        [], num((stats.get("egress") or {}).get("connected")) or 0.0
-    )
-
-    restarts = out.counter(
-        "busd_task_restarts_total", "Restarts of supervised peripheral tasks, by task.", ("task",)
-    )
-    for task, count in sorted((stats.get("restarts") or {}).items()):
-        restarts.add_metric([str(task)], float(count))
-    out.gauge("busd_draining", "1 while busd drains for shutdown.").add_metric(
-        [], 1.0 if stats.get("draining") else 0.0
-    )
-    out.gauge("busd_ready", "1 when /readyz answers 200.").add_metric([], 1.0 if ready else 0.0)
-    info = InfoMetricFamily(
-        "busd_build", "busd build information and the versions it runs with.", value=versions()
-    )
-    out.add(info)
+def _buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
+    cumulative, buckets = 0, []
+    for bound, count in zip(snapshot.bounds, snapshot.counts, strict=False):
+        cumulative += count
+        buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+    buckets.append(("+Inf", float(snapshot.total)))
+    return buckets
 
 
 class StatsCollector:
@@ -170,40 +76,34 @@ class StatsCollector:
 
     def __init__(
         self,
-        statistics: Callable[[], Mapping[str, Any]],
+        statistics: Callable[[], Statistics],
         ready: Callable[[], bool] = lambda: True,
-        exporters: Mapping[str, SectionExporter] = SECTION_EXPORTERS,
+        families: tuple[Family, ...] = FAMILIES,
     ):
         self._statistics = statistics
         self._ready = ready
-        self._exporters = exporters
+        self._families = families
 
     def collect(self) -> Iterator[Metric]:
-        stats = self._statistics()
-        out = Families()
-        _core(stats, self._ready(), out)
-        for section, data in stats.items():
-            if section in _CORE:
-                continue
-            # A broken exporter costs its own section, never the whole scrape.
+        scrape = Scrape(self._statistics(), self._ready())
+        for family in self._families:
             try:
-                exporter = self._exporters.get(section)
-                if exporter is not None:
-                    exporter(data, out)
-                else:
-                    generic(section, data, out)
+                samples = family.read(scrape)
+                metric = None if samples is None else build(family, samples)
             except Exception as exc:
                 _limited.warning(
-                    f"section.{section}",
-                    "metrics section export failed",
-                    section=section,
+                    f"family.{family.name}",
+                    "metric family export failed",
+                    family=family.name,
                     error=repr(exc),
                 )
-        yield from out.items.values()
+                continue
+            if metric is not None:
+                yield metric
 
 
 def make_registry(
-    statistics: Callable[[], Mapping[str, Any]],
+    statistics: Callable[[], Statistics],
     ready: Callable[[], bool] = lambda: True,
     process: bool = True,
 ) -> CollectorRegistry:

@@ -1,9 +1,11 @@
 """The systemd notification protocol (sd_notify), written out: one datagram per state change.
 
 With ``Type=notify`` systemd passes ``NOTIFY_SOCKET`` (a filesystem path, or an abstract
-socket name starting with ``@``); busd sends ``READY=1`` once its sockets are bound,
-``STOPPING=1`` when it starts draining, and ``WATCHDOG=1`` every ``WATCHDOG_USEC / 2`` from a
-task on the event loop, so a hung loop stops the pings and systemd kills and restarts busd.
+socket name starting with ``@``); busd sends ``STATUS=warming up, N s left`` during its
+warm-up and ``READY=1`` when the warm-up ends (so ``systemctl start`` returns once busd
+accepts publishes), ``STOPPING=1`` when it starts draining or its broker crashed, and
+``WATCHDOG=1`` every ``WATCHDOG_USEC / 2`` from a task on the event loop, so a hung loop
+stops the pings and systemd kills and restarts busd.
 Without ``NOTIFY_SOCKET`` every call is a no-op. A failed send is logged once and otherwise
 ignored: the service manager's bookkeeping must never take the bus down.
 """
@@ -16,6 +18,7 @@ import socket
 from collections.abc import Mapping
 
 from busd.logs import get
+from busd.statistics import NotifyStatistics
 
 _log = get("systemd")
 
@@ -51,6 +54,7 @@ class Notifier:
         self.pid = pid
         self.sent = 0
         self.failed = 0
+        self.stopping_sent = False
         self._sock: socket.socket | None = None
         if raw and self.address is None:
             _log.warning("NOTIFY_SOCKET not usable; not notifying", extra={"value": raw})
@@ -80,16 +84,24 @@ class Notifier:
         return True
 
     def ready(self) -> bool:
+        """``READY=1``; never after ``stopping`` (a drain that began in the warm-up)."""
+        if self.stopping_sent:
+            return False
         return self.send("READY=1", "STATUS=serving", f"MAINPID={self.pid}")
 
     def stopping(self) -> bool:
+        self.stopping_sent = True
         return self.send("STOPPING=1", "STATUS=draining")
 
     def ping(self) -> bool:
         return self.send("WATCHDOG=1")
 
     async def run_watchdog(self) -> None:
-        """Ping at the interval until cancelled; returns at once without a watchdog."""
+        """Ping at the interval until cancelled; returns at once without a watchdog.
+
+        Error handling: a failed ping is counted and logged once (``send``), never raised,
+        and the next one is tried at the next interval; nothing here can crash.
+        """
         if self.watchdog is None:
             return
         while True:
@@ -101,5 +113,5 @@ class Notifier:
             self._sock.close()
             self._sock = None
 
-    def statistics(self) -> dict[str, int]:
-        return {"notify_sent_total": self.sent, "notify_failed_total": self.failed}
+    def statistics(self) -> NotifyStatistics:
+        return NotifyStatistics(sent_total=self.sent, failed_total=self.failed)

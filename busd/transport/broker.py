@@ -8,15 +8,18 @@ per-subscriber queues in Python; each subscriber's queue is its XPUB pipe, bound
 Each wake-up handles up to ``batch`` messages with frame-level non-blocking ``recv``/``send``,
 then sends one reply per publisher for the whole batch (docs/protocol.md §2).
 
-What it retries and what it lets crash: a failure while judging one message (a bug in a
-check) is caught, answered ``internal``, counted and logged; that message is not forwarded
-and the loop goes on. Socket errors are not caught: they end the task, and the app ends the
-process so the service manager restarts it (crash-only; start-up is the recovery path).
+Error handling: bad input is not an error but an answer (a stable code, counted, logged at
+a limited rate with who sent it). An exception while judging one message is a bug in a
+check: ``_judge`` answers that message ``internal``, it is counted, its traceback is logged
+at a limited rate, it is not forwarded, and the loop goes on. Socket errors are not caught:
+they end the task, and the app ends the process (exit 70) so the service manager restarts it
+(crash-only; start-up is the recovery path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +29,7 @@ import zmq
 from busd.config import Config
 from busd.kernel.admission import Admission
 from busd.logs import RateLimitedLog, get
+from busd.statistics import BrokerStatistics
 from busd.transport import heap, sockets
 from busd.transport.overlong import Overlong, discard
 from busd.transport.peers import DeafPublishers, Endpoint
@@ -34,6 +38,7 @@ from busd.transport.subscriptions import Subscriptions
 from busd_protocol.codes import ROUTINE, Code, Reject
 from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, INGRESS_FRAMES, read_header
 from busd_protocol.histogram import Histogram
+from busd_protocol.messages import decode_envelope
 from busd_protocol.replies import encode_reply, reject_entry
 
 _log = get("broker")
@@ -42,10 +47,33 @@ _SNDMORE = zmq.SNDMORE
 # The backend's send skips the sugar layer's per-call checks (~0.2 µs a frame).
 _send = zmq.backend.Socket.send
 _QUIET = 0.1  # draining ends after this long without input
+# Rejections not logged as "message rejected": routine refusals (rate limits, warm-up,
+# shutdown) are counted only; an internal error is logged by _judge, with its traceback.
+_NOT_LOGGED = ROUTINE | {Code.INTERNAL}
+_CULPRIT_CHARS = 64  # each culprit field in a log line is cut to this many characters
+
+
+def culprit(topic_b: bytes | None, env_b: bytes | None) -> dict[str, object]:
+    """Who sent a refused message, for its log line: topic, publisher, schema and version
+    when they can be read (the envelope is decoded again: only for lines that get logged).
+    Every field is bounded, so a hostile message cannot make a long line."""
+    found: dict[str, object] = {}
+    if topic_b is not None:
+        found["topic"] = topic_b[: _CULPRIT_CHARS * 4].decode(errors="replace")[:_CULPRIT_CHARS]
+    env = decode_envelope(env_b) if env_b is not None else None
+    if type(env) is dict:
+        for name in ("publisher", "schema"):
+            value = env.get(name)
+            if type(value) is str:
+                found[name] = value[:_CULPRIT_CHARS]
+        version = env.get("version")
+        if type(version) is int:
+            found["version"] = version
+    return found
 
 
 class BrokerStats:
-    """Plain-int counters, written only by the broker task; read via ``snapshot()``."""
+    """Plain-int counters, written only by the broker task; read via ``statistics()``."""
 
     __slots__ = (
         "accepted",
@@ -72,7 +100,7 @@ class BrokerStats:
         self.accepted = 0
         self.bytes_in = 0
         self.bytes_accepted = 0
-        self.rejected: dict[str, int] = dict.fromkeys(Code, 0)
+        self.rejected: dict[Code, int] = dict.fromkeys(Code, 0)
         self.replies_sent = 0
         self.replies_dropped = 0
         self.subscriptions = 0
@@ -86,26 +114,26 @@ class BrokerStats:
         self.publishers_cut = 0  # publisher connections closed for not reading replies
         self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "accepted": self.accepted,
-            "bytes_in": self.bytes_in,
-            "bytes_accepted": self.bytes_accepted,
-            "rejected": {str(k): v for k, v in self.rejected.items()},
-            "replies_sent": self.replies_sent,
-            "replies_dropped": self.replies_dropped,
-            "subscriptions": self.subscriptions,
-            "subscribe_total": self.subscribe_total,
-            "unsubscribe_total": self.unsubscribe_total,
-            "subscriptions_denied": self.subscriptions_denied,
-            "subscribers_cut": self.subscribers_cut,
-            "batches": self.batches,
-            "frames_discarded": self.frames_discarded,
-            "overlong_messages": self.overlong_messages,
-            "publishers_cut": self.publishers_cut,
-            "latency": self.latency.snapshot(),
-        }
+    def statistics(self) -> BrokerStatistics:
+        return BrokerStatistics(
+            received=self.received,
+            accepted=self.accepted,
+            bytes_in=self.bytes_in,
+            bytes_accepted=self.bytes_accepted,
+            rejected=dict(self.rejected),
+            replies_sent=self.replies_sent,
+            replies_dropped=self.replies_dropped,
+            subscriptions=self.subscriptions,
+            subscribe_total=self.subscribe_total,
+            unsubscribe_total=self.unsubscribe_total,
+            subscriptions_denied=self.subscriptions_denied,
+            subscribers_cut=self.subscribers_cut,
+            batches=self.batches,
+            frames_discarded=self.frames_discarded,
+            overlong_messages=self.overlong_messages,
+            publishers_cut=self.publishers_cut,
+            latency=self.latency.snapshot(),
+        )
 
 
 class Broker:
@@ -121,7 +149,7 @@ class Broker:
         self.stats = BrokerStats()
         self._ctx = ctx
         self.clock = clock  # monotonic seconds; the rate buckets share it
-        self._bad_input_log = RateLimitedLog(_log)
+        self._log = RateLimitedLog(_log)  # per-message problems: bounded whatever the input
         self._draining = False
         self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
         self._ready: Readiness | None = None
@@ -136,6 +164,9 @@ class Broker:
         self._xpub: zmq.Socket[bytes] | None = None
         self.pub_endpoint = ""
         self.sub_endpoint = ""
+        # The server's CURVE key pair (public, secret); None: authentication off. With it,
+        # every message is judged for the identity its connection's key proved.
+        self.curve: tuple[bytes, bytes] | None = None
 
     @property
     def bound(self) -> bool:
@@ -167,6 +198,8 @@ class Broker:
             guards=guards,
         )
         self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger, guards=guards)
+        sockets.guard(self._router, self.curve)
+        sockets.guard(self._xpub, self.curve)
         try:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
@@ -196,7 +229,12 @@ class Broker:
             self._ready.wake()
 
     async def run(self) -> None:
-        """Serve until drained: answer every message read, then return."""
+        """Serve until drained: answer every message read, then return.
+
+        Error handling: retries nothing. Bad input is answered, a bug in a check is
+        answered ``internal`` (``_judge``); a socket error ends the task, and with it the
+        process (exit 70): the broker is not restarted in place.
+        """
         assert self._router is not None and self._xpub is not None, "bind() first"
         ready = self._ready = Readiness([self._router, self._xpub])
         batch = self.config.batch
@@ -235,6 +273,12 @@ class Broker:
         )
 
     async def _drain(self, ready: Readiness, batch: int) -> None:
+        """Keep answering until input is quiet or ``drain_timeout`` passes, then refuse
+        what is left with ``shutting_down``.
+
+        Error handling: as ``run``: per-message problems are answers; a socket error ends
+        the drain and the task (the app exits 70).
+        """
         assert self._xpub is not None
         deadline = self.clock() + self.config.drain_timeout
         answered = 0
@@ -267,6 +311,8 @@ class Broker:
         assert router is not None and xpub is not None
         recv, xsend = router.recv, _send
         judge = self._judge
+        authenticated = self.curve is not None
+        identity: str | None = None
         unread = self._deaf.unread
         st = self.stats
         rejected = st.rejected
@@ -323,7 +369,9 @@ class Broker:
                 topic_b, env_b = topic_f.bytes, env_f.bytes
                 size = len(env_b)
                 bytes_in += size
-                reject = refuse or judge(topic_b, env_b, now)
+                if authenticated:
+                    identity = str(head.get("User-Id"))
+                reject = refuse or judge(topic_b, env_b, now, identity)
                 if reject is None:
                     xsend(xpub, topic_b, _SNDMORE)
                     xsend(xpub, env_b)
@@ -338,14 +386,21 @@ class Broker:
                     continue
             rejected[reject.code] += 1
             entry[1].append(reject_entry(seq, reject))
-            if reject.code not in ROUTINE:
-                self._bad_input_log.warning(
-                    reject.code,
-                    "message rejected",
-                    code=reject.code.value,
-                    reason=reject.reason,
-                    seq=seq,
-                )
+            if reject.code not in _NOT_LOGGED:
+                suppressed = self._log.allow(reject.code)
+                if suppressed is not None:
+                    fields: dict[str, object] = {
+                        "code": reject.code.value,
+                        "reason": reject.reason,
+                        "seq": seq,
+                    }
+                    fields.update(
+                        culprit(
+                            topic_f.bytes if n_frames > 1 else None,
+                            env_f.bytes if n_frames > 2 else None,
+                        )
+                    )
+                    self._log.write(logging.WARNING, "message rejected", suppressed, fields)
         if handled:
             st.received += handled
             st.accepted += accepted
@@ -360,7 +415,7 @@ class Broker:
     def _cut_publisher(self, ident: bytes, frame: zmq.Frame) -> None:
         if self._deaf.cut(ident, frame):
             self.stats.publishers_cut += 1
-            self._bad_input_log.warning(
+            self._log.warning(
                 "replies", "publisher disconnected: not reading its replies", limit=self._hwm
             )
 
@@ -379,18 +434,24 @@ class Broker:
         seq, reject = over.verdict()
         st.received += 1
         st.rejected[reject.code] += 1
-        self._bad_input_log.warning(
+        self._log.warning(
             reject.code, "message rejected", code=reject.code.value, reason=reject.reason, seq=seq
         )
         self._reply(router, {over.ident: ([], [reject_entry(seq, reject)])})
         return 1
 
-    def _judge(self, topic_b: bytes, env_b: bytes, now: float) -> Reject | None:
+    def _judge(
+        self, topic_b: bytes, env_b: bytes, now: float, identity: str | None
+    ) -> Reject | None:
+        """``Admission.decide``; an exception is a bug in a check: this message is answered
+        ``internal`` (and counted so by ``_pump``), the traceback is logged at a limited rate
+        per exception type, and the next message is judged as usual."""
         try:
-            return self.admission.decide(topic_b, env_b, now)
-        except Exception:
-            _log.exception("check failed", extra={"topic": topic_b[:64].decode(errors="replace")})
-            return Reject(Code.INTERNAL, "busd failed while checking this message")
+            return self.admission.decide(topic_b, env_b, now, identity)
+        except Exception as exc:
+            name = type(exc).__name__
+            self._log.error(f"internal.{name}", "check failed", exc, **culprit(topic_b, env_b))
+            return Reject(Code.INTERNAL, f"busd failed while checking this message ({name})")
 
     def _reply(
         self,

@@ -8,19 +8,18 @@ outcome or their disconnect: HANDSHAKE_SUCCEEDED carries no fd, so outcomes are 
 the oldest waiting connection. Under concurrent connects that attribution may pick the wrong
 one of two, but every connection is counted exactly once as a success or a failure.
 
-What it retries and lets crash: nothing is retried here; an error ends the task and the
-supervisor restarts it with a fresh monitor socket.
+Error handling: see ``watch``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from busd.logs import RateLimitedLog, get
+from busd.statistics import ConnectionStatistics
 from busd.transport.readiness import Readiness
 
 _log = get("monitor")
@@ -79,14 +78,14 @@ class ConnectionStats:
         """Open TCP/IPC connections (including ones still in the handshake)."""
         return max(0, self.accepted - self.disconnected)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "connected": self.connected,
-            "accepted": self.accepted,
-            "disconnected": self.disconnected,
-            "handshakes": self.handshakes,
-            "handshake_failures": self.handshake_failures,
-        }
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            connected=self.connected,
+            accepted=self.accepted,
+            disconnected=self.disconnected,
+            handshakes=self.handshakes,
+            handshake_failures=self.handshake_failures,
+        )
 
 
 async def watch(
@@ -99,7 +98,12 @@ async def watch(
 
     ``on_fd(fd)`` is called for every connection closed (what was known of that fd is over;
     not on ACCEPTED, which this task may see after the broker has read the connection's
-    first messages)."""
+    first messages).
+
+    Error handling: nothing is retried here. A handshake failure is counted and logged at a
+    limited rate; any error (a malformed event, a socket error) ends the task, the socket
+    is closed, and the supervisor restarts it with a fresh monitor socket.
+    """
     limited = RateLimitedLog(_log)
     ready = Readiness([sock])
     try:

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import zmq
 
+from busd.transport.zap import ZAP_DOMAIN
+
 
 class EndpointInUse(RuntimeError):
     """Another live process serves this endpoint; refusing to steal it."""
 
 
-def clear_stale_ipc(endpoint: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+def clear_stale_ipc(endpoint: str) -> None:
     """Remove an ipc:// socket file left by a killed busd, but never a live one."""
     if not endpoint.startswith("ipc://"):
         return
@@ -54,11 +56,6 @@ class PeerGuards:
 
     def apply(self, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.HANDSHAKE_IVL, self.handshake_ms)
-        # A ZAP domain makes libzmq refuse ZMTP 1.0/2.0 peers at their first bytes. Without
-        # it, any byte other than 0xFF (``G`` of an HTTP request, ``\x01\x00``) starts the
-        # ZMTP 1.0 fallback: no handshake deadline, no heartbeat, and on the XPUB a phantom
-        # subscribe-all. No ZAP handler is bound, so ZMTP 3 peers pass without a ZAP request.
-        sock.setsockopt(zmq.ZAP_DOMAIN, b"busd")
         if self.heartbeat_ms:
             sock.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.heartbeat_timeout_ms)
@@ -95,9 +92,10 @@ def router(
 # every prefix it takes (XPUB_MANUAL) and does all of a closed connection's cleanup inside
 # one of busd's calls, so this bounds how far a storm runs ahead of busd's caps and how long
 # that cleanup holds the loop. Measured with a 100,000-prefix storm: 1,000 let it in whole
-# (+110 MB) before busd's first cut, and a cut connection's cleanup took up to 0.4 s; 1 keeps
-# both small (+3 MB, ~15 ms). A subscriber's own SNDHWM (1,000) buffers a burst on its side.
-SUBSCRIPTION_HWM = 1
+# (+110 MB) before busd's first cut, and a cut connection's cleanup took up to 0.4 s; 4 keeps
+# both small. Not 1: with ZAP on, libzmq 4.3.5 then never delivers a connection's first
+# subscription (measured). A subscriber's own SNDHWM (1,000) buffers a burst on its side.
+SUBSCRIPTION_HWM = 4
 REPLY_SNDBUF = 65536  # bytes per publisher connection (the kernel doubles it)
 
 
@@ -117,6 +115,16 @@ def xpub(
     return sock
 
 
+def guard(sock: zmq.Socket[bytes], curve: tuple[bytes, bytes] | None) -> None:
+    """Every connection through ZAP (so libzmq refuses ZMTP/1.0 and 2.0 peers); with
+    ``curve`` (public, secret z85 keys) a CURVE server that admits only known client keys."""
+    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    if curve is not None:
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve[0])
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve[1])
+
+
 def _tcp_keepalive(sock: zmq.Socket[bytes]) -> None:
     # Half-open connections (peer host gone) are found in ~1 minute, not hours.
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
@@ -127,7 +135,7 @@ def _tcp_keepalive(sock: zmq.Socket[bytes]) -> None:
 
 def bind(sock: zmq.Socket[bytes], endpoint: str) -> str:
     """Bind and return the resolved endpoint (the real port for ``tcp://host:0``)."""
-    clear_stale_ipc(endpoint, sock.context)
+    clear_stale_ipc(endpoint)
     sock.bind(endpoint)
     last = sock.getsockopt(zmq.LAST_ENDPOINT)
     return last.decode() if isinstance(last, bytes) else str(last)

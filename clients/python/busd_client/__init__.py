@@ -1,6 +1,7 @@
 """Python client for the busd message bus (docs/client.md)."""
 
-from busd_client.aio import AsyncPublisher, AsyncReceipt, AsyncSubscriber
+from busd_client.aio import AsyncPublisher, AsyncSubscriber
+from busd_client.aio_driver import AsyncReceipt
 from busd_client.aio_pool import AsyncPoolPublisher, AsyncPoolReceipt, AsyncPoolSubscriber
 from busd_client.errors import (
     BusError,

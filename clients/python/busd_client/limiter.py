@@ -8,12 +8,17 @@ most once per second per key (monotonic clock). The burst defaults to ``max(1, R
     limiter = RateLimiter("/etc/rates")
     with limiter.limit("publish"):
         publisher.publish(...)
+
+A directory that does not exist means every key is unlimited, which is what a typo in its
+path looks like too: the limiter logs a warning (logger ``busd_client.limiter``) when it is
+made for one, and again when a directory that was there goes missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -25,6 +30,8 @@ from busd_client.errors import Disabled, RateLimited
 from busd_protocol.rates import MAX_FILE_BYTES, Limit, TokenBucket, check_file_name, parse_rate
 
 __all__ = ["RateLimiter"]
+
+log = logging.getLogger("busd_client.limiter")
 
 
 class _Key:
@@ -53,6 +60,19 @@ class RateLimiter:
         self._reread = reread_interval
         self._keys: dict[str, _Key] = {}
         self._lock = threading.Lock()
+        self._missing = False  # the directory was missing when last looked at
+        self._check_directory()
+
+    def _check_directory(self) -> None:
+        """Warn, once per disappearance, that a missing directory leaves everything
+        unlimited (a wrong path is otherwise silent)."""
+        missing = not self.directory.is_dir()
+        if missing and not self._missing:
+            log.warning(
+                "rates directory %s does not exist: every key is unlimited until it does",
+                self.directory,
+            )
+        self._missing = missing
 
     def limit_for(self, key: str) -> Limit | None:
         """The limit in force for ``key`` (None: unlimited), re-reading its file if due."""
@@ -78,9 +98,11 @@ class RateLimiter:
         except FileNotFoundError:
             st.limit = None
             st.bucket = None
+            self._check_directory()
             return
         except OSError:
             return  # unreadable for now (permissions, a directory...): keep the last good
+        self._missing = False  # a file was read: the directory is there
         limit = parse_rate(content)
         if limit is None or limit == st.limit:
             return  # a bad or half-written file keeps the last good value

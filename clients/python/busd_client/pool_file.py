@@ -145,7 +145,7 @@ def load_pool(path: str | os.PathLike[str]) -> list[PoolEntry]:
 
 
 def pool_from_args(args: argparse.Namespace) -> list[PoolEntry]:
-    """The pool named by ``args.pool`` (busctl ``--pool FILE``), else by ``$BUSD_POOL``."""
+    """The pool named by ``args.pool`` (busdctl ``--pool FILE``), else by ``$BUSD_POOL``."""
     path = getattr(args, "pool", None) or os.environ.get(POOL_ENV)
     if not path:
         raise PoolFileError("", f"no pool file: give --pool FILE or set {POOL_ENV}")

@@ -66,7 +66,12 @@ class Subscriber(Subscriptions):
         self.subscribe(prefixes)
 
     def recv(self, timeout: float | None = None) -> Message | None:
-        """The next message, or None when ``timeout`` seconds pass first (None: no limit)."""
+        """The next message, or None when ``timeout`` seconds pass first (None: no limit).
+
+        Error handling: a message that does not decode (docs/protocol.md §3) is counted in
+        ``bad_messages`` and skipped; nothing else is caught (a ZMQError, e.g. the socket
+        closed, reaches the caller).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         sock = self._sock
         while True:

@@ -27,6 +27,7 @@ class Code(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
     NOT_READY = "not_ready"
+    FORBIDDEN = "forbidden"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ nothing else. ``0`` disables the key; the burst defaults to ``max(1, RATE)``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -156,7 +157,7 @@ def read_rate(content: bytes) -> Limit:
         raise RateFileError(f"over {MAX_FILE_BYTES} bytes")
     if RATE_GRAMMAR.fullmatch(content) is None:
         raise RateFileError(
-            f"expected 'RATE' or 'RATE BURST' as decimal numbers, got {content[:40]!r}"
+            f"expected 'RATE' or 'RATE BURST' as decimal numbers, got {shown(content[:40])}"
         )
     parts = content.split()
     rate = float(parts[0])
@@ -165,6 +166,12 @@ def read_rate(content: bytes) -> Limit:
     if problem is not None:
         raise RateFileError(problem)
     return Limit(rate, burst)
+
+
+def shown(content: bytes) -> str:
+    """File content as an operator reads it: text in quotes with JSON escapes ("nan\\n"),
+    never a Python bytes repr (b'nan\\n')."""
+    return json.dumps(content.decode("utf-8", "replace"), ensure_ascii=False)
 
 
 def parse_rate(content: bytes) -> Limit | None:

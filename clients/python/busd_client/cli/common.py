@@ -1,66 +1,75 @@
-"""Options shared by the busctl command modules: endpoints and paths with env defaults."""
+"""Options and output shared by the busdctl command modules: where busd is (resolved by
+cli/locate.py in one documented order), --json, and errors that are JSON under --json."""
 
 from __future__ import annotations
 
 import argparse
 import base64
 import json
-import os
 import sys
 from typing import Any
 
+from busd_client.cli.locate import add_config
+
 __all__ = [
-    "DEFAULT_CONTROL",
-    "DEFAULT_PUB_ENDPOINT",
-    "DEFAULT_SUB_ENDPOINT",
     "add_control",
     "add_json",
+    "add_metrics",
     "add_pub_endpoint",
     "add_sub_endpoint",
     "dump_json",
-    "env_default",
     "error",
+    "fail",
 ]
 
-DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:7401"
-DEFAULT_SUB_ENDPOINT = "tcp://127.0.0.1:7402"
-DEFAULT_CONTROL = "./var/run/control.sock"
-
-
-def env_default(var: str, default: str) -> str:
-    """``$var`` when set and not empty, else ``default``."""
-    return os.environ.get(var) or default
+_FOUND = "default: see 'finding busd' in busdctl --help"
 
 
 def add_pub_endpoint(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pub-endpoint",
-        default=env_default("BUSD_PUB_ENDPOINT", DEFAULT_PUB_ENDPOINT),
         metavar="ENDPOINT",
-        help="publisher ingress endpoint (env BUSD_PUB_ENDPOINT; default %(default)s)",
+        help=f"publisher ingress endpoint (env BUSD_PUB_ENDPOINT; {_FOUND})",
     )
+    _add_config_once(parser)
 
 
 def add_sub_endpoint(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sub-endpoint",
-        default=env_default("BUSD_SUB_ENDPOINT", DEFAULT_SUB_ENDPOINT),
         metavar="ENDPOINT",
-        help="subscriber egress endpoint (env BUSD_SUB_ENDPOINT; default %(default)s)",
+        help=f"subscriber egress endpoint (env BUSD_SUB_ENDPOINT; {_FOUND})",
     )
+    _add_config_once(parser)
 
 
 def add_control(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--control",
-        default=env_default("BUSD_CONTROL", DEFAULT_CONTROL),
-        metavar="PATH",
-        help="busd control socket (env BUSD_CONTROL; default %(default)s)",
+        "--control", metavar="PATH", help=f"busd control socket (env BUSD_CONTROL; {_FOUND})"
     )
+    _add_config_once(parser)
+
+
+def add_metrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help=f"busd metrics endpoint (env BUSD_METRICS; {_FOUND})",
+    )
+    _add_config_once(parser)
+
+
+def _add_config_once(parser: argparse.ArgumentParser) -> None:
+    if not any("--config" in action.option_strings for action in parser._actions):
+        add_config(parser)
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON instead of text (errors too: {ok: false, error: {code, message}})",
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -77,4 +86,14 @@ def dump_json(value: Any) -> str:
 
 def error(message: str) -> None:
     """One line on stderr, prefixed with the program name."""
-    print(f"busctl: {message}", file=sys.stderr)
+    print(f"busdctl: {message}", file=sys.stderr)
+
+
+def fail(args: argparse.Namespace, code: str, message: str, status: int) -> int:
+    """Report a failure and return ``status``: one line on stderr and, under ``--json``,
+    ``{"ok": false, "error": {"code": CODE, "message": MESSAGE}}`` on stdout, so a script
+    reading stdout always gets JSON."""
+    error(message)
+    if getattr(args, "json", False):
+        print(dump_json({"ok": False, "error": {"code": code, "message": message}}))
+    return status

@@ -1,7 +1,8 @@
-"""busctl rates, busctl rate set|clear, busctl schemas [reload]: commands on the control socket.
+"""busdctl rates, busdctl rate set|clear, busdctl schemas [reload]: commands on the control socket.
 
-Exit status: 0 done, 1 busd refused the command (its error code is printed), 3 busd could
-not be reached.
+Exit status (cli/exits.py): 0 done; 1 busd refused the command (its error code is printed);
+2 bad arguments (busd's bad_argument included); 3 busd could not be reached; 4 (``rates``)
+listed, but a rates file is refused and its last good value stays in force.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from busd_client.cli.common import add_control, add_json, dump_json, error
+from busd_client.cli import locate
+from busd_client.cli.common import add_control, add_json, dump_json, fail
+from busd_client.cli.exits import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    EXIT_WARNING,
+)
 from busd_client.control import ControlClient, ControlError, ControlUnavailable
 
-__all__ = ["register"]
-
-EXIT_REFUSED = 1
-EXIT_UNAVAILABLE = 3
+__all__ = ["call", "register", "unreachable"]
 
 
 def register(subparsers: Any) -> None:
@@ -74,25 +80,40 @@ def register(subparsers: Any) -> None:
     schemas.set_defaults(func=run_schemas)
 
 
-def _call(args: argparse.Namespace, cmd: str, **params: Any) -> dict[str, Any] | int:
+def call(args: argparse.Namespace, cmd: str, **params: Any) -> dict[str, Any] | int:
+    """busd's reply to one control command, or the exit status after reporting why not.
+    The socket is found by cli/locate.py's discovery order."""
     try:
-        with ControlClient(args.control) as client:
+        path = locate.control(args)
+    except locate.LocateError as exc:
+        return fail(args, "usage", str(exc), EXIT_USAGE)
+    try:
+        with ControlClient(path.value) as client:
             return client.call(cmd, **params)
     except ControlUnavailable as exc:
-        error(exc.message)
-        return EXIT_UNAVAILABLE
+        return fail(args, exc.code, unreachable(exc, path), EXIT_UNREACHABLE)
     except ControlError as exc:
-        error(f"{cmd}: {exc.message} ({exc.code})")
-        return EXIT_REFUSED
+        status = EXIT_USAGE if exc.code == "bad_argument" else EXIT_FAILED
+        return fail(args, exc.code, f"{cmd}: {exc.message} ({exc.code})", status)
+
+
+def unreachable(exc: ControlUnavailable, path: locate.Found) -> str:
+    """ "cannot talk to busd at PATH (found via SOURCE): why" (no source for a flag)."""
+    if path.source.startswith("--"):
+        return exc.message
+    at = f"at {path.value}"
+    return exc.message.replace(at, f"{at} (found via {path.source})", 1)
 
 
 def run_rates(args: argparse.Namespace) -> int:
-    reply = _call(args, "rates.list")
+    reply = call(args, "rates.list")
     if isinstance(reply, int):
         return reply
+    errors = reply.get("errors") or []
+    status = EXIT_WARNING if errors else EXIT_OK
     if args.json:
         print(dump_json(reply))
-        return 0
+        return status
     print(f"rates directory: {reply.get('dir', '?')}")
     limits = reply.get("limits") or []
     if limits:
@@ -125,7 +146,6 @@ def run_rates(args: argparse.Namespace) -> int:
         )
     else:
         print("no limits: publishing is unlimited")
-    errors = reply.get("errors") or []
     if errors:
         print("\nrates directory problems (last good values stay in force):")
         print(
@@ -143,14 +163,14 @@ def run_rates(args: argparse.Namespace) -> int:
                 ],
             )
         )
-    return 0
+    return status
 
 
 def run_rate_set(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"key": args.key, "rate": args.rate}
     if args.burst is not None:
         params["burst"] = args.burst
-    reply = _call(args, "rates.set", **params)
+    reply = call(args, "rates.set", **params)
     if isinstance(reply, int):
         return reply
     if args.json:
@@ -166,7 +186,7 @@ def run_rate_set(args: argparse.Namespace) -> int:
 
 
 def run_rate_clear(args: argparse.Namespace) -> int:
-    reply = _call(args, "rates.clear", key=args.key)
+    reply = call(args, "rates.clear", key=args.key)
     if isinstance(reply, int):
         return reply
     if args.json:
@@ -178,7 +198,7 @@ def run_rate_clear(args: argparse.Namespace) -> int:
 
 
 def run_schemas(args: argparse.Namespace) -> int:
-    reply = _call(args, "schemas.reload" if args.action == "reload" else "schemas.list")
+    reply = call(args, "schemas.reload" if args.action == "reload" else "schemas.list")
     if isinstance(reply, int):
         return reply
     print(dump_json(reply) if args.json else readable(reply))
@@ -218,7 +238,8 @@ def readable(value: Any, indent: str = "") -> str:
                 lines.append(f"{indent}{key}:")
                 lines.append(readable(item, indent + "  "))
             else:
-                lines.append(f"{indent}{key}: {cell(key, item)}")
+                shown = "(none)" if isinstance(item, dict | list) else cell(key, item)
+                lines.append(f"{indent}{key}: {shown}")
         return "\n".join(lines)
     if isinstance(value, list):
         if value and all(isinstance(item, dict) for item in value):
@@ -244,8 +265,15 @@ def cell(key: str, value: Any) -> str:
 
 
 def scalar(value: Any) -> str:
+    """A value as table text: lists joined by commas, maps as ``key=value``, never a repr."""
     if isinstance(value, str):
         return value
-    if isinstance(value, float | int) and not isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float | int):
         return number(value)
-    return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return ", ".join(scalar(item) for item in value)
+    if isinstance(value, dict):
+        return " ".join(f"{k}={scalar(v)}" for k, v in value.items())
+    return json.dumps(value, ensure_ascii=False, default=str)

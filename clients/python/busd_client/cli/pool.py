@@ -1,37 +1,43 @@
-"""busctl pool ...: the single-broker commands applied to every broker of a pool file.
+"""busdctl pool ...: the single-broker commands applied to every broker of a pool file.
 
 Every broker is addressed (in parallel, each with its own ``--timeout``) and reported on its
 own line, in pool file order; a broker that is down is reported and never stops the others.
 ``pool restart`` (cli/pool_restart.py) restarts the brokers one at a time, each ready before
 the next.
 
-Exit status: 0 every broker did it; 1 some broker failed (down, refused, not ready; listed
-last); 2 the pool file is missing or wrong; 4 (``pool rates`` only) every broker answered but
-their rate limits differ.
+The pool file is ``--pool FILE``, else ``$BUSD_POOL``, else ``/etc/busd/pool.toml`` when it
+exists (the path deploy/README.md installs it to).
+
+Exit status (cli/exits.py): 0 every broker did it; 1 some broker failed (down, refused, not
+ready; listed last); 2 the pool file is missing or wrong; 4 (``pool rates`` only) every broker
+answered but their rate limits differ.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from busd_client.cli.common import add_json, dump_json, error
 from busd_client.cli.control import number, table
-from busd_client.cli.stats import Summary, quantile_ms, readyz, scrape
+from busd_client.cli.exits import EXIT_FAILED, EXIT_USAGE, EXIT_WARNING
+from busd_client.cli.stats import Summary, quantile_ms, readyz, reason, scrape
 from busd_client.control import ControlClient, ControlError, ControlUnavailable
 from busd_client.pool_file import POOL_ENV, PoolEntry, PoolFileError, pool_from_args
 
-__all__ = ["Outcome", "address_all", "register"]
+__all__ = ["ETC_POOL", "EXIT_POOL_FILE", "Outcome", "address_all", "reason", "register"]
 
-EXIT_FAILED = 1
-EXIT_POOL_FILE = 2
-EXIT_DRIFT = 4
+EXIT_POOL_FILE = EXIT_USAGE
+EXIT_DRIFT = EXIT_WARNING
 DEFAULT_TIMEOUT = 5.0
+ETC_POOL = "/etc/busd/pool.toml"
 
 
 @dataclass
@@ -82,11 +88,6 @@ def control_call(entry: PoolEntry, timeout: float, cmd: str, **params: Any) -> d
         raise BrokerFailed(f"down: {exc.message}") from None
     except ControlError as exc:
         raise BrokerFailed(f"refused: {exc.message} ({exc.code})") from None
-
-
-def reason(exc: BaseException) -> str:
-    why = getattr(exc, "reason", None) or exc
-    return str(getattr(why, "strerror", None) or why)
 
 
 def metrics_summary(entry: PoolEntry, timeout: float) -> Summary:
@@ -169,7 +170,7 @@ def run_rates(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
             print(
                 f"{o.name}: rates directory {o.data.get('dir', '?')}"
                 + (
-                    f"; {len(errors)} rates file problem(s), see `busctl rates` there"
+                    f"; {len(errors)} rates file problem(s), see `busdctl rates` there"
                     if errors
                     else ""
                 )
@@ -431,6 +432,8 @@ def with_pool(
     run: Callable[[argparse.Namespace, list[PoolEntry]], int],
 ) -> Callable[[argparse.Namespace], int]:
     def func(args: argparse.Namespace) -> int:
+        if not args.pool and not os.environ.get(POOL_ENV) and Path(ETC_POOL).is_file():
+            args.pool = ETC_POOL
         try:
             pool = pool_from_args(args)
         except PoolFileError as exc:
@@ -443,7 +446,9 @@ def with_pool(
 
 def add_pool(parser: argparse.ArgumentParser, with_timeout: bool = True) -> None:
     parser.add_argument(
-        "--pool", metavar="FILE", help=f"the pool file (TOML, docs/pool.md; env {POOL_ENV})"
+        "--pool",
+        metavar="FILE",
+        help=f"the pool file (TOML, docs/pool.md; env {POOL_ENV}; default {ETC_POOL} if it exists)",
     )
     add_json(parser)
     if with_timeout:

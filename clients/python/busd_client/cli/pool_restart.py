@@ -1,4 +1,4 @@
-"""busctl pool restart: restart the brokers of a pool one at a time, each ready before the next.
+"""busdctl pool restart: restart the brokers of a pool one at a time, each ready before the next.
 
 For each broker in pool file order: run its ``restart`` command with sh (output to stderr,
 prefixed with the broker's name), then poll /readyz and /metrics until one scrape shows it
@@ -6,8 +6,12 @@ ready with a process start time other than the one before the command (a new pro
 then the next. The first broker that fails stops the run, leaving the rest untouched. Builds
 on cli/pool.py (pool file, per-broker errors, exit codes), which registers the command.
 
-Exit status: 0 every broker restarted; 1 refused (some broker not ready, no --force) or
-aborted at a broker; 2 the pool file is missing or wrong, or lacks restart or metrics.
+Progress is one line per state a broker passes through ("warming up (1.9 s left)" once, not
+once per countdown step), then its timings.
+
+Exit status (cli/exits.py): 0 every broker restarted; 1 refused (some broker not ready, no
+--force) or aborted at a broker; 2 the pool file is missing or wrong, or lacks restart or
+metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,8 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 from busd_client.cli.common import dump_json, error
+from busd_client.cli.exits import EXIT_FAILED
 from busd_client.cli.pool import (
-    EXIT_FAILED,
     EXIT_POOL_FILE,
     BrokerFailed,
     add_pool,
@@ -117,7 +122,7 @@ def restart_one(
             "restart_seconds": round(ran, 3),
         }
     say(f"{entry.name}: restart command done in {ran:.2f} s; waiting for /readyz")
-    deadline, last = time.monotonic() + args.ready_timeout, ""
+    deadline, last = time.monotonic() + args.ready_timeout, ""  # last: the state's shape
     while True:
         now = time.monotonic()
         try:
@@ -128,9 +133,9 @@ def restart_one(
             state = "ready, but still the process from before the restart"
         except BrokerFailed as exc:
             state = str(exc)
-        if state != last:
+        if shape(state) != last:
             say(f"{entry.name}: {state}")
-            last = state
+            last = shape(state)
         if now >= deadline:
             return {
                 "state": "failed",
@@ -145,6 +150,11 @@ def restart_one(
         "restart_seconds": round(ran, 3),
         "ready_seconds": round(ready, 3),
     }
+
+
+def shape(state: str) -> str:
+    """A state without its figures: "warming up (1.2 s left)" and "(0.9 s left)" are one."""
+    return re.sub(r"\d+(?:\.\d+)?", "#", state)
 
 
 def run_command(command: str, timeout: float, name: str) -> str:
@@ -178,7 +188,7 @@ def run_command(command: str, timeout: float, name: str) -> str:
 
 
 def register_restart(actions: Any) -> None:
-    """Add ``restart`` to the ``busctl pool`` subcommands ``actions``."""
+    """Add ``restart`` to the ``busdctl pool`` subcommands ``actions``."""
     restart = actions.add_parser(
         "restart",
         help="restart every broker, one at a time, each ready before the next",

@@ -1,4 +1,11 @@
-"""busctl pub and busctl sub."""
+"""busdctl pub and busdctl sub.
+
+Exit status (cli/exits.py): ``pub`` 0 every message accepted, 1 some refused (or a bad input
+line), 2 usage, 3 busd did not answer some message in time (it could not be sent, or its
+reply never came); ``sub`` 0 enough messages arrived, 1 not enough before ``--timeout``, 2
+usage, 3 ``--timeout`` passed without ever connecting. While ``sub`` is not connected to an
+endpoint it says so on stderr after ``CONNECT_WARNING`` seconds, and keeps trying.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,17 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
+from busd_client.cli import locate
 from busd_client.cli.common import (
     add_json,
     add_pub_endpoint,
     add_sub_endpoint,
     dump_json,
     error,
+    fail,
 )
+from busd_client.cli.connections import Connections, MonitoredContext
+from busd_client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from busd_client.errors import BusError, PublishTimeout, Rejected
 from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber, pool_endpoints
 from busd_client.pool_file import PoolFileError, load_pool
@@ -43,7 +54,10 @@ def register(subparsers: Any) -> None:
     )
     pub.add_argument("--id", metavar="ID", help="message id, with --data (default: generated)")
     pub.add_argument(
-        "--publisher", default="busctl", metavar="NAME", help="publisher name (default %(default)s)"
+        "--publisher",
+        default="busdctl",
+        metavar="NAME",
+        help="publisher name (default %(default)s)",
     )
     pub.add_argument(
         "--timeout",
@@ -110,11 +124,15 @@ def _add_pool(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CONNECT_WARNING = 3.0  # seconds without a connection before `sub` says so
+
+
 def _endpoints(args: argparse.Namespace, which: str) -> list[str]:
-    """The broker endpoints to use: the pool file's, or the comma-separated option."""
+    """The broker endpoints to use: the pool file's, or the comma-separated endpoint found
+    as cli/locate.py says (flag, environment, busd's configuration, default)."""
     if args.pool:
-        return [getattr(entry, which) for entry in load_pool(args.pool)]
-    return pool_endpoints(getattr(args, which))
+        return [getattr(entry, f"{which}_endpoint") for entry in load_pool(args.pool)]
+    return pool_endpoints(locate.endpoint(args, which).value)
 
 
 def _parse_object(text: str) -> dict[str, Any]:
@@ -163,15 +181,17 @@ def _outcome(err: BusError) -> str:
 
 def run_pub(args: argparse.Namespace) -> int:
     if args.id is not None and args.data is None:
-        error("--id needs --data (stdin lines get generated ids)")
-        return 2
+        return fail(args, "usage", "--id needs --data (stdin lines get generated ids)", EXIT_USAGE)
+    try:  # before reading stdin: a wrong address must not wait for input first
+        endpoints = _endpoints(args, "pub")
+    except (ValueError, PoolFileError, locate.LocateError) as exc:
+        return fail(args, "usage", str(exc), EXIT_USAGE)
     bad: list[str] = []
     try:
         inputs = _inputs(args, bad)
         first = next(inputs, None)
     except ValueError as exc:
-        error(f"--data: not a JSON object: {exc}")
-        return 2
+        return fail(args, "usage", f"--data: not a JSON object: {exc}", EXIT_USAGE)
     accepted = 0
     failed: Counter[str] = Counter()
     pending: deque[tuple[int, Receipt | PoolReceipt]] = deque()
@@ -191,7 +211,6 @@ def run_pub(args: argparse.Namespace) -> int:
     unsent = 0
     pub: Publisher | PoolPublisher
     try:
-        endpoints = _endpoints(args, "pub_endpoint")
         if len(endpoints) == 1 and not args.pool:
             pub = Publisher(
                 endpoints[0],
@@ -209,9 +228,8 @@ def run_pub(args: argparse.Namespace) -> int:
                 attempt_timeout=args.attempt_timeout,
                 retry_deadline=args.retry_deadline or None,
             )
-    except (ValueError, PoolFileError) as exc:
-        error(str(exc))
-        return 2
+    except ValueError as exc:
+        return fail(args, "usage", str(exc), EXIT_USAGE)
     with pub:
         items = inputs if first is None else _chain(first, inputs)
         for number, data in items:
@@ -232,7 +250,7 @@ def run_pub(args: argparse.Namespace) -> int:
     }
     text = ", ".join(f"{code} {n}" for code, n in sorted(failed.items()))
     print(
-        f"busctl pub: accepted {accepted}, failed {sum(failed.values())}"
+        f"busdctl pub: accepted {accepted}, failed {sum(failed.values())}"
         + (f" ({text})" if text else "")
         + (f", bad input {len(bad)}" if bad else "")
         + (f", not sent {unsent}" if unsent else ""),
@@ -240,7 +258,9 @@ def run_pub(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(dump_json(summary))
-    return 0 if not failed and not bad and not unsent else 1
+    if unsent or failed["timeout"]:
+        return EXIT_UNREACHABLE
+    return EXIT_OK if not failed and not bad else EXIT_FAILED
 
 
 def _chain(
@@ -251,40 +271,57 @@ def _chain(
 
 
 def run_sub(args: argparse.Namespace) -> int:
+    """Print messages until ``--count`` or ``--timeout`` (or Ctrl-C).
+
+    Error handling: libzmq reconnects to an endpoint that is down or went away, for ever;
+    the loop only watches (cli/connections.py) and says so on stderr. Undecodable messages
+    are skipped by the subscriber. A closed stdout ends the command quietly (main).
+    """
     if args.count is not None and args.count < 1:
-        error("--count must be at least 1")
-        return 2
+        return fail(args, "usage", "--count must be at least 1", EXIT_USAGE)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0
     out = sys.stdout
     try:
-        endpoints = _endpoints(args, "sub_endpoint")
-    except (ValueError, PoolFileError) as exc:
-        error(str(exc))
-        return 2
-    sub = (
-        Subscriber(endpoints[0], args.prefixes)
-        if len(endpoints) == 1 and not args.pool
-        else PoolSubscriber(endpoints, args.prefixes)
-    )
-    with sub:
-        while args.count is None or received < args.count:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            message = sub.recv(remaining)
-            if message is None:
-                break
-            out.write(dump_json(message.to_dict()) + "\n")
-            out.flush()
-            received += 1
+        endpoints = _endpoints(args, "sub")
+    except (ValueError, PoolFileError, locate.LocateError) as exc:
+        return fail(args, "usage", str(exc), EXIT_USAGE)
+    ctx = MonitoredContext()
+    try:
+        sub = (
+            Subscriber(endpoints[0], args.prefixes, context=ctx)
+            if len(endpoints) == 1 and not args.pool
+            else PoolSubscriber(endpoints, args.prefixes, context=ctx)
+        )
+        connections = Connections(ctx, endpoints, CONNECT_WARNING, "busdctl sub")
+        with sub:
+            while args.count is None or received < args.count:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                connections.check()
+                # Short waits, so the connection state is watched while no message comes.
+                message = sub.recv(0.25 if remaining is None else min(remaining, 0.25))
+                if message is None:
+                    continue
+                out.write(dump_json(message.to_dict()) + "\n")
+                out.flush()
+                received += 1
+            connections.check()
+        connections.close()
+    finally:
+        ctx.destroy(linger=0)
     if isinstance(sub, PoolSubscriber):
         print(
-            f"busctl sub: {received} message(s) from {len(endpoints)} brokers, "
+            f"busdctl sub: {received} message(s) from {len(endpoints)} brokers, "
             f"{sub.duplicates} duplicate(s) dropped",
             file=sys.stderr,
         )
     if received >= (args.count or 1):
-        return 0
-    error(f"timed out after {args.timeout:g} s with {received} of {args.count or 1} message(s)")
-    return 1
+        return EXIT_OK
+    wanted = f"{received} of {args.count or 1} message(s)"
+    if not connections.ever_connected:
+        error(f"timed out after {args.timeout:g} s with {wanted}: never connected to busd")
+        return EXIT_UNREACHABLE
+    error(f"timed out after {args.timeout:g} s with {wanted}")
+    return EXIT_FAILED

@@ -1,14 +1,13 @@
-"""busctl stats [--json] and busctl top: busd's figures as an operator watches a deploy.
+"""busdctl stats [--json]: busd's figures from its metrics endpoint, and the scrape parsing and
+frame rendering that ``busdctl top`` (cli/top.py), ``status`` and ``pool`` share.
 
-Both read busd's Prometheus endpoint (``--metrics HOST:PORT``, env ``BUSD_METRICS``, default
-127.0.0.1:7403) over plain HTTP: it is the one interface that carries every counter, works
-with the control socket locked down to busd's own user, and needs nothing beyond the
-standard library. ``stats`` prints totals since busd started; ``top`` scrapes every
-``--interval`` seconds and shows rates over the last interval: messages in/out, rejects by
-code, throttles by rate key, connections, p50/p99 processing latency and the assertions.
-``top --once`` renders one frame (two scrapes one interval apart) and exits.
+They read busd's Prometheus endpoint (``--metrics HOST:PORT``, else found as cli/locate.py
+says) over plain HTTP: it is the one interface that carries every counter, works with the
+control socket locked down to busd's own user, and needs nothing beyond the standard
+library. ``stats`` prints totals since busd started.
 
-Exit status: 0 done, 3 busd's metrics endpoint could not be reached or read.
+Exit status: 0 done, 2 a configuration file that cannot be read, 3 busd's metrics endpoint
+could not be reached or read (or busd serves none).
 """
 
 from __future__ import annotations
@@ -23,12 +22,21 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from busd_client.cli.common import add_json, env_default, error
+from busd_client.cli import locate
+from busd_client.cli.common import add_json, add_metrics, fail
+from busd_client.cli.exits import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
-__all__ = ["Summary", "parse_exposition", "readyz", "register", "render_frame", "scrape"]
-
-DEFAULT_METRICS = "127.0.0.1:7403"
-EXIT_UNAVAILABLE = 3
+__all__ = [
+    "Summary",
+    "metrics_address",
+    "parse_exposition",
+    "read_summary",
+    "readyz",
+    "reason",
+    "register",
+    "render_frame",
+    "scrape",
+]
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _CLEAR = "\x1b[H\x1b[2J"
@@ -81,7 +89,7 @@ def readyz(address: str, timeout: float) -> tuple[int, str]:
 
 @dataclass
 class Summary:
-    """The figures busctl shows, from one scrape."""
+    """The figures busdctl shows, from one scrape."""
 
     at: float  # monotonic time of the scrape
     version: str = "?"
@@ -140,7 +148,7 @@ class Summary:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Counts as ints, for `busctl stats --json`."""
+        """Counts as ints, for `busdctl stats --json`."""
         return {
             "version": self.version,
             "ready": self.ready,
@@ -199,7 +207,7 @@ def _bytes(value: float) -> str:
 def render_frame(
     now: Summary, then: Summary | None, address: str, wall: float | None = None
 ) -> str:
-    """One screen of `busctl top`: rates over ``then`` -> ``now`` (totals without ``then``)."""
+    """One screen of `busdctl top`: rates over ``then`` -> ``now`` (totals without ``then``)."""
     span = now.at - then.at if then is not None else 0.0
     base = then or Summary(at=now.at)
 
@@ -264,72 +272,53 @@ def register(subparsers: Any) -> None:
         help="print busd's counters since start",
         description="Print busd's counters since it started, read from its metrics endpoint.",
     )
-    _add_metrics(stats)
+    add_metrics(stats)
     add_json(stats)
     stats.set_defaults(func=run_stats)
 
-    top = subparsers.add_parser(
-        "top",
-        help="live view: rates, rejects, throttles, connections, latency",
-        description="A live view refreshed every INTERVAL seconds, read from busd's metrics "
-        "endpoint. Ctrl-C quits.",
-    )
-    _add_metrics(top)
-    top.add_argument(
-        "--interval",
-        type=float,
-        default=1.0,
-        metavar="SECONDS",
-        help="refresh interval (default %(default)s)",
-    )
-    top.add_argument(
-        "--once", action="store_true", help="print one frame (rates over one interval) and exit"
-    )
-    top.set_defaults(func=run_top)
 
-
-def _add_metrics(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--metrics",
-        default=env_default("BUSD_METRICS", DEFAULT_METRICS),
-        metavar="HOST:PORT",
-        help="busd metrics endpoint (env BUSD_METRICS; default %(default)s)",
-    )
-
-
-def _summary(address: str) -> Summary | None:
+def metrics_address(args: argparse.Namespace) -> locate.Found | int:
+    """The metrics endpoint to read (cli/locate.py), or the exit status after saying why
+    there is none to read."""
     try:
-        return Summary.of(scrape(address), time.monotonic())
-    except (OSError, urllib.error.URLError) as exc:
-        error(f"cannot read metrics from {address}: {getattr(exc, 'reason', exc)}")
-        return None
+        found = locate.metrics(args)
+    except locate.LocateError as exc:
+        return fail(args, "usage", str(exc), EXIT_USAGE)
+    if found.value == "off":
+        return fail(
+            args,
+            "unavailable",
+            f'busd serves no metrics endpoint (metrics = "off" in {found.source})',
+            EXIT_UNREACHABLE,
+        )
+    return found
+
+
+def read_summary(found: locate.Found, timeout: float = 5.0) -> Summary:
+    """One scrape as a Summary; OSError (with a readable message) when it fails."""
+    try:
+        return Summary.of(scrape(found.value, timeout), time.monotonic())
+    except OSError as exc:
+        where = found.value if found.source.startswith("--") else found.where()
+        raise OSError(f"cannot read metrics from {where}: {reason(exc)}") from None
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, for people: "Connection refused", not a repr."""
+    why = getattr(exc, "reason", None) or exc
+    return str(getattr(why, "strerror", None) or why)
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    summary = _summary(args.metrics)
-    if summary is None:
-        return EXIT_UNAVAILABLE
+    found = metrics_address(args)
+    if isinstance(found, int):
+        return found
+    try:
+        summary = read_summary(found)
+    except OSError as exc:
+        return fail(args, "unavailable", str(exc), EXIT_UNREACHABLE)
     if args.json:
         print(json.dumps(summary.as_dict(), separators=(",", ":")))
     else:
-        sys.stdout.write(render_frame(summary, None, args.metrics))
-    return 0
-
-
-def run_top(args: argparse.Namespace) -> int:
-    interval = max(0.1, args.interval)
-    previous = _summary(args.metrics)
-    if previous is None:
-        return EXIT_UNAVAILABLE
-    clear = sys.stdout.isatty() and not args.once
-    while True:
-        time.sleep(interval)
-        current = _summary(args.metrics)
-        if current is None:
-            return EXIT_UNAVAILABLE
-        frame = render_frame(current, previous, args.metrics)
-        sys.stdout.write((_CLEAR + frame) if clear else frame)
-        sys.stdout.flush()
-        if args.once:
-            return 0
-        previous = current
+        sys.stdout.write(render_frame(summary, None, found.value))
+    return EXIT_OK

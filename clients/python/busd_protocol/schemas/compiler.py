@@ -1,4 +1,4 @@
-"""Compile a JSON Schema (draft 2020-12, a subset) into a checker of decoded msgpack values.
+"""Compile a JSON Schema (draft 2020-12) into a checker of decoded msgpack values.
 
 A schema is compiled once, at load, into nested closures; checking a message then costs a few
 dict lookups and type tests per field. A checker returns ``None`` when the value is valid, or
@@ -6,23 +6,31 @@ a ``Failure``: the path below the checked value (".env.JAVA_OPTS") and what is w
 ("expected string, got int"). Paths are built only on failure, bottom-up, so valid messages
 pay nothing for them.
 
-Keywords outside ``ASSERTIONS`` and ``ANNOTATIONS`` are refused with ``SchemaError``: a schema
-must never look stricter than what busd enforces.
+Each node's type test is fused with the keywords of that type (types.py); the keywords that
+apply whatever the type (const, enum, ``$ref`` and the applicators) run after it
+(applicators.py). Keywords outside ``ASSERTIONS`` and ``ANNOTATIONS`` are refused with
+``SchemaError`` naming their JSON pointer: a schema must never look stricter than what busd
+enforces.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
-from busd_protocol.schemas.formats import FORMATS
-
-Failure = tuple[str, str]
-Checker = Callable[[Any], Failure | None]
-
-DIALECT = "https://json-schema.org/draft/2020-12/schema"
+from busd_protocol.schemas import applicators, containers, types
+from busd_protocol.schemas.refs import IN_PLACE, ONE_SCHEMA, SCHEMA_LIST, SCHEMA_MAP, Index, escape
+from busd_protocol.schemas.values import (
+    DIALECT,
+    JSON_TYPES,
+    TYPE_NAMES,
+    Checker,
+    Failure,
+    SchemaError,
+    accept,
+    nesting_depth,
+    reject,
+)
 
 ASSERTIONS = frozenset(
     {
@@ -37,21 +45,42 @@ ASSERTIONS = frozenset(
         "maximum",
         "exclusiveMinimum",
         "exclusiveMaximum",
+        "multipleOf",
         "items",
+        "prefixItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "uniqueItems",
         "minItems",
         "maxItems",
         "properties",
+        "patternProperties",
         "required",
+        "dependentRequired",
+        "dependentSchemas",
         "additionalProperties",
         "propertyNames",
         "minProperties",
         "maxProperties",
+        "$ref",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "if",
+        "then",
+        "else",
+        "unevaluatedItems",
+        "unevaluatedProperties",
     }
 )
 ANNOTATIONS = frozenset(
     {
         "$schema",
         "$id",
+        "$anchor",
+        "$defs",
         "$comment",
         "title",
         "description",
@@ -62,259 +91,174 @@ ANNOTATIONS = frozenset(
         "writeOnly",
     }
 )
-
-# JSON Schema type -> (Python classes of decoded msgpack values, the protocol's name for it).
-# bool is never a number (type(True) is bool, not int); a float is never an "integer", even
-# 1.0, because msgpack keeps the two apart and a consumer's decoder will too.
-JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "string": ((str,), "string"),
-    "integer": ((int,), "int"),
-    "number": ((int, float), "float"),
-    "boolean": ((bool,), "bool"),
-    "array": ((list, tuple), "array"),
-    "object": ((dict,), "map"),
-    "null": ((type(None),), "nil"),
-}
-_TYPE_NAMES: dict[type, str] = {
-    str: "string",
-    int: "int",
-    float: "float",
-    bool: "bool",
-    bytes: "bytes",
-    list: "array",
-    tuple: "array",
-    dict: "map",
-    type(None): "nil",
-}
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_SHOW_MAX = 64
-
-
-class SchemaError(ValueError):
-    """A schema document that is invalid or uses what the compiler does not support."""
-
-    def __init__(self, pointer: str, reason: str) -> None:
-        self.pointer = "#" + pointer
-        self.reason = reason
-        super().__init__(f"{self.pointer}: {reason}")
-
-
-def type_name(value: object) -> str:
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def show(value: object) -> str:
-    """A value as reasons quote it: short, never the whole of a big payload."""
-    if isinstance(value, str):
-        text = repr(value)
-        return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 4] + "...'"
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return type_name(value)
-
-
-def key_segment(key: str) -> str:
-    """How a map key appears in a path: ``.name``, or ``['odd key']`` when it needs quoting."""
-    return "." + key if _PLAIN_KEY.fullmatch(key) else f"[{show(key)}]"
-
-
-def json_equal(a: object, b: object) -> bool:
-    """Equality as JSON Schema defines it: 1 == 1.0, but true != 1 and "1" != 1."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
+# Data nested deeper than this is refused by schemas that refer to themselves (a tree, a
+# linked list): their checkers recurse once per level, and Python's stack is finite.
+MAX_NESTING = 100
 
 
 def compile_schema(schema: object, label: str) -> Checker:
     """The checker for ``schema``; ``label`` (e.g. "release v1") names it in reasons."""
-    return _Compiler(label).node(schema, "")
+    compiler = Compiler(schema, label)
+    return compiler.checker(compiler.root())
 
 
-def _accept(value: Any) -> Failure | None:
-    return None
+class Compiler:
+    """Validates a schema document while turning each of its nodes into one closure.
 
+    Nodes are compiled once each (``$ref`` targets and the subschemas the unevaluated
+    keywords look at again are shared); a reference is bound through a cell filled when its
+    target is compiled, so a schema may refer to itself.
+    """
 
-def _reject(value: Any) -> Failure | None:
-    return ("", "no value is allowed here")
-
-
-class _Compiler:
-    """Validates a schema document while turning each of its nodes into one closure."""
-
-    def __init__(self, label: str) -> None:
+    def __init__(self, document: object, label: str) -> None:
         self.label = label
+        self.document = document
+        self.index = Index(document)
+        self.checkers: dict[int, Checker] = {}
+        self.cells: dict[int, list[Checker]] = {}
+        self.pending: list[object] = []
+        self.recursive = False  # some reference cycle exists (through a descent)
+        self.annotations = applicators.Annotations(self)
+        self.memos: dict[int, set[str]] = {}
+
+    def root(self) -> Checker:
+        check = self.node(self.document, "")
+        while self.pending:
+            target = self.pending.pop()
+            self.cells[id(target)][0] = self.node(target, self.pointer(target))
+        self._refuse_endless_cycles()
+        return check
+
+    def checker(self, check: Checker) -> Checker:
+        """The document's checker: ``check`` (the root's), bounded in nesting if recursive."""
+        if not self.recursive:
+            return check
+        limit = MAX_NESTING
+
+        def check_nesting(value: Any) -> Failure | None:
+            if nesting_depth(value, limit) > limit:
+                return ("", f"nested deeper than {limit} levels")
+            return check(value)
+
+        return check_nesting
+
+    def memo(self, schema: dict[str, Any]) -> set[str]:
+        """The strings known to pass ``schema``'s string rules, shared by the closure and
+        the generated check of the node (both add only strings that passed them all)."""
+        return self.memos.setdefault(id(schema), set())
+
+    def pointer(self, node: object) -> str:
+        return self.index.pointer.get(id(node), "")
 
     def node(self, schema: object, at: str) -> Checker:
         if schema is True:
-            return _accept
+            return accept
         if schema is False:
-            return _reject
+            return reject
         if not isinstance(schema, dict):
             raise SchemaError(at, "a schema must be an object or a boolean")
+        known = self.checkers.get(id(schema))
+        if known is not None:
+            return known
         for key in schema:
             if key not in ASSERTIONS and key not in ANNOTATIONS:
                 raise SchemaError(at, f"unsupported keyword {key!r}")
         dialect = schema.get("$schema", DIALECT)
         if dialect != DIALECT:
             raise SchemaError(at + "/$schema", f"expected {DIALECT!r}, got {dialect!r}")
-        classes, expected = self._types(schema, at)
-        extra = tuple(self._values(schema, at))
+        for key in ("$id", "$anchor", "$comment"):
+            if key in schema and not isinstance(schema[key], str):
+                raise SchemaError(f"{at}/{key}", "expected a string")
+        definitions = schema.get("$defs", {})
+        if not isinstance(definitions, dict):
+            raise SchemaError(at + "/$defs", "expected an object")
+        for name, sub in definitions.items():
+            self.node(sub, f"{at}/$defs/{escape(name)}")
+        classes, expected = _types(schema, at)
+        extra = (*types.values(schema, at), *applicators.in_place(self, schema, at))
         builders: dict[type, Callable[[str | None], Checker]] = {
-            str: self._string(schema, at, extra),
-            int: self._number(schema, at, extra),
-            list: self._array(schema, at, extra),
-            dict: self._object(schema, at, extra),
+            str: types.string(schema, at, extra, self.memo(schema)),
+            int: types.number(schema, at, extra),
+            list: containers.array(self, schema, at, extra),
+            dict: containers.mapping(self, schema, at, extra),
         }
-        if classes is not None:
-            kinds = {_KIND[c] for c in classes}
-            if len(kinds) == 1 and (kind := kinds.pop()) in builders:
-                # One type (int and float count as one, number): the type test is fused in.
-                return builders[kind](expected)
-        table: dict[type, Checker] = {}
-        for cls in classes if classes is not None else _TYPE_NAMES:
-            kind = _KIND[cls]
-            table[cls] = builders[kind](None) if kind in builders else _run_all(extra)
-        return _dispatch(table, classes is not None, expected, _run_all(extra))
+        check: Checker
+        if classes is not None and len(kinds := {_KIND[c] for c in classes}) == 1:
+            kind = kinds.pop()
+            # One type (int and float count as one, number): the type test is fused in.
+            check = (
+                builders[kind](expected) if kind in builders else _typed(classes, expected, extra)
+            )
+        else:
+            table: dict[type, Checker] = {}
+            for cls in classes if classes is not None else TYPE_NAMES:
+                kind = _KIND[cls]
+                table[cls] = builders[kind](None) if kind in builders else _run_all(extra)
+            check = _dispatch(table, classes is not None, expected, _run_all(extra))
+        check = applicators.unevaluated(self, schema, at, check)
+        self.checkers[id(schema)] = check
+        return check
 
-    def _types(self, schema: dict[str, Any], at: str) -> tuple[frozenset[type] | None, str]:
-        if "type" not in schema:
-            return None, ""
-        names = schema["type"]
-        if isinstance(names, str):
-            names = [names]
-        if not isinstance(names, list) or not names or len(set(map(str, names))) != len(names):
-            raise SchemaError(at + "/type", "expected a type name or a list of distinct ones")
-        classes: set[type] = set()
-        shown: list[str] = []
-        for name in names:
-            if name not in JSON_TYPES:
-                raise SchemaError(at + "/type", f"unknown type {name!r}")
-            classes.update(JSON_TYPES[name][0])
-            shown.append(JSON_TYPES[name][1])
-        if "number" in names and "integer" in names:
-            shown.remove("int")  # "int or float" says no more than "float"
-        return frozenset(classes), " or ".join(shown)
+    def reference(self, schema: dict[str, Any], at: str) -> Checker:
+        """The checker of ``schema``'s ``$ref`` target, bound late (targets may recurse)."""
+        target = self.index.target(schema, at)
+        if isinstance(target, bool):
+            return self.node(target, at)
+        cell = self.cells.get(id(target))
+        if cell is None:
+            cell = self.cells[id(target)] = [_unresolved]
+            self.pending.append(target)
 
-    def _string(
-        self, schema: dict[str, Any], at: str, extra: tuple[Checker, ...]
-    ) -> Callable[[str | None], Checker]:
-        low = _count(schema, "minLength", at)
-        high = _count(schema, "maxLength", at)
-        search: Callable[[str], object] | None = None
-        pattern = schema.get("pattern")
-        if pattern is not None:
-            if not isinstance(pattern, str):
-                raise SchemaError(at + "/pattern", "expected a string")
-            try:
-                search = re.compile(pattern).search
-            except re.error as exc:
-                raise SchemaError(at + "/pattern", f"invalid regular expression: {exc}") from exc
-        accepts: Callable[[str], bool] | None = None
-        what = ""
-        if "format" in schema:
-            name = schema["format"]
-            if name not in FORMATS:
-                raise SchemaError(
-                    at + "/format",
-                    f"unsupported format {name!r}; supported: {', '.join(sorted(FORMATS))}",
-                )
-            accepts, what = FORMATS[name]
-        return lambda expected: _string_checker(
-            expected,
-            extra,
-            low=low,
-            high=high,
-            search=search,
-            pattern=pattern,
-            accepts=accepts,
-            what=what,
-        )
+        def check_ref(value: Any) -> Failure | None:
+            return cell[0](value)
 
-    def _number(
-        self, schema: dict[str, Any], at: str, extra: tuple[Checker, ...]
-    ) -> Callable[[str | None], Checker]:
-        bounds: dict[str, float | None] = {}
-        for key, name in (
-            ("minimum", "minimum"),
-            ("maximum", "maximum"),
-            ("exclusiveMinimum", "above"),
-            ("exclusiveMaximum", "below"),
-        ):
-            bound = schema.get(key)
-            if bound is not None and (
-                isinstance(bound, bool) or not isinstance(bound, int | float)
-            ):
-                raise SchemaError(f"{at}/{key}", "expected a number")
-            bounds[name] = bound
-        integer = "type" in schema and "number" not in _names(schema["type"])
-        return lambda expected: _number_checker(expected, extra, integer=integer, **bounds)
+        return check_ref
 
-    def _array(
-        self, schema: dict[str, Any], at: str, extra: tuple[Checker, ...]
-    ) -> Callable[[str | None], Checker]:
-        low = _count(schema, "minItems", at)
-        high = _count(schema, "maxItems", at)
-        item: Checker = _accept
-        if "items" in schema:
-            if isinstance(schema["items"], list):
-                raise SchemaError(at + "/items", "expected a schema (prefixItems is unsupported)")
-            item = self.node(schema["items"], at + "/items")
-        return lambda expected: _array_checker(expected, low, high, item, extra)
+    def _refuse_endless_cycles(self) -> None:
+        """A reference cycle that never descends into an item or a field would recurse on
+        any value until the stack runs out: refused. A cycle that descends is bounded by the
+        data's depth, which ``compile_schema`` limits to ``MAX_NESTING`` for such schemas."""
+        edges: dict[int, list[tuple[dict[str, Any], bool]]] = {}
+        stack: list[object] = [self.document]
+        while stack:
+            node = stack.pop()
+            if not isinstance(node, dict) or id(node) in edges:
+                continue
+            out: list[tuple[object, bool]] = []
+            if "$ref" in node:
+                out.append((self.index.target(node, self.pointer(node)), True))
+            for key, value in node.items():
+                if key in SCHEMA_LIST and isinstance(value, list):
+                    subs = list(value)
+                elif key in SCHEMA_MAP and isinstance(value, dict):
+                    subs = list(value.values())
+                else:
+                    subs = [value] if key in ONE_SCHEMA else []
+                stack.extend(subs)
+                if key != "$defs":
+                    out.extend((sub, key in IN_PLACE) for sub in subs)
+            edges[id(node)] = [(t, p) for t, p in out if isinstance(t, dict)]
+            stack.extend(t for t, _ in out)
+        if _has_cycle(edges, in_place_only=True):
+            raise SchemaError("", "$ref cycle that never descends into the value (endless)")
+        self.recursive = _has_cycle(edges, in_place_only=False)
 
-    def _object(
-        self, schema: dict[str, Any], at: str, extra: tuple[Checker, ...]
-    ) -> Callable[[str | None], Checker]:
-        low = _count(schema, "minProperties", at)
-        high = _count(schema, "maxProperties", at)
-        properties = schema.get("properties", {})
-        if not isinstance(properties, dict):
-            raise SchemaError(at + "/properties", "expected an object")
-        required = schema.get("required", [])
-        if (
-            not isinstance(required, list)
-            or not all(isinstance(r, str) for r in required)
-            or len(set(required)) != len(required)
-        ):
-            raise SchemaError(at + "/required", "expected a list of distinct strings")
-        fields: list[tuple[str, str, Checker, bool]] = []
-        for name, sub in properties.items():
-            check = self.node(sub, f"{at}/properties/{_escape(name)}")
-            fields.append((name, key_segment(name), check, name in required))
-        fields.extend(
-            (name, key_segment(name), _accept, True) for name in required if name not in properties
-        )
-        closed = schema.get("additionalProperties", True) is False
-        rest = self.node(schema.get("additionalProperties", True), at + "/additionalProperties")
-        names = self.node(schema.get("propertyNames", True), at + "/propertyNames")
-        shape = _Shape(tuple(fields), frozenset(properties), closed, rest, names, low, high)
-        return lambda expected: _object_checker(expected, shape, self.label, extra)
 
-    def _values(self, schema: dict[str, Any], at: str) -> list[Checker]:
-        checks: list[Checker] = []
-        if "const" in schema:
-            const = schema["const"]
-            message = f"expected {show(const)}, got "
+def _has_cycle(edges: dict[int, list[tuple[dict[str, Any], bool]]], in_place_only: bool) -> bool:
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
 
-            def check_const(value: Any) -> Failure | None:
-                return None if json_equal(value, const) else ("", message + show(value))
+    def visit(key: int) -> bool:
+        state[key] = 1
+        for target, in_place in edges.get(key, []):
+            if in_place_only and not in_place:
+                continue
+            mark = state.get(id(target))
+            if mark == 1 or (mark is None and visit(id(target))):
+                return True
+        state[key] = 2
+        return False
 
-            checks.append(check_const)
-        if "enum" in schema:
-            values = schema["enum"]
-            if not isinstance(values, list) or not values:
-                raise SchemaError(at + "/enum", "expected a non-empty list")
-            checks.append(_enum(values))
-        return checks
+    return any(key not in state and visit(key) for key in list(edges))
 
 
 # Which fused checker handles a Python class.
@@ -329,44 +273,35 @@ _KIND: dict[type, type] = {
     dict: dict,
     type(None): type(None),
 }
-# Strings that passed a pattern or format are remembered (the predicates are pure): env
-# names, flags and the like repeat from message to message and a set lookup beats a regex.
-_MEMO_ENTRIES = 1024
-_MEMO_MAX_CHARS = 256
 
 
-def _names(types: object) -> list[str]:
-    return [types] if isinstance(types, str) else list(types) if isinstance(types, list) else []
+def _unresolved(value: Any) -> Failure | None:
+    raise RuntimeError("a $ref checker ran before its target was compiled")
 
 
-def _escape(name: str) -> str:
-    return name.replace("~", "~0").replace("/", "~1")
-
-
-def _count(schema: Mapping[str, Any], key: str, at: str) -> int | None:
-    if key not in schema:
-        return None
-    value = schema[key]
-    if type(value) is not int or value < 0:
-        raise SchemaError(f"{at}/{key}", "expected a non-negative integer")
-    return value
-
-
-def _type_failure(expected: str, value: object) -> Failure:
-    return ("", f"expected {expected}, got {type_name(value)}")
-
-
-def _size_failure(n: int, low: int | None, high: int | None, unit: str) -> Failure | None:
-    if low is not None and n < low:
-        return ("", f"expected at least {low} {unit}{'s' * (low != 1)}, got {n}")
-    if high is not None and n > high:
-        return ("", f"expected at most {high} {unit}{'s' * (high != 1)}, got {n}")
-    return None
+def _types(schema: dict[str, Any], at: str) -> tuple[frozenset[type] | None, str]:
+    if "type" not in schema:
+        return None, ""
+    names = schema["type"]
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names or len(set(map(str, names))) != len(names):
+        raise SchemaError(at + "/type", "expected a type name or a list of distinct ones")
+    classes: set[type] = set()
+    shown: list[str] = []
+    for name in names:
+        if name not in JSON_TYPES:
+            raise SchemaError(at + "/type", f"unknown type {name!r}")
+        classes.update(JSON_TYPES[name][0])
+        shown.append(JSON_TYPES[name][1])
+    if "number" in names and "integer" in names:
+        shown.remove("int")  # "int or float" says no more than "float"
+    return frozenset(classes), " or ".join(shown)
 
 
 def _run_all(checks: tuple[Checker, ...]) -> Checker:
     if not checks:
-        return _accept
+        return accept
     if len(checks) == 1:
         return checks[0]
 
@@ -380,218 +315,25 @@ def _run_all(checks: tuple[Checker, ...]) -> Checker:
     return run_all
 
 
+def _typed(classes: frozenset[type], expected: str, extra: tuple[Checker, ...]) -> Checker:
+    """A boolean or nil node: the type test, then the keywords of any type."""
+    after = _run_all(extra)
+
+    def check_typed(value: Any) -> Failure | None:
+        if type(value) not in classes:
+            return types.type_failure(expected, value)
+        return after(value)
+
+    return check_typed
+
+
 def _dispatch(table: dict[type, Checker], typed: bool, expected: str, fallback: Checker) -> Checker:
     """A node accepting several types (or any): pick the fused checker by the value's class."""
 
     def check_dispatch(value: Any) -> Failure | None:
         check = table.get(type(value))
         if check is None:
-            return _type_failure(expected, value) if typed else fallback(value)
+            return types.type_failure(expected, value) if typed else fallback(value)
         return check(value)
 
     return check_dispatch
-
-
-def _string_checker(
-    expected: str | None,
-    extra: tuple[Checker, ...],
-    *,
-    low: int | None,
-    high: int | None,
-    search: Callable[[str], object] | None,
-    pattern: str | None,
-    accepts: Callable[[str], bool] | None,
-    what: str,
-) -> Checker:
-    lo = 0 if low is None else low
-    hi = math.inf if high is None else high
-    slow = search is not None or accepts is not None
-    memo: set[str] = set()
-    after = _run_all(extra) if extra else None
-
-    if expected is not None and not slow and after is None:
-
-        def check_plain_string(value: Any) -> Failure | None:
-            if type(value) is not str:
-                return _type_failure(expected, value)
-            n = len(value)
-            if n < lo or n > hi:
-                return _size_failure(n, low, high, "character")
-            return None
-
-        return check_plain_string
-
-    def check_string(value: Any) -> Failure | None:
-        if expected is not None and type(value) is not str:
-            return _type_failure(expected, value)
-        n = len(value)
-        if n < lo or n > hi:
-            return _size_failure(n, low, high, "character")
-        if slow and value not in memo:
-            if search is not None and search(value) is None:
-                return ("", f"{show(value)} does not match pattern {pattern!r}")
-            if accepts is not None and not accepts(value):
-                return ("", f"expected {what}, got {show(value)}")
-            if n <= _MEMO_MAX_CHARS:
-                if len(memo) >= _MEMO_ENTRIES:
-                    memo.clear()
-                memo.add(value)
-        return None if after is None else after(value)
-
-    return check_string
-
-
-def _number_checker(
-    expected: str | None,
-    extra: tuple[Checker, ...],
-    *,
-    integer: bool,
-    minimum: float | None,
-    maximum: float | None,
-    above: float | None,
-    below: float | None,
-) -> Checker:
-    after = _run_all(extra) if extra else None
-
-    def check_number(value: Any) -> Failure | None:
-        kind = type(value)
-        if kind is not int:
-            if expected is not None and (integer or kind is not float):
-                return _type_failure(expected, value)
-            if not math.isfinite(value):
-                return ("", f"expected a finite float, got {value!r}")
-        if minimum is not None and value < minimum:
-            return ("", f"expected >= {minimum!r}, got {value!r}")
-        if maximum is not None and value > maximum:
-            return ("", f"expected <= {maximum!r}, got {value!r}")
-        if above is not None and value <= above:
-            return ("", f"expected > {above!r}, got {value!r}")
-        if below is not None and value >= below:
-            return ("", f"expected < {below!r}, got {value!r}")
-        return None if after is None else after(value)
-
-    return check_number
-
-
-def _array_checker(
-    expected: str | None,
-    low: int | None,
-    high: int | None,
-    item: Checker,
-    extra: tuple[Checker, ...],
-) -> Checker:
-    after = _run_all(extra) if extra else None
-
-    def check_array(value: Any) -> Failure | None:
-        if expected is not None and type(value) is not list and type(value) is not tuple:
-            return _type_failure(expected, value)
-        failure = _size_failure(len(value), low, high, "item")
-        if failure is not None:
-            return failure
-        if item is not _accept:
-            for index, element in enumerate(value):
-                failure = item(element)
-                if failure is not None:
-                    return (f"[{index}]{failure[0]}", failure[1])
-        return None if after is None else after(value)
-
-    return check_array
-
-
-def _enum(values: list[Any]) -> Checker:
-    message = f"expected one of [{', '.join(show(v) for v in values)}], got "
-    if all(type(v) is str for v in values):
-        allowed = frozenset(values)
-
-        def check_str_enum(value: Any) -> Failure | None:
-            if type(value) is str and value in allowed:
-                return None
-            return ("", message + show(value))
-
-        return check_str_enum
-
-    def check_enum(value: Any) -> Failure | None:
-        if any(json_equal(value, v) for v in values):
-            return None
-        return ("", message + show(value))
-
-    return check_enum
-
-
-_MISSING = object()
-
-
-class _Shape(NamedTuple):
-    """The object keywords of one schema node."""
-
-    fields: tuple[tuple[str, str, Checker, bool], ...]  # name, path segment, check, required
-    known: frozenset[str]
-    closed: bool  # additionalProperties: false
-    rest: Checker  # additionalProperties as a schema
-    names: Checker  # propertyNames
-    low: int | None  # minProperties
-    high: int | None  # maxProperties
-
-
-def _object_checker(
-    expected: str | None, shape: _Shape, label: str, extra: tuple[Checker, ...]
-) -> Checker:
-    fields, known, closed, rest, names, low, high = shape
-    sized = low is not None or high is not None
-    # Open maps have every key checked (its type, name and value); closed ones only when
-    # names are constrained or a key is not a known field.
-    scan = not closed or names is not _accept
-    after = _run_all(extra) if extra else None
-    good_names: set[str] = set()  # keys that passed propertyNames (a pure check): memo
-
-    def bad_name(key: str) -> Failure | None:
-        failure = names(key)
-        if failure is None:
-            if len(key) <= _MEMO_MAX_CHARS:
-                if len(good_names) >= _MEMO_ENTRIES:
-                    good_names.clear()
-                good_names.add(key)
-            return None
-        # A pattern failure already quotes the key; other rules do not.
-        shown = show(key)
-        if failure[1].startswith(shown):
-            return ("", f"key {failure[1]}")
-        return ("", f"key {shown}: {failure[1]}")
-
-    def check_object(value: Any) -> Failure | None:
-        if expected is not None and type(value) is not dict:
-            return _type_failure(expected, value)
-        if sized:
-            failure = _size_failure(len(value), low, high, "field")
-            if failure is not None:
-                return failure
-        present = 0
-        for name, segment, check, required in fields:
-            element = value.get(name, _MISSING)
-            if element is _MISSING:
-                if required:
-                    return (segment, "required field is missing")
-                continue
-            present += 1
-            failure = check(element)
-            if failure is not None:
-                return (segment + failure[0], failure[1])
-        # A closed map holding only known fields has exactly ``present`` keys: no scan.
-        if scan or len(value) != present:
-            for key, element in value.items():
-                if type(key) is not str:
-                    return ("", f"map key {show(key)} is not a string")
-                if names is not _accept and key not in good_names:
-                    failure = bad_name(key)
-                    if failure is not None:
-                        return failure
-                if key in known:
-                    continue
-                if closed:
-                    return (key_segment(key), f"field not allowed by {label}")
-                failure = rest(element)
-                if failure is not None:
-                    return (key_segment(key) + failure[0], failure[1])
-        return None if after is None else after(value)
-
-    return check_object

@@ -3,7 +3,8 @@
 Layout (schemas/README.md)::
 
     DIR/<name>/meta.json      {"description": ..., "topics": [prefix, ...],
-                               "versions": {"1": "deprecated", "2": "active"}}
+                               "versions": {"1": "deprecated", "2": "active"},
+                               "assume_compatible": {"2": ["data.change"]}}   (optional)
     DIR/<name>/v<N>.json      one JSON Schema document per version
 
 Reading refuses what cannot be understood (bad JSON, a misnamed file, a malformed meta.json)
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 STATUSES = ("active", "deprecated", "retired")
@@ -25,7 +26,7 @@ SCHEMA_NAME = re.compile(r"[a-z0-9._-]{1,64}")
 _VERSION_FILE = re.compile(r"v([1-9][0-9]{0,8})\.json")
 _VERSION_KEY = re.compile(r"[1-9][0-9]{0,8}")
 _TOPIC_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
-_META_KEYS = frozenset({"description", "topics", "versions"})
+_META_KEYS = frozenset({"description", "topics", "versions", "assume_compatible"})
 MAX_FILE_BYTES = 1 << 20
 
 
@@ -55,6 +56,8 @@ class SchemaSource:
     topics: tuple[str, ...]
     statuses: dict[int, str]
     versions: dict[int, VersionSource]
+    # version -> paths where `busd schemas check` may not decide and the operator vouches
+    assumed: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 def read_directory(directory: str | os.PathLike[str]) -> list[SchemaSource]:
@@ -94,10 +97,32 @@ def _read_schema(name: str, path: str) -> SchemaSource:
             )
         number = int(match.group(1))
         versions[number] = VersionSource(number, entry.path, read_json(entry.path))
-    description, topics, statuses = _parse_meta(meta_path, read_json(meta_path))
+    meta = read_json(meta_path)
+    description, topics, statuses = _parse_meta(meta_path, meta)
     return SchemaSource(
-        name, meta_path, description, topics, statuses, dict(sorted(versions.items()))
+        name,
+        meta_path,
+        description,
+        topics,
+        statuses,
+        dict(sorted(versions.items())),
+        _parse_assumed(meta_path, meta.get("assume_compatible", {})),
     )
+
+
+def _parse_assumed(path: str, assumed: Any) -> dict[int, tuple[str, ...]]:
+    """meta.json's ``assume_compatible``: {"<version>": ["<path>", ...]}."""
+    shape = 'assume_compatible: expected an object like {"2": ["data.change"]}'
+    if not isinstance(assumed, dict):
+        raise SchemaLoadError(path, shape)
+    parsed: dict[int, tuple[str, ...]] = {}
+    for key, paths in assumed.items():
+        if _VERSION_KEY.fullmatch(key) is None:
+            raise SchemaLoadError(path, f"assume_compatible: {key!r} is not a version number")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise SchemaLoadError(path, shape)
+        parsed[int(key)] = tuple(paths)
+    return parsed
 
 
 def _parse_meta(path: str, meta: Any) -> tuple[str, tuple[str, ...], dict[int, str]]:

@@ -13,13 +13,14 @@ from typing import Any, Self
 
 from busd_protocol.codes import Code
 from busd_protocol.schemas.codegen import FastCheck, compile_fast
-from busd_protocol.schemas.compiler import Checker, SchemaError, compile_schema, show
+from busd_protocol.schemas.compiler import Compiler
 from busd_protocol.schemas.loader import (
     SchemaLoadError,
     SchemaSource,
     metadata_problems,
     read_directory,
 )
+from busd_protocol.schemas.values import Checker, SchemaError, show
 
 # The codes a schema check answers with (defined in busd_protocol.codes).
 UNKNOWN_SCHEMA = Code.UNKNOWN_SCHEMA
@@ -121,13 +122,9 @@ class SchemaSet:
         for source in sources:
             versions: dict[int, _Version] = {}
             for number, version in source.versions.items():
-                check = compile_version(source.name, number, version.path, version.document)
+                check, fast = _compile_both(source.name, number, version.path, version.document)
                 versions[number] = _Version(
-                    number,
-                    source.statuses[number],
-                    version.document,
-                    check,
-                    fast_version(source.name, number, version.document, check),
+                    number, source.statuses[number], version.document, check, fast
                 )
             schemas.append(_Schema(source, versions))
         return cls(schemas)
@@ -196,14 +193,30 @@ class SchemaSet:
 
 def compile_version(name: str, version: int, path: str, document: Any) -> Checker:
     """The checker of one version file; ``SchemaLoadError`` if it cannot be compiled."""
+    return _compiler(name, version, path, document)[1]
+
+
+def _compiler(name: str, version: int, path: str, document: Any) -> tuple[Compiler, Checker]:
     if not isinstance(document, dict) or document.get("type") != "object":
         raise SchemaLoadError(
             path, 'a message schema must be an object with "type": "object" (data is always a map)'
         )
     try:
-        return compile_schema(document, f"{name} v{version}")
+        compiler = Compiler(document, f"{name} v{version}")
+        return compiler, compiler.checker(compiler.root())
     except SchemaError as exc:
         raise SchemaLoadError(path, str(exc)) from exc
+
+
+def _compile_both(name: str, version: int, path: str, document: Any) -> tuple[Checker, FastCheck]:
+    """The closure checker and the fast check of one version, from one compilation: they
+    share their string memos, so an invalid message's second pass (the closure checker
+    wording the reason) skips what the fast check already found valid."""
+    compiler, check = _compiler(name, version, path, document)
+    try:
+        return check, compile_fast(document, f"{name} v{version}", compiler)
+    except Exception:
+        return check, _fast_via(check)
 
 
 def fast_version(name: str, version: int, document: Any, check: Checker) -> FastCheck:

@@ -116,9 +116,12 @@ class App:
         closing.callback(close_unused)
 
         def watcher(role: str, stats: monitor.ConnectionStats) -> Callable[[], Awaitable[None]]:
+            # A subscriber connection's end releases what busd kept for its subscriptions.
+            on_fd = self.broker.subscriptions.forget if role == "egress" else None
+
             def start() -> Awaitable[None]:
                 sock = first.pop(role, None) or self.broker.monitor_socket(role, monitor.EVENTS)
-                return monitor.watch(sock, stats, role)
+                return monitor.watch(sock, stats, role, on_fd)
 
             return start
 

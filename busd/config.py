@@ -69,12 +69,58 @@ class Config:
     pub_hwm: int = field(
         default=10000, metadata=_opt("messages queued per publisher, each way", "messages")
     )
+    reply_hwm: int = field(
+        default=1000,
+        metadata=_opt(
+            "reply frames queued for one publisher; past it the publisher is not reading its "
+            "replies: they are dropped and its connection is closed",
+            "replies",
+        ),
+    )
     sub_hwm: int = field(
         default=10000, metadata=_opt("messages queued per subscriber before drops", "messages")
     )
     batch: int = field(
         default=256,
         metadata=_opt("messages handled per wake-up before yielding to other tasks", "messages"),
+    )
+    handshake_timeout: float = field(
+        default=5.0,
+        metadata=_opt(
+            "a connection that has not completed the ZMTP 3 handshake by then is closed",
+            "seconds",
+        ),
+    )
+    heartbeat_interval: float = field(
+        default=5.0,
+        metadata=_opt("ZMTP PING to every peer this often; 0: no heartbeats", "seconds"),
+    )
+    heartbeat_timeout: float = field(
+        default=15.0,
+        metadata=_opt(
+            "a peer that sends nothing (not even a PONG) this long after a PING is closed",
+            "seconds",
+        ),
+    )
+    max_subscriptions: int = field(
+        default=1000,
+        metadata=_opt(
+            "topic prefixes applied per subscriber connection; more are denied, and a "
+            "connection holding over 64 denied prefixes is closed",
+            "prefixes",
+        ),
+    )
+    subscription_batch: int = field(
+        default=256,
+        metadata=_opt("subscription requests handled per wake-up", "requests"),
+    )
+    frame_slice: int = field(
+        default=4096,
+        metadata=_opt(
+            "frames of an over-long message (a publish has 3) read and dropped per wake-up; "
+            "the rest is read in later wake-ups, so the event loop is never held longer",
+            "frames",
+        ),
     )
     drain_timeout: float = field(
         default=5.0,
@@ -180,18 +226,33 @@ class Config:
             "max_message_bytes",
             "max_frame_bytes",
             "pub_hwm",
+            "reply_hwm",
             "sub_hwm",
             "batch",
+            "frame_slice",
+            "max_subscriptions",
+            "subscription_batch",
             "restart_budget",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected an integer >= 1")
         if self.max_message_bytes > self.max_frame_bytes:
             raise ConfigError("max_message_bytes must not exceed max_frame_bytes")
-        for name in ("drain_timeout", "warmup", "linger", "restart_window"):
+        for name in (
+            "drain_timeout",
+            "warmup",
+            "linger",
+            "restart_window",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name}: expected a finite number of seconds >= 0, got {value}")
+        if not 0.001 <= self.handshake_timeout <= 3600:
+            raise ConfigError("handshake_timeout: expected 0.001 to 3600 seconds")
+        if self.heartbeat_interval and self.heartbeat_timeout < self.heartbeat_interval:
+            raise ConfigError("heartbeat_timeout must be at least heartbeat_interval")
         if not self.authenticated and self.insecure != "on":
             for name in ("pub_endpoint", "sub_endpoint"):
                 value = getattr(self, name)

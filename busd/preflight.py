@@ -36,6 +36,7 @@ import zmq
 from busd.config import Config, ConfigError
 from busd.control.server import MAX_SUN_PATH, ControlSocketError
 from busd.control.trust import TrustError, read_acl, read_keys, server_keys
+from busd.ops import build
 from busd.ops.assertion_rules import AssertionConfigError
 from busd.ops.assertions import load_file
 from busd.schemacheck import load_checked
@@ -80,6 +81,7 @@ def problems(config: Config) -> list[str]:
         )
         if p
     ]
+    found.extend(build.refusals())  # the dependency floor: an old libzmq is not run on
     try:
         load_checked(config.schemas_dir)
     except SchemaLoadError as exc:

@@ -59,10 +59,15 @@ class BrokerStatistics:
     rejected: Mapping[Code, int]  # every code, zeros included
     replies_sent: int
     replies_dropped: int
-    subscriptions: int  # active now
+    subscriptions: int  # distinct prefixes applied now
     subscribe_total: int
     unsubscribe_total: int
+    subscriptions_denied: int  # never applied: over max_subscriptions, or too long
+    subscribers_cut: int  # subscriber connections closed for insisting on denied prefixes
     batches: int
+    frames_discarded: int  # frames past the third of a publish, read and dropped
+    overlong_messages: int  # messages discarded over several wake-ups
+    publishers_cut: int  # publisher connections closed for not reading their replies
     latency: HistogramSnapshot  # receive -> forward, seconds
 
 

@@ -31,6 +31,36 @@ def _without(field: str) -> bytes:
     return msgpack.packb(env)
 
 
+def _map(pairs: list[tuple[Any, bytes]]) -> bytes:
+    """A msgpack map of already packed values, keys kept as given: duplicates stay (packb
+    cannot write them)."""
+    head = b"\xde" + len(pairs).to_bytes(2, "big")  # map 16
+    return head + b"".join(msgpack.packb(k) + v for k, v in pairs)
+
+
+def _packed(env: dict[str, Any]) -> list[tuple[Any, bytes]]:
+    return [(k, msgpack.packb(v)) for k, v in env.items()]
+
+
+def _dup(field: str, first: Any) -> bytes:
+    """A valid envelope with ``field`` given twice: ``first``, then the valid value last."""
+    env = envelope("release.shop")
+    rest = [(k, v) for k, v in _packed(env) if k != field]
+    return _map([*rest, (field, msgpack.packb(first)), (field, msgpack.packb(env[field]))])
+
+
+def _dup_in_data() -> bytes:
+    """A valid envelope whose payload gives ``cmd`` twice: an int first, the valid str last."""
+    env = envelope("release.shop")
+    data = _map([("cmd", msgpack.packb(42)), *_packed(env.pop("data"))])
+    return _map([*_packed(env), ("data", data)])
+
+
+def _with_raw(key: str, raw: bytes) -> bytes:
+    """A valid envelope plus one extra key whose value is the raw msgpack ``raw``."""
+    return _map([*_packed(envelope("release.shop")), (key, raw)])
+
+
 # (name, frames after the DEALER's identity, expected code, expected seq in the reply)
 CASES: list[tuple[str, list[bytes], str, int | None]] = [
     ("one frame", [header(1)], "bad_frame", 1),
@@ -51,6 +81,29 @@ CASES: list[tuple[str, list[bytes], str, int | None]] = [
         [header(11), GOOD_TOPIC, msgpack.packb({"a": msgpack.ExtType(5, b"x")})],
         "bad_encoding",
         11,
+    ),
+    ("duplicate data", [header(26), GOOD_TOPIC, _dup("data", {"slug": 1})], "bad_encoding", 26),
+    ("duplicate topic", [header(27), GOOD_TOPIC, _dup("topic", "other.topic")], "bad_encoding", 27),
+    ("duplicate schema", [header(28), GOOD_TOPIC, _dup("schema", "nope")], "bad_encoding", 28),
+    ("duplicate key inside data", [header(29), GOOD_TOPIC, _dup_in_data()], "bad_encoding", 29),
+    (
+        "timestamp ext in an extra key",
+        [header(30), GOOD_TOPIC, _env(when=msgpack.Timestamp(1_700_000_000, 0))],
+        "bad_encoding",
+        30,
+    ),
+    (
+        "timestamp ext nested in data",
+        [header(31), GOOD_TOPIC, _env(data={"env": {"t": [msgpack.Timestamp(1, 5)]}})],
+        "bad_encoding",
+        31,
+    ),
+    ("empty ext", [header(32), GOOD_TOPIC, _with_raw("x", b"\xc7\x00\x05")], "bad_encoding", 32),
+    (
+        "fixext timestamp in an extra key",
+        [header(33), GOOD_TOPIC, _with_raw("x", b"\xd6\xff\x00\x00\x00\x01")],
+        "bad_encoding",
+        33,
     ),
     ("non-utf8 string", [header(12), GOOD_TOPIC, b"\x81\xa1a\xa2\xff\xfe"], "bad_encoding", 12),
     ("empty topic", [header(13), b"", _env(topic="")], "bad_topic", 13),

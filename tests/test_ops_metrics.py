@@ -144,6 +144,9 @@ def test_a_scrape_after_known_traffic_shows_exactly_those_counts(
             version="0.1.0",
             protocol="1",
             python=__import__("platform").python_version(),
+            libzmq=zmq.zmq_version(),
+            pyzmq=zmq.pyzmq_version(),
+            msgpack=".".join(map(str, msgpack.version)),
         )
         == 1
     )

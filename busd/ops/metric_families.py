@@ -14,13 +14,12 @@ and assertion names; never a topic or a publisher.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from busd import PROTOCOL_VERSION, __version__
 from busd.kernel.buckets import BucketRow
+from busd.ops.build import BUILD_LABELS, versions
 from busd.statistics import (
     AssertionStatistics,
     ConnectionStatistics,
@@ -112,7 +111,8 @@ def _rejected(st: Statistics) -> Samples:
 
 
 def _build(_: Scrape) -> Samples:
-    return [((__version__, str(PROTOCOL_VERSION), platform.python_version()), 1.0)]
+    v = versions()
+    return [(tuple(v[name] for name in BUILD_LABELS), 1.0)]
 
 
 def _versions(sc: SchemasStatistics) -> list[tuple[str, int, int, Mapping[str, int]]]:
@@ -179,8 +179,17 @@ FAMILIES: tuple[Family, ...] = (
     Family("busd_replies_sent_total", "counter", "Reply frames sent to publishers.",
            _core(lambda st: st.broker.replies_sent)),
     Family("busd_replies_dropped_total", "counter",
-           "Replies dropped: publisher gone or not reading its replies (at its HWM).",
+           "Replies dropped: publisher gone or not reading its replies (at reply_hwm).",
            _core(lambda st: st.broker.replies_dropped)),
+    Family("busd_publishers_cut_total", "counter",
+           "Publisher connections closed for not reading their replies.",
+           _core(lambda st: st.broker.publishers_cut)),
+    Family("busd_frames_discarded_total", "counter",
+           "Frames past the third of a publish, read and dropped (the message is bad_frame).",
+           _core(lambda st: st.broker.frames_discarded)),
+    Family("busd_overlong_messages_total", "counter",
+           "Messages with more than frame_slice frames, discarded over several wake-ups.",
+           _core(lambda st: st.broker.overlong_messages)),
     Family("busd_batches_total", "counter", "Broker wake-ups that handled at least one message.",
            _core(lambda st: st.broker.batches)),
     Family("busd_processing_latency_seconds", "histogram",
@@ -188,7 +197,7 @@ FAMILIES: tuple[Family, ...] = (
            "per message).",
            lambda s: [((), s.stats.broker.latency)], unit="seconds"),
     Family("busd_active_subscriptions", "gauge",
-           "Active subscriptions (distinct topic prefixes) on the egress socket.",
+           "Distinct topic prefixes applied for at least one subscriber connection.",
            _core(lambda st: st.broker.subscriptions)),
     Family("busd_subscribe_requests_total", "counter",
            "Subscription messages read from the XPUB socket.",
@@ -196,6 +205,13 @@ FAMILIES: tuple[Family, ...] = (
     Family("busd_unsubscribe_requests_total", "counter",
            "Unsubscription messages read from the XPUB socket.",
            _core(lambda st: st.broker.unsubscribe_total)),
+    Family("busd_subscriptions_denied_total", "counter",
+           "Subscription requests denied, never applied: over max_subscriptions on one "
+           "connection, or a prefix longer than any topic.",
+           _core(lambda st: st.broker.subscriptions_denied)),
+    Family("busd_subscribers_cut_total", "counter",
+           "Subscriber connections closed for holding too many denied prefixes.",
+           _core(lambda st: st.broker.subscribers_cut)),
     # -- connections -----------------------------------------------------------------------
     Family("busd_publishers_connected", "gauge", "Open publisher (ingress) connections.",
            _core(lambda st: st.ingress.connected)),
@@ -216,8 +232,8 @@ FAMILIES: tuple[Family, ...] = (
            _core(lambda st: st.draining)),
     Family("busd_ready", "gauge", "1 when /readyz answers 200.",
            lambda s: [((), 1.0 if s.ready else 0.0)]),
-    Family("busd_build_info", "info", "busd build information.",
-           _build, ("version", "protocol", "python")),
+    Family("busd_build_info", "info", "busd build information and the versions it runs with.",
+           _build, BUILD_LABELS),
     # -- assertions ------------------------------------------------------------------------
     Family("busd_assertion_ok", "gauge",
            "1 while the named service-level assertion holds, 0 while violated.",

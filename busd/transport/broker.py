@@ -30,8 +30,11 @@ from busd.config import Config
 from busd.kernel.admission import Admission
 from busd.logs import RateLimitedLog, get
 from busd.statistics import BrokerStatistics
-from busd.transport import sockets
+from busd.transport import heap, sockets
+from busd.transport.overlong import Overlong, discard
+from busd.transport.peers import DeafPublishers, Endpoint
 from busd.transport.readiness import Readiness
+from busd.transport.subscriptions import Subscriptions
 from busd_protocol.codes import ROUTINE, Code, Reject
 from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, INGRESS_FRAMES, read_header
 from busd_protocol.histogram import Histogram
@@ -69,15 +72,6 @@ def culprit(topic_b: bytes | None, env_b: bytes | None) -> dict[str, object]:
     return found
 
 
-def _discard_rest(router: zmq.Socket[bytes]) -> int:
-    """Read and drop the frames past the third; return how many there were."""
-    count = 0
-    while True:
-        count += 1
-        if not router.recv(copy=False).more:
-            return count
-
-
 class BrokerStats:
     """Plain-int counters, written only by the broker task; read via ``statistics()``."""
 
@@ -86,13 +80,18 @@ class BrokerStats:
         "batches",
         "bytes_accepted",
         "bytes_in",
+        "frames_discarded",
         "latency",
+        "overlong_messages",
+        "publishers_cut",
         "received",
         "rejected",
         "replies_dropped",
         "replies_sent",
         "subscribe_total",
+        "subscribers_cut",
         "subscriptions",
+        "subscriptions_denied",
         "unsubscribe_total",
     )
 
@@ -107,7 +106,12 @@ class BrokerStats:
         self.subscriptions = 0
         self.subscribe_total = 0
         self.unsubscribe_total = 0
+        self.subscriptions_denied = 0  # never applied: over a cap (docs/protocol.md §5)
+        self.subscribers_cut = 0  # subscriber connections closed for asking too much
         self.batches = 0
+        self.frames_discarded = 0  # frames past the third, read and dropped
+        self.overlong_messages = 0  # messages too long to discard in one wake-up
+        self.publishers_cut = 0  # publisher connections closed for not reading replies
         self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
 
     def statistics(self) -> BrokerStatistics:
@@ -122,7 +126,12 @@ class BrokerStats:
             subscriptions=self.subscriptions,
             subscribe_total=self.subscribe_total,
             unsubscribe_total=self.unsubscribe_total,
+            subscriptions_denied=self.subscriptions_denied,
+            subscribers_cut=self.subscribers_cut,
             batches=self.batches,
+            frames_discarded=self.frames_discarded,
+            overlong_messages=self.overlong_messages,
+            publishers_cut=self.publishers_cut,
             latency=self.latency.snapshot(),
         )
 
@@ -144,6 +153,13 @@ class Broker:
         self._draining = False
         self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
         self._ready: Readiness | None = None
+        self._frame_slice = config.frame_slice
+        self._overlong: Overlong | None = None  # a message being discarded across wake-ups
+        self._deaf = DeafPublishers()  # publishers not reading their replies
+        self._hwm = config.reply_hwm
+        self.subscriptions = Subscriptions(
+            self.stats, max_per_peer=config.max_subscriptions, budget=config.subscription_batch
+        )
         self._router: zmq.Socket[bytes] | None = None
         self._xpub: zmq.Socket[bytes] | None = None
         self.pub_endpoint = ""
@@ -168,15 +184,27 @@ class Broker:
         """Create both sockets with explicit limits and bind them; raises on failure."""
         cfg = self.config
         linger = int(cfg.linger * 1000)
-        self._router = sockets.router(
-            self._ctx, hwm=cfg.pub_hwm, max_frame=cfg.max_frame_bytes, linger_ms=linger
+        guards = sockets.PeerGuards(
+            handshake_ms=round(cfg.handshake_timeout * 1000),
+            heartbeat_ms=round(cfg.heartbeat_interval * 1000),
+            heartbeat_timeout_ms=round(cfg.heartbeat_timeout * 1000),
         )
-        self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger)
+        self._router = sockets.router(
+            self._ctx,
+            hwm=cfg.pub_hwm,
+            reply_hwm=cfg.reply_hwm,
+            max_frame=cfg.max_frame_bytes,
+            linger_ms=linger,
+            guards=guards,
+        )
+        self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger, guards=guards)
         sockets.guard(self._router, self.curve)
         sockets.guard(self._xpub, self.curve)
         try:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
+            self.subscriptions.bound(self.sub_endpoint)
+            self._deaf.endpoint = Endpoint(self.pub_endpoint)
         except Exception:
             self.close(linger=0)
             raise
@@ -213,8 +241,8 @@ class Broker:
         try:
             while not self._draining:
                 handled = self._pump(batch, self._warmup_refusal())
-                self._read_subscriptions()
-                if handled >= batch:
+                more = self.subscriptions.read(self._xpub)
+                if handled >= batch or more or self._overlong is not None:
                     await asyncio.sleep(0)  # let other tasks run between full batches
                 else:
                     await ready.wait()
@@ -251,18 +279,23 @@ class Broker:
         Error handling: as ``run``: per-message problems are answers; a socket error ends
         the drain and the task (the app exits 70).
         """
+        assert self._xpub is not None
         deadline = self.clock() + self.config.drain_timeout
         answered = 0
         while (left := deadline - self.clock()) > 0:
             handled = self._pump(batch, self._warmup_refusal())  # SIGTERM while warming
             answered += handled
-            self._read_subscriptions()
-            if handled >= batch:
+            more = self.subscriptions.read(self._xpub)
+            if handled >= batch or more or self._overlong is not None:
                 await asyncio.sleep(0)
             elif not await ready.wait(min(_QUIET, left)):
                 break
         # Past the deadline: whatever is still queued is answered, not forwarded.
-        refused = self._pump(1 << 30, refuse=Reject(Code.SHUTTING_DOWN, "busd is shutting down"))
+        bye = Reject(Code.SHUTTING_DOWN, "busd is shutting down")
+        refused = 0
+        while self._overlong is not None:
+            refused += self._pump(1, refuse=bye)
+        refused += self._pump(1 << 30, refuse=bye)
         _log.info("drained", extra={"answered": answered, "refused": refused})
 
     def close(self, linger: float | None = None) -> None:
@@ -272,22 +305,6 @@ class Broker:
                 sock.close(linger=ms)
         self._router = self._xpub = None
 
-    def _read_subscriptions(self) -> None:
-        xpub = self._xpub
-        assert xpub is not None
-        st = self.stats
-        while True:
-            try:
-                msg = xpub.recv(_NOBLOCK)
-            except zmq.Again:
-                return
-            if msg[:1] == b"\x01":
-                st.subscriptions += 1
-                st.subscribe_total += 1
-            elif msg[:1] == b"\x00":
-                st.subscriptions -= 1
-                st.unsubscribe_total += 1
-
     def _pump(self, limit: int, refuse: Reject | None = None) -> int:
         """Read, judge, forward and answer up to ``limit`` messages without blocking."""
         router, xpub = self._router, self._xpub
@@ -296,12 +313,15 @@ class Broker:
         judge = self._judge
         authenticated = self.curve is not None
         identity: str | None = None
+        unread = self._deaf.unread
         st = self.stats
         rejected = st.rejected
         replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
         now = self.clock()
         started = time.perf_counter()
         handled = accepted = bytes_in = bytes_accepted = 0
+        if self._overlong is not None:
+            return self._continue_overlong(router)
         while handled < limit:
             try:
                 ident = recv(_NOBLOCK)
@@ -315,6 +335,8 @@ class Broker:
             # (copy=False) carry `more` for free; getsockopt(RCVMORE) costs ~0.6 µs a call.
             n_frames = 1
             head = recv(copy=False)
+            if unread and ident in unread:
+                self._cut_publisher(ident, head)
             if head.more:
                 n_frames = 2
                 topic_f = recv(copy=False)
@@ -322,7 +344,16 @@ class Broker:
                     n_frames = 3
                     env_f = recv(copy=False)
                     if env_f.more:
-                        n_frames += _discard_rest(router)
+                        extra, ended = discard(router, self._frame_slice)
+                        n_frames += extra
+                        st.frames_discarded += extra
+                        if not ended:  # the rest is read in later wake-ups
+                            self._overlong = Overlong(ident, head.bytes, n_frames)
+                            st.overlong_messages += 1
+                            handled -= 1
+                            if not (entry[0] or entry[1]):
+                                del replies[ident]
+                            break
             header = head.bytes
             seq: int | None = None
             reject: Reject | None = None
@@ -381,6 +412,34 @@ class Broker:
             self._reply(router, replies)
         return handled
 
+    def _cut_publisher(self, ident: bytes, frame: zmq.Frame) -> None:
+        if self._deaf.cut(ident, frame):
+            self.stats.publishers_cut += 1
+            self._log.warning(
+                "replies", "publisher disconnected: not reading its replies", limit=self._hwm
+            )
+
+    def _continue_overlong(self, router: zmq.Socket[bytes]) -> int:
+        """Read one more slice of the over-long message (``busd.transport.overlong``); answer
+        it once it ends (1 handled)."""
+        over = self._overlong
+        assert over is not None
+        extra, ended = over.resume(router, self._frame_slice)
+        st = self.stats
+        st.frames_discarded += extra
+        if not ended:
+            return 0
+        self._overlong = None
+        heap.release()
+        seq, reject = over.verdict()
+        st.received += 1
+        st.rejected[reject.code] += 1
+        self._log.warning(
+            reject.code, "message rejected", code=reject.code.value, reason=reject.reason, seq=seq
+        )
+        self._reply(router, {over.ident: ([], [reject_entry(seq, reject)])})
+        return 1
+
     def _judge(
         self, topic_b: bytes, env_b: bytes, now: float, identity: str | None
     ) -> Reject | None:
@@ -406,6 +465,10 @@ class Broker:
                 router.send(ident, _NOBLOCK | _SNDMORE)
                 router.send(encode_reply(acc, rej, draining), _NOBLOCK)
                 st.replies_sent += 1
-            except zmq.ZMQError:
-                # Publisher gone (EHOSTUNREACH) or not reading its replies (EAGAIN at HWM).
+            except zmq.Again:
+                # Not reading its replies: reply_hwm of them are queued. Its connection is
+                # cut when its next message is read (``_cut_publisher``).
                 st.replies_dropped += 1
+                self._deaf.not_reading(ident)
+            except zmq.ZMQError:
+                st.replies_dropped += 1  # publisher gone (EHOSTUNREACH)

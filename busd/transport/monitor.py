@@ -13,6 +13,8 @@ Error handling: see ``watch``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
@@ -86,8 +88,17 @@ class ConnectionStats:
         )
 
 
-async def watch(sock: zmq.Socket[bytes], stats: ConnectionStats, role: str) -> None:
+async def watch(
+    sock: zmq.Socket[bytes],
+    stats: ConnectionStats,
+    role: str,
+    on_fd: Callable[[int], None] | None = None,
+) -> None:
     """Own ``sock`` (a monitor PAIR socket) until cancelled; count what it reports.
+
+    ``on_fd(fd)`` is called for every connection closed (what was known of that fd is over;
+    not on ACCEPTED, which this task may see after the broker has read the connection's
+    first messages).
 
     Error handling: nothing is retried here. A handshake failure is counted and logged at a
     limited rate; any error (a malformed event, a socket error) ends the task, the socket
@@ -103,7 +114,10 @@ async def watch(sock: zmq.Socket[bytes], stats: ConnectionStats, role: str) -> N
                 await ready.wait()
                 continue
             parsed = parse_monitor_message(frames)
-            if stats.on_event(int(parsed["event"]), int(parsed["value"])):
+            event, value = int(parsed["event"]), int(parsed["value"])
+            if on_fd is not None and event == zmq.EVENT_DISCONNECTED:
+                on_fd(value)
+            if stats.on_event(event, value):
                 limited.warning(
                     f"{role}.handshake",
                     "handshake failed: not a ZMTP peer?",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -45,31 +46,71 @@ def clear_stale_ipc(endpoint: str) -> None:
     raise EndpointInUse(f"{endpoint} is served by another live process")
 
 
+@dataclass(frozen=True, slots=True)
+class PeerGuards:
+    """How long a connection may take to become a ZMTP 3 peer, and to stay silent."""
+
+    handshake_ms: int  # ZMQ_HANDSHAKE_IVL: greeting + READY within this, or closed
+    heartbeat_ms: int  # ZMQ_HEARTBEAT_IVL: a PING this often; 0: no heartbeats
+    heartbeat_timeout_ms: int  # ZMQ_HEARTBEAT_TIMEOUT (and _TTL): no traffic after a PING
+
+    def apply(self, sock: zmq.Socket[bytes]) -> None:
+        sock.setsockopt(zmq.HANDSHAKE_IVL, self.handshake_ms)
+        if self.heartbeat_ms:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.heartbeat_timeout_ms)
+            # The peer closes its side when it hears nothing from busd for this long.
+            sock.setsockopt(zmq.HEARTBEAT_TTL, min(self.heartbeat_timeout_ms, 6_553_500))
+
+
 def router(
-    ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, max_frame: int, linger_ms: int
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    *,
+    hwm: int,
+    reply_hwm: int,
+    max_frame: int,
+    linger_ms: int,
+    guards: PeerGuards,
 ) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.SNDHWM, reply_hwm)
+    # Replies are small: a bounded kernel buffer keeps a publisher that does not read them
+    # from parking megabytes in the kernel before reply_hwm is reached.
+    sock.setsockopt(zmq.SNDBUF, REPLY_SNDBUF)
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
     sock.setsockopt(zmq.LINGER, linger_ms)
     # Replies to a vanished or full publisher fail loudly (EHOSTUNREACH/EAGAIN) so busd
     # can count them instead of libzmq dropping them silently.
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    # A peer that connects but never completes ZMTP (raw TCP, HTTP) is cut off quickly.
-    sock.setsockopt(zmq.HANDSHAKE_IVL, 5000)
+    guards.apply(sock)
     _tcp_keepalive(sock)
     return sock
 
 
-def xpub(ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, linger_ms: int) -> zmq.Socket[bytes]:
+# Subscription messages libzmq takes from one connection per socket call. libzmq keeps
+# every prefix it takes (XPUB_MANUAL) and does all of a closed connection's cleanup inside
+# one of busd's calls, so this bounds how far a storm runs ahead of busd's caps and how long
+# that cleanup holds the loop. Measured with a 100,000-prefix storm: 1,000 let it in whole
+# (+110 MB) before busd's first cut, and a cut connection's cleanup took up to 0.4 s; 4 keeps
+# both small. Not 1: with ZAP on, libzmq 4.3.5 then never delivers a connection's first
+# subscription (measured). A subscriber's own SNDHWM (1,000) buffers a burst on its side.
+SUBSCRIPTION_HWM = 4
+REPLY_SNDBUF = 65536  # bytes per publisher connection (the kernel doubles it)
+
+
+def xpub(
+    ctx: zmq.Context[zmq.Socket[bytes]], *, hwm: int, linger_ms: int, guards: PeerGuards
+) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, SUBSCRIPTION_HWM)
     # Subscribers only send subscriptions: a topic prefix plus one byte.
     sock.setsockopt(zmq.MAXMSGSIZE, 4096)
+    # busd applies each subscription itself, with caps (busd.transport.subscriptions).
+    sock.setsockopt(zmq.XPUB_MANUAL, 1)
     sock.setsockopt(zmq.LINGER, linger_ms)
-    sock.setsockopt(zmq.HANDSHAKE_IVL, 5000)
+    guards.apply(sock)
     _tcp_keepalive(sock)
     return sock
 

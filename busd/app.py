@@ -151,6 +151,7 @@ class App:
             self.broker.curve = server_keys(cfg.curve_secret)
             self.trust = TrustControl(str(cfg.keys_path), cfg.acl, self.admission)
             self.trust.load()
+            self.broker.on_denied = self.trust.denied
             self.reload_hooks.append(self.trust.request_reload)
             self.stats_sources.trust = self.trust.statistics
         self.zap = ZapHandler(self.ctx, self.trust.key_ring if self.trust else None)

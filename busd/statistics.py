@@ -62,7 +62,8 @@ class BrokerStatistics:
     subscriptions: int  # distinct prefixes applied now
     subscribe_total: int
     unsubscribe_total: int
-    subscriptions_denied: int  # never applied: over max_subscriptions, or too long
+    subscriptions_denied: int  # never applied: over max_subscriptions, too long, forbidden
+    subscriptions_forbidden: int  # of those, outside the identity's permissions
     subscribers_cut: int  # subscriber connections closed for insisting on denied prefixes
     batches: int
     frames_discarded: int  # frames past the third of a publish, read and dropped

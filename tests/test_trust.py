@@ -34,6 +34,9 @@ subscribe = ["release."]
 
 [identities.reader]
 subscribe = ["release."]
+
+[identities.auditor]
+subscribe = ["release.eu."]
 """
 
 
@@ -70,6 +73,7 @@ def keys(tmp_path: Path) -> Keys:
 def secure_busd(busd_factory: Callable[..., BusdProcess], keys: Keys) -> BusdProcess:
     keys.client("deployer")
     keys.client("reader")
+    keys.client("auditor")
     keys.client("stranger", known=False)
     acl = keys.root / "acl.toml"
     acl.write_text(ACL)
@@ -363,3 +367,78 @@ def test_busdctl_acl_shows_the_loaded_permissions(secure_busd: BusdProcess) -> N
 def test_busdctl_acl_says_when_authentication_is_off(busd: BusdProcess) -> None:
     shown = _busdctl("acl", "--control", busd.control)
     assert shown.returncode == 1 and "without authentication" in shown.stderr
+
+
+def _forbidden_subscriptions(busd: BusdProcess) -> int:
+    with ControlClient(busd.control) as control:
+        return int(control.call("stats")["stats"]["broker"]["subscriptions_forbidden"])
+
+
+@pytest.mark.parametrize(
+    ("prefix", "allowed"),
+    [
+        ("", False),
+        ("r", False),
+        ("release.eu", False),
+        ("release.eu.", True),
+        ("release.eu.x", True),
+    ],
+)
+def test_a_subscription_is_allowed_only_within_a_granted_prefix(
+    secure_busd: BusdProcess,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+    prefix: str,
+    allowed: bool,
+) -> None:
+    """auditor is granted release.eu.: a subscription must start with it, so "" and "r"
+    (which would deliver more than release.eu.) are never applied."""
+    for key, value in keys.env("auditor").items():
+        monkeypatch.setenv(key, value)
+    before = _forbidden_subscriptions(secure_busd)
+    canary = Subscriber(secure_busd.sub_endpoint, ["release.eu."])
+    probe = Subscriber(secure_busd.sub_endpoint, [prefix])
+    for key, value in keys.env("deployer").items():
+        monkeypatch.setenv(key, value)
+    try:
+        with _publisher(secure_busd, "deployer") as pub:
+
+            def canary_hears() -> bool:
+                pub.publish_wait("release.eu.x", "release", 2, DATA)
+                return canary.recv(timeout=0.2) is not None
+
+            wait_for(canary_hears, timeout=15, what="the canary receiving")
+            if not allowed:
+                wait_for(
+                    lambda: _forbidden_subscriptions(secure_busd) > before,
+                    timeout=10,
+                    what="busd refusing the probe's subscription",
+                )
+                for _ in range(20):
+                    pub.publish("release.eu.x", "release", 2, DATA)
+                assert pub.flush(5) == []
+                got = 0
+                while got < 20 and canary.recv(timeout=2) is not None:
+                    got += 1
+                assert got == 20
+                assert probe.recv(timeout=0.1) is None
+            else:
+                wait_for(canary_hears, timeout=5)
+                assert wait_for(lambda: probe.recv(timeout=0.2) is not None, timeout=10)
+    finally:
+        canary.close()
+        probe.close()
+
+
+def test_a_subscription_denial_shows_in_acl_show(
+    secure_busd: BusdProcess, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in keys.env("reader").items():
+        monkeypatch.setenv(key, value)
+    with Subscriber(secure_busd.sub_endpoint, ["orders."]):
+        wait_for(lambda: _forbidden_subscriptions(secure_busd) > 0, timeout=10, what="denial")
+    with ControlClient(secure_busd.control) as control:
+        denials = control.call("acl.show")["recent_denials"]
+    assert {"identity": "reader", "what": "subscribe", "topic": "orders."}.items() <= denials[
+        -1
+    ].items()

@@ -209,6 +209,10 @@ FAMILIES: tuple[Family, ...] = (
            "Subscription requests denied, never applied: over max_subscriptions on one "
            "connection, or a prefix longer than any topic.",
            _core(lambda st: st.broker.subscriptions_denied)),
+    Family("busd_subscriptions_forbidden_total", "counter",
+           "Subscription requests denied by the permissions file (authentication on); "
+           "also counted in busd_subscriptions_denied_total.",
+           _core(lambda st: st.broker.subscriptions_forbidden)),
     Family("busd_subscribers_cut_total", "counter",
            "Subscriber connections closed for holding too many denied prefixes.",
            _core(lambda st: st.broker.subscribers_cut)),

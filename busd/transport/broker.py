@@ -92,6 +92,7 @@ class BrokerStats:
         "subscribers_cut",
         "subscriptions",
         "subscriptions_denied",
+        "subscriptions_forbidden",
         "unsubscribe_total",
     )
 
@@ -107,6 +108,7 @@ class BrokerStats:
         self.subscribe_total = 0
         self.unsubscribe_total = 0
         self.subscriptions_denied = 0  # never applied: over a cap (docs/protocol.md §5)
+        self.subscriptions_forbidden = 0  # denied by the permissions file (docs/security.md)
         self.subscribers_cut = 0  # subscriber connections closed for asking too much
         self.batches = 0
         self.frames_discarded = 0  # frames past the third, read and dropped
@@ -127,6 +129,7 @@ class BrokerStats:
             subscribe_total=self.subscribe_total,
             unsubscribe_total=self.unsubscribe_total,
             subscriptions_denied=self.subscriptions_denied,
+            subscriptions_forbidden=self.subscriptions_forbidden,
             subscribers_cut=self.subscribers_cut,
             batches=self.batches,
             frames_discarded=self.frames_discarded,
@@ -167,6 +170,9 @@ class Broker:
         # The server's CURVE key pair (public, secret); None: authentication off. With it,
         # every message is judged for the identity its connection's key proved.
         self.curve: tuple[bytes, bytes] | None = None
+        # Told of every forbidden publish and subscription (identity, what, topic or prefix):
+        # the trust control keeps the last ones for `busdctl acl`.
+        self.on_denied: Callable[[str, str, str], None] | None = None
 
     @property
     def bound(self) -> bool:
@@ -200,6 +206,8 @@ class Broker:
         self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger, guards=guards)
         sockets.guard(self._router, self.curve)
         sockets.guard(self._xpub, self.curve)
+        if self.curve is not None:
+            self.subscriptions.permit = self._subscribe_refusal
         try:
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
@@ -386,6 +394,8 @@ class Broker:
                     continue
             rejected[reject.code] += 1
             entry[1].append(reject_entry(seq, reject))
+            if reject.code is Code.FORBIDDEN and self.on_denied is not None:
+                self.on_denied(identity or "", "publish", topic_b.decode(errors="replace"))
             if reject.code not in _NOT_LOGGED:
                 suppressed = self._log.allow(reject.code)
                 if suppressed is not None:
@@ -439,6 +449,19 @@ class Broker:
         )
         self._reply(router, {over.ident: ([], [reject_entry(seq, reject)])})
         return 1
+
+    def _subscribe_refusal(self, identity: str, prefix: bytes) -> str | None:
+        """Why ``identity`` may not subscribe to ``prefix`` under the permissions in force."""
+        trust = self.admission.trust
+        try:
+            text = prefix.decode()
+        except UnicodeDecodeError:
+            return "a subscription prefix must be UTF-8, as topics are"
+        if trust is not None and trust.may_subscribe(identity, text):
+            return None
+        if self.on_denied is not None:
+            self.on_denied(identity, "subscribe", text)
+        return f"identity {identity or '(none)'} may not subscribe to {text[:64]!r}"
 
     def _judge(
         self, topic_b: bytes, env_b: bytes, now: float, identity: str | None

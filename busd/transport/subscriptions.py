@@ -31,6 +31,7 @@ already gone) is ignored, since the disconnect it wanted has happened.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import zmq
@@ -58,6 +59,7 @@ class Counters(Protocol):
     subscribe_total: int
     unsubscribe_total: int
     subscriptions_denied: int
+    subscriptions_forbidden: int
     subscribers_cut: int
 
 
@@ -71,9 +73,16 @@ class _Peer:
         self.cut = False  # busd closed it: what it still had queued is ignored
 
 
+# Why an authenticated identity may not subscribe to a prefix, or None (busd.kernel.acl).
+Permit = Callable[[str, bytes], "str | None"]
+
+
 class Subscriptions:
     def __init__(self, counters: Counters, *, max_per_peer: int, budget: int):
         self.counters = counters
+        # With authentication on, the permissions check (the broker sets it): each subscribe
+        # is judged for the identity its connection's key proved (the message's User-Id).
+        self.permit: Permit | None = None
         self.max_per_peer = max_per_peer
         self.budget = budget
         self._peers: dict[int, _Peer] = {}
@@ -138,7 +147,7 @@ class Subscriptions:
             return
         if kind == b"\x01":
             st.subscribe_total += 1
-            reason = None if prefix in peer.applied else self._refusal(peer, prefix)
+            reason = None if prefix in peer.applied else self._refusal(peer, prefix, frame)
             if reason is None:
                 xpub.setsockopt(zmq.SUBSCRIBE, prefix)  # to the connection just read from
                 if prefix not in peer.applied:
@@ -167,11 +176,20 @@ class Subscriptions:
         if not (peer.applied or peer.denied):
             del self._peers[fd]  # nothing left to remember
 
-    def _refusal(self, peer: _Peer, prefix: bytes) -> str | None:
+    def _refusal(self, peer: _Peer, prefix: bytes, frame: zmq.Frame) -> str | None:
         if len(prefix) > MAX_TOPIC_BYTES:
             return f"prefix over {MAX_TOPIC_BYTES} bytes can match no topic"
         if len(peer.applied) >= self.max_per_peer:
             return f"over {self.max_per_peer} subscriptions on one connection"
+        if self.permit is not None:
+            try:
+                identity = str(frame.get("User-Id"))
+            except zmq.ZMQError:
+                identity = ""  # no identity: no permission (the ZAP handler was down)
+            forbidden = self.permit(identity, prefix)
+            if forbidden is not None:
+                self.counters.subscriptions_forbidden += 1
+                return forbidden
         return None
 
     def _unref(self, prefix: bytes) -> None:

@@ -10,10 +10,12 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench import metrics, servers, systems
+from bench.probe import Expect, Unproven
 from bench.runner import TrialError, run_trial
 from bench.servers import BusdOptions, Server, Unavailable
 from bench.session import Session
@@ -39,19 +41,28 @@ def accept_all_schemas(root: Path) -> Path:
     return root
 
 
-def check_variants(trivial: Path) -> tuple[list[tuple[str, BusdOptions]], list[str]]:
-    """(label, options) for each measurable variant, and notes on those that are not.
-    ``trivial``: an empty directory for the accept-all schemas."""
+Variant = tuple[str, BusdOptions, Expect]
+
+
+def check_variants(trivial: Path, flags: tuple[str, ...] = ()) -> tuple[list[Variant], list[str]]:
+    """(label, options, checks the probe must find) for each measurable variant, and notes
+    on those that are not. ``trivial``: an empty directory for the accept-all schemas;
+    ``flags``: more busd flags for every variant (``--busd-flag``)."""
     help_text = servers.busd_flags()
     schema_off = SCHEMA_OFF_FLAG[0] in help_text
     rates_off = RATES_OFF_FLAG[0] in help_text
     rates_off_extra = RATES_OFF_FLAG if rates_off else ()
-    variants = [
-        ("schema + rate bucket", BusdOptions(rates=True)),
-        ("schema, no rate keys", BusdOptions(rates=False, extra=rates_off_extra)),
+    variants: list[Variant] = [
+        ("schema + rate bucket", BusdOptions(rates=True, extra=flags), Expect(True, True)),
+        (
+            "schema, no rate keys",
+            BusdOptions(rates=False, extra=rates_off_extra + flags),
+            Expect(True, False),
+        ),
         (
             "accept-all schema + rate bucket",
-            BusdOptions(rates=True, schemas_dir=accept_all_schemas(trivial)),
+            BusdOptions(rates=True, schemas_dir=accept_all_schemas(trivial), extra=flags),
+            Expect(False, True),  # the probe's invalid payload is valid for {"type": "object"}
         ),
     ]
     notes = []
@@ -62,8 +73,16 @@ def check_variants(trivial: Path) -> tuple[list[tuple[str, BusdOptions]], list[s
         )
     if schema_off:
         variants += [
-            ("rate bucket, no schema", BusdOptions(rates=True, extra=SCHEMA_OFF_FLAG)),
-            ("no checks", BusdOptions(rates=False, extra=SCHEMA_OFF_FLAG + rates_off_extra)),
+            (
+                "rate bucket, no schema",
+                BusdOptions(rates=True, extra=SCHEMA_OFF_FLAG + flags),
+                Expect(False, True),
+            ),
+            (
+                "no checks",
+                BusdOptions(rates=False, extra=SCHEMA_OFF_FLAG + rates_off_extra + flags),
+                Expect(False, False),
+            ),
         ]
     else:
         notes.append(f"busd has no {SCHEMA_OFF_FLAG[0]} switch: schema-off variants skipped")
@@ -74,21 +93,28 @@ def checks(session: Session) -> None:
     """1 -> 1 flat-out with the raw publisher against busd variants; busd CPU per message."""
     s = session.settings
     scratch = Path(tempfile.mkdtemp(prefix="bench-schemas-"))
-    variants, notes = check_variants(scratch)
+    variants, notes = check_variants(scratch, s.busd_flags)
     for note in notes:
         session.progress.say(note)
     running: dict[str, Server] = {}
     out: dict[str, Any] = {"notes": notes, "variants": {}}
     session.results["checks"] = out
     try:
-        for label, opts in variants:
+        for i, (label, opts, expect) in enumerate(variants):
             try:
-                running[label] = systems.start_busd_variant("busd-" + str(len(running)), opts)
+                running[label] = systems.start_busd_variant(
+                    f"busd-{i}", opts, expect, s.probe_timeout
+                )
+            except Unproven as exc:  # not measured: its row would claim checks it lacks
+                session.error("checks", label, exc)
+                out["variants"][label] = {"unproven": str(exc), "expected": asdict(expect)}
+                continue
             except Unavailable as exc:
                 session.error("checks", label, exc)
                 continue
             out["variants"][label] = {
                 "checks": running[label].notes["checks"],
+                "expected": asdict(expect),
                 "argv": running[label].notes["argv"],
                 "runs": [],
             }
@@ -112,7 +138,7 @@ def checks(session: Session) -> None:
             server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     for variant in out["variants"].values():
-        runs = variant["runs"]
+        runs = variant.get("runs", [])
         variant["median"] = {
             k: metrics.median_of(runs, k) for k in ("delivered", "server_cpu_us_per_msg")
         }
@@ -137,7 +163,9 @@ def memory(session: Session) -> None:
     s = session.settings
     count = s.messages if s.messages is not None else s.stall_count
     try:
-        server = systems.start_busd_variant("busd-mem", BusdOptions(rates=True))
+        server = systems.start_busd_variant(
+            "busd-mem", BusdOptions(rates=True, extra=s.busd_flags), timeout=s.probe_timeout
+        )
     except Unavailable as exc:
         session.error("memory", "busd", exc)
         return

@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import busd_only, pool_clients, profile, report, systems, workloads
+from bench import busd_only, pool_clients, profile, report, ruby_publisher, systems, workloads
 from bench.session import Progress, Session, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS: dict[str, Callable[[Session], None]] = {
     "flat": workloads.flat,
+    "flat1k": workloads.flat1k,
     "paced": workloads.paced,
     "fanout": workloads.fanout,
     "fanin": workloads.fanin,
@@ -26,8 +27,10 @@ WORKLOADS: dict[str, Callable[[Session], None]] = {
     "checks": busd_only.checks,
     "memory": busd_only.memory,
     "pool": pool_clients.pool,
+    "ruby": ruby_publisher.ruby,
 }
-BUSD_ONLY = ("checks", "memory", "pool")  # start their own busd instances
+# Need busd: "checks", "memory" and "pool" start their own instances, "ruby" the shared one.
+BUSD_ONLY = ("checks", "memory", "pool", "ruby")
 
 
 def _names(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -91,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="profile with py-spy --native: C frames (pyzmq, libzmq, msgpack, "
         "syscalls) shown on their own instead of in the calling line",
     )
+    p.add_argument(
+        "--busd-flag",
+        dest="busd_flags",
+        action="append",
+        metavar="FLAG",
+        help="one more command-line flag for every busd started (repeatable), e.g. "
+        "--busd-flag=--loop=asyncio",
+    )
+    p.add_argument(
+        "--probe-timeout",
+        type=float,
+        help="seconds to prove a busd's checks on, its warm-up included (default 10); a busd "
+        "whose checks cannot be proven is not measured and the run exits 1",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON file")
     return p
 
@@ -105,10 +122,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "stall_count",
         "profile",
         "profile_native",
+        "probe_timeout",
     ):
         value = getattr(args, name)
         if value is not None:
             setattr(s, name, value)
+    if args.busd_flags:
+        s.busd_flags = tuple(args.busd_flags)
     return s
 
 
@@ -136,6 +156,7 @@ def machine() -> dict[str, Any]:
 def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
     per = {
         "flat": s.repeat * n_systems,
+        "flat1k": s.repeat * n_systems,
         "paced": s.repeat * n_systems * s.paced_steps,
         "fanout": s.repeat * n_systems,
         "fanin": s.repeat * n_systems,
@@ -144,6 +165,7 @@ def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
         "checks": 5 * s.repeat,
         "memory": 2,
         "pool": pool_clients.STEPS_PER_REPEAT * s.repeat,
+        "ruby": 2 * s.repeat,
     }
     return sum(per[w] for w in only) + (1 if s.profile else 0)
 

@@ -26,7 +26,7 @@ async def _connect(url: str) -> Any:
 class NatsPub:
     def __init__(self, nc: Any, spec: Spec) -> None:
         self.nc = nc
-        self.env = message.Envelopes()
+        self.env = message.Envelopes(data=message.payload(spec.get("payload")))
         self.topics = message.topics(spec.get("topics", 1))
         self.warm = message.warmup_topic(spec["index"])
 

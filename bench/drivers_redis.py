@@ -27,7 +27,7 @@ class RedisPub:
     def __init__(self, spec: Spec) -> None:
         self.r = _client(spec["endpoint"])
         self.pipe = self.r.pipeline(transaction=False)
-        self.env = message.Envelopes()
+        self.env = message.Envelopes(data=message.payload(spec.get("payload")))
         self.topics = message.topics(spec.get("topics", 1))
         self.warm = message.warmup_topic(spec["index"])
 

@@ -38,7 +38,7 @@ class ZmqPub:
             self.sock.bind(spec["endpoint"])
         else:
             self.sock.connect(spec["endpoint"])
-        self.env = message.Envelopes()
+        self.env = message.Envelopes(data=message.payload(spec.get("payload")))
         self.topics = message.topics(spec.get("topics", 1))
         self.frames = [t.encode() for t in self.topics]
         self.warm = message.warmup_topic(spec["index"])
@@ -75,7 +75,9 @@ class BusdRawPub(ZmqPub):
         self.sock.setsockopt(zmq.RCVHWM, 0)  # never let our own queue drop busd's replies
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(spec["endpoint"])
-        self.env = message.Envelopes(spec.get("publisher", message.PUBLISHER))
+        self.env = message.Envelopes(
+            spec.get("publisher", message.PUBLISHER), message.payload(spec.get("payload"))
+        )
         self.topics = message.topics(spec.get("topics", 1))
         self.frames = [t.encode() for t in self.topics]
         self.warm = message.warmup_topic(spec["index"])
@@ -169,15 +171,16 @@ class BusdClientPub:
         )
         self.topics = message.topics(spec.get("topics", 1))
         self.warm = message.warmup_topic(spec["index"])
+        self.data = message.payload(spec.get("payload"))
 
     def warmup(self) -> None:
-        self.pub.publish(self.warm, message.SCHEMA, message.VERSION, message.DATA)
+        self.pub.publish(self.warm, message.SCHEMA, message.VERSION, self.data)
 
     def begin(self) -> None:
         self.pub.flush(FINISH_TIMEOUT)  # warm-up fates are not part of the measurement
 
     def send(self, start: int, n: int) -> None:
-        publish, topics, data = self.pub.publish, self.topics, message.DATA
+        publish, topics, data = self.pub.publish, self.topics, self.data
         schema, version = message.SCHEMA, message.VERSION
         nt = len(topics)
         for i in range(start, start + n):
@@ -204,6 +207,12 @@ def run_sub(spec: Spec, control: Control) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    if spec.get("env"):  # a busd with authentication on: CURVE keys from the environment
+        from busd_client.keys import ClientKeys
+
+        keys = ClientKeys.from_env()
+        if keys is not None:
+            keys.apply(sock)
     measured = (message.MANY_PREFIX if spec.get("topics", 1) > 1 else message.TOPIC).encode()
     waiting = {message.warmup_topic(i).encode() for i in range(spec["publishers"])}
     sock.setsockopt(zmq.SUBSCRIBE, measured)

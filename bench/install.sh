@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make bench` needs beyond the project's own dependencies: the peers' Python clients
-# (bench/requirements.txt, into the venv) and Debian's nats-server and redis-server (only when
-# missing, and only as root). Anything that cannot be installed is reported; the harness then
+# (bench/requirements.txt, into the venv), Debian's nats-server and redis-server, and Ruby
+# with ruby-ffi-rzmq and ruby-msgpack for the Ruby publisher's figure (only when missing,
+# and only as root). Anything that cannot be installed is reported; the harness then
 # skips that peer and says so. Never fails the build.
 # Usage: bash bench/install.sh [PYTHON]   (default .venv/bin/python)
 set -u
@@ -16,6 +17,8 @@ fi
 missing=()
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+ruby -e 'require "ffi-rzmq"; require "msgpack"' >/dev/null 2>&1 \
+    || missing+=(ruby ruby-ffi-rzmq ruby-msgpack)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -26,12 +26,23 @@ DATA: dict[str, Any] = {
     "env": {"RACK_ENV": "production"},
     "flag": "extra_cpu",
 }
+# The 1 KiB row: the same release, with the environment a real app carries (the envelope
+# is KIB bytes exactly, see ``test_the_1k_payload_makes_a_1_kib_envelope``).
+KIB = 1024
+_ENV_1K = {f"APP_SETTING_{i:02d}": "x" * (52 if i else 44) for i in range(12)}
+DATA_1K: dict[str, Any] = dict(DATA, env={"RACK_ENV": "production", **_ENV_1K})
+PAYLOADS: dict[str, dict[str, Any]] = {"small": DATA, "1k": DATA_1K}
 TOPIC = "release.shop"  # the single topic of most workloads
 MANY_PREFIX = "release.t."  # the distinct-topics workload: release.t.000000 ...
 WARMUP_PREFIX = "release.warmup."  # per-publisher handshake topics, never counted
 
 _packb = msgpack.packb
 _time_ns = time.time_ns
+
+
+def payload(name: str | None) -> dict[str, Any]:
+    """The ``data`` of a spec's ``payload`` ("small", the default, or "1k")."""
+    return PAYLOADS[name or "small"]
 
 
 def warmup_topic(index: int) -> str:
@@ -48,12 +59,13 @@ def topics(n_topics: int) -> list[str]:
 class Envelopes:
     """Encodes release v2 envelopes with unique ids (a random prefix, then a counter)."""
 
-    __slots__ = ("count", "prefix", "publisher")
+    __slots__ = ("count", "data", "prefix", "publisher")
 
-    def __init__(self, publisher: str = PUBLISHER) -> None:
+    def __init__(self, publisher: str = PUBLISHER, data: dict[str, Any] = DATA) -> None:
         self.prefix = os.urandom(8).hex()
         self.count = 0
         self.publisher = publisher
+        self.data = data
 
     def encode(self, topic: str, data: dict[str, Any] | None = None) -> bytes:
         self.count += 1
@@ -65,7 +77,7 @@ class Envelopes:
                 "id": f"{self.prefix}{self.count:010x}",
                 "publisher": self.publisher,
                 "ts": _time_ns(),
-                "data": DATA if data is None else data,
+                "data": self.data if data is None else data,
             }
         )
         return body

@@ -21,6 +21,26 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of ``pid``'s threads so far, summed by thread name (busd's
+    own thread is named after the process; libzmq's are ``ZMQbg/IO/0``, ``ZMQbg/Reaper``)."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                head, _, rest = fh.read().rpartition(")")
+        except OSError:
+            continue  # the thread ended
+        name = head.split("(", 1)[1]
+        fields = rest.split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
 def window_rate(subs: list[dict[str, Any]]) -> float:
     """Messages delivered per second over all subscribers, from the first message any of
     them received to the last."""

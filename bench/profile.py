@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import systems
+from bench import metrics, systems
 from bench.runner import TrialError, run_trial
 from bench.servers import Unavailable
 from bench.session import Session
@@ -37,6 +37,30 @@ IDLE_MARKERS = (
 def py_spy() -> str | None:
     exe = Path(sys.executable).parent / "py-spy"
     return str(exe) if exe.exists() else shutil.which("py-spy")
+
+
+def per_message(
+    before: dict[str, float], after: dict[str, float], delivered: int
+) -> dict[str, float]:
+    """CPU µs per delivered message of each busd thread over the profiled trial (includes
+    the ~0.3 s before the load starts, when busd is idle)."""
+    if not delivered:
+        return {}
+    return {
+        name: round((after[name] - before.get(name, 0.0)) * 1e6 / delivered, 2)
+        for name in sorted(after)
+        if after[name] - before.get(name, 0.0) > 0
+    }
+
+
+def first_error(stderr: str) -> str:
+    """py-spy's own message, without the Rust backtrace that follows it."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("Stack backtrace"):
+            lines = lines[:i]
+            break
+    return " ".join(lines)[-400:] or "(no message)"
 
 
 def hot_functions(collapsed: str, top: int = 15) -> dict[str, Any]:
@@ -84,8 +108,9 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
     exe = py_spy()
     s = session.settings
     if exe is None:
-        session.progress.say("profile skipped: py-spy is not installed (pip install py-spy)")
-        session.results["profile"] = {"skipped": "py-spy not installed"}
+        why = "py-spy is not installed (bash bench/install.sh installs bench/requirements.txt)"
+        session.error("profile", "busd", RuntimeError(why))
+        session.results["profile"] = {"skipped": why}
         return
     try:
         server = session.pool.get("busd")
@@ -93,13 +118,19 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
         session.results["profile"] = {"skipped": str(exc)}
         return
     assert server is not None
+    # py-spy opens --output itself: the directory must exist before it starts (a fresh
+    # checkout has no bench/results/ until the first JSON record is written).
+    out_dir.mkdir(parents=True, exist_ok=True)
     raw = out_dir / f"{stamp}-busd-profile.txt"
     duration = max(1, round(s.profile_duration))
     spy: list[subprocess.Popen[bytes]] = []
     # --native must stop the process to unwind C stacks; without it, sampling is nonblocking.
     mode = ["--native"] if s.profile_native else ["--nonblocking"]
 
+    threads_before: list[dict[str, float]] = []
+
     def start() -> None:
+        threads_before.append(metrics.thread_cpu(server.pid))
         spy.append(
             subprocess.Popen(
                 [
@@ -125,7 +156,8 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
 
     pubs, subs = systems.specs(systems.SYSTEMS["busd-raw"], server, 1, 1, duration=duration + 0.5)
     try:
-        run_trial(pubs, subs, on_go=start, expected_s=duration + 1)
+        trial = run_trial(pubs, subs, on_go=start, expected_s=duration + 1)
+        threads_after = metrics.thread_cpu(server.pid)
         _, err = spy[0].communicate(timeout=duration + 30)
     except (TrialError, OSError, subprocess.TimeoutExpired, IndexError) as exc:
         session.error("profile", "busd", exc)
@@ -133,12 +165,15 @@ def profile(session: Session, out_dir: Path, stamp: str) -> None:
             p.kill()
         return
     if spy[0].returncode != 0 or not raw.exists():
-        why = err.decode(errors="replace").strip()[-300:]
-        session.progress.say(f"profile failed: {why}")
+        why = f"py-spy exited {spy[0].returncode}: {first_error(err.decode(errors='replace'))}"
+        session.error("profile", "busd", RuntimeError(why))
         session.results["profile"] = {"skipped": why}
         return
     result = hot_functions(raw.read_text())
     result["file"] = str(raw)
     result["native"] = s.profile_native
+    delivered = sum(sub["received"] for sub in trial.subscribers)
+    result["delivered"] = delivered
+    result["thread_cpu_us_per_msg"] = per_message(threads_before[0], threads_after, delivered)
     session.results["profile"] = result
     session.progress.step(f"profile · busd under 1→1 flat-out: {result['samples']} samples")

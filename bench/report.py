@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import systems
+from bench import ruby_publisher, systems
 from bench.session import Session
 
 RATE_COLUMNS = (
     ("flat", "delivered", "1→1 flat-out delivered"),
+    ("flat1k", "delivered", "1→1 flat-out, 1 KiB messages"),
     ("paced", "loss_free", "highest loss-free paced rate"),
     ("fanout", "delivered", "1→{fan} fan-out, aggregate"),
     ("fanin", "delivered", "{fan}→1 delivered"),
@@ -50,8 +51,8 @@ def main_table(session: Session) -> list[str]:
     shown = [n for n in session.systems if n not in session.skipped]
     for name in shown:
         cells = [rate(_median(session, w, name).get(k)) for w, k, _ in RATE_COLUMNS]
-        if cells[1] != "—":
-            cells[1] = "~" + cells[1]
+        if cells[2] != "—":  # the paced search's figure is a bisection's bracket
+            cells[2] = "~" + cells[2]
         lat = _latency(session, name)
         lat_cell = f"{lat['p50']:,.0f} / {lat['p99']:,.0f} / {lat['p99.9']:,.0f}" if lat else "—"
         lost = _median(session, "flat", name).get("lost")
@@ -60,41 +61,45 @@ def main_table(session: Session) -> list[str]:
             + " | ".join(cells)
             + f" | {lat_cell} | {'—' if lost is None else f'{lost:,.0f}'} |"
         )
+    if "busd" in shown and "busd-curve" in shown:  # issue 12: what authentication costs
+        lines.append(_ratio_row(session, "busd-curve", "busd", "busd-curve ÷ busd (CURVE cost)"))
     for busd in systems.BUSD_SYSTEMS:
         if busd not in shown:
             continue
         for peer, peer_label in PEERS:
             if peer not in shown:
                 continue
-            cells = [
-                _ratio(_median(session, w, busd).get(k), _median(session, w, peer).get(k))
-                for w, k, _ in RATE_COLUMNS
-            ]
-            a, b = _latency(session, busd), _latency(session, peer)
-            lat_cell = (
-                " / ".join(_ratio(a[q], b[q]) for q in ("p50", "p99", "p99.9")) if a and b else "—"
-            )
-            lines.append(
-                f"| **{busd} ÷ {peer_label}** | "
-                + " | ".join(cells)
-                + f" | {lat_cell} (lower is better) | |"
-            )
+            lines.append(_ratio_row(session, busd, peer, f"{busd} ÷ {peer_label}"))
     return lines
+
+
+def _ratio_row(session: Session, a_name: str, b_name: str, title: str) -> str:
+    cells = [
+        _ratio(_median(session, w, a_name).get(k), _median(session, w, b_name).get(k))
+        for w, k, _ in RATE_COLUMNS
+    ]
+    a, b = _latency(session, a_name), _latency(session, b_name)
+    lat_cell = " / ".join(_ratio(a[q], b[q]) for q in ("p50", "p99", "p99.9")) if a and b else "—"
+    return f"| **{title}** | " + " | ".join(cells) + f" | {lat_cell} (lower is better) | |"
 
 
 def busd_lines(session: Session) -> list[str]:
     out = []
-    server = session.pool.running.get("busd")
-    if server is not None:
-        c = server.notes.get("checks", {})
-        schema = "ON" if c.get("schema_checks") else "OFF"
-        rates = "ON" if c.get("rate_checks") else "OFF"
-        out.append(
-            f"- busd checks verified by probe: schema {schema}, rate limit {rates} "
-            f"(probe answers: {c.get('codes')})"
-        )
+    for key in ("busd", "busd-curve"):
+        server = session.pool.running.get(key)
+        if server is not None:  # running means proven (bench.probe.start_checked)
+            c = server.notes.get("checks", {})
+            auth = " (CURVE authentication on, probe with keys)" if key == "busd-curve" else ""
+            out.append(
+                f"- {key} checks proven on by probe{auth}: schema ON, rate limit ON (answers "
+                f"{c.get('codes')} after {c.get('rounds')} round(s), {c.get('waited_ms')} ms "
+                "waiting out warm-up)"
+            )
+        failed = session.pool.failed.get(key)
+        if failed is not None:
+            out.append(f"- {key} NOT MEASURED: {failed}")
     for name in systems.BUSD_SYSTEMS:
-        for workload in ("flat", "fanout", "fanin", "topics"):
+        for workload in ("flat", "flat1k", "fanout", "fanin", "topics"):
             med = _median(session, workload, name)
             if "busd_zero_loss_all_runs" in med:
                 out.append(
@@ -137,12 +142,15 @@ def checks_lines(session: Session) -> list[str]:
         "|---|---|---|---|",
     ]
     for label, v in checks["variants"].items():
+        if "unproven" in v:
+            lines.append(f"| {label} | NOT PROVEN, not measured: {v['unproven']} | — | — |")
+            continue
         c = v["checks"]
         med = v.get("median", {})
         cost = med.get("server_cpu_us_per_msg")
         lines.append(
             f"| {label} | {'on' if c['schema_checks'] else 'off'} / "
-            f"{'on' if c['rate_checks'] else 'off'} | {rate(med.get('delivered'))} | "
+            f"{'on' if c['rate_checks'] else 'off'} (proven) | {rate(med.get('delivered'))} | "
             f"{'—' if cost is None else f'{cost:.2f}'} |"
         )
     lines += [f"- {note}" for note in checks["notes"]]
@@ -180,6 +188,15 @@ def profile_lines(session: Session, top: int = 10) -> list[str]:
     ]
     for (fs, ps), (fi, pi) in zip(p["self"][:top], p["inclusive"][:top], strict=False):
         lines.append(f"| {ps} | `{fs}` | | {pi} | `{fi}` |")
+    threads = p.get("thread_cpu_us_per_msg")
+    if threads:
+        lines += [
+            "",
+            f"busd CPU µs per delivered message by thread over the profiled trial "
+            f"({p['delivered']:,} delivered): "
+            + ", ".join(f"{name} {us:.2f}" for name, us in threads.items())
+            + f"; total {sum(threads.values()):.2f}",
+        ]
     if p.get("self_lines"):
         lines += [
             "",
@@ -272,6 +289,7 @@ def render(session: Session, meta: dict[str, Any]) -> str:
         checks_lines(session),
         memory_lines(session),
         pool_lines(session),
+        ruby_publisher.lines(session),
         profile_lines(session),
     ):
         if section:

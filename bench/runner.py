@@ -45,6 +45,7 @@ class Worker:
         self.spec = spec
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in end()
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(spec.get("env", {}))  # e.g. BUSD_KEY / BUSD_SERVER_KEY (bench.curve)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", json.dumps(spec)],
             stdin=subprocess.PIPE,

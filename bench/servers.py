@@ -81,6 +81,9 @@ class Server:
     sub_endpoint: str
     workdir: Path
     notes: dict[str, Any] = field(default_factory=dict)
+    # Extra environment for the workers that use this server, by role ("publisher",
+    # "subscriber"): the CURVE keys of a busd with authentication on.
+    client_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:

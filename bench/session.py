@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench import metrics
+from bench.probe import Unproven
 from bench.runner import Trial, TrialError, run_trial
 from bench.servers import Server, Unavailable
 from bench.systems import SYSTEMS, ServerPool, python_client_missing, specs
@@ -30,6 +31,8 @@ class Settings:
     profile: bool = True
     profile_native: bool = False  # py-spy --native: C frames (libzmq, msgpack, libc) too
     profile_duration: float = 3.0
+    busd_flags: tuple[str, ...] = ()  # more flags for every busd the session starts
+    probe_timeout: float = 10.0  # seconds to prove a busd's checks on (warm-up included)
 
     @classmethod
     def quick(cls) -> Settings:
@@ -94,10 +97,13 @@ class Session:
     settings: Settings
     systems: list[str]
     progress: Progress
-    pool: ServerPool = field(default_factory=ServerPool)
+    pool: ServerPool = field(init=False)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pool = ServerPool(self.settings.busd_flags, self.settings.probe_timeout)
 
     def available(self) -> list[str]:
         """The selected systems that can run, starting their servers; skips are recorded."""
@@ -110,6 +116,9 @@ class Session:
             if why is None:
                 try:
                     self.pool.get(system.server)
+                except Unproven as exc:  # busd runs, but not as the figures would claim
+                    why = str(exc)
+                    self.errors.append(f"{name}: not measured: {why}")
                 except Unavailable as exc:
                     why = str(exc)
             if why is not None:

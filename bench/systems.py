@@ -8,15 +8,11 @@ Subscribers to busd are stock SUB sockets, as a subscriber in any language would
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-import zmq
-
-from bench import message, servers
+from bench import curve, message, probe, servers
 from bench.servers import BusdOptions, Server, Unavailable
 
 
@@ -38,15 +34,21 @@ SYSTEMS: dict[str, System] = {
         System("redis", "redis-server pub/sub + redis-py", "redis", "redis-sub", "redis"),
         System("busd", "busd, busd_client.Publisher", "busd-client", "zmq-sub", "busd"),
         System("busd-raw", "busd, raw protocol-v1 publisher", "busd-raw", "zmq-sub", "busd"),
+        System(
+            "busd-curve",
+            "busd with CURVE auth, busd_client.Publisher",
+            "busd-client",
+            "zmq-sub",
+            "busd-curve",
+        ),
     )
 }
-BUSD_SYSTEMS = ("busd", "busd-raw")
+BUSD_SYSTEMS = ("busd", "busd-raw", "busd-curve")
 
 SERVERS: dict[str, Callable[[], Server]] = {
     "zmq.proxy": servers.start_proxy,
     "nats": servers.start_nats,
     "redis": servers.start_redis,
-    "busd": servers.start_busd,
 }
 
 
@@ -64,37 +66,58 @@ def python_client_missing(system: System) -> str | None:
 
 
 class ServerPool:
-    """Servers started on first use and kept for the whole session; stopped by ``close``."""
+    """Servers started on first use and kept for the whole session; stopped by ``close``.
 
-    def __init__(self) -> None:
+    The shared busd runs with every check on, proven by ``bench.probe`` before its first
+    use (``busd_flags``: more command-line flags for it; ``probe_timeout``: the probe's
+    bound); one that cannot be proven is not used (``probe.Unproven``).
+    """
+
+    def __init__(self, busd_flags: tuple[str, ...] = (), probe_timeout: float = 0.0) -> None:
         self.running: dict[str, Server] = {}
-        self.failed: dict[str, str] = {}
+        self.failed: dict[str, Unavailable] = {}
+        self.busd_flags = busd_flags
+        self.probe_timeout = probe_timeout or probe.PROBE_TIMEOUT
+        self.curve_keys: curve.CurveKeys | None = None
+
+    def _start(self, key: str) -> Server:
+        opts = BusdOptions(extra=self.busd_flags)
+        if key == "busd":
+            return probe.start_checked("busd", opts, timeout=self.probe_timeout)
+        if key == "busd-curve":  # the same busd with authentication on (issue 12's cost row)
+            keys = self.curve_keys = self.curve_keys or curve.make_keys()
+            server = probe.start_checked(key, opts, timeout=self.probe_timeout, keys=keys)
+            server.client_env["publisher"] = keys.env(message.PUBLISHER)
+            server.client_env["subscriber"] = keys.env(curve.SUBSCRIBER)
+            server.notes["curve"] = True
+            return server
+        return SERVERS[key]()
 
     def get(self, key: str) -> Server | None:
         if not key:
             return None
         if key in self.failed:
-            raise Unavailable(self.failed[key])
+            raise self.failed[key]
         server = self.running.get(key)
         if server is not None and not server.alive():
-            self.failed[key] = f"{key} died during the run: {server.log_tail()}"
+            self.failed[key] = Unavailable(f"{key} died during the run: {server.log_tail()}")
             server.stop()
             del self.running[key]
-            raise Unavailable(self.failed[key])
+            raise self.failed[key]
         if server is None:
             try:
-                server = self.running[key] = SERVERS[key]()
+                server = self.running[key] = self._start(key)
             except Unavailable as exc:
-                self.failed[key] = str(exc)
+                self.failed[key] = exc
                 raise
-            if key == "busd":
-                server.notes["checks"] = probe_busd(server)
         return server
 
     def close(self) -> None:
         for server in self.running.values():
             server.stop()
         self.running.clear()
+        if self.curve_keys is not None:
+            self.curve_keys.remove()
 
 
 def specs(
@@ -108,8 +131,15 @@ def specs(
         pub_endpoints = [server.pub_endpoint] * n_pubs
         sub_endpoints = [server.sub_endpoint]
     sub_common = {k: v for k, v in common.items() if k in ("topics", "latency", "deadline", "idle")}
+    env = server.client_env if server is not None else {}
     pubs = [
-        {"driver": system.pub_driver, "endpoint": pub_endpoints[i], "index": i, **common}
+        {
+            "driver": system.pub_driver,
+            "endpoint": pub_endpoints[i],
+            "index": i,
+            "env": env.get("publisher", {}),
+            **common,
+        }
         for i in range(n_pubs)
     ]
     subs = [
@@ -117,6 +147,7 @@ def specs(
             "driver": system.sub_driver,
             "endpoints": sub_endpoints,
             "publishers": n_pubs,
+            "env": env.get("subscriber", {}),
             **sub_common,
         }
         for _ in range(n_subs)
@@ -126,56 +157,8 @@ def specs(
     return pubs, subs
 
 
-def probe_busd(server: Server, timeout: float = 1.0) -> dict[str, Any]:
-    """Whether this busd really checks: an invalid payload must come back ``invalid`` and a
-    message from the disabled publisher key ``disabled``. Retried for ``timeout`` seconds
-    (the rates directory is read by a watcher shortly after start)."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(server.pub_endpoint)
-    codes: dict[str, str] = {}
-    seq = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            bad = dict(message.DATA, env={"RACK_ENV": 5})
-            cases = {
-                "valid": message.Envelopes().encode(message.TOPIC),
-                "schema": message.Envelopes().encode(message.TOPIC, bad),
-                "rate": message.Envelopes(message.PROBE_PUBLISHER).encode(message.TOPIC),
-            }
-            by_seq: dict[int, str] = {}
-            for case, body in cases.items():
-                seq += 1
-                by_seq[seq] = case
-                sock.send_multipart(
-                    [b"B\x01" + seq.to_bytes(8, "big"), message.TOPIC.encode(), body]
-                )
-            while by_seq and sock.poll(1000):
-                reply = msgpack.unpackb(sock.recv())
-                for lo, hi in reply["acc"]:
-                    for s in range(lo, hi + 1):
-                        if s in by_seq:
-                            codes[by_seq.pop(s)] = "accepted"
-                for rej in reply["rej"]:
-                    if rej["seq"] in by_seq:
-                        codes[by_seq.pop(rej["seq"])] = rej["code"]
-            if codes.get("schema") == "invalid" and codes.get("rate") == "disabled":
-                break
-            time.sleep(0.2)
-    finally:
-        sock.close(linger=0)
-        ctx.term()
-    return {
-        "schema_checks": codes.get("schema") == "invalid",
-        "rate_checks": codes.get("rate") == "disabled",
-        "valid_accepted": codes.get("valid") == "accepted",
-        "codes": codes,
-    }
-
-
-def start_busd_variant(name: str, opts: BusdOptions) -> Server:
-    server = servers.start_busd(opts, name=name)
-    server.notes["checks"] = probe_busd(server)
-    return server
+def start_busd_variant(
+    name: str, opts: BusdOptions, expect: probe.Expect = probe.ALL_ON, timeout: float = 0.0
+) -> Server:
+    """A busd of its own whose checks are proven to be ``expect`` (else ``probe.Unproven``)."""
+    return probe.start_checked(name, opts, expect, timeout or probe.PROBE_TIMEOUT)

@@ -243,8 +243,12 @@ def idle_done(control: Control, tally: Tally, idle_s: float, deadline: float) ->
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec: Spec = json.loads(args[0])
-    control = Control()
     driver = spec["driver"]
+    if driver == "busd-ruby":  # before Control reads stdin: the Ruby process reads it
+        from bench import ruby_publisher
+
+        ruby_publisher.exec_worker(args[0])
+    control = Control()
     runner: Callable[[Spec, Control], Awaitable[None] | None]
     if driver in ("zmq-bind", "zmq-connect", "busd-raw", "busd-client", "zmq-sub"):
         from bench import drivers_zmq as mod

@@ -1,4 +1,5 @@
-"""The workloads every system runs: flat-out, paced search, fan-out, fan-in, latency, topics.
+"""The workloads every system runs: flat-out (small and 1 KiB messages), paced search,
+fan-out, fan-in, latency, topics.
 
 Runs are interleaved (repeat 1 of every system, then repeat 2, ...) so a noisy stretch on
 the shared machine hurts every system alike; figures are medians over the repeats.
@@ -72,6 +73,20 @@ def flat(session: Session) -> None:
     """1 -> 1 flat-out: delivered msg/s; for busd every publish answered and 0 loss."""
     s = session.settings
     _repeat(session, "flat", "1→1 flat-out", n_pubs=1, n_subs=1, expected_s=s.duration, **s.load())
+
+
+def flat1k(session: Session) -> None:
+    """1 -> 1 flat-out with 1 KiB envelopes (bench.message.DATA_1K): delivered msg/s."""
+    s = session.settings
+    _repeat(
+        session,
+        "flat1k",
+        "1→1 flat-out, 1 KiB",
+        n_pubs=1,
+        n_subs=1,
+        expected_s=s.duration,
+        **s.load(payload="1k"),
+    )
 
 
 def fanout(session: Session) -> None:

@@ -95,7 +95,9 @@ def test_bench_json_records_machine_settings_and_busd_counts(
     assert doc["settings"]["messages"] == MESSAGES
     assert doc["errors"] == [] and doc["skipped"] == {}
     assert "profile" not in doc["results"]  # --no-profile
-    assert set(doc["busd_checks"]) >= {"schema_checks", "rate_checks", "codes"}
+    checks = doc["busd_checks"]
+    assert checks["schema_checks"] and checks["rate_checks"] and checks["valid_accepted"]
+    assert checks["codes"] == {"valid": "accepted", "schema": "invalid", "rate": "disabled"}
     flat = doc["results"]["flat"]
     for name in ("busd", "busd-raw"):
         (run,) = flat[name]["runs"]
@@ -197,3 +199,212 @@ def test_no_profile_turns_the_profile_off_and_quick_keeps_it_off() -> None:
     assert settings_from(parse(["--quick", "--profile"])).profile is True
     assert settings_from(parse(["--profile-native"])).profile_native is True
     assert settings_from(parse([])).profile_native is False
+
+
+def _probe_module() -> Any:
+    _bench_package()
+    from bench import probe
+
+    return probe
+
+
+@pytest.mark.timeout(60)
+def test_probe_waits_out_the_warmup_and_proves_every_check_on() -> None:
+    """busd answers not_ready with retry_after_ms while warming up; the probe waits that long
+    and asks again, then finds the invalid payload refused and the disabled key refused."""
+    probe = _probe_module()
+    from bench.servers import BusdOptions, start_busd
+
+    server = start_busd(BusdOptions(extra=("--warmup", "1.5")), name="busd-probe-warm")
+    try:
+        found = probe.probe_busd(server, probe.ALL_ON, timeout=40)
+    finally:
+        server.stop()
+    assert found.proves(probe.ALL_ON), found
+    assert found.codes == {"valid": "accepted", "schema": "invalid", "rate": "disabled"}
+    assert found.rounds >= 2 and found.waited_ms > 0  # the first round met the warm-up
+    assert found.why_not(probe.ALL_ON) == ""
+
+
+@pytest.mark.timeout(60)
+def test_probe_gives_up_at_once_when_the_warmup_outlasts_its_bound() -> None:
+    """A warm-up longer than the probe may wait is not slept through: no check is proven,
+    and start_checked refuses the busd (Unproven) and stops it."""
+    probe = _probe_module()
+    from bench.servers import BusdOptions
+
+    opts = BusdOptions(extra=("--warmup", "600"))
+    with pytest.raises(probe.Unproven, match=r"warming up for \d+ ms more, past the probe's 3 s"):
+        probe.start_checked("busd-probe-cold", opts, probe.ALL_ON, timeout=3)
+    server = probe.servers.start_busd(opts, name="busd-probe-cold2")
+    try:
+        found = probe.probe_busd(server, probe.ALL_ON, timeout=3)
+    finally:
+        server.stop()
+    assert not found.proves(probe.ALL_ON)
+    assert not (found.schema_checks or found.rate_checks or found.valid_accepted)
+    assert set(found.codes.values()) == {"not_ready"} and found.rounds == 1
+    assert "checks not proven (busd is warming up" in found.why_not(probe.ALL_ON)
+
+
+@pytest.mark.timeout(60)
+def test_probe_tells_a_schema_check_that_accepts_everything_from_one_that_checks(
+    tmp_path: Path,
+) -> None:
+    """With accept-all schemas the invalid payload is accepted: 'all on' is not proven,
+    'schema off, rate on' is."""
+    probe = _probe_module()
+    from bench.busd_only import accept_all_schemas
+    from bench.servers import BusdOptions, start_busd
+
+    opts = BusdOptions(extra=("--warmup", "0"), schemas_dir=accept_all_schemas(tmp_path))
+    server = start_busd(opts, name="busd-probe-open")
+    try:
+        all_on = probe.probe_busd(server, probe.ALL_ON, timeout=1.5)
+        schema_off = probe.probe_busd(server, probe.Expect(schema=False, rate=True), timeout=10)
+    finally:
+        server.stop()
+    assert not all_on.proves(probe.ALL_ON)
+    assert all_on.codes["schema"] == "accepted" and all_on.valid_accepted
+    assert "expected schema on, rate limit on, found schema off" in all_on.why_not(probe.ALL_ON)
+    assert schema_off.proves(probe.Expect(schema=False, rate=True)), schema_off
+
+
+@pytest.mark.timeout(90)
+def test_bench_exits_non_zero_and_reports_busd_unmeasured_when_checks_are_unproven(
+    tmp_path: Path,
+) -> None:
+    """No busd row (nor check-cost row) is reported as checked when the probe cannot prove
+    it: the run says so and exits 1."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--systems",
+            "busd-raw",
+            "--only",
+            "flat,checks",
+            "--messages",
+            "50",
+            "--no-profile",
+            "--busd-flag=--warmup=600",
+            "--probe-timeout",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "- busd NOT MEASURED: busd: checks not proven" in proc.stdout
+    assert "| busd, raw protocol-v1 publisher | 0" not in proc.stdout
+    assert "| schema + rate bucket | NOT PROVEN, not measured" in proc.stdout
+    assert "(proven)" not in proc.stdout
+    (record,) = tmp_path.glob("*.json")
+    doc = json.loads(record.read_text())
+    assert "flat" not in doc["results"] and doc["busd_checks"] is None
+    assert any("busd-raw: not measured" in e for e in doc["errors"])
+    assert all("runs" not in v for v in doc["results"]["checks"]["variants"].values())
+
+
+@pytest.mark.timeout(10)
+def test_the_1k_payload_makes_a_1_kib_envelope() -> None:
+    """The 1 KiB row's message is 1024 bytes of envelope, and release v2 accepts it."""
+    _bench_package()
+    from bench import message
+
+    body = message.Envelopes(data=message.payload("1k")).encode(message.TOPIC)
+    assert len(body) == message.KIB == 1024
+    assert message.payload(None) is message.DATA
+
+
+@pytest.mark.timeout(90)
+def test_bench_runs_the_curve_row_with_authentication_on_and_every_message_delivered(
+    tmp_path: Path,
+) -> None:
+    """busd-curve is busd started with a server key and a keys directory; its publishers
+    and subscribers speak CURVE with their own keys, every publish is accepted, the 1 KiB
+    row runs on it too, and the table gives its ratio to busd without authentication."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--systems",
+            "busd,busd-curve",
+            "--only",
+            "flat,flat1k",
+            "--messages",
+            "200",
+            "--repeat",
+            "1",
+            "--no-profile",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| **busd-curve ÷ busd (CURVE cost)** |" in proc.stdout
+    assert "1→1 flat-out, 1 KiB messages" in proc.stdout
+    (record,) = tmp_path.glob("*.json")
+    doc = json.loads(record.read_text())
+    argv = doc["meta"]["servers"]["busd-curve"]["argv"]
+    assert "--curve-secret" in argv and "--keys-dir" in argv
+    assert "--curve-secret" not in doc["meta"]["servers"]["busd"]["argv"]
+    assert doc["meta"]["servers"]["busd-curve"]["checks"]["codes"]["valid"] == "accepted"
+    for workload in ("flat", "flat1k"):
+        (run,) = doc["results"][workload]["busd-curve"]["runs"]
+        assert run["sent"] == run["received"] == 200
+        assert run["busd"]["zero_loss"] and run["busd"]["every_publish_answered"]
+
+
+@pytest.mark.timeout(90)
+def test_profile_writes_its_stacks_into_an_output_directory_that_did_not_exist(
+    tmp_path: Path,
+) -> None:
+    """py-spy opens --output itself: the profile step creates the directory first (a fresh
+    checkout has no bench/results/), and the run reports busd's hot functions."""
+    _bench_package()
+    from bench.profile import py_spy
+
+    if py_spy() is None:
+        pytest.skip("py-spy is not installed here (bash bench/install.sh installs it)")
+    out = tmp_path / "not" / "yet"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--systems",
+            "busd-raw",
+            "--only",
+            "flat",
+            "--messages",
+            "200",
+            "--repeat",
+            "1",
+            "--profile",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "busd hot functions under 1→1 flat-out" in proc.stdout
+    (record,) = out.glob("*.json")
+    profile = json.loads(record.read_text())["results"]["profile"]
+    assert profile["samples"] > 0 and Path(profile["file"]).exists()

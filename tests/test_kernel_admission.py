@@ -70,7 +70,7 @@ def test_topic_rules(topic: str, ok: bool) -> None:
         ({"ts": -5}, "envelope.ts: expected an int >= 0"),
         ({"ts": None}, "envelope.ts: expected int, got nil"),
         ({"data": "x"}, "envelope.data: expected map, got string"),
-        ({"topic": b"release.shop"}, "envelope.topic: expected string, got bytes"),
+        ({"topic": b"release.shop"}, "envelope.topic: expected string, got bin"),
     ],
 )
 def test_envelope_field_errors_name_the_field_and_rule(
@@ -152,11 +152,81 @@ def test_header_frames(frame: bytes, expected: int | Code) -> None:
         assert reject is None and seq == expected
 
 
+# Words of the decoder, not of the protocol: no reason may carry them.
+_PYTHON_WORDS = (
+    "unpack",
+    "Unpack",
+    "codec",
+    "strict_map_key",
+    "NoneType",
+    "Error",
+    "got bytes",
+    "dict",
+)
+
+
 @given(st.binary(max_size=200))
 def test_decoding_arbitrary_bytes_never_raises(data: bytes) -> None:
-    """Any bytes decode to a map or to ``bad_encoding``; nothing escapes."""
+    """Any bytes decode to a map or to ``bad_encoding``, whose reason is in the protocol's
+    terms; nothing escapes."""
     result = decode_envelope(data)
-    assert isinstance(result, dict) or result.code == Code.BAD_ENCODING
+    if not isinstance(result, dict):
+        assert result.code == Code.BAD_ENCODING
+        assert not any(word in result.reason for word in _PYTHON_WORDS), result.reason
+
+
+_GOOD = msgpack.packb(env())
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (_GOOD + b"\x00\x00", "envelope continues past its msgpack object (2 trailing bytes)"),
+        (_GOOD[:-2], "envelope is truncated: its msgpack object is incomplete"),
+        (b"", "envelope is truncated: its msgpack object is incomplete"),
+        (b"\xc1", "not msgpack: a byte that starts no msgpack type"),
+        (b"\x81\xa1a\xa2\xff\xfe", "a msgpack str is not valid UTF-8"),
+        (msgpack.packb({1: 2}), "a map key is a msgpack int; keys must be str (or bin)"),
+        (b"\x81\xc0\x01", "a map key is a msgpack nil; keys must be str (or bin)"),
+        (b"\x81\x91\x01\x01", "a map key is a msgpack array; keys must be str (or bin)"),
+        (
+            msgpack.packb({"data": {2.5: 1}}),
+            "a map key is a msgpack float; keys must be str (or bin)",
+        ),
+        (msgpack.packb({"x": msgpack.ExtType(5, b"x")}), "msgpack ext types are not allowed"),
+        (msgpack.packb({"x": msgpack.ExtType(5, b"")}), "msgpack ext types are not allowed"),
+        (b"\x81\xa1x\xd4\xff\x00", "msgpack ext types are not allowed"),
+        (b"\x91" * 3000 + b"\x01", "msgpack nested too deeply"),
+        (msgpack.packb([1]), "envelope is not a msgpack map"),
+    ],
+)
+def test_bad_encodings_are_explained_in_the_protocols_terms(frame: bytes, reason: str) -> None:
+    """Every way an envelope frame fails to be one strict msgpack map has its own reason."""
+    result = decode_envelope(frame)
+    assert isinstance(result, Reject)
+    assert (result.code, result.reason) == (Code.BAD_ENCODING, reason)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        msgpack.Timestamp(1, 2),
+        msgpack.Timestamp(2**35, 0),  # the 96-bit encoding
+        [msgpack.Timestamp(0, 5)],
+        {"deep": {"er": [1, msgpack.Timestamp(3, 0)]}},
+    ],
+)
+def test_the_timestamp_extension_is_refused_like_every_ext_type(value: Any) -> None:
+    """msgpack decodes ext type -1 by itself; busd refuses it all the same, at any depth."""
+    result = decode_envelope(msgpack.packb({**env(), "x": value}))
+    assert isinstance(result, Reject)
+    assert result.reason == "msgpack ext types are not allowed"
+
+
+def test_a_bin_map_key_is_kept_as_an_unknown_key() -> None:
+    """A bin key can never be one of the seven fields: it is passed through, not refused."""
+    result = decode_envelope(msgpack.packb({**env(), b"topic": 1}, use_bin_type=True))
+    assert isinstance(result, dict) and result[b"topic"] == 1
 
 
 @given(

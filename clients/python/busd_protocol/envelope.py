@@ -19,12 +19,13 @@ PUBLISHER_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_PUBLISHER_CHARS}}}")
 PUBLISHER_RULE = f"1-{MAX_PUBLISHER_CHARS} chars of A-Z a-z 0-9 . _ -"
 _SCHEMA = re.compile(r"[a-z0-9._-]{1,64}")
 
+# Reasons name msgpack's types (bin, nil, array, map), never Python's.
 _TYPE_NAMES = {
     str: "string",
     int: "int",
     float: "float",
     bool: "bool",
-    bytes: "bytes",
+    bytes: "bin",
     list: "array",
     dict: "map",
     type(None): "nil",
@@ -33,7 +34,7 @@ _TYPE_NAMES = {
 
 def type_name(value: object) -> str:
     """The protocol's name for a decoded msgpack value's type, for error reasons."""
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
+    return _TYPE_NAMES.get(type(value), "msgpack value")
 
 
 def check_topic(topic: str) -> Reject | None:
@@ -109,7 +110,10 @@ def explain_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
     if type(value) is not str:
         return _field_error("id", "string", value)
     if not 0 < len(value) <= MAX_ID_CHARS:
-        return Reject(Code.BAD_ENVELOPE, f"envelope.id: expected 1-{MAX_ID_CHARS} chars")
+        return Reject(
+            Code.BAD_ENVELOPE,
+            f"envelope.id: expected 1-{MAX_ID_CHARS} chars (characters, not bytes)",
+        )
     value = env["publisher"]
     if type(value) is not str:
         return _field_error("publisher", "string", value)

@@ -7,6 +7,7 @@ here is byte for byte what every subscriber decodes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -70,8 +71,29 @@ def encode_envelope(
     return frame
 
 
+class _ExtRefused(ValueError):
+    """An ext type in an envelope (docs/protocol.md §1.1)."""
+
+
 def _refuse_ext(code: int, data: bytes) -> Any:
-    raise ValueError(f"msgpack ext type {code} is not allowed")
+    raise _ExtRefused(code)
+
+
+_EXT_REASON = "msgpack ext types are not allowed"
+# The Python type in msgpack's "int is not allowed for map key" -> the msgpack type's name.
+_KEY_TYPES = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "NoneType": "nil",
+    "list": "array",
+    "tuple": "array",
+    "dict": "map",
+}
+
+
+class _DuplicateKey(ValueError):
+    """A map gives one key twice (docs/protocol.md §1.1)."""
 
 
 def _unique_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
@@ -81,19 +103,23 @@ def _unique_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key, _ in pairs:
             if key in seen:
-                raise ValueError(f"map key {_short_repr(key)} appears more than once")
+                raise _DuplicateKey(_key_text(key))
             seen.add(key)
     return value
 
 
-def _short_repr(key: Any) -> str:
-    text = repr(key)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _key_text(key: Any) -> str:
+    """A map key as the protocol names it: a quoted str, or bin as hex."""
+    if isinstance(key, bytes):
+        return f"bin 0x{key[:16].hex()}{'...' if len(key) > 16 else ''}"
+    text = json.dumps(str(key), ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + '..."'
 
 
 def decode_envelope(frame: bytes) -> dict[str, Any] | Reject:
     """busd's reading of an envelope frame: a msgpack map, or ``bad_encoding``.
 
+    Reasons are worded in the protocol's terms (docs/protocol.md §1.1), never the decoder's.
     What busd checks must be what every consumer decodes, whatever its msgpack library: so a
     map key given twice anywhere (decoders differ on which one wins) and any ext type are
     refused. ``max_ext_len=0`` refuses every ext with data, including the Timestamp (ext -1)
@@ -111,20 +137,35 @@ def decode_envelope(frame: bytes) -> dict[str, Any] | Reject:
             object_pairs_hook=_unique_pairs,
         )
     except Exception as exc:
-        why = _short(exc)
-        if "max_ext_len" in why:  # msgpack's wording for an ext with data, Timestamp included
-            why = "msgpack ext types (Timestamp included) are not allowed"
-        return Reject(Code.BAD_ENCODING, f"envelope is not valid msgpack: {why}")
+        return Reject(Code.BAD_ENCODING, _decode_failure(exc))
     if type(value) is not dict:
         return Reject(Code.BAD_ENCODING, "envelope is not a msgpack map")
-    # Keys are str or bytes (strict_map_key); a bytes key can never name one of the seven
+    # Keys are str or bin (strict_map_key); a bin key can never name one of the seven
     # fields, so it is passed through like any unknown key without a per-key check here.
     return value
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
+def _decode_failure(exc: BaseException) -> str:
+    """Why an envelope frame is not one strict msgpack map, in the protocol's words."""
+    if isinstance(exc, msgpack.ExtraData):
+        return f"envelope continues past its msgpack object ({len(exc.extra)} trailing bytes)"
+    if isinstance(exc, UnicodeDecodeError):
+        return "a msgpack str is not valid UTF-8"
+    if isinstance(exc, msgpack.StackError):
+        return "msgpack nested too deeply"
+    if isinstance(exc, msgpack.FormatError):
+        return "not msgpack: a byte that starts no msgpack type"
+    if isinstance(exc, _DuplicateKey):
+        return f"a msgpack map has the key {exc} more than once"
+    text = str(exc)
+    if isinstance(exc, _ExtRefused) or "max_ext_len" in text or "timestamp" in text:
+        return _EXT_REASON
+    if "is not allowed for map key" in text:  # strict_map_key's words: "int is not ..."
+        kind = _KEY_TYPES.get(text.split(" ", 1)[0], "non-str")
+        return f"a map key is a msgpack {kind}; keys must be str (or bin)"
+    if "incomplete input" in text:
+        return "envelope is truncated: its msgpack object is incomplete"
+    return "envelope is not valid msgpack"
 
 
 @dataclass(frozen=True, slots=True)

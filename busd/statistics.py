@@ -62,14 +62,15 @@ class BrokerStatistics:
     subscriptions: int  # distinct prefixes applied now
     subscribe_total: int
     unsubscribe_total: int
-    subscriptions_denied: int  # never applied: over max_subscriptions, too long, forbidden
-    subscriptions_forbidden: int  # of those, outside the identity's permissions
-    subscribers_cut: int  # subscriber connections closed for insisting on denied prefixes
     batches: int
-    frames_discarded: int  # frames past the third of a publish, read and dropped
-    overlong_messages: int  # messages discarded over several wake-ups
-    publishers_cut: int  # publisher connections closed for not reading their replies
     latency: HistogramSnapshot  # receive -> forward, seconds
+    # The bounds on hostile peers (docs/operations.md §10).
+    subscriptions_denied: int = 0  # never applied: over max_subscriptions, too long, forbidden
+    subscriptions_forbidden: int = 0  # of those, outside the identity's permissions
+    subscribers_cut: int = 0  # subscriber connections closed for insisting on denied prefixes
+    frames_discarded: int = 0  # frames past the third of a publish, read and dropped
+    overlong_messages: int = 0  # messages discarded over several wake-ups
+    publishers_cut: int = 0  # publisher connections closed for not reading their replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class ConnectionStatistics:
     disconnected: int
     handshakes: int
     handshake_failures: int
+    accept_failures: int = 0  # accept(2) failed: EMFILE (the fd limit) and the like
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,9 @@ class ControlStatistics:
     requests_total: int = field(metadata=key("control_requests_total"))
     errors_total: int = field(metadata=key("control_errors_total"))
     internal_errors_total: int = field(metadata=key("control_internal_errors_total"))
+    connections_evicted_total: int = field(
+        default=0, metadata=key("control_connections_evicted_total")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,9 @@ class HttpStatistics:
 
     requests_total: int = field(metadata=key("http_requests_total"))
     connections_refused_total: int = field(metadata=key("http_connections_refused_total"))
+    connections_evicted_total: int = field(
+        default=0, metadata=key("http_connections_evicted_total")
+    )
 
 
 @dataclass(frozen=True, slots=True)

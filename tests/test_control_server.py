@@ -47,7 +47,23 @@ class Setup:
         async def echo(args: dict[str, Any]) -> dict[str, Any]:
             return {"args": args}
 
-        handlers = {**rate_handlers(self.table, self.rates), "test.boom": boom, "test.echo": echo}
+        self.release = asyncio.Event()
+        self.holding = 0
+        self.two_holding = asyncio.Event()
+
+        async def hold(args: dict[str, Any]) -> dict[str, Any]:
+            self.holding += 1
+            if self.holding >= 2:
+                self.two_holding.set()
+            await self.release.wait()
+            return {}
+
+        handlers = {
+            **rate_handlers(self.table, self.rates),
+            "test.boom": boom,
+            "test.echo": echo,
+            "test.hold": hold,
+        }
         self.server = ControlServer(self.path, handlers, **options)
 
 
@@ -198,18 +214,46 @@ async def test_a_line_over_the_limit_is_refused_and_the_connection_closed(short_
         await s.server.close()
 
 
-async def test_connections_over_the_cap_are_told_busy(short_dir: Path) -> None:
+async def test_over_the_cap_a_new_connection_evicts_the_one_idle_the_longest(
+    short_dir: Path,
+) -> None:
     s = Setup(short_dir, max_connections=2)
     await s.server.start()
     held = [await asyncio.open_unix_connection(os.fspath(s.path)) for _ in range(2)]
     try:
-        for reader, writer in held:  # both are being served
+        for reader, writer in held:  # both have been served, and are idle now
             writer.write(b'{"cmd": "test.echo"}\n')
             assert json.loads(await reader.readline())["ok"] is True
+        reader, writer = await asyncio.open_unix_connection(os.fspath(s.path))
+        writer.write(b'{"cmd": "test.echo"}\n')
+        assert json.loads(await reader.readline())["ok"] is True
+        writer.close()
+        assert await asyncio.wait_for(held[0][0].read(), 5) == b""  # the oldest idle one
+        st = s.server.statistics()
+        assert (st.connections_evicted_total, st.connections_refused_total) == (1, 0)
+    finally:
+        for _, writer in held:
+            writer.close()
+        await s.server.close()
+
+
+async def test_over_the_cap_with_every_connection_mid_request_a_new_one_is_told_busy(
+    short_dir: Path,
+) -> None:
+    s = Setup(short_dir, max_connections=2)
+    await s.server.start()
+    held = [await asyncio.open_unix_connection(os.fspath(s.path)) for _ in range(2)]
+    try:
+        for _, writer in held:
+            writer.write(b'{"cmd": "test.hold"}\n')
+        await asyncio.wait_for(s.two_holding.wait(), 5)
         reader, writer = await asyncio.open_unix_connection(os.fspath(s.path))
         assert code(json.loads(await reader.readline())) == "busy"
         writer.close()
         assert s.server.statistics().connections_refused_total == 1
+        s.release.set()
+        for reader, _ in held:  # the requests in progress are answered
+            assert json.loads(await reader.readline())["ok"] is True
     finally:
         for _, writer in held:
             writer.close()

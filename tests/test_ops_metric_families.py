@@ -42,7 +42,11 @@ DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "metric_families.json"
 SHAPES = DATA / "statistics_shapes.json"
 # Label values that depend on the machine, not on busd.
-_VARIES = {("busd_build", "python")}
+_VARIES = {("busd_build", "python")} | {
+    (family, name)
+    for family in ("busd_build", "busd_build_info")
+    for name in ("libzmq", "pyzmq", "msgpack")
+}
 
 
 @pytest.fixture

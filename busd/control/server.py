@@ -80,6 +80,8 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._idle: dict[asyncio.StreamWriter, None] = {}  # waiting for a request, oldest first
+        self.evicted_connections = 0
         self.connections = 0
         self.refused_connections = 0
         self.requests = 0
@@ -90,6 +92,7 @@ class ControlServer:
         return ControlStatistics(
             connections_total=self.connections,
             connections_refused_total=self.refused_connections,
+            connections_evicted_total=self.evicted_connections,
             connections_open=len(self._writers),
             requests_total=self.requests,
             errors_total=self.errors,
@@ -180,11 +183,19 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._writers) >= self.max_connections:
-            self.refused_connections += 1
-            with contextlib.suppress(OSError):
-                writer.write(_error("busy", f"over {self.max_connections} control connections"))
-                writer.close()
-            return
+            if not self._idle:
+                self.refused_connections += 1
+                with contextlib.suppress(OSError):
+                    writer.write(_error("busy", f"over {self.max_connections} control connections"))
+                    writer.close()
+                return
+            # Make room: the connection idle the longest goes (a client reconnects when it
+            # needs to), so held connections cannot lock the operator out.
+            victim = next(iter(self._idle))
+            del self._idle[victim]
+            self._writers.discard(victim)
+            victim.transport.abort()
+            self.evicted_connections += 1
         self.connections += 1
         self._writers.add(writer)
         try:
@@ -192,6 +203,7 @@ class ControlServer:
         except (OSError, TimeoutError):
             pass  # the client went away or stopped reading: nothing to answer
         finally:
+            self._idle.pop(writer, None)
             self._writers.discard(writer)
             writer.close()
 
@@ -204,6 +216,7 @@ class ControlServer:
         an idle or vanished client (OSError, TimeoutError) ends this conversation only.
         """
         while True:
+            self._idle[writer] = None  # idle until a request comes; oldest first
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout)
             except asyncio.IncompleteReadError as exc:
@@ -215,6 +228,7 @@ class ControlServer:
                 writer.write(_error("bad_request", f"request line over {self.max_line} bytes"))
                 await asyncio.wait_for(writer.drain(), self.idle_timeout)
                 return
+            self._idle.pop(writer, None)
             await self._paced()
             async with self._slots:
                 started = time.monotonic()

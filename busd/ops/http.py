@@ -6,7 +6,10 @@ writes them. The listening socket is bound synchronously at start-up (``bind``),
 configured (loopback by default), so a taken port fails start-up instead of a task later.
 
 Requests are small and few: one request per connection (``Connection: close``), headers
-capped at 8 KiB and 5 s, at most ``max_connections`` at once (more are closed unanswered).
+capped at 8 KiB, 5 s for the whole exchange, at most ``max_connections`` at once. At the cap
+a new connection evicts the one that has waited longest without sending a request (silent
+connections cannot hold the port against a health check); only when every slot is busy
+answering is the new one closed unanswered.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class MetricsServer:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._active = 0
+        # Connections that have not sent a whole request head yet, oldest first.
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
+        self.evicted = 0
         self._errors = RateLimitedLog(_log)
         self.requests = 0
         self.refused = 0
@@ -77,7 +83,11 @@ class MetricsServer:
         _log.info("metrics listening", extra={"address": self.address})
 
     def statistics(self) -> HttpStatistics:
-        return HttpStatistics(requests_total=self.requests, connections_refused_total=self.refused)
+        return HttpStatistics(
+            requests_total=self.requests,
+            connections_refused_total=self.refused,
+            connections_evicted_total=self.evicted,
+        )
 
     async def run(self) -> None:
         """Serve until cancelled (a supervised task: each run serves a dup of the socket).
@@ -101,15 +111,27 @@ class MetricsServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._active >= self.max_connections:
-            self.refused += 1
-            writer.close()
-            return
+            if not self._waiting:
+                self.refused += 1
+                writer.close()
+                return
+            # Make room: the connection that has waited longest without sending a request
+            # goes, never the new one. Silent connections cannot hold the port: a client that
+            # sends its request at once (a health check) always gets in.
+            victim = next(iter(self._waiting))
+            del self._waiting[victim]
+            victim.transport.abort()
+            self.evicted += 1
         self._active += 1
+        self._waiting[writer] = None
         try:
+            # One deadline for the whole exchange: a client that does not read the answer
+            # holds its slot no longer than one that sends nothing.
             async with asyncio.timeout(self.timeout):
                 head = await reader.readuntil(b"\r\n\r\n")
-            status, headers, body, head_only = self._answer(head)
-            await self._respond(writer, status, headers, body, head_only)
+                self._waiting.pop(writer, None)
+                status, headers, body, head_only = self._answer(head)
+                await self._respond(writer, status, headers, body, head_only)
         except (
             TimeoutError,
             asyncio.IncompleteReadError,
@@ -120,6 +142,7 @@ class MetricsServer:
         except Exception as exc:
             self._errors.warning("http", "metrics request failed", error=repr(exc))
         finally:
+            self._waiting.pop(writer, None)
             self._active -= 1
             writer.close()
             with contextlib.suppress(Exception):

@@ -13,6 +13,7 @@ Error handling: see ``watch``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import zmq
@@ -26,6 +27,7 @@ _log = get("monitor")
 
 EVENTS = (
     zmq.EVENT_ACCEPTED
+    | zmq.EVENT_ACCEPT_FAILED
     | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -40,13 +42,23 @@ _FAILED = (
 
 
 class ConnectionStats:
-    __slots__ = ("accepted", "disconnected", "handshake_failures", "handshakes", "pending")
+    __slots__ = (
+        "accept_failures",
+        "accepted",
+        "disconnected",
+        "handshake_failures",
+        "handshakes",
+        "pending",
+    )
 
     def __init__(self) -> None:
         self.accepted = 0
         self.disconnected = 0
         self.handshakes = 0
         self.handshake_failures = 0
+        # accept(2) failed (EMFILE: the fd limit; libzmq retries at once, spinning a core):
+        # what bounds connections is the fd limit (LimitNOFILE), docs/operations.md §10.
+        self.accept_failures = 0
         self.pending: dict[int, None] = {}  # fds accepted, handshake outcome not yet seen
 
     def on_event(self, event: int, value: int) -> bool:
@@ -55,6 +67,8 @@ class ConnectionStats:
             self.accepted += 1
             if len(self.pending) < 65536:  # bounded even if libzmq never reports an outcome
                 self.pending[value] = None
+        elif event == zmq.EVENT_ACCEPT_FAILED:
+            self.accept_failures += 1
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.handshakes += 1
             self._resolve_oldest()
@@ -85,6 +99,7 @@ class ConnectionStats:
             disconnected=self.disconnected,
             handshakes=self.handshakes,
             handshake_failures=self.handshake_failures,
+            accept_failures=self.accept_failures,
         )
 
 
@@ -117,6 +132,14 @@ async def watch(
             event, value = int(parsed["event"]), int(parsed["value"])
             if on_fd is not None and event == zmq.EVENT_DISCONNECTED:
                 on_fd(value)
+            if event == zmq.EVENT_ACCEPT_FAILED:
+                limited.warning(
+                    f"{role}.accept",
+                    "accept failed: out of file descriptors? (raise LimitNOFILE)",
+                    role=role,
+                    errno=value,
+                    error=os.strerror(value),
+                )
             if stats.on_event(event, value):
                 limited.warning(
                     f"{role}.handshake",

@@ -300,19 +300,7 @@ def _types(schema: dict[str, Any], at: str) -> tuple[frozenset[type] | None, str
 
 
 def _run_all(checks: tuple[Checker, ...]) -> Checker:
-    if not checks:
-        return accept
-    if len(checks) == 1:
-        return checks[0]
-
-    def run_all(value: Any) -> Failure | None:
-        for check in checks:
-            failure = check(value)
-            if failure is not None:
-                return failure
-        return None
-
-    return run_all
+    return types.then(checks) or accept
 
 
 def _typed(classes: frozenset[type], expected: str, extra: tuple[Checker, ...]) -> Checker:

@@ -28,6 +28,7 @@ import zmq
 
 from busd.config import Config
 from busd.kernel.admission import Admission
+from busd.kernel.fences import Fences
 from busd.logs import RateLimitedLog, get
 from busd.statistics import BrokerStatistics
 from busd.transport import heap, sockets
@@ -150,6 +151,7 @@ class Broker:
         self.config = config
         self.admission = admission
         self.stats = BrokerStats()
+        self.fences = Fences()  # order through retries (kernel/fences.py)
         self._ctx = ctx
         self.clock = clock  # monotonic seconds; the rate buckets share it
         self._log = RateLimitedLog(_log)  # per-message problems: bounded whatever the input
@@ -319,6 +321,7 @@ class Broker:
         assert router is not None and xpub is not None
         recv, xsend = router.recv, _send
         judge = self._judge
+        fences = self.fences
         authenticated = self.curve is not None
         identity: str | None = None
         unread = self._deaf.unread
@@ -379,10 +382,16 @@ class Broker:
                 bytes_in += size
                 if authenticated:
                     identity = str(head.get("User-Id"))
-                reject = refuse or judge(topic_b, env_b, now, identity)
+                reject = refuse
+                if reject is None and fences:
+                    reject = fences.check(ident, topic_b, env_b, now)
+                if reject is None:
+                    reject = judge(topic_b, env_b, now, identity)
                 if reject is None:
                     xsend(xpub, topic_b, _SNDMORE)
                     xsend(xpub, env_b)
+                    if fences:
+                        fences.accepted(ident, topic_b)
                     accepted += 1
                     bytes_accepted += size
                     acc = entry[0]
@@ -392,6 +401,8 @@ class Broker:
                         acc.append(seq)  # type: ignore[arg-type]
                         acc.append(seq)  # type: ignore[arg-type]
                     continue
+                else:
+                    fences.refused_with(ident, topic_b, env_b, reject, now)
             rejected[reject.code] += 1
             entry[1].append(reject_entry(seq, reject))
             if reject.code is Code.FORBIDDEN and self.on_denied is not None:

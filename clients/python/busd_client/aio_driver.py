@@ -164,12 +164,12 @@ class AsyncDriver(CoreFacade[R]):
         submit(strategy, p, now, self._send)
         # The pump sleeps until the strategy's next wakeup as it was: a first message brings
         # an earlier one (its deadlines), and so may the first one left waiting.
-        if idle or (not p.attempts and len(strategy.waiting) == 1):
+        if idle or (not p.attempts and (p._held or len(strategy.waiting) == 1)):
             self._ensure_pump(wake=True)
         elif self._pump_task is None:
             self._ensure_pump()
         if not p.attempts and strategy.send_in_publish:
-            while not p.attempts and not p._done:
+            while not p.attempts and not p._done and not p._held:
                 await self._progress.wait(math.inf)
             if p._error is not None and not p.attempts:
                 p._reported = True  # raised here, so flush does not list it again

@@ -31,7 +31,9 @@ class Pending:
         "_done",
         "_error",
         "_first_sent",
+        "_held",
         "_link",
+        "_order",
         "_reported",
         "_retry_until",
         "_seq",
@@ -61,6 +63,8 @@ class Pending:
         self.attempts = 0
         self._seq = 0
         self._first_sent = 0.0
+        self._order = 0  # its place in publish order (holds.py)
+        self._held = False  # waiting behind an earlier message of its topic (holds.py)
         self._retry_until = retry_until
         self._wait_disabled = wait_disabled
         # The time by which it must be sent (a single broker) or accepted (a pool); set by

@@ -11,18 +11,20 @@ No I/O and no clock reads (core.py says how a driver uses a strategy). The rules
 - ``rate_limited`` (and ``disabled`` when asked to wait) is resent, same envelope and id,
   new sequence number, within the caller's retry deadline (``ledger.retry_due``);
   ``not_ready`` (a busd warming up) within ``timeout`` of the first send too; any other
-  refusal is final. A resend that cannot go out before its deadline fails with the refusal.
+  refusal is final. A resend that cannot go out before its deadline fails with the refusal;
+- order through retries (holds.py): a message awaiting a resend holds back every later
+  message of its topic; they go after it, one at a time, in publish order. A held message
+  counts in the window; publish returns once it is held.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections import deque
 from typing import Any
 
 from busd_client.core import PublishCore
 from busd_client.errors import BusError, NotReady, PublishTimeout, rejection_from_reply
+from busd_client.holds import TopicHolds
 from busd_client.ledger import Ledger, Link, Pending, retry_due
 from busd_protocol.replies import read_reply, seqs_in
 
@@ -54,13 +56,17 @@ class SingleBroker:
         # (reply deadline, seq, message) in send order; deadlines grow with it because the
         # timeout is one constant. Entries of answered messages are dropped lazily at the head.
         self._deadlines: deque[tuple[float, int, Pending]] = deque()
-        self._retries: list[tuple[float, int, Pending]] = []  # heap of (due, tie, message)
-        self._tie = itertools.count()
+        self.holds = TopicHolds()  # messages awaiting a resend, and those behind them
 
     # -- what a driver calls -------------------------------------------------------------------
 
     def add(self, p: Pending, now: float) -> Link | None:
         self.ledger.count += 1
+        holds = self.holds
+        holds.number(p)
+        if holds.holds and holds.holding(p.topic):
+            holds.join(p)  # behind an earlier message of its topic awaiting a resend
+            return None
         if self.waiting or not self.link.connected:
             self.waiting.append(p)  # behind the ones already waiting: order is kept
             return None
@@ -140,11 +146,11 @@ class SingleBroker:
                     seq=seq,
                 ),
             )
-        retries = self._retries
-        while retries and retries[0][0] <= now:
-            p = heapq.heappop(retries)[2]
-            if not p._done:
-                self.waiting.append(p)
+        holds = self.holds
+        if holds.holds:
+            for p in holds.late(now):
+                settle(p, p._error or self._unsent(p))
+            self.waiting.extend(holds.release(now))
         if self.waiting:
             late = [p for p in self.waiting if p._deadline <= now or p._done]
             for p in late:
@@ -161,19 +167,19 @@ class SingleBroker:
                 continue
             t = deadline
             break
-        if self._retries:
-            due = self._retries[0][0]
-            t = due if t is None else min(t, due)
+        if self.holds.holds:
+            due = self.holds.next_wakeup()
+            if due is not None:
+                t = due if t is None else min(t, due)
         if self.waiting:
             due = min(p._deadline for p in self.waiting)
             t = due if t is None else min(t, due)
         return t
 
     def close(self) -> None:
-        pending = list(self.link.outstanding.values()) + [r[2] for r in self._retries]
+        pending = list(self.link.outstanding.values()) + self.holds.take_all()
         pending += self.waiting
         self.link.outstanding.clear()
-        self._retries.clear()
         self._deadlines.clear()
         self.waiting.clear()
         self.ledger.close(pending, "closed before busd answered (fate unknown)")
@@ -192,7 +198,13 @@ class SingleBroker:
         if due is not None:
             p._error = err  # remembered: it is the error if the resend cannot go in time
             p._deadline = until  # the resend must go out by then
-            heapq.heappush(self._retries, (due, next(self._tie), p))
+            if self.holds.hold(p, due):
+                # A new hold: what of its topic waits unsent joins it, in publish order.
+                topic = p.topic
+                behind = [q for q in self.waiting if q.topic == topic]
+                for q in behind:
+                    self.waiting.remove(q)
+                    self.holds.hold(q)
         else:
             self.ledger.settle(p, err)
 

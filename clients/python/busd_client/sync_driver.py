@@ -123,7 +123,7 @@ class SyncDriver(CoreFacade[R]):
         p._deadline = now + self.timeout
         submit(self._strategy, p, now, self._send)
         if not p.attempts and self._strategy.send_in_publish:
-            self._wait_for(lambda: p.attempts > 0 or p._done, None, None)
+            self._wait_for(lambda: p.attempts > 0 or p._done or p._held, None, None)
             if p._error is not None and not p.attempts:
                 p._reported = True  # raised here, so flush does not list it again
                 raise p._error

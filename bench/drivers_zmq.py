@@ -223,7 +223,8 @@ def run_sub(spec: Spec, control: Control) -> None:
     while waiting and time.monotonic() < deadline:
         if sock.poll(100):
             waiting.discard(sock.recv())
-            sock.recv()
+            while sock.getsockopt(zmq.RCVMORE):  # the envelope, and busd's delivery stamp
+                sock.recv()
     control.say("ready")
     tally = Tally()
     latency = bool(spec.get("latency"))
@@ -248,7 +249,10 @@ def run_sub(spec: Spec, control: Control) -> None:
                 topic = recv(_NOBLOCK)
             except zmq.Again:
                 break
-            body = recv()  # the rest of a multipart message is already here
+            body_f = recv(copy=False)  # the rest of a multipart message is already here
+            if body_f.more:
+                recv()  # busd's delivery stamp (docs/protocol.md §3), not measured here
+            body = body_f.bytes
             if topic.startswith(measured):
                 count += 1
                 if latency:

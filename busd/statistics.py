@@ -71,6 +71,11 @@ class BrokerStatistics:
     frames_discarded: int = 0  # frames past the third of a publish, read and dropped
     overlong_messages: int = 0  # messages discarded over several wake-ups
     publishers_cut: int = 0  # publisher connections closed for not reading their replies
+    epoch: int = 0  # the delivery stamp's epoch (random per start; busd_protocol.stamps)
+    sequence_topics: int = 0  # topics whose sequence number is held now (bounded)
+    sequence_topics_expired: int = 0  # topics forgotten: idle, or past the cap
+    fences: int = 0  # (connection, topic) pairs fenced now (kernel/fences.py)
+    fenced: int = 0  # messages refused behind an earlier refused one of their topic
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,9 @@ def test_raw_dealer_and_sub_written_from_the_protocol_document_publish_and_recei
     publish(pub, 1, "release.shop", raw)
     assert collect(pub, 1) == {1: {"code": "accepted"}}
     assert sub.poll(5000)
-    topic, body = sub.recv_multipart()
+    topic, body, stamp = sub.recv_multipart()
     assert topic == b"release.shop"
+    assert len(stamp) == 16  # epoch and sequence number (docs/protocol.md §3)
     assert body == raw  # forwarded byte for byte, never re-encoded
     assert msgpack.unpackb(body)["data"]["flag"] == "extra_cpu"
     pub.close()
@@ -71,7 +72,7 @@ def test_ten_thousand_messages_from_three_publishers_reach_three_subscribers_in_
     for i, sub in enumerate(subs):
         while len(received[i]) < total and time.monotonic() < deadline:
             if sub.poll(200):
-                _, body = sub.recv_multipart()
+                _, body, _ = sub.recv_multipart()
                 msg_id = msgpack.unpackb(body)["id"]
                 if msg_id != "probe":  # another subscriber's slow-joiner probe
                     received[i].append(msg_id)

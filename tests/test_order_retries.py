@@ -18,7 +18,7 @@ from conftest import BusdProcess
 from busd_client import Publisher, RateLimited, Subscriber
 
 pytestmark = pytest.mark.timeout(90)
-BUSCTL = str(Path(sys.executable).parent / "busctl")
+BUSCTL = str(Path(sys.executable).parent / "busdctl")
 N = 2000
 
 
@@ -84,10 +84,10 @@ def test_rate_limited_retries_keep_publish_order(busd: BusdProcess) -> None:
         assert numbers(sub, N, 30) == list(range(N))
 
 
-def test_busctl_pub_during_warmup_delivers_in_order(
+def test_busdctl_pub_during_warmup_delivers_in_order(
     busd_factory: Callable[..., BusdProcess],
 ) -> None:
-    """The issue's scenario: 2,000 lines piped into busctl pub one second after start."""
+    """The issue's scenario: 2,000 lines piped into busdctl pub one second after start."""
     b = busd_factory(extra_args=("--warmup", "2"))
     started = time.monotonic()
     with Subscriber(b.sub_endpoint, "release.") as sub:

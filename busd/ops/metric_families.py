@@ -216,6 +216,20 @@ FAMILIES: tuple[Family, ...] = (
     Family("busd_subscribers_cut_total", "counter",
            "Subscriber connections closed for holding too many denied prefixes.",
            _core(lambda st: st.broker.subscribers_cut)),
+    Family("busd_sequence_topics", "gauge",
+           "Topics whose delivery sequence number busd holds now (bounded; idle ones expire).",
+           _core(lambda st: st.broker.sequence_topics)),
+    Family("busd_sequence_topics_expired_total", "counter",
+           "Topics whose sequence number busd forgot (idle, or past the cap): their next "
+           "message starts again at 1.",
+           _core(lambda st: st.broker.sequence_topics_expired)),
+    Family("busd_order_fences", "gauge",
+           "Publisher connection and topic pairs held back behind a refused message now.",
+           _core(lambda st: st.broker.fences)),
+    Family("busd_order_fenced_total", "counter",
+           "Messages refused because an earlier refused message of their topic and "
+           "connection had not come back yet (counted under its code too).",
+           _core(lambda st: st.broker.fenced)),
     # -- connections -----------------------------------------------------------------------
     Family("busd_publishers_connected", "gauge", "Open publisher (ingress) connections.",
            _core(lambda st: st.ingress.connected)),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ import zmq
 from busd.config import Config
 from busd.kernel.admission import Admission
 from busd.kernel.fences import Fences
+from busd.kernel.sequences import TopicSequences
 from busd.logs import RateLimitedLog, get
 from busd.statistics import BrokerStatistics
 from busd.transport import heap, sockets
@@ -82,6 +84,7 @@ class BrokerStats:
         "bytes_accepted",
         "bytes_in",
         "frames_discarded",
+        "fences",
         "latency",
         "overlong_messages",
         "publishers_cut",
@@ -89,6 +92,7 @@ class BrokerStats:
         "rejected",
         "replies_dropped",
         "replies_sent",
+        "sequences",
         "subscribe_total",
         "subscribers_cut",
         "subscriptions",
@@ -116,8 +120,12 @@ class BrokerStats:
         self.overlong_messages = 0  # messages too long to discard in one wake-up
         self.publishers_cut = 0  # publisher connections closed for not reading replies
         self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
+        self.sequences: TopicSequences | None = None  # set by the Broker that owns these
+        self.fences: Fences | None = None
 
     def statistics(self) -> BrokerStatistics:
+        seqs = self.sequences.statistics() if self.sequences is not None else None
+        fences = self.fences
         return BrokerStatistics(
             received=self.received,
             accepted=self.accepted,
@@ -137,6 +145,11 @@ class BrokerStats:
             overlong_messages=self.overlong_messages,
             publishers_cut=self.publishers_cut,
             latency=self.latency.snapshot(),
+            epoch=seqs.epoch if seqs is not None else 0,
+            sequence_topics=seqs.topics if seqs is not None else 0,
+            sequence_topics_expired=seqs.expired if seqs is not None else 0,
+            fences=len(fences) if fences is not None else 0,
+            fenced=fences.refused if fences is not None else 0,
         )
 
 
@@ -152,6 +165,10 @@ class Broker:
         self.admission = admission
         self.stats = BrokerStats()
         self.fences = Fences()  # order through retries (kernel/fences.py)
+        # The delivery stamp (busd_protocol.stamps): random per start, so a restart shows.
+        self.sequences = TopicSequences(int.from_bytes(os.urandom(8), "big"), clock())
+        self._epoch_b = self.sequences.epoch.to_bytes(8, "big")
+        self.stats.sequences, self.stats.fences = self.sequences, self.fences
         self._ctx = ctx
         self.clock = clock  # monotonic seconds; the rate buckets share it
         self._log = RateLimitedLog(_log)  # per-message problems: bounded whatever the input
@@ -322,6 +339,8 @@ class Broker:
         recv, xsend = router.recv, _send
         judge = self._judge
         fences = self.fences
+        seqs = self.sequences
+        numbers, epoch_b = seqs.current, self._epoch_b
         authenticated = self.curve is not None
         identity: str | None = None
         unread = self._deaf.unread
@@ -388,8 +407,15 @@ class Broker:
                 if reject is None:
                     reject = judge(topic_b, env_b, now, identity)
                 if reject is None:
+                    n = numbers.get(topic_b)
+                    if n is None:
+                        n = seqs.revive(topic_b)
+                        numbers = seqs.current
+                    n += 1
+                    numbers[topic_b] = n
                     xsend(xpub, topic_b, _SNDMORE)
-                    xsend(xpub, env_b)
+                    xsend(xpub, env_b, _SNDMORE)
+                    xsend(xpub, epoch_b + n.to_bytes(8, "big"))
                     if fences:
                         fences.accepted(ident, topic_b)
                     accepted += 1
@@ -423,6 +449,7 @@ class Broker:
                     )
                     self._log.write(logging.WARNING, "message rejected", suppressed, fields)
         if handled:
+            seqs.tick(now)
             st.received += handled
             st.accepted += accepted
             st.bytes_in += bytes_in

@@ -12,6 +12,7 @@ from busd_client.errors import (
     RateLimited,
     Rejected,
 )
+from busd_client.gaps import Gap
 from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber
 from busd_client.publisher import Publisher, Receipt
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
@@ -33,6 +34,7 @@ __all__ = [
     "ClosedError",
     "DecodeError",
     "Disabled",
+    "Gap",
     "Message",
     "NotReady",
     "PoolPublisher",

@@ -9,18 +9,19 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 
 import zmq
 import zmq.asyncio
 
 from busd_client.aio_driver import AsyncDriver, AsyncReceipt
+from busd_client.gaps import Gap, GapTracker
 from busd_client.latency import LatencyRecorder
 from busd_client.single_broker import single_broker_core
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT, configure_sub
 from busd_client.subscriber import Subscriptions
-from busd_protocol.messages import DecodeError, Message, decode_message
+from busd_protocol.messages import Message
 from busd_protocol.schemas import SchemaSet
 
 __all__ = ["AsyncPublisher", "AsyncSubscriber"]
@@ -75,10 +76,12 @@ class AsyncSubscriber(Subscriptions):
         context: zmq.asyncio.Context | None = None,
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 1.0,
+        on_gap: Callable[[Gap], None] | None = None,
     ) -> None:
         ctx = context if context is not None else zmq.asyncio.Context.instance()
         self.endpoint = endpoint
         self.bad_messages = 0
+        self.tracker = GapTracker(1, on_gap)
         self.latency = LatencyRecorder()  # receive time - publisher's ts, every message
         self._sock: zmq.asyncio.Socket = ctx.socket(zmq.SUB)
         configure_sub(
@@ -101,15 +104,10 @@ class AsyncSubscriber(Subscriptions):
                 events = await self._sock.poll(max(0, math.ceil(remaining * 1000)))
                 if not events:
                     return None
-            frames = await self._sock.recv_multipart()
-            if len(frames) == 2:
-                try:
-                    message = decode_message(frames[0], frames[1])
-                except DecodeError:
-                    pass
-                else:
-                    self.latency.observe_ns(time.time_ns() - message.ts)
-                    return message
+            message = self._frames(await self._sock.recv_multipart())
+            if message is not None:
+                self.latency.observe_ns(time.time_ns() - message.ts)
+                return message
             self.bad_messages += 1
 
     def __aiter__(self) -> AsyncIterator[Message]:

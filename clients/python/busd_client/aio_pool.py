@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self
 
 import zmq
@@ -19,6 +19,7 @@ import zmq.asyncio
 from busd_client.aio import AsyncSubscriber
 from busd_client.aio_driver import AsyncDriver, AsyncReceipt
 from busd_client.dedup import DedupWindow
+from busd_client.gaps import Gap
 from busd_client.pool import PoolMembership
 from busd_client.pool_strategy import pool_core, pool_endpoints
 from busd_protocol.messages import Message
@@ -108,6 +109,7 @@ class AsyncPoolSubscriber(PoolMembership, AsyncSubscriber):
         context: zmq.asyncio.Context | None = None,
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 1.0,
+        on_gap: Callable[[Gap], None] | None = None,
     ) -> None:
         endpoints = pool_endpoints(endpoints)
         self.dedup = DedupWindow(dedup_size, dedup_ttl)
@@ -118,6 +120,7 @@ class AsyncPoolSubscriber(PoolMembership, AsyncSubscriber):
             context=context,
             reconnect_ivl=reconnect_ivl,
             reconnect_ivl_max=reconnect_ivl_max,
+            on_gap=on_gap,
         )
         self._join(endpoints)
 

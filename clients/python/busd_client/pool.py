@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import zmq
 
 from busd_client.dedup import DedupWindow
+from busd_client.gaps import Gap, GapTracker
 from busd_client.pool_strategy import pool_core, pool_endpoints
 from busd_client.subscriber import Subscriber
 from busd_client.sync_driver import SyncDriver, SyncReceipt
@@ -108,10 +109,14 @@ class PoolMembership:
 
     dedup: DedupWindow
     endpoints: list[str]
+    tracker: GapTracker
     _sock: Any  # the subscriber's SUB, connected to the first broker
 
     def _join(self, endpoints: list[str]) -> None:
         self.endpoints = endpoints
+        # Each broker's stamps are its own stream (gaps.py): a copy from one broker neither
+        # fills nor makes a gap in another's, and dedup runs after the stamp is taken.
+        self.tracker.brokers = len(endpoints)
         for endpoint in endpoints[1:]:
             self._sock.connect(endpoint)
 
@@ -140,6 +145,7 @@ class PoolSubscriber(PoolMembership, Subscriber):
         context: zmq.Context[Any] | None = None,
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 1.0,
+        on_gap: Callable[[Gap], None] | None = None,
     ) -> None:
         endpoints = pool_endpoints(endpoints)
         self.dedup = DedupWindow(dedup_size, dedup_ttl)
@@ -150,6 +156,7 @@ class PoolSubscriber(PoolMembership, Subscriber):
             context=context,
             reconnect_ivl=reconnect_ivl,
             reconnect_ivl_max=reconnect_ivl_max,
+            on_gap=on_gap,
         )
         self._join(endpoints)
 

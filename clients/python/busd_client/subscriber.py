@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
 import zmq
 
+from busd_client.gaps import Gap, GapTracker
 from busd_client.latency import LatencyRecorder
 from busd_client.sockets import DEFAULT_SUB_ENDPOINT, configure_sub
 from busd_protocol.messages import DecodeError, Message, decode_message
@@ -25,9 +26,42 @@ def prefix_bytes(prefixes: str | bytes | Iterable[str | bytes]) -> list[bytes]:
 
 
 class Subscriptions:
-    """Topic-prefix subscriptions, shared by the sync and asyncio subscribers."""
+    """Topic-prefix subscriptions and gap detection, shared by the sync and asyncio
+    subscribers."""
 
     _sock: zmq.Socket[Any]
+    tracker: GapTracker  # sequence state from busd's delivery stamps (gaps.py)
+
+    @property
+    def gaps(self) -> int:
+        """Gaps seen: times messages of a topic were lost on the way here."""
+        return self.tracker.gaps
+
+    @property
+    def missed(self) -> int:
+        """Messages lost in those gaps."""
+        return self.tracker.missed
+
+    @property
+    def epoch_changes(self) -> int:
+        """Restarts of busd seen (what was in flight then is unknowable)."""
+        return self.tracker.epoch_changes
+
+    def _frames(self, frames: list[bytes]) -> Message | None:
+        """Decode topic and envelope (frames 0 and 1), take the stamp (frame 2) first: a
+        message that fails to decode still counts in its topic's sequence."""
+        n = len(frames)
+        if n == 3:
+            if not self.tracker.observe(frames[0], frames[2]):
+                return None
+        elif n == 2:
+            self.tracker.observe(frames[0], None)
+        else:
+            return None
+        try:
+            return decode_message(frames[0], frames[1])
+        except DecodeError:
+            return None
 
     def subscribe(self, prefixes: str | bytes | Iterable[str | bytes]) -> None:
         for p in prefix_bytes(prefixes):
@@ -43,7 +77,9 @@ class Subscriber(Subscriptions):
 
     A subscription takes effect once it reached busd (a few ms after connecting); messages
     published before that are not delivered. Undecodable messages are skipped and counted in
-    ``bad_messages``. Use from one thread.
+    ``bad_messages``. Losses are counted from busd's delivery stamps (``gaps``, ``missed``,
+    ``epoch_changes``) and each is given to ``on_gap`` as a ``Gap`` (docs/client.md
+    "Gaps"). Use from one thread.
     """
 
     def __init__(
@@ -55,10 +91,12 @@ class Subscriber(Subscriptions):
         context: zmq.Context[Any] | None = None,
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 1.0,
+        on_gap: Callable[[Gap], None] | None = None,
     ) -> None:
         ctx = context if context is not None else zmq.Context.instance()
         self.endpoint = endpoint
         self.bad_messages = 0
+        self.tracker = GapTracker(1, on_gap)
         self.latency = LatencyRecorder()  # receive time - publisher's ts, every message
         self._sock: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
         configure_sub(self._sock, rcvhwm, reconnect_ivl, reconnect_ivl_max)
@@ -85,12 +123,8 @@ class Subscriber(Subscriptions):
                 return message
 
     def _decode(self, frames: list[bytes]) -> Message | None:
-        if len(frames) != 2:
-            self.bad_messages += 1
-            return None
-        try:
-            message = decode_message(frames[0], frames[1])
-        except DecodeError:
+        message = self._frames(frames)
+        if message is None:
             self.bad_messages += 1
             return None
         self.latency.observe_ns(time.time_ns() - message.ts)

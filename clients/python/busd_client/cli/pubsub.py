@@ -29,6 +29,7 @@ from busd_client.cli.common import (
 from busd_client.cli.connections import Connections, MonitoredContext
 from busd_client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from busd_client.errors import BusError, PublishTimeout, Rejected
+from busd_client.gaps import Gap
 from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber, pool_endpoints
 from busd_client.pool_file import PoolFileError, load_pool
 from busd_client.publisher import Publisher, Receipt
@@ -270,6 +271,22 @@ def _chain(
     yield from rest
 
 
+def _print_gap(gap: Gap) -> None:
+    """One line on stderr per loss the subscriber can see (docs/client.md "Gaps")."""
+    if gap.kind == "epoch":
+        was = f"{gap.previous:016x}" if gap.previous is not None else "unknown"
+        line = (
+            f"busdctl sub: busd restarted (epoch {was} -> {gap.epoch:016x}): messages in "
+            "flight then may be lost"
+        )
+    else:
+        line = (
+            f"busdctl sub: gap on {gap.topic}: {gap.missing} message(s) lost "
+            f"(expected #{gap.expected}, got #{gap.got}, epoch {gap.epoch:016x})"
+        )
+    print(line, file=sys.stderr, flush=True)
+
+
 def run_sub(args: argparse.Namespace) -> int:
     """Print messages until ``--count`` or ``--timeout`` (or Ctrl-C).
 
@@ -287,26 +304,30 @@ def run_sub(args: argparse.Namespace) -> int:
     except (ValueError, PoolFileError, locate.LocateError) as exc:
         return fail(args, "usage", str(exc), EXIT_USAGE)
     ctx = MonitoredContext()
+    interrupted = False
     try:
         sub = (
-            Subscriber(endpoints[0], args.prefixes, context=ctx)
+            Subscriber(endpoints[0], args.prefixes, context=ctx, on_gap=_print_gap)
             if len(endpoints) == 1 and not args.pool
-            else PoolSubscriber(endpoints, args.prefixes, context=ctx)
+            else PoolSubscriber(endpoints, args.prefixes, context=ctx, on_gap=_print_gap)
         )
         connections = Connections(ctx, endpoints, CONNECT_WARNING, "busdctl sub")
         with sub:
-            while args.count is None or received < args.count:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                connections.check()
-                # Short waits, so the connection state is watched while no message comes.
-                message = sub.recv(0.25 if remaining is None else min(remaining, 0.25))
-                if message is None:
-                    continue
-                out.write(dump_json(message.to_dict()) + "\n")
-                out.flush()
-                received += 1
+            try:
+                while args.count is None or received < args.count:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    connections.check()
+                    # Short waits, so the connection state is watched while no message comes.
+                    message = sub.recv(0.25 if remaining is None else min(remaining, 0.25))
+                    if message is None:
+                        continue
+                    out.write(dump_json(message.to_dict()) + "\n")
+                    out.flush()
+                    received += 1
+            except KeyboardInterrupt:
+                interrupted = True  # Ctrl-C (SIGINT): the counts below are still printed
             connections.check()
         connections.close()
     finally:
@@ -317,6 +338,14 @@ def run_sub(args: argparse.Namespace) -> int:
             f"{sub.duplicates} duplicate(s) dropped",
             file=sys.stderr,
         )
+    if sub.gaps or sub.epoch_changes:
+        print(
+            f"busdctl sub: {sub.gaps} gap(s), {sub.missed} message(s) lost, "
+            f"{sub.epoch_changes} busd restart(s) seen",
+            file=sys.stderr,
+        )
+    if interrupted:
+        return 130
     if received >= (args.count or 1):
         return EXIT_OK
     wanted = f"{received} of {args.count or 1} message(s)"

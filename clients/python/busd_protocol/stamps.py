@@ -1,0 +1,32 @@
+"""The delivery stamp: busd's third egress frame (docs/protocol.md §3).
+
+Every message busd forwards carries, after the topic and envelope frames (unchanged, never
+re-encoded), a 16-byte frame: the broker **epoch** (8 bytes, big-endian; random at every
+start of busd, so a restart is visible) and the topic's **sequence number** in that epoch
+(8 bytes, big-endian; 1 for the first message of a topic, then +1 per forwarded message of
+that topic). A subscriber that sees the number jump knows how many messages of that topic
+it lost; a new epoch means busd restarted (what was in flight then is unknowable); a topic
+number back at 1 in the same epoch means busd forgot an idle topic (``TOPIC_IDLE``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["STAMP_LEN", "TOPIC_IDLE", "encode_stamp", "read_stamp"]
+
+STAMP_LEN: Final = 16
+# busd forgets a topic's number after between TOPIC_IDLE and 2 x TOPIC_IDLE seconds without
+# a message on it (or sooner past its topic cap); the topic then starts again at 1.
+TOPIC_IDLE: Final = 300.0
+
+
+def encode_stamp(epoch: int, seq: int) -> bytes:
+    return epoch.to_bytes(8, "big") + seq.to_bytes(8, "big")
+
+
+def read_stamp(frame: bytes) -> tuple[int, int] | None:
+    """(epoch, seq), or None when ``frame`` is not a stamp."""
+    if len(frame) != STAMP_LEN:
+        return None
+    return int.from_bytes(frame[:8], "big"), int.from_bytes(frame[8:], "big")

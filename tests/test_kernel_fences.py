@@ -45,3 +45,12 @@ def test_the_table_is_capped() -> None:
     assert len(f) == 2 and f.full == 1
     f.refused_with(b"c", b"t9", b"e", LIMITED, 10.0)  # the expired ones make room
     assert len(f) == 1 and f.set_total == 3
+
+
+def test_a_sweep_drops_fences_no_message_will_check_again() -> None:
+    f = Fences()
+    f.refused_with(b"gone", b"t", b"e", LIMITED, 0.0)
+    f.sweep(0.05)
+    assert len(f) == 1
+    f.sweep(0.1 + GRACE + 1.0)
+    assert len(f) == 0

@@ -36,7 +36,7 @@ _CAP = 65536
 class Fences:
     """The fences of every connection, keyed by (ROUTER identity, topic frame)."""
 
-    __slots__ = ("_fences", "cap", "full", "lifted", "refused", "set_total")
+    __slots__ = ("_fences", "_next_sweep", "cap", "full", "lifted", "refused", "set_total")
 
     def __init__(self, cap: int = _CAP) -> None:
         self._fences: dict[tuple[bytes, bytes], tuple[bytes, float, Reject]] = {}
@@ -45,6 +45,7 @@ class Fences:
         self.lifted = 0  # fences lifted by their message's acceptance
         self.refused = 0  # messages refused because a fence held them back
         self.full = 0  # refusals that set no fence: the table was full
+        self._next_sweep = 0.0
 
     def __len__(self) -> int:
         return len(self._fences)
@@ -92,6 +93,13 @@ class Fences:
         """A message was accepted: a fence on its (connection, topic) was its own."""
         if self._fences.pop((ident, topic_b), None) is not None:
             self.lifted += 1
+
+    def sweep(self, now: float) -> None:
+        """Once per batch while fences exist: drop the expired ones, at most once a second
+        (a fence of a connection that went away is never checked again)."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self.expire(now)
 
     def expire(self, now: float) -> int:
         """Drop fences past their time; return how many."""

@@ -450,6 +450,8 @@ class Broker:
                     self._log.write(logging.WARNING, "message rejected", suppressed, fields)
         if handled:
             seqs.tick(now)
+            if fences:
+                fences.sweep(now)
             st.received += handled
             st.accepted += accepted
             st.bytes_in += bytes_in

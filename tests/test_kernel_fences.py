@@ -54,3 +54,20 @@ def test_a_sweep_drops_fences_no_message_will_check_again() -> None:
     assert len(f) == 1
     f.sweep(0.1 + GRACE + 1.0)
     assert len(f) == 0
+
+
+def test_sequences_of_100_000_topics_stay_within_two_generations_of_the_cap() -> None:
+    """busd.kernel.sequences: memory is bounded whatever the number of topics."""
+    from busd.kernel.sequences import TopicSequences
+
+    s = TopicSequences(7, 0.0, idle=300.0, cap=1000)
+    for i in range(100_000):
+        topic = b"t%d" % i
+        n = s.current.get(topic) or s.revive(topic)
+        s.current[topic] = n + 1
+        assert len(s.current) + len(s.previous) <= 2000
+    st = s.statistics()
+    assert st.topics <= 2000 and st.expired >= 98_000 and st.turnovers >= 98
+    s.tick(301.0)
+    s.tick(602.0)
+    assert s.statistics().topics == 0  # idle topics expire

@@ -3,6 +3,7 @@ its topic's sequence number in a third frame, and subscribers report what they l
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -15,7 +16,15 @@ import pytest
 import zmq
 from conftest import BusdProcess, TrackedContext, wait_for
 
-from busd_client import Gap, PoolPublisher, PoolSubscriber, Publisher, Subscriber
+from busd_client import (
+    AsyncPoolSubscriber,
+    AsyncSubscriber,
+    Gap,
+    PoolPublisher,
+    PoolSubscriber,
+    Publisher,
+    Subscriber,
+)
 from busd_protocol.messages import decode_message
 from busd_protocol.stamps import STAMP_LEN, read_stamp
 
@@ -225,3 +234,58 @@ def _drain(sub: PoolSubscriber, seen: set[str]) -> set[str]:
     while (m := sub.recv(timeout=0.05)) is not None:
         seen.add(m.id)
     return seen
+
+
+@pytest.mark.parametrize("pool", [False, True], ids=["AsyncSubscriber", "AsyncPoolSubscriber"])
+def test_an_async_subscriber_that_stops_reading_counts_exactly_what_it_lost(
+    busd_factory: Callable[..., BusdProcess], pool: bool
+) -> None:
+    """Not reading while 3,000 large messages pass (busd keeps 50, the SUB 10): what
+    arrives plus what the gaps count is every message published, per broker in a pool."""
+    brokers = [busd_factory(name=f"b{k}", extra_args=("--sub-hwm", "50")) for k in range(2)]
+    if not pool:
+        brokers = brokers[:1]
+    asyncio.run(_stop_reading(brokers, pool))
+
+
+async def _stop_reading(brokers: list[BusdProcess], pool: bool) -> None:
+    reports: list[Gap] = []
+    sub: AsyncSubscriber = (
+        AsyncPoolSubscriber(
+            [b.sub_endpoint for b in brokers], "release.", rcvhwm=10, on_gap=reports.append
+        )
+        if pool
+        else AsyncSubscriber(brokers[0].sub_endpoint, "release.", rcvhwm=10, on_gap=reports.append)
+    )
+    async with sub:
+        pubs = [Publisher(b.pub_endpoint, name="loss", window=1000, timeout=30) for b in brokers]
+        try:
+            for pub in pubs:  # each broker has the subscription
+                while True:
+                    pub.publish_wait("release.probe", "release", 1, release_v1(0))
+                    if await sub.recv(timeout=0.05) is not None:
+                        break
+            while await sub.recv(timeout=0.2) is not None:
+                pass
+            for i in range(3000):
+                pubs[i % len(pubs)].publish("release.loss", "release", 1, release_v1(i, 8000))
+            for pub in pubs:
+                assert pub.flush(30) == []
+            received = 0
+            while await sub.recv(timeout=1.0) is not None:
+                received += 1
+            markers = 0
+            for pub in pubs:  # one more per broker: a loss at the very end shows too
+                pub.publish_wait("release.loss", "release", 1, release_v1(-1))
+                markers += 1
+            while (m := await sub.recv(timeout=2.0)) is not None:
+                received += 1
+                markers -= m.data["slug"].endswith("/-1")
+                if not markers:
+                    break
+        finally:
+            for pub in pubs:
+                pub.close()
+    assert sub.gaps > 0 and sub.missed > 0
+    assert received + sub.missed == 3000 + len(brokers)
+    assert sum(g.missing for g in reports) == sub.missed

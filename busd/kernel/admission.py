@@ -55,6 +55,14 @@ class Admission:
         self.trust: Trust | None = None  # keys and permissions; None: authentication off
         self._good_topics: dict[bytes, str] = {}
 
+    def fenced(self, reject: Reject, now: float) -> None:
+        """A message got ``reject`` from an order fence (kernel/fences.py): a fenced
+        ``rate_limited`` counts as a refusal of its rate key (``RateTable.count_fenced``)."""
+        key = reject.extra.get("key")
+        count = getattr(self.rates, "count_fenced", None)  # RateTable's; a test double may lack it
+        if reject.code is Code.RATE_LIMITED and isinstance(key, str) and count is not None:
+            count(key, now)
+
     def install_rates(self, rates: RateCheck | None) -> None:
         self.rates = rates
 

@@ -245,6 +245,14 @@ class RateTable:
             u.tokens -= 1.0
         return None
 
+    def count_fenced(self, key: str, now: float) -> None:
+        """A message refused by an order fence (kernel/fences.py) behind an earlier refusal
+        by ``key``: counted as that key's refusal, as if its bucket had refused it."""
+        counters = self._counters.get(key)
+        if counters is not None:
+            counters.throttled(now)
+        self.throttled += 1
+
     def _refuse(self, applicable: tuple[_Bucket | None, ...], now: float) -> Reject:
         present = [b for b in applicable if b is not None]
         for bucket in present:

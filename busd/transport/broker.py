@@ -404,6 +404,8 @@ class Broker:
                 reject = refuse
                 if reject is None and fences:
                     reject = fences.check(ident, topic_b, env_b, now)
+                    if reject is not None:
+                        self.admission.fenced(reject, now)
                 if reject is None:
                     reject = judge(topic_b, env_b, now, identity)
                 if reject is None:

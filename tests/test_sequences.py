@@ -164,7 +164,16 @@ def test_a_stopped_subscriber_past_its_hwm_reports_exactly_what_it_lost(
                 published += 1
                 return any("releases/-1" in line for line in lines)
 
-            wait_for(marker_seen, timeout=15, interval=0.1, what="the marker after SIGCONT")
+            wait_for(marker_seen, timeout=15, interval=0.1, what="a marker after SIGCONT")
+            # The backlog is drained (a marker came after it): one last message, published
+            # once, so none is still on its way when busdctl sub stops.
+            pub.publish_wait("release.loss", "release", 1, release_v1(-2))
+            published += 1
+            wait_for(
+                lambda: any("releases/-2" in line for line in lines),
+                timeout=15,
+                what="the last message",
+            )
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:

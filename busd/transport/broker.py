@@ -43,6 +43,7 @@ from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, INGRESS_FRAMES, read_h
 from busd_protocol.histogram import Histogram
 from busd_protocol.messages import decode_envelope
 from busd_protocol.replies import encode_reply, reject_entry
+from busd_protocol.stamps import encode_stamp
 
 _log = get("broker")
 _NOBLOCK = zmq.NOBLOCK
@@ -167,7 +168,6 @@ class Broker:
         self.fences = Fences()  # order through retries (kernel/fences.py)
         # The delivery stamp (busd_protocol.stamps): random per start, so a restart shows.
         self.sequences = TopicSequences(int.from_bytes(os.urandom(8), "big"), clock())
-        self._epoch_b = self.sequences.epoch.to_bytes(8, "big")
         self.stats.sequences, self.stats.fences = self.sequences, self.fences
         self._ctx = ctx
         self.clock = clock  # monotonic seconds; the rate buckets share it
@@ -340,7 +340,7 @@ class Broker:
         judge = self._judge
         fences = self.fences
         seqs = self.sequences
-        numbers, epoch_b = seqs.current, self._epoch_b
+        numbers, epoch, stamp = seqs.current, seqs.epoch, encode_stamp
         authenticated = self.curve is not None
         identity: str | None = None
         unread = self._deaf.unread
@@ -417,7 +417,7 @@ class Broker:
                     numbers[topic_b] = n
                     xsend(xpub, topic_b, _SNDMORE)
                     xsend(xpub, env_b, _SNDMORE)
-                    xsend(xpub, epoch_b + n.to_bytes(8, "big"))
+                    xsend(xpub, stamp(epoch, n))
                     if fences:
                         fences.accepted(ident, topic_b)
                     accepted += 1

@@ -11,22 +11,26 @@ number back at 1 in the same epoch means busd forgot an idle topic (``TOPIC_IDLE
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["STAMP_LEN", "TOPIC_IDLE", "encode_stamp", "read_stamp"]
 
-STAMP_LEN: Final = 16
+_LAYOUT: Final = struct.Struct(">QQ")  # epoch, sequence number
+STAMP_LEN: Final = _LAYOUT.size
 # busd forgets a topic's number after between TOPIC_IDLE and 2 x TOPIC_IDLE seconds without
 # a message on it (or sooner past its topic cap); the topic then starts again at 1.
 TOPIC_IDLE: Final = 300.0
 
 
-def encode_stamp(epoch: int, seq: int) -> bytes:
-    return epoch.to_bytes(8, "big") + seq.to_bytes(8, "big")
+# (epoch, seq) -> the frame; one struct call (busd calls it for every message it forwards).
+encode_stamp: Final[Callable[[int, int], bytes]] = _LAYOUT.pack
 
 
 def read_stamp(frame: bytes) -> tuple[int, int] | None:
     """(epoch, seq), or None when ``frame`` is not a stamp."""
     if len(frame) != STAMP_LEN:
         return None
-    return int.from_bytes(frame[:8], "big"), int.from_bytes(frame[8:], "big")
+    epoch, seq = _LAYOUT.unpack(frame)
+    return epoch, seq

@@ -116,8 +116,11 @@ module Busd
       Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
 
+    # Frames 0 and 1 are topic and envelope; busd adds a third, its 16-byte delivery stamp
+    # (epoch and per-topic sequence number, docs/protocol.md section 3). This client does
+    # not check it for gaps yet; a two-frame message (an older busd) is read too.
     def decode(frames)
-      if frames.size != 2
+      unless frames.size == 2 || (frames.size == 3 && frames[2].bytesize == 16)
         @bad_messages += 1
         return nil
       end

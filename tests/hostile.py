@@ -203,7 +203,7 @@ class Canary:
     def _drain(self, pub: zmq.Socket[bytes], sub: zmq.Socket[bytes]) -> None:
         while True:
             try:
-                _topic, body = sub.recv_multipart(zmq.NOBLOCK)
+                _topic, body = sub.recv_multipart(zmq.NOBLOCK)[:2]  # and the stamp
             except zmq.Again:
                 break
             env = msgpack.unpackb(body)

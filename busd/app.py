@@ -101,19 +101,21 @@ class App:
         self.stats_sources.rates = self.rates.statistics
 
         self._start_trust()
-        self.broker.bind()
-        # The monitors attach now, before anyone can connect: a connection accepted before
-        # its monitor exists is never reported, and the connection gauges would miss it.
-        # A restarted watcher attaches a new monitor (libzmq replaces the old one).
-        first = {
-            role: self.broker.monitor_socket(role, monitor.EVENTS) for role in ("ingress", "egress")
-        }
+        # The monitors attach between creating the sockets and binding them: a connection
+        # accepted before its monitor exists is never reported, and the connection gauges
+        # would miss it. A restarted watcher attaches a new monitor (libzmq replaces the old).
+        first: dict[str, zmq.Socket[bytes]] = {}
+
+        def attach_monitors() -> None:
+            for role in ("ingress", "egress"):
+                first[role] = self.broker.monitor_socket(role, monitor.EVENTS)
 
         def close_unused() -> None:  # monitor sockets no watcher took (start-up failed)
             for sock in first.values():
                 sock.close(linger=0)
 
         closing.callback(close_unused)
+        self.broker.bind(before=attach_monitors)
 
         def watcher(role: str, stats: monitor.ConnectionStats) -> Callable[[], Awaitable[None]]:
             # A subscriber connection's end releases what busd kept for its subscriptions.

@@ -205,8 +205,11 @@ class Broker:
         """Seconds of warm-up left (0.0 once over); see ``_warmup_refusal``."""
         return max(0.0, self._warm_until - self.clock())
 
-    def bind(self) -> None:
-        """Create both sockets with explicit limits and bind them; raises on failure."""
+    def bind(self, before: Callable[[], None] | None = None) -> None:
+        """Create both sockets with explicit limits and bind them; raises on failure.
+
+        ``before`` runs once the sockets exist and before either is bound: the monitors attach
+        there, so no connection is accepted before its monitor can report it."""
         cfg = self.config
         linger = int(cfg.linger * 1000)
         guards = sockets.PeerGuards(
@@ -228,6 +231,8 @@ class Broker:
         if self.curve is not None:
             self.subscriptions.permit = self._subscribe_refusal
         try:
+            if before is not None:
+                before()
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
             self.subscriptions.bound(self.sub_endpoint)
@@ -240,7 +245,7 @@ class Broker:
     def monitor_socket(self, which: str, events: int) -> zmq.Socket[bytes]:
         """A PAIR socket receiving ``which`` socket's monitor events (owned by the caller)."""
         sock = self._router if which == "ingress" else self._xpub
-        assert sock is not None, "bind() first"
+        assert sock is not None, "sockets are made by bind()"
         return sock.get_monitor_socket(events)
 
     def drain(self) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import zmq
 from conftest import BusdProcess, wait_for
+from opshttp import scrape
+from opshttp import value as metric
 
 from busd_client import Publisher, PublishTimeout, Rejected, Subscriber
 from busd_client.control import ControlClient, ControlError
@@ -122,11 +124,14 @@ def test_a_client_without_keys_never_gets_a_message_in(secure_busd: BusdProcess)
 def test_an_unknown_key_never_gets_a_message_in(
     secure_busd: BusdProcess, as_identity: Callable[[str], None]
 ) -> None:
+    """Refused at the handshake, and counted for the operator."""
     as_identity("stranger")
     with _publisher(secure_busd, "stranger", timeout=1.5) as pub:
         with pytest.raises(PublishTimeout) as info:
             pub.publish_wait("release.shop", "release", 2, DATA)
         assert info.value.sent is False
+    assert metric(scrape(secure_busd.metrics), "busd_zap_denied_total") >= 1
+    assert metric(scrape(secure_busd.metrics), "busd_identities") == 3  # deployer, reader, auditor
 
 
 def test_a_wrong_server_key_never_connects(

@@ -29,6 +29,8 @@ from busd.statistics import (
     RatesStatistics,
     SchemasStatistics,
     Statistics,
+    TrustStatistics,
+    ZapStatistics,
 )
 from busd_protocol.codes import Code
 from busd_protocol.histogram import HistogramSnapshot
@@ -90,6 +92,14 @@ def _http(value: Callable[[HttpStatistics], float]) -> Callable[[Scrape], Sample
 
 def _systemd(value: Callable[[NotifyStatistics], float]) -> Callable[[Scrape], Samples | None]:
     return _section(lambda st: st.systemd, lambda n: [((), float(value(n)))])
+
+
+def _zap(value: Callable[[ZapStatistics], float]) -> Callable[[Scrape], Samples | None]:
+    return _section(lambda st: st.zap, lambda z: [((), float(value(z)))])
+
+
+def _trust(value: Callable[[TrustStatistics], float]) -> Callable[[Scrape], Samples | None]:
+    return _section(lambda st: st.trust, lambda t: [((), float(value(t)))])
 
 
 def _per_key(value: Callable[[BucketRow], float]) -> Callable[[Scrape], Samples | None]:
@@ -351,5 +361,17 @@ FAMILIES: tuple[Family, ...] = (
     Family("busd_systemd_notify_failed_total", "counter",
            "sd_notify datagrams that could not be sent.",
            _systemd(lambda n: n.failed_total)),
+    # -- authentication (docs/security.md) ---------------------------------------------------
+    Family("busd_zap_requests_total", "counter",
+           "Handshakes judged by the ZAP handler (every connection, with or without keys).",
+           _zap(lambda z: z.requests)),
+    Family("busd_zap_denied_total", "counter",
+           "CURVE handshakes refused: the client's key is not in the keys directory.",
+           _zap(lambda z: z.denied_unknown_key)),
+    Family("busd_identities", "gauge", "Client keys known (the keys directory).",
+           _trust(lambda t: t.identities)),
+    Family("busd_trust_reload_failures_total", "counter",
+           "Reloads of the keys directory or permissions file refused (the old state stays).",
+           _trust(lambda t: t.reload_failures)),
 )
 # fmt: on

@@ -9,7 +9,6 @@ All send with frame-level ``send``/``SNDMORE``, the cheapest pyzmq path.
 from __future__ import annotations
 
 import json
-import struct
 import time
 from typing import Any
 
@@ -18,11 +17,10 @@ import zmq
 
 from bench import message
 from bench.worker import Control, Spec, Tally, idle_done, run_sync_publisher
+from busd_protocol.frames import encode_header
 
 _SNDMORE = zmq.SNDMORE
 _NOBLOCK = zmq.NOBLOCK
-_HEADER = struct.Struct(">2sQ")
-_MAGIC = b"B\x01"
 REPLY_EVERY = 32  # busd-raw reads replies (without waiting) every this many sends
 WINDOW = 5000  # busd-raw: most messages in flight before it waits for replies
 FINISH_TIMEOUT = 15.0  # seconds to wait for the last replies
@@ -94,7 +92,7 @@ class BusdRawPub(ZmqPub):
         self._read_replies(0)
 
     def _send_one(self, seq: int, topic: str) -> None:
-        self.sock.send(_HEADER.pack(_MAGIC, seq), _SNDMORE)
+        self.sock.send(encode_header(seq), _SNDMORE)
         self.sock.send(topic.encode(), _SNDMORE)
         self.sock.send(self.env.encode(topic))
 
@@ -103,13 +101,13 @@ class BusdRawPub(ZmqPub):
 
     def send(self, start: int, n: int) -> None:
         send, encode, topics, frames = self.sock.send, self.env.encode, self.topics, self.frames
-        pack = _HEADER.pack
+        pack = encode_header
         nt = len(topics)
         seq = self.seq
         for i in range(start, start + n):
             seq += 1
             k = i % nt
-            send(pack(_MAGIC, seq), _SNDMORE)
+            send(pack(seq), _SNDMORE)
             send(frames[k], _SNDMORE)
             send(encode(topics[k]))
             if not seq % REPLY_EVERY:

@@ -21,6 +21,7 @@ import zmq
 from bench import message, servers
 from bench.curve import CurveKeys
 from bench.servers import BusdOptions, Server, Unavailable
+from busd_protocol.frames import encode_header
 
 PROBE_TIMEOUT = 10.0  # seconds a probe may take, warm-up waits included
 REPLY_WAIT_MS = 1000  # per round, for the three replies
@@ -101,7 +102,7 @@ def _round(
     for i, (case, (publisher, body)) in enumerate(_cases().items()):
         by_seq[first_seq + i] = case
         socks[publisher].send_multipart(
-            [b"B\x01" + (first_seq + i).to_bytes(8, "big"), message.TOPIC.encode(), body]
+            [encode_header(first_seq + i), message.TOPIC.encode(), body]
         )
     poller = zmq.Poller()
     for sock in set(socks.values()):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,17 +131,20 @@ def run_toml(checkout: Checkout, script: Path, block: Block) -> subprocess.Compl
     if "[[broker]]" in block.text:
         check = f"from busd_client.pool_file import load_pool; print(load_pool({str(script)!r}))"
         return checkout.run_cmd([str(BIN / "python"), "-c", check])
-    # An assertions file: a busd started with it must come up (a broken one exits 69).
-    return checkout.run_cmd(
-        [
-            str(BIN / "python"),
-            "-c",
-            ASSERTIONS_START,
-            str(BIN / "busd"),
-            str(script),
-            str(checkout.work / f"{script.stem}-var"),
-        ]
-    )
+    # An assertions file: a busd started with it must come up (a broken one exits 69). Its
+    # var directory is a short one of its own: under pytest-xdist tmp_path grows by
+    # "popen-gwN/", and VAR_DIR/run/control.sock there would pass AF_UNIX's 107 bytes.
+    with tempfile.TemporaryDirectory(prefix="busd-doc-") as var:
+        return checkout.run_cmd(
+            [
+                str(BIN / "python"),
+                "-c",
+                ASSERTIONS_START,
+                str(BIN / "busd"),
+                str(script),
+                f"{var}/var",
+            ]
+        )
 
 
 ASSERTIONS_START = """
@@ -150,12 +154,14 @@ proc = subprocess.Popen(
     [busd, "--assertions", path, "--var-dir", var, "--metrics", "off", "--log-format", "json",
      f"--pub-endpoint=ipc://{var}-pub", f"--sub-endpoint=ipc://{var}-sub"],
     stderr=subprocess.PIPE, text=True)
+said = []
 for line in proc.stderr:
     if '"event":"ready"' in line.replace(" ", ""):
         print("busd started with it")
         proc.terminate()
         sys.exit(0 if proc.wait(20) == 0 else 1)
-sys.exit(f"busd exited {proc.wait()}")
+    said.append(line)
+sys.exit(f"busd exited {proc.wait()}: {''.join(said[-3:])}")
 """
 
 

@@ -190,6 +190,8 @@ class Prometheus:
                 answer: dict[str, Any] = json.loads(resp.read())
         except urllib.error.HTTPError as exc:  # 400/422: the answer says why
             with exc:
+                if exc.code == 503:  # "Service Unavailable": still starting (up() waits)
+                    raise
                 answer = json.loads(exc.read())
         return answer
 

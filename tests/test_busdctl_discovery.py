@@ -164,7 +164,9 @@ def install(host: PrivateHost, tmp_path: Path) -> None:
 
 def start_as_the_unit_does(host: PrivateHost, tmp_path: Path) -> None:
     """ExecStart and the Environment= lines of deploy/systemd/busd.service; the state
-    directory (StateDirectory=busd) is a temporary one, /run/busd is RuntimeDirectory."""
+    directory (StateDirectory=busd) is a temporary one, /run/busd is RuntimeDirectory.
+    BUSD_WARMUP=0 skips the example's 2 s warm-up: finding busd is what is tested here, the
+    warm-up has tests of its own (test_warmup.py, test_ops_systemd.py)."""
     host.path("/run/busd").mkdir(parents=True)
     log = open(tmp_path / "busd.log", "wb")  # noqa: SIM115 - closed with the process
     host.popen(
@@ -174,6 +176,7 @@ def start_as_the_unit_does(host: PrivateHost, tmp_path: Path) -> None:
             f"BUSD_RATES_DIR={tmp_path / 'state' / 'rates'}",
             "BUSD_SCHEMAS_DIR=/etc/busd/schemas",
             "BUSD_CONTROL=/run/busd/control.sock",
+            "BUSD_WARMUP=0",
             str(BIN / "busd"),
             "--config",
             "/etc/busd/busd.toml",

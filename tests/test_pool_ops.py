@@ -502,7 +502,7 @@ def test_an_installed_rolling_restart_runs_the_busdctl_next_to_it_through_a_syml
     marker = tmp_path / "restarted"
     pool = write_pool(tmp_path / "pool.toml", brokers, {"b1": f"touch {marker}"})
     done = subprocess.run(
-        [str(sbin / "rolling-restart"), str(pool), "--ready-timeout", "5"],
+        [str(sbin / "rolling-restart"), str(pool), "--ready-timeout", "1"],
         env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -510,6 +510,6 @@ def test_an_installed_rolling_restart_runs_the_busdctl_next_to_it_through_a_syml
         check=False,
     )
     # It ran busdctl pool restart: the restart command ran; the same process stays ready,
-    # which a rolling restart refuses to count as restarted.
+    # which a rolling restart refuses to count as restarted (so it waits the 1 s out).
     assert marker.exists(), done.stderr
     assert "b1: restarting: touch" in done.stdout

@@ -25,9 +25,13 @@ install: $(DEPS_STAMP)
 run: install
 	$(BIN)/busd
 
+# Two passes: the suite on $(TEST_WORKERS) workers (pytest-xdist), then the tests marked
+# `serial` (timing assertions) alone on an otherwise idle machine. Plain `pytest` runs all.
+TEST_WORKERS ?= 2
 test: install
 	$(BIN)/busd schemas check schemas
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/pytest -m serial $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff format --check busd clients tests bench

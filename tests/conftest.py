@@ -37,12 +37,16 @@ _GIVEN: set[int] = sys.modules.setdefault(
 def free_port() -> int:
     """A free port below the ephemeral range, so no client's outgoing connection (ZeroMQ
     reconnecting to a stopped busd, say) can be holding it when busd binds it. Never the
-    same port twice in one run: two brokers started together must not pick the same one
-    before either binds it."""
+    same port twice in one run, in any worker: two brokers started together must not pick
+    the same one before either binds it."""
     low, _ = _ephemeral_range()
+    # Under pytest-xdist each worker draws from its own residue class of ports.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     for _ in range(200):
         port = random.randrange(max(1024, low - 12000), low)
-        if port in _GIVEN:
+        port -= (port - worker) % workers
+        if port in _GIVEN or port < 1024:
             continue
         with socket.socket() as s:
             try:

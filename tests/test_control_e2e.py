@@ -56,6 +56,7 @@ def throughput(busd: BusdProcess, zctx: TrackedContext, count: int = 60_000) -> 
     return count / elapsed
 
 
+@pytest.mark.serial
 def test_a_flood_of_control_requests_does_not_slow_message_traffic(
     busd: BusdProcess, zctx: TrackedContext
 ) -> None:

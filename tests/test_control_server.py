@@ -345,6 +345,7 @@ async def busy_work(stop: asyncio.Event) -> int:
     return steps
 
 
+@pytest.mark.serial
 async def test_a_flood_of_requests_leaves_the_loop_to_message_traffic(setup: Setup) -> None:
     """16 clients (another process) ask rates.list of 200 rows (~0.7 ms of work each) 8
     times each, while busy work competes on the same loop: the loop thread's CPU time is

@@ -57,6 +57,7 @@ def wait_all_closed(socks: list[socket.socket], timeout: float) -> bytes:
     return got
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(60)
 def test_a_thousand_garbage_connections_per_port_are_closed_within_the_handshake_deadline(
     busd_factory: Callable[..., BusdProcess],
@@ -89,6 +90,7 @@ def test_a_thousand_garbage_connections_per_port_are_closed_within_the_handshake
     assert canary.p99() < 0.050, canary.summary()
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(60)
 def test_a_silent_peer_with_a_half_sent_message_is_closed_by_heartbeats_and_its_memory_returned(
     busd_factory: Callable[..., BusdProcess],

@@ -14,6 +14,7 @@ from busd_client.control import ControlClient
 HELD = 40  # over the control socket's cap of 32
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(60)
 def test_forty_held_control_connections_do_not_lock_the_operator_out(busd: BusdProcess) -> None:
     canary = Canary(busd.pub_endpoint, busd.sub_endpoint).start()

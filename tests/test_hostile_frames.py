@@ -30,6 +30,7 @@ def overlong_message(seq: int, frames: int) -> bytes:
     )
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(60)
 def test_four_million_frames_are_discarded_in_slices_while_health_and_watchdog_go_on(
     busd_factory: Callable[..., BusdProcess],

@@ -14,6 +14,7 @@ from opshttp import get, scrape, value
 SILENT = 70  # over the metrics port's cap of 64
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(60)
 def test_seventy_silent_connections_do_not_keep_healthz_from_answering(busd: BusdProcess) -> None:
     canary = Canary(busd.pub_endpoint, busd.sub_endpoint).start()

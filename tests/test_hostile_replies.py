@@ -25,6 +25,7 @@ def broker_stats(busd: BusdProcess) -> dict[str, Any]:
     return stats
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(60)
 def test_a_publisher_that_sends_on_but_never_reads_replies_is_cut_at_reply_hwm(
     busd_factory: Callable[..., BusdProcess],

@@ -46,6 +46,7 @@ def broker_stats(busd: BusdProcess) -> dict[str, Any]:
     return stats
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(60)
 def test_a_storm_of_prefixes_is_capped_denied_and_cut_while_a_canary_goes_on(
     busd_factory: Callable[..., BusdProcess],

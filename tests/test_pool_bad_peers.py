@@ -196,6 +196,7 @@ def test_a_reply_of_extreme_ranges_and_many_items_never_raises_and_ends_quickly(
     assert core.ledger.count >= 0
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(20)
 def test_a_reply_repeating_a_wide_acc_range_costs_time_in_its_size_only() -> None:
     core, wire = make_core(1), Wire()

@@ -40,6 +40,7 @@ def test_sigterm_with_messages_in_flight_answers_every_publish_and_exits_zero(
     pub.close()
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(60)
 def test_kill_9_then_restart_on_the_same_endpoints_lets_existing_sockets_carry_on(
     busd: BusdProcess, zctx: TrackedContext

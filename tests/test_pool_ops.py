@@ -112,6 +112,7 @@ def test_pool_rate_set_with_a_broker_down_sets_the_others_and_exits_1(
     assert report["b3"]["ok"]
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(30)
 def test_a_hung_broker_costs_one_timeout_and_does_not_hold_up_the_others(
     three: tuple[list[BusdProcess], Path],

@@ -96,13 +96,19 @@ class RawStateView:
         self.sub.close(linger=0)
         self.dealer.close(linger=0)
 
-    def start(self, timeout: float = 30.0) -> End:
-        """Subscribe, sync, ask, buffer, apply: returns the end frame."""
+    def start(self, timeout: float = 30.0, live_first: bool = False) -> End:
+        """Subscribe, sync, ask, buffer, apply: returns the end frame. ``live_first``: ask
+        only once live messages arrive (so busd has seen the token and the cut falls after
+        messages this client also receives live: they must be dropped)."""
         token = new_sync_token()
         self.sub.setsockopt(zmq.SUBSCRIBE, self.prefix.encode())
         self.sub.setsockopt(zmq.SUBSCRIBE, sync_subscription(token))
-        self.dealer.send(encode_request(7, self.prefix, token))
         buffered: list[list[bytes]] = []
+        if live_first:
+            assert self.sub.poll(int(timeout * 1000)), "no live message"
+            for _ in range(100):
+                buffered.append(self.sub.recv_multipart())
+        self.dealer.send(encode_request(7, self.prefix, token))
         parts: list[Part] = []
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)

@@ -14,12 +14,12 @@ import pytest
 import zmq
 from conftest import BusdProcess, wait_for
 from opshttp import scrape, value
-from stateclient import request
+from stateclient import read_snapshot, request
 from test_trust import ACL, Keys
 
 from busd_client import Publisher
 from busd_protocol.messages import decode_envelope
-from busd_protocol.snapshots import End, Failure, Part, encode_request
+from busd_protocol.snapshots import End, Failure, Part, encode_request, sync_subscription
 from busd_protocol.stamps import read_stamp
 
 pytestmark = pytest.mark.timeout(60)
@@ -367,3 +367,25 @@ def test_a_prefix_the_identity_may_not_subscribe_to_is_forbidden(
     metrics = scrape(b.metrics)
     assert value(metrics, "busd_snapshot_requests_total", outcome="forbidden") == 2
     assert value(metrics, "busd_snapshot_requests_total", outcome="ok") == 1
+
+
+def test_a_request_with_sync_waits_for_its_subscription_then_is_answered(
+    busd: BusdProcess, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    publish_all(busd, [("instance.web", state("web", 1))])
+    dealer = zctx.socket(zmq.DEALER)
+    dealer.connect(busd.state_endpoint)
+    dealer.send(encode_request(3, "instance.", "token-sent-later"))
+    wait_for(lambda: value(scrape(busd.metrics), "busd_snapshots_active") == 1, 5, what="parked")
+    assert not dealer.poll(100)  # parked: nothing sent before the token is seen
+    sub = zctx.socket(zmq.SUB)
+    sub.connect(busd.sub_endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"instance.")
+    sub.setsockopt(zmq.SUBSCRIBE, sync_subscription("token-sent-later"))
+    parts, end = read_snapshot(dealer, 5)
+    assert isinstance(end, End) and end.req == 3 and end.entries == 1
+    assert len(parts) == 1 and parts[0].req == 3
+    # The marker was never applied as a subscription.
+    assert value(scrape(busd.metrics), "busd_active_subscriptions") == 1
+    sub.close()
+    dealer.close()

@@ -31,8 +31,12 @@ from typing import Any
 import msgpack
 import zmq
 
+from busd.kernel.admission import Admission
+from busd.kernel.schemas import SchemaGate
+from busd.kernel.state import StateCache
 from busd_protocol.frames import encode_header
 from busd_protocol.messages import encode_envelope, new_id
+from busd_protocol.schemas import SchemaSet
 from busd_protocol.snapshots import End, Part, decode_reply, encode_request
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,6 +228,30 @@ def snapshot_times(root: Path, entries: int) -> dict[str, float]:
     }
 
 
+def kernel_cost(n: int = 50_000, rounds: int = 4) -> dict[str, float]:
+    """In-process, the lowest of ``rounds``: µs per message of ``Admission.decide`` for a
+    plain schema, with the state key computed, and with the message held by the cache."""
+
+    schemas = SchemaSet.load(REPO / "schemas")
+    batch = envelopes(n, 10_000)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for mode in ("plain", "keyed", "held"):
+            admission = Admission(schemas=SchemaGate(schemas))
+            admission.install_state(schemas.state_rules() if mode != "plain" else {})
+            cache = StateCache(1 << 30, 1 << 40)
+            started = time.process_time()
+            for seq, (topic, env) in enumerate(batch):
+                # fresh objects, as the broker's frame.bytes gives it
+                topic_b, env_b = bytes(bytearray(topic)), bytes(bytearray(env))
+                admission.decide(topic_b, env_b, 0.0)
+                if mode == "held" and admission.state_key is not None:
+                    cache.record(admission.state_key, topic_b, env_b, 1, seq)
+            used = (time.process_time() - started) / n * 1e6
+            best[mode] = min(best.get(mode, used), used)
+    return best
+
+
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -342,14 +370,19 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         result = {
             "cost": cost(root, n, rounds),
+            "kernel": kernel_cost(),
             "snapshot": snapshot_times(root, 100_000),
             "live": live_p99(root, 100_000, 2.0 if args.quick else 5.0),
         }
-    c, s, live = result["cost"], result["snapshot"], result["live"]
+    c, s, live, k = result["cost"], result["snapshot"], result["live"], result["kernel"]
     print(
         f"busd CPU per accepted message ({n:,} x {rounds} rounds, lowest): state "
         f"{c['state_us']:.1f} µs, plain {c['plain_us']:.1f} µs, {c['extra_pct']:+.1f} % "
         f"(medians {c['median_extra_pct']:+.1f} %)"
+    )
+    print(
+        f"in-process Admission.decide (+ StateCache.record), lowest of 4: plain "
+        f"{k['plain']:.2f} µs, keyed {k['keyed']:.2f} µs, held {k['held']:.2f} µs"
     )
     print(
         f"snapshot of {s['entries']:,.0f} entries: first part {s['first_ms']:.1f} ms, "

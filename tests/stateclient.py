@@ -140,7 +140,7 @@ class RawStateView:
         for frames in buffered:
             topic, stamp = frames[0].decode(), read_stamp(frames[2])
             assert stamp is not None and stamp[0] == end.epoch
-            if stamp[1] <= end.topics.get(topic, 0):
+            if end.covers(topic, *stamp):
                 self.dropped += 1
                 continue
             self._live(topic, frames[1], stamp[1])

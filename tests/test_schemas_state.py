@@ -62,6 +62,10 @@ def test_a_rule_survives_its_wire_form_and_judges_payloads() -> None:
     assert rule.key_of({"app": "a"}) is None
     assert rule.is_end({"state": "down"}) and rule.is_end({"state": 3})
     assert not rule.is_end({"state": "up"}) and not rule.is_end({"state": 3.0})
+    # Merging brokers: the order field, else ts, then the id.
+    assert rule.order_of({"id": "b", "ts": 9, "data": {"at": 5}}) == (5, "b")
+    assert rule.order_of({"id": "b", "ts": 9, "data": {}}) == (9, "b")
+    assert StateRule(("app",)).order_of({"id": "a", "ts": 7, "data": {"at": 5}}) == (7, "a")
 
 
 # (declaration, reason the loader gives: the file is meta.json)

@@ -187,8 +187,13 @@ class End:
     req: int
     epoch: int
     entries: int
-    topics: dict[str, int]
+    topics: dict[str, int]  # the positions of the cut
     rules: dict[str, StateRule]
+
+    def covers(self, topic: str, epoch: int, seq: int) -> bool:
+        """Whether a live message (its topic and stamp) is already in this snapshot: the
+        client rule drops it (docs/protocol.md §3.2, step 4)."""
+        return epoch == self.epoch and seq <= self.topics.get(topic, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,17 @@ class StateRule:
         except (KeyError, TypeError):
             return None
 
+    def order_of(self, envelope: Any) -> tuple[int, str]:
+        """What merging brokers compares (newest wins, docs/pool.md): the ``order`` payload
+        field (else the envelope's ``ts``), then the envelope id for ties."""
+        value: Any = None
+        if self.order is not None:
+            data = envelope.get("data")
+            value = data.get(self.order) if type(data) is dict else None
+        if type(value) is not int:
+            value = envelope.get("ts")
+        return (value if type(value) is int else 0), str(envelope.get("id", ""))
+
     def is_end(self, data: Any) -> bool:
         """Whether a payload ends its entry (``ends``)."""
         ends = self.ends

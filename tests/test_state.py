@@ -407,3 +407,20 @@ def test_with_schema_checks_off_a_message_without_a_usable_key_is_forwarded_but_
     )
     assert set(held(zctx, b)) == {"web/3", "web/4"}
     assert value(scrape(b.metrics), "busd_state_entries") == 2
+
+
+def test_a_reload_installs_the_new_declarations_and_keeps_what_is_held(
+    busd: BusdProcess, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    publish_all(busd, [("instance.web", state("web", 1))])
+    meta_path = busd.schemas_dir / "instance-state" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["state"]["key"] = ["app"]  # one entry per app from now on
+    meta_path.write_text(json.dumps(meta))
+    busd.signal(signal.SIGHUP)
+    busd.wait_log("schemas reloaded")
+    publish_all(busd, [("instance.web", state("web", 2)), ("instance.web", state("web", 3))])
+    parts, end = request(zctx, busd.state_endpoint, "")
+    assert isinstance(end, End) and end.rules["instance-state"].key == ("app",)
+    held_ids = sorted(e["data"]["instance_id"] for e in entries(parts))
+    assert held_ids == ["1", "3"]  # the old key's entry stays; the new key holds the latest

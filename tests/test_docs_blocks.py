@@ -64,6 +64,7 @@ class Checkout:
             self.start(
                 f"--pub-endpoint=tcp://{address}:7401",
                 f"--sub-endpoint=tcp://{address}:7402",
+                f"--state-endpoint=tcp://{address}:7404",
                 f"--metrics={address}:7403",
                 f"--var-dir=bus{k}",
                 "--insecure",  # not loopback, no keys: only inside this private host
@@ -152,7 +153,8 @@ import subprocess, sys, time
 busd, path, var = sys.argv[1:]
 proc = subprocess.Popen(
     [busd, "--assertions", path, "--var-dir", var, "--metrics", "off", "--log-format", "json",
-     f"--pub-endpoint=ipc://{var}-pub", f"--sub-endpoint=ipc://{var}-sub"],
+     f"--pub-endpoint=ipc://{var}-pub", f"--sub-endpoint=ipc://{var}-sub",
+     f"--state-endpoint=ipc://{var}-state"],
     stderr=subprocess.PIPE, text=True)
 said = []
 for line in proc.stderr:

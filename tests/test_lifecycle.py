@@ -165,6 +165,12 @@ def test_check_config_prints_the_effective_configuration(tmp_path: Path) -> None
         (["--max-message-bytes", "2000000"], b"max_message_bytes"),
         (["--loop", "trio"], b"loop"),
         (["--schema-checks", "maybe"], b"schema_checks"),
+        (["--state-endpoint", "http://x"], b"state_endpoint"),
+        (["--state-endpoint", "tcp://127.0.0.1:7401"], b"pub_endpoint and state_endpoint"),
+        (["--state-endpoint", "tcp://10.1.2.3:7404"], b"state_endpoint: tcp://10.1.2.3:7404"),
+        (["--snapshot-max", "0"], b"snapshot_max"),
+        (["--state-max-bytes", "0"], b"state_max_bytes"),
+        (["--snapshot-timeout", "-1"], b"snapshot_timeout"),
     ],
 )
 def test_invalid_configuration_exits_78_naming_the_setting(args: list[str], message: bytes) -> None:

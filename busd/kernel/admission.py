@@ -5,6 +5,11 @@ topic frame, the identity's permission to publish to it, the envelope's encoding
 (cheap, needed by the rest), the publisher name against the identity, then rate limits (so a
 flood costs little CPU), then the schema of the claimed version (the costliest).
 The header frame and the frame count are the transport's (``busd_protocol.frames``).
+
+After accepting a message of a *state* schema (meta.json ``state``, kernel/state.py),
+``decide`` leaves its key in ``state_key`` (``busd.kernel.state.StateKey``: the key, whether it
+ends the entry, when it expires); ``None`` after
+accepting any other message. The broker reads it right after an accept: no second decode.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from busd.kernel.acl import Trust
+from busd.kernel.state import Keyer, StateKey, keyer
 from busd_protocol.codes import Code, Reject
 from busd_protocol.envelope import check_envelope, check_topic
 from busd_protocol.messages import decode_envelope
+from busd_protocol.schemas.state import StateRule
 
 # Good topics remembered by their bytes: saves a decode and a regex search per message.
 GOOD_TOPICS_MAX = 65536
@@ -41,7 +48,16 @@ class Admission:
     ``decide`` may raise only on a bug in a check; the caller answers ``internal``.
     """
 
-    __slots__ = ("_good_topics", "max_bytes", "rates", "schemas", "trust")
+    __slots__ = (
+        "_good_topics",
+        "_keyers",
+        "max_bytes",
+        "rates",
+        "schemas",
+        "state_key",
+        "state_rules",
+        "trust",
+    )
 
     def __init__(
         self,
@@ -54,6 +70,9 @@ class Admission:
         self.max_bytes = max_bytes
         self.trust: Trust | None = None  # keys and permissions; None: authentication off
         self._good_topics: dict[bytes, str] = {}
+        self.state_rules: dict[str, StateRule] = {}  # schema name -> its state declaration
+        self._keyers: dict[str, Keyer] = {}  # schema name -> its key function (install_state)
+        self.state_key: StateKey | None = None  # of the message accepted last (see above)
 
     def fenced(self, reject: Reject, now: float) -> None:
         """A message got ``reject`` from an order fence (kernel/fences.py): a fenced
@@ -68,6 +87,14 @@ class Admission:
 
     def install_schemas(self, schemas: SchemaCheck | None) -> None:
         self.schemas = schemas
+        self.install_state(self.state_rules)
+
+    def install_state(self, rules: dict[str, StateRule]) -> None:
+        """The state declarations of the schema set in force (installed with it, and again
+        when schema checks are switched: without them a key's types are checked here)."""
+        self.state_rules = rules
+        checked = self.schemas is not None
+        self._keyers = {name: keyer(name, rule, checked) for name, rule in rules.items()}
 
     def install_trust(self, trust: Trust | None) -> None:
         self.trust = trust
@@ -118,7 +145,12 @@ class Admission:
             if reject is not None:
                 return reject
         if self.schemas is not None:
-            return self.schemas.check(
+            reject = self.schemas.check(
                 topic, env["schema"], env["version"], env["data"], env["publisher"]
             )
+            if reject is not None:
+                return reject
+        keyers = self._keyers
+        key = keyers.get(env["schema"]) if keyers else None
+        self.state_key = None if key is None else key(env["data"], now)
         return None

@@ -243,6 +243,8 @@ def start_busd(opts: BusdOptions = BusdOptions(), name: str = "busd") -> Server:
         f"tcp://127.0.0.1:{pub}",
         "--sub-endpoint",
         f"tcp://127.0.0.1:{sub}",
+        "--state-endpoint",
+        f"tcp://127.0.0.1:{free_port()}",
         "--metrics",
         "off",
         "--var-dir",

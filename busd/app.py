@@ -283,6 +283,7 @@ class App:
                 "pid": os.getpid(),
                 "pub_endpoint": self.broker.pub_endpoint,
                 "sub_endpoint": self.broker.sub_endpoint,
+                "state_endpoint": self.broker.state_endpoint,
                 "config": describe(self.config),
             },
         )

@@ -30,6 +30,10 @@ class Config:
         default="tcp://127.0.0.1:7402",
         metadata=_opt("subscriber egress (XPUB) endpoint, tcp:// or ipc://"),
     )
+    state_endpoint: str = field(
+        default="tcp://127.0.0.1:7404",
+        metadata=_opt("state snapshot (ROUTER) endpoint, tcp:// or ipc:// (docs/protocol.md §3.2)"),
+    )
     control: str = field(
         default="", metadata=_opt("control socket path (default VAR_DIR/run/control.sock)")
     )
@@ -122,6 +126,37 @@ class Config:
             "frames",
         ),
     )
+    state_max_entries: int = field(
+        default=200000,
+        metadata=_opt(
+            "state entries held (latest message per key of state schemas); past it the least "
+            "recently updated entry is evicted",
+            "entries",
+        ),
+    )
+    state_max_bytes: int = field(
+        default=128 << 20,
+        metadata=_opt(
+            "bytes of state held (topic + envelope); past it the least recently updated entry "
+            "is evicted",
+            "bytes",
+        ),
+    )
+    snapshot_max: int = field(
+        default=8,
+        metadata=_opt("snapshots served at once; more are answered busy", "snapshots"),
+    )
+    snapshot_part: int = field(
+        default=256,
+        metadata=_opt("state entries per snapshot reply message", "entries"),
+    )
+    snapshot_timeout: float = field(
+        default=30.0,
+        metadata=_opt(
+            "a snapshot not fully sent by then (the client stopped reading) is abandoned",
+            "seconds",
+        ),
+    )
     drain_timeout: float = field(
         default=5.0,
         metadata=_opt("on SIGTERM, longest time spent answering in-flight messages", "seconds"),
@@ -203,7 +238,8 @@ class Config:
         return host.strip("[]"), int(port)
 
     def validate(self) -> Config:
-        for name in ("pub_endpoint", "sub_endpoint"):
+        endpoints = ("pub_endpoint", "sub_endpoint", "state_endpoint")
+        for name in endpoints:
             value = getattr(self, name)
             if not value.startswith(("tcp://", "ipc://", "inproc://")):
                 raise ConfigError(
@@ -216,8 +252,11 @@ class Config:
                         f"{name}: expected tcp://HOST:PORT (PORT 0-65535), got {value!r}"
                     )
         # Port 0 twice is two ports the kernel picks (tests and `make run` use it).
-        if self.pub_endpoint == self.sub_endpoint and not self.pub_endpoint.endswith(":0"):
-            raise ConfigError("pub_endpoint and sub_endpoint must differ")
+        for i, name in enumerate(endpoints):
+            for other in endpoints[i + 1 :]:
+                value = getattr(self, name)
+                if value == getattr(self, other) and not value.endswith(":0"):
+                    raise ConfigError(f"{name} and {other} must differ")
         if self.metrics not in ("", "off"):
             host, sep, port = self.metrics.rpartition(":")
             if not sep or not host or not _port(port):
@@ -233,6 +272,10 @@ class Config:
             "max_subscriptions",
             "subscription_batch",
             "restart_budget",
+            "state_max_entries",
+            "state_max_bytes",
+            "snapshot_max",
+            "snapshot_part",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected an integer >= 1")
@@ -245,6 +288,7 @@ class Config:
             "restart_window",
             "heartbeat_interval",
             "heartbeat_timeout",
+            "snapshot_timeout",
         ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -254,7 +298,7 @@ class Config:
         if self.heartbeat_interval and self.heartbeat_timeout < self.heartbeat_interval:
             raise ConfigError("heartbeat_timeout must be at least heartbeat_interval")
         if not self.authenticated and self.insecure != "on":
-            for name in ("pub_endpoint", "sub_endpoint"):
+            for name in endpoints:
                 value = getattr(self, name)
                 if not _loopback(value):
                     raise ConfigError(

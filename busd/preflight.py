@@ -76,7 +76,10 @@ def problems(config: Config) -> list[str]:
             _directory("var_dir", Path(config.var_dir), write=True),
             _directory("rates_dir", config.rates_path, write=False),
             _socket_path("control", config.control_path),
-            *(_endpoint(name, getattr(config, name)) for name in ("pub_endpoint", "sub_endpoint")),
+            *(
+                _endpoint(name, getattr(config, name))
+                for name in ("pub_endpoint", "sub_endpoint", "state_endpoint")
+            ),
             _metrics(config),
         )
         if p

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from busd.kernel.buckets import BucketRow
 from busd.kernel.schemas import SchemaGateStatistics
+from busd.kernel.state import StateStatistics
 from busd_protocol.codes import Code
 from busd_protocol.histogram import HistogramSnapshot
 
@@ -76,6 +77,19 @@ class BrokerStatistics:
     sequence_topics_expired: int = 0  # topics forgotten: idle, or past the cap
     fences: int = 0  # (connection, topic) pairs fenced now (kernel/fences.py)
     fenced: int = 0  # messages refused behind an earlier refused one of their topic
+    state: StateStatistics | None = None  # the state cache (kernel/state.py)
+    snapshots: SnapshotStatistics | None = None  # the state endpoint (transport/snapshots.py)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotStatistics:
+    """The state endpoint's (``busd.transport.snapshots.Snapshots.statistics()``)."""
+
+    endpoint: str
+    requests: Mapping[str, int]  # by outcome: ok, an error code, abandoned; zeros included
+    active: int  # snapshots parked or being sent now
+    entries_sent: int
+    duration: HistogramSnapshot  # request read -> end frame sent, seconds
 
 
 @dataclass(frozen=True, slots=True)

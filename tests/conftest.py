@@ -135,6 +135,14 @@ class BusdProcess:
         self._addr["sub"] = endpoint
 
     @property
+    def state_endpoint(self) -> str:
+        return self._address("state")
+
+    @state_endpoint.setter
+    def state_endpoint(self, endpoint: str) -> None:
+        self._addr["state"] = endpoint
+
+    @property
     def metrics(self) -> str:
         return self._address("metrics")
 
@@ -166,6 +174,8 @@ class BusdProcess:
             address("pub", tcp0),
             "--sub-endpoint",
             address("sub", tcp0),
+            "--state-endpoint",
+            address("state", tcp0),
             "--control",
             self.control,
             "--rates-dir",
@@ -205,7 +215,7 @@ class BusdProcess:
                 env={**os.environ, **self.env} if self.env else None,
             )
         ready = self.wait_log("ready", timeout=timeout)
-        for role in ("pub", "sub"):
+        for role in ("pub", "sub", "state"):
             self._addr[role] = ready[f"{role}_endpoint"]
         listening = [line for line in self.logs() if line.get("event") == "metrics listening"]
         if listening:

@@ -63,6 +63,7 @@ class Checkout:
             self.start(
                 f"--pub-endpoint=tcp://{address}:7401",
                 f"--sub-endpoint=tcp://{address}:7402",
+                f"--state-endpoint=tcp://{address}:7404",
                 f"--metrics={address}:7403",
                 f"--var-dir=bus{k}",
                 "--insecure",  # not loopback, no keys: only inside this private host
@@ -148,7 +149,8 @@ import subprocess, sys, time
 busd, path, var = sys.argv[1:]
 proc = subprocess.Popen(
     [busd, "--assertions", path, "--var-dir", var, "--metrics", "off", "--log-format", "json",
-     f"--pub-endpoint=ipc://{var}-pub", f"--sub-endpoint=ipc://{var}-sub"],
+     f"--pub-endpoint=ipc://{var}-pub", f"--sub-endpoint=ipc://{var}-sub",
+     f"--state-endpoint=ipc://{var}-state"],
     stderr=subprocess.PIPE, text=True)
 for line in proc.stderr:
     if '"event":"ready"' in line.replace(" ", ""):

@@ -531,7 +531,7 @@ def test_directory_loads_and_ignores_non_json_files(tmp_path: Path) -> None:
         (
             {"t/meta.json": {**META, "topic": ["t."]}, "t/v1.json": V1},
             "t/meta.json",
-            "unknown key 'topic'; expected assume_compatible, description, topics, versions",
+            "unknown key 'topic'; expected assume_compatible, description, state, topics, versions",
         ),
         (
             {"t/meta.json": {**META, "topics": []}, "t/v1.json": V1},

@@ -69,6 +69,7 @@ class SchemaControl:
         log.info("schemas loaded", extra={"dir": self.directory, **self._summary()})
 
     def _install(self, schemas: SchemaSet) -> None:
+        self.admission.install_state(schemas.state_rules())
         if self.gate is None:
             self.gate = SchemaGate(schemas, self.traffic)
             self.admission.install_schemas(self.gate)

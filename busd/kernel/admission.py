@@ -5,6 +5,10 @@ topic frame, the identity's permission to publish to it, the envelope's encoding
 (cheap, needed by the rest), the publisher name against the identity, then rate limits (so a
 flood costs little CPU), then the schema of the claimed version (the costliest).
 The header frame and the frame count are the transport's (``busd_protocol.frames``).
+
+After accepting a message of a *state* schema (meta.json ``state``, kernel/state.py),
+``decide`` leaves its key in ``state_key``: ((schema, key values), ends, ttl_s); ``None`` after
+accepting any other message. The broker reads it right after an accept: no second decode.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from busd.kernel.acl import Trust
 from busd_protocol.codes import Code, Reject
 from busd_protocol.envelope import check_envelope, check_topic
 from busd_protocol.messages import decode_envelope
+from busd_protocol.schemas.state import StateRule
+
+# ((schema, key field values), whether the message ends the entry, the schema's ttl_s)
+StateKey = tuple[tuple[str, tuple[str | int, ...]], bool, float | None]
 
 # Good topics remembered by their bytes: saves a decode and a regex search per message.
 GOOD_TOPICS_MAX = 65536
@@ -41,7 +49,15 @@ class Admission:
     ``decide`` may raise only on a bug in a check; the caller answers ``internal``.
     """
 
-    __slots__ = ("_good_topics", "max_bytes", "rates", "schemas", "trust")
+    __slots__ = (
+        "_good_topics",
+        "max_bytes",
+        "rates",
+        "schemas",
+        "state_key",
+        "state_rules",
+        "trust",
+    )
 
     def __init__(
         self,
@@ -54,6 +70,8 @@ class Admission:
         self.max_bytes = max_bytes
         self.trust: Trust | None = None  # keys and permissions; None: authentication off
         self._good_topics: dict[bytes, str] = {}
+        self.state_rules: dict[str, StateRule] = {}  # schema name -> its state declaration
+        self.state_key: StateKey | None = None  # of the message accepted last (see above)
 
     def fenced(self, reject: Reject, now: float) -> None:
         """A message got ``reject`` from an order fence (kernel/fences.py): a fenced
@@ -68,6 +86,10 @@ class Admission:
 
     def install_schemas(self, schemas: SchemaCheck | None) -> None:
         self.schemas = schemas
+
+    def install_state(self, rules: dict[str, StateRule]) -> None:
+        """The state declarations of the schema set in force (installed with it)."""
+        self.state_rules = rules
 
     def install_trust(self, trust: Trust | None) -> None:
         self.trust = trust
@@ -118,7 +140,26 @@ class Admission:
             if reject is not None:
                 return reject
         if self.schemas is not None:
-            return self.schemas.check(
+            reject = self.schemas.check(
                 topic, env["schema"], env["version"], env["data"], env["publisher"]
             )
+            if reject is not None:
+                return reject
+        rules = self.state_rules
+        rule = rules.get(env["schema"]) if rules else None
+        self.state_key = None if rule is None else _state_key(env, rule)
         return None
+
+
+def _state_key(env: dict[str, Any], rule: StateRule) -> StateKey | None:
+    """The key of an accepted state message; None when its key fields are not all strings
+    and integers (possible only with schema checks off): such a message is not held."""
+    data = env["data"]
+    values = []
+    for name in rule.key:
+        value = data.get(name)
+        kind = type(value)
+        if kind is not str and kind is not int:
+            return None
+        values.append(value)
+    return (env["schema"], tuple(values)), rule.is_end(data), rule.ttl_s

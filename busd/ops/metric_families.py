@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from busd.kernel.buckets import BucketRow
+from busd.kernel.state import StateStatistics
 from busd.ops.build import BUILD_LABELS, versions
 from busd.statistics import (
     AssertionStatistics,
@@ -28,6 +29,7 @@ from busd.statistics import (
     NotifyStatistics,
     RatesStatistics,
     SchemasStatistics,
+    SnapshotStatistics,
     Statistics,
     TrustStatistics,
     ZapStatistics,
@@ -113,6 +115,18 @@ def _roles(value: Callable[[ConnectionStatistics], float]) -> Callable[[Scrape],
         (("publisher",), float(value(s.stats.ingress))),
         (("subscriber",), float(value(s.stats.egress))),
     ]
+
+
+def _state(value: Callable[[StateStatistics], float]) -> Callable[[Scrape], Samples | None]:
+    return _section(lambda st: st.broker.state, lambda t: [((), float(value(t)))])
+
+
+def _evictions(t: StateStatistics) -> Samples:
+    return [(("bound",), float(t.evicted_bound)), (("ttl",), float(t.evicted_ttl))]
+
+
+def _snapshot_outcomes(n: SnapshotStatistics) -> Samples:
+    return [((outcome,), float(count)) for outcome, count in n.requests.items()]
 
 
 def _rejected(st: Statistics) -> Samples:
@@ -240,6 +254,31 @@ FAMILIES: tuple[Family, ...] = (
            "Messages refused because an earlier refused message of their topic and "
            "connection had not come back yet (counted under its code too).",
            _core(lambda st: st.broker.fenced)),
+    # -- state and snapshots (docs/protocol.md §3.2) ---------------------------------------
+    Family("busd_state_entries", "gauge",
+           "State entries held: the latest accepted message per key of state schemas.",
+           _state(lambda t: t.entries)),
+    Family("busd_state_bytes", "gauge",
+           "Bytes of state held (topic and envelope of every entry).",
+           _state(lambda t: t.bytes), unit="bytes"),
+    Family("busd_state_evictions_total", "counter",
+           "State entries dropped: bound (state_max_entries or state_max_bytes reached, the "
+           "least recently updated first) or ttl (not refreshed within the schema's ttl_s).",
+           _section(lambda st: st.broker.state, _evictions), ("reason",)),
+    Family("busd_state_ended_total", "counter",
+           "State entries removed by a message that ends them (the schema's ends).",
+           _state(lambda t: t.ended)),
+    Family("busd_snapshot_requests_total", "counter",
+           "Snapshot requests on the state endpoint, by outcome: ok, an error code, or "
+           "abandoned (not finished within snapshot_timeout, or the client left).",
+           _section(lambda st: st.broker.snapshots, _snapshot_outcomes), ("outcome",)),
+    Family("busd_snapshot_duration_seconds", "histogram",
+           "Time from reading a snapshot request to sending its end frame.",
+           _section(lambda st: st.broker.snapshots, lambda n: [((), n.duration)]),
+           unit="seconds"),
+    Family("busd_snapshots_active", "gauge",
+           "Snapshots waiting for their sync subscription or being sent now.",
+           _section(lambda st: st.broker.snapshots, lambda n: [((), float(n.active))])),
     # -- connections -----------------------------------------------------------------------
     Family("busd_publishers_connected", "gauge", "Open publisher (ingress) connections.",
            _core(lambda st: st.ingress.connected)),

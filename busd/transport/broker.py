@@ -31,18 +31,21 @@ from busd.config import Config
 from busd.kernel.admission import Admission
 from busd.kernel.fences import Fences
 from busd.kernel.sequences import TopicSequences
+from busd.kernel.state import StateCache
 from busd.logs import RateLimitedLog, get
 from busd.statistics import BrokerStatistics
 from busd.transport import heap, sockets
 from busd.transport.overlong import Overlong, discard
 from busd.transport.peers import DeafPublishers, Endpoint
 from busd.transport.readiness import Readiness
+from busd.transport.snapshots import Snapshots
 from busd.transport.subscriptions import Subscriptions
 from busd_protocol.codes import ROUTINE, Code, Reject
 from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, INGRESS_FRAMES, read_header
 from busd_protocol.histogram import Histogram
 from busd_protocol.messages import decode_envelope
 from busd_protocol.replies import encode_reply, reject_entry
+from busd_protocol.schemas.state import StateRule
 from busd_protocol.stamps import encode_stamp
 
 _log = get("broker")
@@ -94,6 +97,8 @@ class BrokerStats:
         "replies_dropped",
         "replies_sent",
         "sequences",
+        "snapshots",
+        "state",
         "subscribe_total",
         "subscribers_cut",
         "subscriptions",
@@ -123,6 +128,8 @@ class BrokerStats:
         self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
         self.sequences: TopicSequences | None = None  # set by the Broker that owns these
         self.fences: Fences | None = None
+        self.state: StateCache | None = None
+        self.snapshots: Snapshots | None = None
 
     def statistics(self) -> BrokerStatistics:
         seqs = self.sequences.statistics() if self.sequences is not None else None
@@ -151,6 +158,8 @@ class BrokerStats:
             sequence_topics_expired=seqs.expired if seqs is not None else 0,
             fences=len(fences) if fences is not None else 0,
             fenced=fences.refused if fences is not None else 0,
+            state=self.state.statistics() if self.state is not None else None,
+            snapshots=self.snapshots.statistics() if self.snapshots is not None else None,
         )
 
 
@@ -169,6 +178,10 @@ class Broker:
         # The delivery stamp (busd_protocol.stamps): random per start, so a restart shows.
         self.sequences = TopicSequences(int.from_bytes(os.urandom(8), "big"), clock())
         self.stats.sequences, self.stats.fences = self.sequences, self.fences
+        # The latest message per key of state schemas, and the endpoint serving it.
+        self.state = StateCache(config.state_max_entries, config.state_max_bytes)
+        self.snapshots = Snapshots(config, self.state, self.sequences, self._state_rules)
+        self.stats.state, self.stats.snapshots = self.state, self.snapshots
         self._ctx = ctx
         self.clock = clock  # monotonic seconds; the rate buckets share it
         self._log = RateLimitedLog(_log)  # per-message problems: bounded whatever the input
@@ -182,10 +195,12 @@ class Broker:
         self.subscriptions = Subscriptions(
             self.stats, max_per_peer=config.max_subscriptions, budget=config.subscription_batch
         )
+        self.subscriptions.on_sync = self.snapshots.on_sync
         self._router: zmq.Socket[bytes] | None = None
         self._xpub: zmq.Socket[bytes] | None = None
         self.pub_endpoint = ""
         self.sub_endpoint = ""
+        self.state_endpoint = ""
         # The server's CURVE key pair (public, secret); None: authentication off. With it,
         # every message is judged for the identity its connection's key proved.
         self.curve: tuple[bytes, bytes] | None = None
@@ -227,15 +242,20 @@ class Broker:
         )
         self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger, guards=guards)
         sockets.guard(self._router, self.curve)
+        state = self.snapshots.socket = sockets.state_router(
+            self._ctx, linger_ms=linger, guards=guards
+        )
         sockets.guard(self._xpub, self.curve)
+        sockets.guard(state, self.curve)
         if self.curve is not None:
-            self.subscriptions.permit = self._subscribe_refusal
+            self.subscriptions.permit = self.snapshots.permit = self._subscribe_refusal
         try:
             if before is not None:
                 before()
             self.pub_endpoint = sockets.bind(self._router, cfg.pub_endpoint)
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
             self.subscriptions.bound(self.sub_endpoint)
+            self.state_endpoint = self.snapshots.endpoint = sockets.bind(state, cfg.state_endpoint)
             self._deaf.endpoint = Endpoint(self.pub_endpoint)
         except Exception:
             self.close(linger=0)
@@ -268,16 +288,18 @@ class Broker:
         process (exit 70): the broker is not restarted in place.
         """
         assert self._router is not None and self._xpub is not None, "bind() first"
-        ready = self._ready = Readiness([self._router, self._xpub])
+        snaps = self.snapshots
+        ready = self._ready = Readiness([self._router, self._xpub, snaps.socket])  # type: ignore[list-item]
         batch = self.config.batch
         try:
             while not self._draining:
                 handled = self._pump(batch, self._warmup_refusal())
                 more = self.subscriptions.read(self._xpub)
+                more = snaps.serve(self.clock()) or more
                 if handled >= batch or more or self._overlong is not None:
                     await asyncio.sleep(0)  # let other tasks run between full batches
                 else:
-                    await ready.wait()
+                    await ready.wait(snaps.wait_hint(self.clock()))
             await self._drain(ready, batch)
         finally:
             ready.close()
@@ -318,6 +340,7 @@ class Broker:
             handled = self._pump(batch, self._warmup_refusal())  # SIGTERM while warming
             answered += handled
             more = self.subscriptions.read(self._xpub)
+            more = self.snapshots.serve(self.clock(), draining=True) or more
             if handled >= batch or more or self._overlong is not None:
                 await asyncio.sleep(0)
             elif not await ready.wait(min(_QUIET, left)):
@@ -336,6 +359,7 @@ class Broker:
             if sock is not None:
                 sock.close(linger=ms)
         self._router = self._xpub = None
+        self.snapshots.close(ms)
 
     def _pump(self, limit: int, refuse: Reject | None = None) -> int:
         """Read, judge, forward and answer up to ``limit`` messages without blocking."""
@@ -347,6 +371,7 @@ class Broker:
         seqs = self.sequences
         numbers, epoch, stamp = seqs.current, seqs.epoch, encode_stamp
         authenticated = self.curve is not None
+        admission, state = self.admission, self.state
         identity: str | None = None
         unread = self._deaf.unread
         st = self.stats
@@ -425,6 +450,8 @@ class Broker:
                     xsend(xpub, stamp(epoch, n))
                     if fences:
                         fences.accepted(ident, topic_b)
+                    if admission.state_key is not None:  # a state schema's message
+                        state.record(admission.state_key, topic_b, env_b, epoch, n, now=now)
                     accepted += 1
                     bytes_accepted += size
                     acc = entry[0]
@@ -496,6 +523,9 @@ class Broker:
         )
         self._reply(router, {over.ident: ([], [reject_entry(seq, reject)])})
         return 1
+
+    def _state_rules(self) -> dict[str, StateRule]:
+        return self.admission.state_rules
 
     def _subscribe_refusal(self, identity: str, prefix: bytes) -> str | None:
         """Why ``identity`` may not subscribe to ``prefix`` under the permissions in force."""

@@ -115,6 +115,29 @@ def xpub(
     return sock
 
 
+# Snapshot reply messages queued per state client (each up to ``snapshot_part`` entries):
+# past it a send answers EAGAIN and busd retries on a later wake-up (transport/snapshots.py).
+STATE_SNDHWM = 32
+STATE_REQUEST_BYTES = 4096  # a larger request frame drops the connection (requests are small)
+
+
+def state_router(
+    ctx: zmq.Context[zmq.Socket[bytes]], *, linger_ms: int, guards: PeerGuards
+) -> zmq.Socket[bytes]:
+    """The state endpoint's ROUTER (docs/protocol.md §3.2)."""
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.SNDHWM, STATE_SNDHWM)
+    sock.setsockopt(zmq.RCVHWM, 64)
+    sock.setsockopt(zmq.MAXMSGSIZE, STATE_REQUEST_BYTES)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    # A full or vanished client fails loudly (EAGAIN/EHOSTUNREACH) instead of libzmq
+    # dropping the part silently, which would leave a hole in the snapshot.
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    guards.apply(sock)
+    _tcp_keepalive(sock)
+    return sock
+
+
 def guard(sock: zmq.Socket[bytes], curve: tuple[bytes, bytes] | None) -> None:
     """Every connection through ZAP (so libzmq refuses ZMTP/1.0 and 2.0 peers); with
     ``curve`` (public, secret z85 keys) a CURVE server that admits only known client keys."""

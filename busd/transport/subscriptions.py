@@ -22,6 +22,11 @@ that sent it. Measured on libzmq 4.3.5 (tests/test_hostile_subscriptions.py):
   busd's record says it is (libzmq's per-connection set ignores repeats): a stale record
   can skew a count, never what a subscriber receives.
 
+A subscription to ``SYNC_PREFIX + token`` (busd_protocol.snapshots) is a *sync marker*, not a
+subscription: it is handed to ``on_sync`` and never applied, and its unsubscribe is ignored.
+One SUB connection's subscriptions are read in the order it sent them, so seeing the marker
+proves the subscriptions it sent before are in force (docs/protocol.md §3.2).
+
 Disconnecting is ``busd.transport.peers`` (there is no per-peer close for XPUB).
 
 Error handling: nothing here raises on a peer's input; a failed shutdown (the connection
@@ -40,6 +45,7 @@ from busd.logs import RateLimitedLog, get
 from busd.transport import heap
 from busd.transport.peers import Endpoint
 from busd_protocol.envelope import MAX_TOPIC_BYTES
+from busd_protocol.snapshots import SYNC_PREFIX
 
 _log = get("subscriptions")
 _NOBLOCK = zmq.NOBLOCK
@@ -75,6 +81,9 @@ class _Peer:
 
 # Why an authenticated identity may not subscribe to a prefix, or None (busd.kernel.acl).
 Permit = Callable[[str, bytes], "str | None"]
+# Told of each sync marker: (token, monotonic now); busd.transport.snapshots.
+OnSync = Callable[[bytes, float], None]
+_SYNC_LEN = len(SYNC_PREFIX)
 
 
 class Subscriptions:
@@ -83,6 +92,7 @@ class Subscriptions:
         # With authentication on, the permissions check (the broker sets it): each subscribe
         # is judged for the identity its connection's key proved (the message's User-Id).
         self.permit: Permit | None = None
+        self.on_sync: OnSync | None = None  # sync markers go here (the broker sets it)
         self.max_per_peer = max_per_peer
         self.budget = budget
         self._peers: dict[int, _Peer] = {}
@@ -127,6 +137,10 @@ class Subscriptions:
         kind, prefix = msg[:1], msg[1:]
         if kind not in (b"\x01", b"\x00"):
             return  # XPUB passes user messages a SUB cannot send; nothing to apply
+        if prefix[:_SYNC_LEN] == SYNC_PREFIX:
+            if kind == b"\x01" and self.on_sync is not None:
+                self.on_sync(prefix[_SYNC_LEN:], time.monotonic())
+            return  # a marker, never a subscription; its unsubscribe changes nothing
         try:
             fd = int(frame.get(zmq.SRCFD))
         except zmq.ZMQError:

@@ -11,7 +11,8 @@ types, where busd needs its msgpack rules (``integer`` excludes 1.0, NaN is not 
 are not strings) and the same verdict in every client without a compiled dependency.
 Modules: values (types, quoting, equality), refs ($ref resolution), compiler (the judge's
 closures: types.py, containers.py, applicators.py), codegen (the generated fast check),
-formats, loader (files), schemaset (the compiled set). See schemas/README.md for the
+formats, loader (files), state (meta.json's keyed-state declaration), schemaset (the compiled
+set). See schemas/README.md for the
 directory layout and docs/schemas.md for the rules.
 """
 
@@ -41,6 +42,7 @@ from busd_protocol.schemas.schemaset import (
     compile_version,
     fast_version,
 )
+from busd_protocol.schemas.state import StateEnds, StateRule, parse_state, state_problems
 from busd_protocol.schemas.values import (
     DIALECT,
     JSON_TYPES,
@@ -75,6 +77,8 @@ __all__ = [
     "SchemaLoadError",
     "SchemaSet",
     "SchemaSource",
+    "StateEnds",
+    "StateRule",
     "Verdict",
     "VersionInfo",
     "VersionSource",
@@ -85,8 +89,10 @@ __all__ = [
     "json_equal",
     "key_segment",
     "metadata_problems",
+    "parse_state",
     "read_directory",
     "read_json",
     "show",
+    "state_problems",
     "type_name",
 ]

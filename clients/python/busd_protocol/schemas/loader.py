@@ -4,7 +4,9 @@ Layout (schemas/README.md)::
 
     DIR/<name>/meta.json      {"description": ..., "topics": [prefix, ...],
                                "versions": {"1": "deprecated", "2": "active"},
-                               "assume_compatible": {"2": ["data.change"]}}   (optional)
+                               "assume_compatible": {"2": ["data.change"]},   (optional)
+                               "state": {"key": ["app", "instance_id"], ...}} (optional,
+                                                                 busd_protocol.schemas.state)
     DIR/<name>/v<N>.json      one JSON Schema document per version
 
 Reading refuses what cannot be understood (bad JSON, a misnamed file, a malformed meta.json)
@@ -21,12 +23,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from busd_protocol.schemas.state import StateRule, parse_state, state_problems
+
 STATUSES = ("active", "deprecated", "retired")
 SCHEMA_NAME = re.compile(r"[a-z0-9._-]{1,64}")
 _VERSION_FILE = re.compile(r"v([1-9][0-9]{0,8})\.json")
 _VERSION_KEY = re.compile(r"[1-9][0-9]{0,8}")
 _TOPIC_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
-_META_KEYS = frozenset({"description", "topics", "versions", "assume_compatible"})
+_META_KEYS = frozenset({"description", "topics", "versions", "assume_compatible", "state"})
 MAX_FILE_BYTES = 1 << 20
 
 
@@ -58,6 +62,7 @@ class SchemaSource:
     versions: dict[int, VersionSource]
     # version -> paths where `busd schemas check` may not decide and the operator vouches
     assumed: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    state: StateRule | None = None  # meta.json's ``state``: keyed state (docs/schemas.md)
 
 
 def read_directory(directory: str | os.PathLike[str]) -> list[SchemaSource]:
@@ -107,7 +112,17 @@ def _read_schema(name: str, path: str) -> SchemaSource:
         statuses,
         dict(sorted(versions.items())),
         _parse_assumed(meta_path, meta.get("assume_compatible", {})),
+        _parse_state(meta_path, meta.get("state")),
     )
+
+
+def _parse_state(path: str, value: Any) -> StateRule | None:
+    if value is None:
+        return None
+    try:
+        return parse_state(value)
+    except ValueError as exc:
+        raise SchemaLoadError(path, str(exc)) from None
 
 
 def _parse_assumed(path: str, assumed: Any) -> dict[int, tuple[str, ...]]:
@@ -168,7 +183,8 @@ def _parse_meta(path: str, meta: Any) -> tuple[str, tuple[str, ...], dict[int, s
 
 def metadata_problems(sources: list[SchemaSource]) -> list[tuple[str, str]]:
     """(file, reason) for each version file without a status, status without a file, or gap
-    in the numbering (versions run 1..N: retire a version, never delete its file)."""
+    in the numbering (versions run 1..N: retire a version, never delete its file), and each
+    way a ``state`` declaration does not fit its active and deprecated versions."""
     problems: list[tuple[str, str]] = []
     for source in sources:
         for number, version in source.versions.items():
@@ -192,6 +208,13 @@ def metadata_problems(sources: list[SchemaSource]) -> list[tuple[str, str]]:
                     + ", ".join(map(str, missing)),
                 )
             )
+        if source.state is not None:
+            usable = {
+                n: (status, v.path, v.document)
+                for n, v in source.versions.items()
+                if (status := source.statuses.get(n, "retired")) != "retired"
+            }
+            problems += state_problems(source.state, source.meta_path, usable)
     return problems
 
 

@@ -20,6 +20,7 @@ from busd_protocol.schemas.loader import (
     metadata_problems,
     read_directory,
 )
+from busd_protocol.schemas.state import StateRule
 from busd_protocol.schemas.values import Checker, SchemaError, show
 
 # The codes a schema check answers with (defined in busd_protocol.codes).
@@ -47,6 +48,7 @@ class SchemaInfo:
     description: str
     topics: tuple[str, ...]
     versions: tuple[VersionInfo, ...]
+    state: StateRule | None = None  # keyed state (busd_protocol.schemas.state)
 
 
 class _Version:
@@ -83,6 +85,7 @@ class _Schema:
             source.description,
             source.topics,
             tuple(VersionInfo(v.number, v.status) for v in versions.values()),
+            source.state,
         )
         usable = [n for n, v in versions.items() if not v.retired]
         self.retired_hint = (
@@ -169,6 +172,10 @@ class SchemaSet:
         message when its topic starts with a prefix and ``fast(data)`` is True; anything else
         goes to ``explain``, which gives the same verdict ``check`` would."""
         return dict(self._routes)
+
+    def state_rules(self) -> dict[str, StateRule]:
+        """Schema name -> its state declaration, for the schemas that declare one."""
+        return {name: s.info.state for name, s in self._schemas.items() if s.info.state is not None}
 
     def status(self, schema: str, version: int) -> str | None:
         """``active``, ``deprecated``, ``retired``, or ``None`` if not loaded."""

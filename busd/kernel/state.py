@@ -1,0 +1,164 @@
+"""The state cache: the latest accepted message per key of every state schema.
+
+A state schema's meta.json names the payload fields that form its key
+(``busd_protocol.schemas.state``); ``Admission`` records the key of each message it accepts
+(``Admission.state_key``) and the broker, once it has stamped and forwarded the message,
+calls ``put`` (or ``end`` for a message that ends its entry). An entry is an immutable tuple
+(topic bytes, envelope bytes, epoch, seq, expires_at): the original frames, never
+re-encoded, and the stamp they were forwarded with.
+
+Entries live in one dict in update order (an update pops and re-inserts its key), so the
+front is the least recently updated entry. Bounds: ``max_entries`` entries and ``max_bytes``
+bytes (topic + envelope); past either, entries are evicted from the front (counted
+``evicted_bound``). TTL: ``sweep`` drops expired entries from the front, at most ``budget``
+a call (counted ``evicted_ttl``); an update re-inserts at the back, so the front is always
+the oldest update, and the first unexpired entry ends the sweep when every rule has the
+same TTL (entries with a shorter TTL behind a longer one wait for the next sweeps that reach
+them, and ``cut`` never serves an expired entry).
+
+In memory only (crash-only): a restarted busd starts empty and refills from new publishes.
+Pure: no I/O; time (monotonic seconds) is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Entry", "StateCache", "StateStatistics"]
+
+# (topic bytes, envelope bytes, epoch, seq, expires_at monotonic seconds or inf)
+Entry = tuple[bytes, bytes, int, int, float]
+Key = tuple[str, tuple[Any, ...]]  # (schema name, the key fields' values)
+_INF = float("inf")
+SWEEP_EVERY = 1.0  # seconds between TTL sweeps
+SWEEP_BUDGET = 10000  # entries dropped per sweep at most
+
+
+@dataclass(frozen=True, slots=True)
+class StateStatistics:
+    entries: int  # held now
+    bytes: int  # topic + envelope bytes held now
+    max_entries: int
+    max_bytes: int
+    stored: int  # puts (new entries and updates)
+    evicted_bound: int  # dropped to stay within max_entries / max_bytes
+    evicted_ttl: int  # dropped: not refreshed within the schema's ttl_s
+    ended: int  # removed by a message that ends its entry (``ends``)
+
+
+class StateCache:
+    """Owned by the broker task; ``entries`` is read by the snapshot server (a copy)."""
+
+    __slots__ = (
+        "_next_sweep",
+        "bytes",
+        "ended",
+        "entries",
+        "evicted_bound",
+        "evicted_ttl",
+        "max_bytes",
+        "max_entries",
+        "stored",
+    )
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.entries: dict[Key, Entry] = {}
+        self.bytes = 0
+        self.stored = 0
+        self.evicted_bound = 0
+        self.evicted_ttl = 0
+        self.ended = 0
+        self._next_sweep = 0.0
+
+    def put(
+        self,
+        key: Key,
+        topic_b: bytes,
+        env_b: bytes,
+        epoch: int,
+        seq: int,
+        *,
+        expires_at: float = _INF,
+    ) -> None:
+        """Hold this message as ``key``'s entry (the newest update goes to the back)."""
+        entries = self.entries
+        old = entries.pop(key, None)
+        size = len(topic_b) + len(env_b)
+        if old is not None:
+            self.bytes -= len(old[0]) + len(old[1])
+        entries[key] = (topic_b, env_b, epoch, seq, expires_at)
+        self.bytes += size
+        self.stored += 1
+        if len(entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._evict()
+
+    def record(
+        self,
+        state_key: tuple[Key, bool, float | None],
+        topic_b: bytes,
+        env_b: bytes,
+        epoch: int,
+        seq: int,
+        *,
+        now: float,
+    ) -> None:
+        """An accepted, forwarded message of a state schema (``Admission.state_key``: key,
+        whether it ends its entry, the schema's ttl_s)."""
+        key, ends, ttl = state_key
+        if ends:
+            self.end(key)
+        else:
+            self.put(key, topic_b, env_b, epoch, seq, expires_at=_INF if ttl is None else now + ttl)
+
+    def end(self, key: Key) -> None:
+        """A message ended ``key``'s entry: remove it."""
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[0]) + len(old[1])
+            self.ended += 1
+
+    def _evict(self) -> None:
+        entries = self.entries
+        while entries and (len(entries) > self.max_entries or self.bytes > self.max_bytes):
+            key = next(iter(entries))
+            old = entries.pop(key)
+            self.bytes -= len(old[0]) + len(old[1])
+            self.evicted_bound += 1
+
+    def sweep(self, now: float, budget: int = SWEEP_BUDGET) -> int:
+        """At most once every ``SWEEP_EVERY`` seconds, drop expired entries from the front
+        (at most ``budget``); returns how many were dropped."""
+        if now < self._next_sweep:
+            return 0
+        self._next_sweep = now + SWEEP_EVERY
+        entries = self.entries
+        dropped = 0
+        while entries and dropped < budget:
+            key = next(iter(entries))
+            old = entries[key]
+            if old[4] > now:
+                break
+            del entries[key]
+            self.bytes -= len(old[0]) + len(old[1])
+            dropped += 1
+        self.evicted_ttl += dropped
+        return dropped
+
+    def cut(self) -> list[Entry]:
+        """Every entry now, oldest update first (a C-speed copy; filter it afterwards)."""
+        return list(self.entries.values())
+
+    def statistics(self) -> StateStatistics:
+        return StateStatistics(
+            entries=len(self.entries),
+            bytes=self.bytes,
+            max_entries=self.max_entries,
+            max_bytes=self.max_bytes,
+            stored=self.stored,
+            evicted_bound=self.evicted_bound,
+            evicted_ttl=self.evicted_ttl,
+            ended=self.ended,
+        )

@@ -14,8 +14,8 @@ import pytest
 
 from busd_client.state_core import Link, StateCore
 from busd_client.state_table import Change
-from busd_client.state_wire import SYNC_PREFIX
 from busd_protocol.messages import encode_envelope
+from busd_protocol.snapshots import SYNC_PREFIX
 from busd_protocol.stamps import encode_stamp
 
 pytestmark = pytest.mark.timeout(10)

@@ -13,7 +13,7 @@ from busd_client.sockets import DEFAULT_SUB_ENDPOINT
 from busd_client.state_sockets import StateBroker, StateSockets
 from busd_client.state_table import Change
 from busd_client.state_view import _MAX_WAIT, ViewBase, _monotonic
-from busd_client.state_wire import DEFAULT_STATE_ENDPOINT
+from busd_protocol.snapshots import DEFAULT_STATE_ENDPOINT
 
 __all__ = ["AsyncStateView"]
 

@@ -26,21 +26,30 @@ The protocol (docs/protocol.md "State snapshots"), per broker (a ``Link``):
 
 A snapshot fails (``failed``, retried after a back-off) when busd answers an error, sends
 nothing for ``timeout`` seconds, or either connection drops meanwhile; what was buffered is
-applied (those messages were accepted by busd: in a pool, the only copies). The SUB's
+applied (those messages were accepted by busd: in a pool, the only copies), and in a pool
+the parts that came too (the merge keeps the newest). The SUB's
 reconnection voids an attempt: libzmq resends a SUB's subscriptions in byte order, the
 token (0x00...) before the prefix, so the token proves nothing on a new connection.
 """
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
 from busd_client.state_table import Change, Key, StateTable, key_of
-from busd_client.state_wire import SYNC_PREFIX, End, Failure, Part, Rule, encode_request, read_reply
 from busd_protocol.messages import DecodeError, Message, decode_message
+from busd_protocol.schemas.state import StateRule
+from busd_protocol.snapshots import (
+    End,
+    Failure,
+    Part,
+    decode_reply,
+    encode_request,
+    new_sync_token,
+    sync_subscription,
+)
 from busd_protocol.stamps import read_stamp
 
 __all__ = ["Action", "Link", "StateCore"]
@@ -113,7 +122,7 @@ class StateCore:
         self.buffer_max = buffer_max
         self.links = [Link(i, name) for i, name in enumerate(brokers)]
         self.table = StateTable(merge=len(brokers) > 1)
-        self.rules: dict[str, Rule] = {}
+        self.rules: dict[str, StateRule] = {}
         self.outbox: deque[Action] = deque()
         self.changes: list[Change] = []  # since the driver last took them
         self.bad = 0  # replies or messages that break the protocol
@@ -141,11 +150,14 @@ class StateCore:
             self._note(Change("lost", broker=link.name, detail="connection lost"))
 
     def on_reply(self, link: Link, frames: list[bytes], now: float, wall: float) -> None:
-        reply = read_reply(frames)
-        if reply is None:
+        try:
+            reply = decode_reply(frames)
+        except ValueError:
             self.bad += 1
             return
-        if link.phase != "requesting" or reply.req != link.req:
+        # An error without req answers a request busd could not read: ours, if one is out.
+        unread = isinstance(reply, Failure) and reply.req is None
+        if link.phase != "requesting" or (reply.req != link.req and not unread):
             self.stale_replies += 1
             return
         link.progress = now
@@ -233,21 +245,22 @@ class StateCore:
         link.buffer = []
         sync = None
         if self.live:
-            sync = os.urandom(12).hex()
-            link.token = SYNC_PREFIX + sync.encode()
+            sync = new_sync_token()
+            link.token = sync_subscription(sync)
             link.mark = link.sub_events
             self.outbox.append(("subscribe", link, link.token))
         self.outbox.append(("request", link, encode_request(link.req, self.prefix, sync)))
 
     def _part(self, link: Link, part: Part, now: float, wall: float) -> None:
-        if part.index != link.next_part:
+        if part.part != link.next_part:
             self.bad += 1
-            self._fail(link, f"part {part.index} came when {link.next_part} was due", now, wall)
+            self._fail(link, f"part {part.part} came when {link.next_part} was due", now, wall)
             return
         link.next_part += 1
-        for topic, envelope, epoch, seq in part.entries:
+        for entry in part.entries:
             try:
-                link.parts.append((decode_message(topic, envelope), epoch, seq))
+                message = decode_message(entry.topic.encode(), entry.envelope)
+                link.parts.append((message, entry.epoch, entry.seq))
             except DecodeError:
                 self.bad += 1
 
@@ -285,7 +298,7 @@ class StateCore:
                 changes.append(change)
         changes.extend(table.drop_missing(name, end.epoch, present))
         count = len(link.parts)
-        positions = dict(end.topics)
+        positions = {topic.encode(): seq for topic, seq in end.topics.items()}
         gap = ""
         for item in later:
             topic, seq = item[0], item[3]
@@ -319,9 +332,7 @@ class StateCore:
             self.bad += 1
             return
         rule = self.rules.get(message.schema)
-        if rule is None or rule.ends_field is None:
-            return
-        if message.data.get(rule.ends_field) not in rule.ends_values:
+        if rule is None or not rule.is_end(message.data):
             return
         key = key_of(message, rule)
         entry = None if key is None else self.table.entries.get(key)
@@ -340,7 +351,7 @@ class StateCore:
             link.retry_at = now + _BACKOFF_MAX
 
     def _fail(self, link: Link, why: str, now: float, wall: float, at_once: bool = False) -> None:
-        buffered = link.buffer
+        buffered, parts = link.buffer, link.parts
         link.phase = "waiting"
         link.parts, link.buffer = [], []
         link.failures += 1
@@ -354,6 +365,13 @@ class StateCore:
         if not self.rules and self.table.merge:
             self._early.extend((link, item) for item in buffered[: self.buffer_max])
             del self._early[: max(0, len(self._early) - self.buffer_max)]
+        if self.table.merge:  # the parts that came are the broker's entries: newest wins
+            for message, epoch, seq in parts:
+                rule = self.rules.get(message.schema)
+                stamp = (epoch, seq, link.name)
+                change = self.table.offer(message, rule, stamp, now, wall, snapshot=True)
+                if change is not None:
+                    self.changes.append(change)
         for item in buffered:
             self._apply(link, item, now, wall)
 

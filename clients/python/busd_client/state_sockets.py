@@ -15,14 +15,17 @@ from zmq.utils.monitor import parse_monitor_message
 
 from busd_client.sockets import DEFAULT_SUB_ENDPOINT, configure_dealer, configure_sub
 from busd_client.state_core import StateCore
-from busd_client.state_wire import DEFAULT_STATE_ENDPOINT
+from busd_protocol.snapshots import DEFAULT_STATE_ENDPOINT
 
 __all__ = ["StateBroker", "StateSockets", "state_brokers"]
 
 _EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 _NOBLOCK = zmq.NOBLOCK
 _Again = zmq.Again
-_BUDGET = 20_000  # live messages read per broker per pump (deadlines are looked at between)
+# Read per broker per pump, so that one broker's snapshot does not starve the others' live
+# streams, nor the deadlines (the rest is read at the next pump, at once).
+_BUDGET = 20_000  # live messages
+_REPLIES = 16  # snapshot replies (up to 256 entries each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,7 @@ class StateSockets:
                         break
                     core.on_live(link, frames, now, wall)
             dealer = self.dealers[i]
-            while True:
+            for _ in range(_REPLIES):
                 try:
                     frames = dealer.recv_multipart(_NOBLOCK)
                 except _Again:

@@ -24,8 +24,8 @@ import heapq
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from busd_client.state_wire import Rule
 from busd_protocol.messages import Message
+from busd_protocol.schemas.state import StateRule
 from busd_protocol.stamps import TOPIC_IDLE
 
 __all__ = ["Change", "Entry", "Key", "StateTable", "key_of"]
@@ -98,7 +98,7 @@ class Change:
         }
 
 
-def key_of(message: Message, rule: Rule) -> Key | None:
+def key_of(message: Message, rule: StateRule) -> Key | None:
     """The message's key, or None when a key field is missing or not a str/int."""
     data = message.data
     values: list[str | int] = [message.schema]
@@ -139,7 +139,7 @@ class StateTable:
     def offer(
         self,
         message: Message,
-        rule: Rule | None,
+        rule: StateRule | None,
         stamp: tuple[int, int, str],
         now: float,
         wall: float,
@@ -166,8 +166,7 @@ class StateTable:
         elif old is not None and _older(old, message, stamp, wall):
             self.stale += 1
             return None
-        ends = rule.ends_field
-        if ends is not None and message.data.get(ends) in rule.ends_values:
+        if rule.is_end(message.data):
             if self.merge:
                 self._bury(key, order, message.id, now + (rule.ttl_s or _TOMBSTONE_TTL))
             if old is None:

@@ -23,7 +23,7 @@ from busd_client.sockets import DEFAULT_SUB_ENDPOINT
 from busd_client.state_core import StateCore
 from busd_client.state_sockets import StateBroker, StateSockets, state_brokers
 from busd_client.state_table import Change, Entry, Key
-from busd_client.state_wire import DEFAULT_STATE_ENDPOINT
+from busd_protocol.snapshots import DEFAULT_STATE_ENDPOINT
 
 __all__ = ["StateView", "ViewBase"]
 

@@ -74,6 +74,11 @@ class StateSockets:
                 dealer = self._own(ctx.socket(zmq.DEALER), self.dealer_monitors)
                 configure_dealer(dealer, 64, reconnect_ivl, reconnect_ivl_max)
                 dealer.setsockopt(zmq.RCVHWM, 0)  # parts are bounded by busd's snapshot
+                # IMMEDIATE=1 (a publisher's) ends the pipe at once when the connection
+                # drops, even while a part (769 frames) is half read: libzmq 4.3 aborts
+                # then (fq.cpp:80 "!_more"). Requests only go out on a live connection
+                # anyway (the core waits for the monitor's word), so the pipe may stay.
+                dealer.setsockopt(zmq.IMMEDIATE, 0)
                 self.dealers.append(dealer)
                 dealer.connect(broker.state_endpoint)
                 if not core.live:

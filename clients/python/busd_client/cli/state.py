@@ -183,8 +183,8 @@ def _follow(args: argparse.Namespace, brokers: list[StateBroker]) -> int:
                     print(_line(change), file=sys.stderr, flush=True)
                 elif shown:
                     out.write(_line(change) + "\n")
-                if not shown and view.synced:
-                    shown = True
+                if not shown and change.kind == "synced" and view.synced:
+                    shown = True  # the table holds every change before this one
                     if not args.json:
                         _table(list(view.values()), out)
                 out.flush()

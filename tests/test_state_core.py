@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from busd_client.state_core import Link, StateCore
-from busd_client.state_table import Change
+from busd_client.state_table import StateChange
 from busd_protocol.messages import encode_envelope
 from busd_protocol.snapshots import SYNC_PREFIX
 from busd_protocol.stamps import encode_stamp
@@ -96,7 +96,7 @@ def started(core: StateCore, link: Link) -> dict[str, Any]:
     return request
 
 
-def kinds(changes: list[Change]) -> list[tuple[str, Any]]:
+def kinds(changes: list[StateChange]) -> list[tuple[str, Any]]:
     return [(c.kind, c.key[2] if c.key else c.detail) for c in changes]
 
 

@@ -14,7 +14,7 @@ from statefeed import PREFIX, SCHEMA, Feeder, key, load, payload, topic
 
 from busd_client import Publisher
 from busd_client.aio_state import AsyncStateView
-from busd_client.state_table import Change
+from busd_client.state_table import StateChange
 from busd_client.state_view import StateView
 
 # The issue's figure: 100,000 instances in busd (the load takes ~4 s, the view's snapshot
@@ -38,7 +38,7 @@ def data_of(view: StateView) -> dict[Any, Any]:
     return {k: e.data for k, e in view.items()}
 
 
-def applied_once(changes: list[Change]) -> None:
+def applied_once(changes: list[StateChange]) -> None:
     """No message was applied twice: every added/updated change carries a new id."""
     ids = [c.entry.message.id for c in changes if c.kind in ("added", "updated") and c.entry]
     assert len(ids) == len(set(ids))
@@ -52,7 +52,7 @@ def test_a_view_started_mid_stream_converges_to_exactly_the_publishers_final_map
     final = load(busd.pub_endpoint, "shop", instances)
     feeder = Feeder(busd.pub_endpoint, "shop", instances, final, RATE)
     feeder.start()
-    changes: list[Change] = []
+    changes: list[StateChange] = []
     try:
         wait_for(lambda: feeder.count >= 200, 10, what="updates flowing")
         with view_of(busd, on_change=changes.append) as view:
@@ -85,7 +85,7 @@ async def test_the_asyncio_view_converges_to_exactly_the_publishers_final_map(
     final = load(busd.pub_endpoint, "web", instances)
     feeder = Feeder(busd.pub_endpoint, "web", instances, final, RATE)
     feeder.start()
-    changes: list[Change] = []
+    changes: list[StateChange] = []
     try:
         wait_for(lambda: feeder.count >= 200, 10, what="updates flowing")
         async with AsyncStateView(
@@ -120,7 +120,7 @@ def test_an_entry_not_refreshed_within_its_ttl_expires_in_the_view(
     meta_path.write_text(json.dumps(meta))
     busd.start()
     load(busd.pub_endpoint, "shop", ["old"])
-    changes: list[Change] = []
+    changes: list[StateChange] = []
     with view_of(busd, on_change=changes.append) as view:
         assert view.wait_synced(10) and key("shop", "old") in view
         with Publisher(busd.pub_endpoint, name="p") as pub:
@@ -138,7 +138,7 @@ def test_an_entry_not_refreshed_within_its_ttl_expires_in_the_view(
 @pytest.mark.timeout(60)
 def test_a_killed_and_restarted_busd_is_reported_and_the_view_refills(busd: BusdProcess) -> None:
     before = load(busd.pub_endpoint, "shop", [f"i{n}" for n in range(500)])
-    changes: list[Change] = []
+    changes: list[StateChange] = []
     with view_of(busd, on_change=changes.append) as view:
         assert view.wait_synced(10) and data_of(view) == before
         first_epoch = view.core.links[0].epoch
@@ -165,7 +165,7 @@ def test_a_pool_view_with_a_broker_killed_during_its_snapshot_reports_it_and_con
     held |= load(three.pub_endpoint, "three", [f"i{n}" for n in range(2000)])
     # broker two holds many entries, so its snapshot takes long enough to be cut short
     two_held = load(two.pub_endpoint, "two", [f"i{n}" for n in range(60_000)])
-    changes: list[Change] = []
+    changes: list[StateChange] = []
     brokers = [(b.state_endpoint, b.sub_endpoint) for b in (one, two, three)]
     with StateView(PREFIX, brokers=brokers, on_change=changes.append, timeout=5.0) as view:
         link, others = view.core.links[1], (view.core.links[0], view.core.links[2])

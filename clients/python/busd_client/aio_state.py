@@ -11,7 +11,7 @@ import zmq.asyncio
 
 from busd_client.sockets import DEFAULT_SUB_ENDPOINT
 from busd_client.state_sockets import StateBroker, StateSockets
-from busd_client.state_table import Change
+from busd_client.state_table import StateChange
 from busd_client.state_view import _MAX_WAIT, ViewBase, _monotonic
 from busd_protocol.snapshots import DEFAULT_STATE_ENDPOINT
 
@@ -29,7 +29,7 @@ class AsyncStateView(ViewBase):
         state_endpoint: str = DEFAULT_STATE_ENDPOINT,
         sub_endpoint: str = DEFAULT_SUB_ENDPOINT,
         brokers: Iterable[StateBroker | tuple[str, str]] | None = None,
-        on_change: Callable[[Change], None] | None = None,
+        on_change: Callable[[StateChange], None] | None = None,
         live: bool = True,
         timeout: float = 10.0,
         rcvhwm: int = 100_000,
@@ -53,7 +53,7 @@ class AsyncStateView(ViewBase):
         )
         self._closed = False
 
-    async def poll(self, timeout: float | None = 0.0) -> list[Change]:  # noqa: ASYNC109
+    async def poll(self, timeout: float | None = 0.0) -> list[StateChange]:  # noqa: ASYNC109
         """The changes found within ``timeout`` seconds (see StateView.poll)."""
         deadline = None if timeout is None else _monotonic() + timeout
         while True:
@@ -72,7 +72,7 @@ class AsyncStateView(ViewBase):
             await self.poll(_MAX_WAIT if remaining is None else min(remaining, _MAX_WAIT))
         return True
 
-    async def follow(self, timeout: float | None = None) -> AsyncIterator[Change]:  # noqa: ASYNC109
+    async def follow(self, timeout: float | None = None) -> AsyncIterator[StateChange]:  # noqa: ASYNC109
         """Every change, as it happens, for ``timeout`` seconds (None: for ever)."""
         deadline = None if timeout is None else _monotonic() + timeout
         while deadline is None or _monotonic() < deadline:

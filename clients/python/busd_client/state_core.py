@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
-from busd_client.state_table import Change, Key, StateTable, key_of
+from busd_client.state_table import Key, StateChange, StateTable, key_of
 from busd_protocol.messages import DecodeError, Message, decode_message
 from busd_protocol.schemas.state import StateRule
 from busd_protocol.snapshots import (
@@ -124,7 +124,7 @@ class StateCore:
         self.table = StateTable(merge=len(brokers) > 1)
         self.rules: dict[str, StateRule] = {}
         self.outbox: deque[Action] = deque()
-        self.changes: list[Change] = []  # since the driver last took them
+        self.changes: list[StateChange] = []  # since the driver last took them
         self.bad = 0  # replies or messages that break the protocol
         self.stale_replies = 0  # answers to an attempt already given up
         self.overflows = 0  # attempts restarted because their buffer filled
@@ -147,7 +147,7 @@ class StateCore:
             self._fail(link, "lost the connection to the egress endpoint", now, wall, True)
         elif link.phase == "live":
             link.phase = "waiting"
-            self._note(Change("lost", broker=link.name, detail="connection lost"))
+            self._note(StateChange("lost", broker=link.name, detail="connection lost"))
 
     def on_reply(self, link: Link, frames: list[bytes], now: float, wall: float) -> None:
         try:
@@ -196,7 +196,7 @@ class StateCore:
             if seq > last + 1:
                 link.phase = "waiting"
                 lost = f"{seq - last - 1} message(s) of {topic.decode(errors='replace')}"
-                self._note(Change("lost", broker=link.name, detail=lost))
+                self._note(StateChange("lost", broker=link.name, detail=lost))
         self._apply(link, item, now, wall)
 
     def tick(self, now: float, wall: float) -> None:
@@ -225,7 +225,7 @@ class StateCore:
             link.dealer_up = False
             self._fail(link, "the state endpoint is not connected", now, wall, True)
 
-    def take_changes(self) -> list[Change]:
+    def take_changes(self) -> list[StateChange]:
         changes, self.changes = self.changes, []
         return changes
 
@@ -317,10 +317,10 @@ class StateCore:
         link.snapshots += 1
         link.backoff = _BACKOFF_MIN
         link.error = ""
-        self._note(Change("synced", broker=name, detail=f"{count} entries"))
+        self._note(StateChange("synced", broker=name, detail=f"{count} entries"))
         if gap:
             link.phase = "waiting"
-            self._note(Change("lost", broker=name, detail=gap))
+            self._note(StateChange("lost", broker=name, detail=gap))
 
     def _covered(self, link: Link, item: Live, now: float, wall: float) -> None:
         """A live message the cut already holds: only an ``ends`` still matters, for an entry
@@ -359,7 +359,7 @@ class StateCore:
         self._drop_token(link)
         link.retry_at = now if at_once else now + link.backoff
         link.backoff = min(_BACKOFF_MAX, link.backoff * 2)
-        self._note(Change("failed", broker=link.name, detail=why))
+        self._note(StateChange("failed", broker=link.name, detail=why))
         # Accepted by busd and seen by no snapshot: in a pool, the only copies there are
         # (before any snapshot gave the rules, held until one does).
         if not self.rules and self.table.merge:
@@ -385,7 +385,7 @@ class StateCore:
         link.reported = epoch
         link.phase = "waiting" if link.phase == "live" else link.phase
         self._note(
-            Change("restarted", broker=link.name, detail=f"epoch {was:016x} -> {epoch:016x}")
+            StateChange("restarted", broker=link.name, detail=f"epoch {was:016x} -> {epoch:016x}")
         )
 
     def _apply(self, link: Link, item: Live, now: float, wall: float) -> None:
@@ -402,5 +402,5 @@ class StateCore:
         if change is not None:
             self.changes.append(change)
 
-    def _note(self, change: Change) -> None:
+    def _note(self, change: StateChange) -> None:
         self.changes.append(change)

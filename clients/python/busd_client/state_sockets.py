@@ -6,6 +6,7 @@ egress, each with a monitor, read and written without blocking for the view's co
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +14,12 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from busd_client.pool_file import PoolFileError, load_pool
 from busd_client.sockets import DEFAULT_SUB_ENDPOINT, configure_dealer, configure_sub
 from busd_client.state_core import StateCore
 from busd_protocol.snapshots import DEFAULT_STATE_ENDPOINT
 
-__all__ = ["StateBroker", "StateSockets", "state_brokers"]
+__all__ = ["StateBroker", "StateSockets", "pool_state_brokers", "state_brokers"]
 
 _EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 _NOBLOCK = zmq.NOBLOCK
@@ -35,6 +37,17 @@ class StateBroker:
 
     state_endpoint: str = DEFAULT_STATE_ENDPOINT
     sub_endpoint: str = DEFAULT_SUB_ENDPOINT
+
+
+def pool_state_brokers(path: str | os.PathLike[str]) -> list[StateBroker]:
+    """The brokers of a pool file (pool_file.py), each of which must name its
+    ``state_endpoint`` (``PoolFileError`` otherwise)."""
+    brokers = []
+    for entry in load_pool(path):
+        if entry.state_endpoint is None:
+            raise PoolFileError(os.fspath(path), f"broker {entry.name!r}: no state_endpoint")
+        brokers.append(StateBroker(entry.state_endpoint, entry.sub_endpoint))
+    return brokers
 
 
 def state_brokers(brokers: Iterable[StateBroker | tuple[str, str]]) -> list[StateBroker]:

@@ -1,8 +1,8 @@
 """The state view's table: the latest message per key, the merge rule, TTL and tombstones.
 
-A ``StateTable`` holds one ``Entry`` per key, ``(schema, *key values)`` as the schema's
+A ``StateTable`` holds one ``StateEntry`` per key, ``(schema, *key values)`` as the schema's
 state rule names them (docs/schemas.md "Keyed state"). ``offer`` decides what a message
-does to its key and returns the ``Change`` (or None when it changes nothing):
+does to its key and returns the ``StateChange`` (or None when it changes nothing):
 
 - one broker (``merge=False``): busd's own order is the truth, so every message offered
   replaces the key's entry, an ``ends`` message removes it; a copy of the entry's own
@@ -28,7 +28,7 @@ from busd_protocol.messages import Message
 from busd_protocol.schemas.state import StateRule
 from busd_protocol.stamps import TOPIC_IDLE
 
-__all__ = ["Change", "Entry", "Key", "StateTable", "key_of"]
+__all__ = ["Key", "StateChange", "StateEntry", "StateTable", "key_of"]
 
 Key = tuple[str | int, ...]  # (schema, *values of the rule's key fields)
 Kind = Literal["added", "updated", "removed", "expired", "synced", "restarted", "lost", "failed"]
@@ -38,7 +38,7 @@ _SKEW = 60.0  # seconds of publisher clock skew allowed for when telling a copy 
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class StateEntry:
     """The current message of one key, with where it came from: ``broker`` (the state
     endpoint), ``epoch`` and ``seq`` (busd's stamp when it accepted it) and ``order`` (the
     value the pool merge compares)."""
@@ -70,10 +70,10 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
+class StateChange:
     """What happened to the view.
 
-    Entry changes (``key`` set): ``added``, ``updated`` (``entry`` the new one,
+    StateEntry changes (``key`` set): ``added``, ``updated`` (``entry`` the new one,
     ``previous`` the one it replaced), ``removed`` (an ``ends`` message, or the key is no
     longer in its broker's snapshot: ``detail`` says which), ``expired`` (TTL); for the
     last two ``entry`` is the entry that went. Broker events (``key`` None, ``broker`` set):
@@ -83,8 +83,8 @@ class Change:
 
     kind: Kind
     key: Key | None = None
-    entry: Entry | None = None
-    previous: Entry | None = None
+    entry: StateEntry | None = None
+    previous: StateEntry | None = None
     broker: str | None = None
     detail: str = ""
 
@@ -110,7 +110,7 @@ def key_of(message: Message, rule: StateRule) -> Key | None:
     return tuple(values)
 
 
-def _older(old: Entry, message: Message, stamp: tuple[int, int, str], wall: float) -> bool:
+def _older(old: StateEntry, message: Message, stamp: tuple[int, int, str], wall: float) -> bool:
     """One broker: ``message`` came before ``old`` in busd's stream (a live copy that the
     snapshot's reply overtook). Known from the stamps when both are of one topic and epoch,
     unless the topic may have been forgotten meanwhile (its numbers start again at 1)."""
@@ -124,8 +124,8 @@ class StateTable:
 
     def __init__(self, merge: bool) -> None:
         self.merge = merge
-        self.entries: dict[Key, Entry] = {}
-        self._expiry: list[tuple[float, int, Key, Entry]] = []  # heap: expires at (monotonic)
+        self.entries: dict[Key, StateEntry] = {}
+        self._expiry: list[tuple[float, int, Key, StateEntry]] = []  # heap: expires at (monotonic)
         self._count = 0
         self._tombstones: dict[Key, tuple[int, str, float]] = {}  # order, id, until
         self.unkeyed = 0  # messages of a schema without a rule, or without its key fields
@@ -145,7 +145,7 @@ class StateTable:
         wall: float,
         *,
         snapshot: bool = False,
-    ) -> Change | None:
+    ) -> StateChange | None:
         """Apply one message (``stamp``: epoch, seq, broker) at ``now`` (monotonic) and
         ``wall`` (Unix seconds); ``snapshot``: it comes from a snapshot, not live."""
         if rule is None or (key := key_of(message, rule)) is None:
@@ -172,7 +172,7 @@ class StateTable:
             if old is None:
                 return None
             del self.entries[key]
-            return Change("removed", key, old, None, stamp[2], "ended")
+            return StateChange("removed", key, old, None, stamp[2], "ended")
         expires_at = None
         if rule.ttl_s is not None:
             since = min(message.ts / 1e9, wall) if snapshot else wall
@@ -182,18 +182,18 @@ class StateTable:
                 if old is None:
                     return None
                 del self.entries[key]
-                return Change("expired", key, old, None, stamp[2])
+                return StateChange("expired", key, old, None, stamp[2])
             expires_at = now + left
-        entry = Entry(key, message, stamp[0], stamp[1], stamp[2], order)
+        entry = StateEntry(key, message, stamp[0], stamp[1], stamp[2], order)
         self.entries[key] = entry
         if expires_at is not None:
             self._count += 1
             heapq.heappush(self._expiry, (expires_at, self._count, key, entry))
             if len(self._expiry) > 2 * len(self.entries) + 1024:
                 self._compact()
-        return Change("added" if old is None else "updated", key, entry, old, stamp[2])
+        return StateChange("added" if old is None else "updated", key, entry, old, stamp[2])
 
-    def _newer(self, key: Key, old: Entry | None, order: int, id: str) -> bool:
+    def _newer(self, key: Key, old: StateEntry | None, order: int, id: str) -> bool:
         if old is not None:
             if (order, id) > (old.order, old.message.id):
                 return True
@@ -215,7 +215,7 @@ class StateTable:
         while len(tombs) > _TOMBSTONES:
             del tombs[next(iter(tombs))]
 
-    def drop_missing(self, broker: str, epoch: int, present: set[Key]) -> list[Change]:
+    def drop_missing(self, broker: str, epoch: int, present: set[Key]) -> list[StateChange]:
         """After a snapshot of ``broker`` in ``epoch``: the entries last taken from it in that
         epoch that the snapshot no longer holds (busd ended, expired or evicted them)."""
         gone = [
@@ -225,18 +225,18 @@ class StateTable:
         ]
         for entry in gone:
             del self.entries[entry.key]
-        return [Change("removed", e.key, e, None, broker, "not in the snapshot") for e in gone]
+        return [StateChange("removed", e.key, e, None, broker, "not in the snapshot") for e in gone]
 
-    def expire(self, now: float) -> list[Change]:
+    def expire(self, now: float) -> list[StateChange]:
         """Entries whose TTL ran out by ``now``; old tombstones go too."""
-        changes: list[Change] = []
+        changes: list[StateChange] = []
         heap = self._expiry
         while heap and heap[0][0] <= now:
             _, _, key, entry = heapq.heappop(heap)
             if self.entries.get(key) is entry:
                 del self.entries[key]
                 self.expired += 1
-                changes.append(Change("expired", key, entry, None, entry.broker))
+                changes.append(StateChange("expired", key, entry, None, entry.broker))
         tombs = self._tombstones
         while tombs:
             key = next(iter(tombs))

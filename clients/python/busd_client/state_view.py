@@ -3,7 +3,7 @@
 Snapshot then live (docs/client.md "State: snapshot then live"): the view snapshots every
 broker it is given and applies their live messages after the snapshot's position, so it
 holds exactly what busd holds (the latest accepted message per key) and stays so. It is a
-read-only mapping ``key -> Entry``, key ``(schema, *key values)``. Changes come from
+read-only mapping ``key -> StateEntry``, key ``(schema, *key values)``. Changes come from
 ``poll``/``follow`` and go to ``on_change``. The core (state_core.py) decides everything;
 this driver waits for the sockets (state_sockets.py) inside the caller's calls, from one
 thread, like Subscriber. AsyncStateView (aio_state.py) is the same over asyncio.
@@ -22,7 +22,7 @@ import zmq
 from busd_client.sockets import DEFAULT_SUB_ENDPOINT
 from busd_client.state_core import StateCore
 from busd_client.state_sockets import StateBroker, StateSockets, state_brokers
-from busd_client.state_table import Change, Entry, Key
+from busd_client.state_table import Key, StateChange, StateEntry
 from busd_protocol.snapshots import DEFAULT_STATE_ENDPOINT
 
 __all__ = ["StateView", "ViewBase"]
@@ -32,12 +32,12 @@ _wall = time.time
 _MAX_WAIT = 0.25  # a waiting call looks at its deadlines at least this often
 
 
-class ViewBase(Mapping[Key, Entry]):
+class ViewBase(Mapping[Key, StateEntry]):
     """What the sync and asyncio views share: the core, its table as a mapping, counts."""
 
     core: StateCore
     _sockets: StateSockets
-    _on_change: Callable[[Change], None] | None
+    _on_change: Callable[[StateChange], None] | None
 
     def _setup(
         self,
@@ -56,7 +56,7 @@ class ViewBase(Mapping[Key, Entry]):
         self.core = StateCore(prefix, [b.state_endpoint for b in found], live=live, timeout=timeout)
         return found
 
-    def __getitem__(self, key: Key) -> Entry:
+    def __getitem__(self, key: Key) -> StateEntry:
         return self.core.table.entries[key]
 
     def __iter__(self) -> Iterator[Key]:
@@ -89,7 +89,7 @@ class ViewBase(Mapping[Key, Entry]):
             "overflows": core.overflows,
         }
 
-    def _pump(self) -> list[Change]:
+    def _pump(self) -> list[StateChange]:
         self._sockets.pump(_monotonic(), _wall())
         changes = self.core.take_changes()
         if self._on_change is not None:
@@ -113,7 +113,7 @@ class StateView(ViewBase):
 
     ``live`` False: one snapshot per broker and no live stream (a listing). ``timeout``: a
     snapshot that hears nothing from busd that long fails and is retried. ``on_change``
-    gets every Change, inside the call that found it. Use from one thread.
+    gets every StateChange, inside the call that found it. Use from one thread.
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class StateView(ViewBase):
         state_endpoint: str = DEFAULT_STATE_ENDPOINT,
         sub_endpoint: str = DEFAULT_SUB_ENDPOINT,
         brokers: Iterable[StateBroker | tuple[str, str]] | None = None,
-        on_change: Callable[[Change], None] | None = None,
+        on_change: Callable[[StateChange], None] | None = None,
         live: bool = True,
         timeout: float = 10.0,
         rcvhwm: int = 100_000,
@@ -147,7 +147,7 @@ class StateView(ViewBase):
         )
         self._closed = False
 
-    def poll(self, timeout: float | None = 0.0) -> list[Change]:
+    def poll(self, timeout: float | None = 0.0) -> list[StateChange]:
         """The changes found within ``timeout`` seconds (0: only what is already here;
         None: wait for the first change), as soon as there are some."""
         deadline = None if timeout is None else _monotonic() + timeout
@@ -168,7 +168,7 @@ class StateView(ViewBase):
             self.poll(remaining if remaining is None else min(remaining, _MAX_WAIT))
         return True
 
-    def follow(self, timeout: float | None = None) -> Iterator[Change]:
+    def follow(self, timeout: float | None = None) -> Iterator[StateChange]:
         """Every change, as it happens, for ``timeout`` seconds (None: for ever)."""
         deadline = None if timeout is None else _monotonic() + timeout
         while deadline is None or _monotonic() < deadline:

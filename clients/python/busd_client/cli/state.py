@@ -27,10 +27,10 @@ from busd_client.cli.common import (
     fail,
 )
 from busd_client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
-from busd_client.pool_file import PoolFileError, load_pool
+from busd_client.pool_file import PoolFileError
 from busd_client.pool_strategy import pool_endpoints
-from busd_client.state_sockets import StateBroker
-from busd_client.state_table import Change, Entry
+from busd_client.state_sockets import StateBroker, pool_state_brokers
+from busd_client.state_table import StateChange, StateEntry
 from busd_client.state_view import StateView
 
 __all__ = ["register"]
@@ -71,12 +71,7 @@ def register(subparsers: Any) -> None:
 
 def _brokers(args: argparse.Namespace) -> list[StateBroker]:
     if args.pool:
-        brokers = []
-        for entry in load_pool(args.pool):
-            if entry.state_endpoint is None:
-                raise PoolFileError(args.pool, f"broker {entry.name!r}: no state_endpoint")
-            brokers.append(StateBroker(entry.state_endpoint, entry.sub_endpoint))
-        return brokers
+        return pool_state_brokers(args.pool)
     states = pool_endpoints(locate.endpoint(args, "state").value)
     subs = pool_endpoints(locate.endpoint(args, "sub").value) if args.follow else []
     if args.follow and len(subs) != len(states):
@@ -87,11 +82,11 @@ def _brokers(args: argparse.Namespace) -> list[StateBroker]:
     return [StateBroker(s, subs[i] if subs else "") for i, s in enumerate(states)]
 
 
-def _key(entry: Entry) -> str:
+def _key(entry: StateEntry) -> str:
     return "/".join(str(v) for v in entry.key[1:])
 
 
-def _age(entry: Entry, now_ns: int) -> str:
+def _age(entry: StateEntry, now_ns: int) -> str:
     seconds = max(0, now_ns - entry.message.ts) / 1e9
     if seconds < 120:
         return f"{seconds:.0f}s"
@@ -100,7 +95,7 @@ def _age(entry: Entry, now_ns: int) -> str:
     return f"{seconds / 3600:.0f}h"
 
 
-def _table(entries: list[Entry], out: TextIO) -> None:
+def _table(entries: list[StateEntry], out: TextIO) -> None:
     now = time.time_ns()
     rows = [
         (e.key[0], _key(e), e.topic, _age(e, now), dump_json(e.data))
@@ -114,7 +109,7 @@ def _table(entries: list[Entry], out: TextIO) -> None:
     out.write(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}\n")
 
 
-def _line(change: Change) -> str:
+def _line(change: StateChange) -> str:
     if change.key is None:
         return f"busdctl state: {change.broker}: {change.kind}: {change.detail}"
     entry = change.entry

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import BusdProcess
 from statefeed import SCHEMA, load, payload, topic
+from test_trust import ACL, Keys
 
 from busd_client import Publisher
 
@@ -125,3 +126,33 @@ def test_state_refuses_a_pool_file_without_state_endpoints(
     done = busdctl("instance.", "--pool", str(pool), "--json")
     assert done.returncode == 2
     assert json.loads(done.stdout)["error"]["message"].endswith("broker 'bus1': no state_endpoint")
+
+
+def test_state_speaks_curve_with_the_clients_keys_and_reports_a_forbidden_prefix(
+    busd_factory: Callable[..., BusdProcess], tmp_path: Path
+) -> None:
+    keys = Keys(tmp_path / "trust")
+    keys.client("reader")  # may subscribe to release. only
+    (tmp_path / "acl.toml").write_text(ACL)
+    secure = busd_factory(
+        extra_args=(
+            "--curve-secret",
+            str(keys.server_secret),
+            "--keys-dir",
+            str(keys.dir),
+            "--acl",
+            str(tmp_path / "acl.toml"),
+        )
+    )
+    where = ["--state-endpoint", secure.state_endpoint, "--sub-endpoint", secure.sub_endpoint]
+    allowed = busdctl("release.", "--json", *where, env=keys.env("reader"))
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["entries"] == []
+    refused = busdctl("instance.", *where, "--timeout", "3", env=keys.env("reader"))
+    assert refused.returncode == 1
+    assert "busd answered forbidden" in refused.stderr and "reader" in refused.stderr
+    follow = busdctl(
+        "release.", "--follow", "--json", "--timeout", "3", *where, env=keys.env("reader")
+    )
+    assert follow.returncode == 0, follow.stderr
+    assert json.loads(follow.stdout.splitlines()[0])["change"] == "synced"

@@ -88,6 +88,7 @@ class Link:
         self.snapshots = 0  # applied
         self.failures = 0
         self.error = ""  # the last failure, "" once synced again
+        self.refused = ""  # the code of a final refusal (forbidden, bad_request), "" after
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -234,6 +235,11 @@ class StateCore:
         """Every broker has been snapshotted at least once."""
         return all(link.snapshots for link in self.links)
 
+    @property
+    def answered(self) -> bool:
+        """Every broker has been snapshotted or has refused (asking again soon is no use)."""
+        return all(link.snapshots or link.refused for link in self.links)
+
     # -- the attempt ------------------------------------------------------------------------
 
     def _start(self, link: Link, now: float) -> None:
@@ -316,7 +322,7 @@ class StateCore:
         link.phase = "live" if self.live else "done"
         link.snapshots += 1
         link.backoff = _BACKOFF_MIN
-        link.error = ""
+        link.error = link.refused = ""
         self._note(StateChange("synced", broker=name, detail=f"{count} entries"))
         if gap:
             link.phase = "waiting"
@@ -347,6 +353,7 @@ class StateCore:
     def _refused(self, link: Link, failure: Failure, now: float, wall: float) -> None:
         self._fail(link, f"busd answered {failure.code}: {failure.reason}", now, wall)
         if failure.code in _SLOW:
+            link.refused = failure.code
             link.backoff = _BACKOFF_MAX
             link.retry_at = now + _BACKOFF_MAX
 

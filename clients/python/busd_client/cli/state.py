@@ -146,7 +146,9 @@ def run_state(args: argparse.Namespace) -> int:
     if args.follow:
         return _follow(args, brokers)
     with StateView(args.prefix, brokers=brokers, live=False) as view:
-        view.wait_synced(_WAIT if args.timeout is None else args.timeout)
+        deadline = time.monotonic() + (_WAIT if args.timeout is None else args.timeout)
+        while not view.core.answered and time.monotonic() < deadline:
+            view.poll(min(0.25, max(0.0, deadline - time.monotonic())))
         status = _outcome(view, args)
         entries = list(view.values())
         if args.json:

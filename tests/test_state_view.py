@@ -205,3 +205,27 @@ def test_a_pool_view_with_a_broker_killed_during_its_snapshot_reports_it_and_con
         until(view, lambda: link.snapshots == 1, 20, "broker two snapshotted when back")
         assert {k: e.data for k, e in view.items() if k[1] == "two"} == got
         assert {k: e.data for k, e in view.items() if k[1] != "two"} == held
+
+
+@pytest.mark.timeout(90)
+def test_messages_lost_by_a_slow_view_are_reported_and_repaired_by_a_new_snapshot(
+    busd_factory: Callable[..., BusdProcess],
+) -> None:
+    busd = busd_factory(extra_args=("--sub-hwm", "100"))
+    instances = [f"i{n}" for n in range(500)]
+    final = load(busd.pub_endpoint, "shop", instances)
+    changes: list[StateChange] = []
+    with view_of(busd, on_change=changes.append, rcvhwm=100) as view:
+        assert view.wait_synced(10)
+        # The view does not read while 60,000 updates pass: busd drops what its queue
+        # (sub_hwm) and the view's (rcvhwm) cannot hold.
+        with Publisher(busd.pub_endpoint, name="burst", timeout=30.0) as pub:
+            for n in range(60_000):
+                instance = instances[n % len(instances)]
+                data = payload("shop", instance, ("idle", "up", "crashed")[n % 3], at=2 + n)
+                pub.publish(topic("shop", instance), SCHEMA, 1, data)
+                final[key("shop", instance)] = data
+            assert pub.flush() == []
+        until(view, lambda: data_of(view) == final, 30, "the view repaired")
+        assert any(c.kind == "lost" for c in changes)
+        assert view.core.links[0].snapshots >= 2

@@ -277,3 +277,20 @@ def test_an_error_answer_fails_the_attempt_with_its_code() -> None:
     assert link.error == "busd answered forbidden: no" and link.retry_at == NOW + 5.0
     core.on_reply(link, [b"\xc1"], NOW, WALL)
     assert core.bad == 1
+
+
+def test_a_late_copy_numbered_1_is_told_from_a_topic_busd_forgot_by_the_entrys_stamp() -> None:
+    core = StateCore("instance.", ["b1"])
+    link = core.links[0]
+    connected(core, link)
+    req = started(core, link)["req"]
+    core.on_reply(link, part(req, 0, (envelope("a", "up", 3), E, 3)), NOW, WALL)
+    core.on_reply(link, end(req, E, 1, {"instance.shop.a": 3}), NOW, WALL)
+    core.take_changes()
+    # seq 1 of the topic, from before the cut: an old copy, not a reset (the entry is young)
+    core.on_live(link, live(envelope("a", "crashed", 1), E, 1), NOW, WALL)
+    assert state_of(core) == {"a": "up"} and core.table.stale == 1
+    # The same number long after the entry: busd forgot the idle topic and started again.
+    later = WALL + 900
+    core.on_live(link, live(envelope("a", "idle", 9), E, 1), NOW + 900, later)
+    assert state_of(core) == {"a": "idle"}

@@ -297,9 +297,12 @@ class StateCore:
         for message, epoch, seq in link.parts:
             rule = self.rules.get(message.schema)
             key = None if rule is None else key_of(message, rule)
-            if key is not None:
-                present.add(key)
-            change = table.offer(message, rule, (epoch, seq, name), now, wall, snapshot=True)
+            if key is None:
+                table.unkeyed += 1
+                continue
+            present.add(key)
+            stamp = (epoch, seq, name)
+            change = table.offer(message, rule, stamp, now, wall, snapshot=True, key=key)
             if change is not None:
                 changes.append(change)
         changes.extend(table.drop_missing(name, end.epoch, present))

@@ -145,12 +145,15 @@ class StateTable:
         wall: float,
         *,
         snapshot: bool = False,
+        key: Key | None = None,
     ) -> StateChange | None:
         """Apply one message (``stamp``: epoch, seq, broker) at ``now`` (monotonic) and
-        ``wall`` (Unix seconds); ``snapshot``: it comes from a snapshot, not live."""
-        if rule is None or (key := key_of(message, rule)) is None:
+        ``wall`` (Unix seconds); ``snapshot``: it comes from a snapshot, not live; ``key``:
+        its key when the caller has it already."""
+        if key is None and (rule is None or (key := key_of(message, rule)) is None):
             self.unkeyed += 1
             return None
+        assert rule is not None  # a key comes from a rule
         order = message.data.get(rule.order) if rule.order is not None else message.ts
         if type(order) is not int:
             order = message.ts

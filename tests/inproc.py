@@ -22,6 +22,7 @@ def app_config(tmp_path: Path, **overrides: Any) -> Config:
     settings: dict[str, Any] = {
         "pub_endpoint": f"ipc://{tmp_path}/pub.sock",
         "sub_endpoint": f"ipc://{tmp_path}/sub.sock",
+        "state_endpoint": f"ipc://{tmp_path}/state.sock",
         "control": str(tmp_path / "run" / "control.sock"),
         "rates_dir": str(tmp_path / "rates"),
         "schemas_dir": str(REPO / "schemas"),

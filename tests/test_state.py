@@ -389,3 +389,21 @@ def test_a_request_with_sync_waits_for_its_subscription_then_is_answered(
     assert value(scrape(busd.metrics), "busd_active_subscriptions") == 1
     sub.close()
     dealer.close()
+
+
+def test_with_schema_checks_off_a_message_without_a_usable_key_is_forwarded_but_not_held(
+    busd_factory: Factory, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    b = busd_factory(extra_args=("--schema-checks", "off"))
+    publish_all(
+        b,
+        [
+            ("instance.web", {**state("web", 1), "instance_id": [1]}),  # unhashable
+            ("instance.web", {**state("web", 2), "instance_id": True}),
+            ("instance.web", {"app": "web"}),  # no instance_id at all
+            ("instance.web", {**state("web", 3), "state": ["down"]}),  # held: ends not matched
+            ("instance.web", state("web", 4)),
+        ],
+    )
+    assert set(held(zctx, b)) == {"web/3", "web/4"}
+    assert value(scrape(b.metrics), "busd_state_entries") == 2

@@ -7,7 +7,8 @@ flood costs little CPU), then the schema of the claimed version (the costliest).
 The header frame and the frame count are the transport's (``busd_protocol.frames``).
 
 After accepting a message of a *state* schema (meta.json ``state``, kernel/state.py),
-``decide`` leaves its key in ``state_key``: ((schema, key values), ends, ttl_s); ``None`` after
+``decide`` leaves its key in ``state_key`` (``busd.kernel.state.StateKey``: the key, whether it
+ends the entry, when it expires); ``None`` after
 accepting any other message. The broker reads it right after an accept: no second decode.
 """
 
@@ -16,13 +17,11 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from busd.kernel.acl import Trust
+from busd.kernel.state import Keyer, StateKey, keyer
 from busd_protocol.codes import Code, Reject
 from busd_protocol.envelope import check_envelope, check_topic
 from busd_protocol.messages import decode_envelope
 from busd_protocol.schemas.state import StateRule
-
-# ((schema, key field values), whether the message ends the entry, the schema's ttl_s)
-StateKey = tuple[tuple[str, tuple[str | int, ...]], bool, float | None]
 
 # Good topics remembered by their bytes: saves a decode and a regex search per message.
 GOOD_TOPICS_MAX = 65536
@@ -51,6 +50,7 @@ class Admission:
 
     __slots__ = (
         "_good_topics",
+        "_keyers",
         "max_bytes",
         "rates",
         "schemas",
@@ -71,6 +71,7 @@ class Admission:
         self.trust: Trust | None = None  # keys and permissions; None: authentication off
         self._good_topics: dict[bytes, str] = {}
         self.state_rules: dict[str, StateRule] = {}  # schema name -> its state declaration
+        self._keyers: dict[str, Keyer] = {}  # schema name -> its key function (install_state)
         self.state_key: StateKey | None = None  # of the message accepted last (see above)
 
     def fenced(self, reject: Reject, now: float) -> None:
@@ -86,10 +87,14 @@ class Admission:
 
     def install_schemas(self, schemas: SchemaCheck | None) -> None:
         self.schemas = schemas
+        self.install_state(self.state_rules)
 
     def install_state(self, rules: dict[str, StateRule]) -> None:
-        """The state declarations of the schema set in force (installed with it)."""
+        """The state declarations of the schema set in force (installed with it, and again
+        when schema checks are switched: without them a key's types are checked here)."""
         self.state_rules = rules
+        checked = self.schemas is not None
+        self._keyers = {name: keyer(name, rule, checked) for name, rule in rules.items()}
 
     def install_trust(self, trust: Trust | None) -> None:
         self.trust = trust
@@ -145,21 +150,7 @@ class Admission:
             )
             if reject is not None:
                 return reject
-        rules = self.state_rules
-        rule = rules.get(env["schema"]) if rules else None
-        self.state_key = None if rule is None else _state_key(env, rule)
+        keyers = self._keyers
+        key = keyers.get(env["schema"]) if keyers else None
+        self.state_key = None if key is None else key(env["data"], now)
         return None
-
-
-def _state_key(env: dict[str, Any], rule: StateRule) -> StateKey | None:
-    """The key of an accepted state message; None when its key fields are not all strings
-    and integers (possible only with schema checks off): such a message is not held."""
-    data = env["data"]
-    values = []
-    for name in rule.key:
-        value = data.get(name)
-        kind = type(value)
-        if kind is not str and kind is not int:
-            return None
-        values.append(value)
-    return (env["schema"], tuple(values)), rule.is_end(data), rule.ttl_s

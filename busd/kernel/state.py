@@ -22,14 +22,21 @@ Pure: no I/O; time (monotonic seconds) is passed in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Entry", "StateCache", "StateStatistics"]
+from busd_protocol.schemas.state import StateRule
+
+__all__ = ["Entry", "Keyer", "StateCache", "StateKey", "StateStatistics", "keyer"]
 
 # (topic bytes, envelope bytes, epoch, seq, expires_at monotonic seconds or inf)
 Entry = tuple[bytes, bytes, int, int, float]
 Key = tuple[str, tuple[Any, ...]]  # (schema name, the key fields' values)
+# (key, whether the message ends its entry, when the entry expires: monotonic or inf)
+StateKey = tuple[Key, bool, float]
+# A schema's key function: (payload, now) -> its StateKey, or None when it has no usable key
+Keyer = Callable[[dict[str, Any], float], "StateKey | None"]
 _INF = float("inf")
 SWEEP_EVERY = 1.0  # seconds between TTL sweeps
 SWEEP_BUDGET = 10000  # entries dropped per sweep at most
@@ -96,22 +103,24 @@ class StateCache:
             self._evict()
 
     def record(
-        self,
-        state_key: tuple[Key, bool, float | None],
-        topic_b: bytes,
-        env_b: bytes,
-        epoch: int,
-        seq: int,
-        *,
-        now: float,
+        self, state_key: StateKey, topic_b: bytes, env_b: bytes, epoch: int, seq: int
     ) -> None:
-        """An accepted, forwarded message of a state schema (``Admission.state_key``: key,
-        whether it ends its entry, the schema's ttl_s)."""
-        key, ends, ttl = state_key
+        """An accepted, forwarded message of a state schema (``Admission.state_key``); on the
+        hot path: ``put`` and ``end`` inlined."""
+        key, ends, expires_at = state_key
+        entries = self.entries
+        old = entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[0]) + len(old[1])
         if ends:
-            self.end(key)
-        else:
-            self.put(key, topic_b, env_b, epoch, seq, expires_at=_INF if ttl is None else now + ttl)
+            if old is not None:
+                self.ended += 1
+            return
+        entries[key] = (topic_b, env_b, epoch, seq, expires_at)
+        self.bytes += len(topic_b) + len(env_b)
+        self.stored += 1
+        if self.bytes > self.max_bytes or len(entries) > self.max_entries:
+            self._evict()
 
     def end(self, key: Key) -> None:
         """A message ended ``key``'s entry: remove it."""
@@ -162,3 +171,31 @@ class StateCache:
             evicted_ttl=self.evicted_ttl,
             ended=self.ended,
         )
+
+
+def keyer(schema: str, rule: StateRule, checked: bool) -> Keyer:
+    """``schema``'s key function. ``checked``: payloads were validated against the schema,
+    so the key fields are present strings or integers (the declaration requires it, docs/
+    schemas.md §7); otherwise (schema checks off) each is checked, and a payload without a
+    usable key is not held."""
+    fields = rule.key
+    ttl = rule.ttl_s
+    ends = rule.ends
+    end_field = ends.field if ends is not None else ""
+    end_values = ends.values if ends is not None else frozenset()
+
+    def key_of(data: dict[str, Any], now: float) -> StateKey | None:
+        values = tuple(map(data.get, fields))
+        if not checked:
+            for value in values:
+                kind = type(value)
+                if kind is not str and kind is not int:
+                    return None
+        ended = False
+        if ends is not None:
+            value = data.get(end_field)
+            kind = type(value)
+            ended = (kind is str or kind is int) and value in end_values
+        return (schema, values), ended, _INF if ttl is None else now + ttl
+
+    return key_of

@@ -451,7 +451,7 @@ class Broker:
                     if fences:
                         fences.accepted(ident, topic_b)
                     if admission.state_key is not None:  # a state schema's message
-                        state.record(admission.state_key, topic_b, env_b, epoch, n, now=now)
+                        state.record(admission.state_key, topic_b, env_b, epoch, n)
                     accepted += 1
                     bytes_accepted += size
                     acc = entry[0]

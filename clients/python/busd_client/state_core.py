@@ -45,6 +45,7 @@ from busd_protocol.snapshots import (
     End,
     Failure,
     Part,
+    SnapshotError,
     decode_reply,
     encode_request,
     new_sync_token,
@@ -60,7 +61,7 @@ Action = tuple[Literal["subscribe", "unsubscribe", "request"], "Link", bytes]
 _BACKOFF_MIN = 0.2
 _BACKOFF_MAX = 5.0
 # Fatal answers: asking again at once changes nothing, so they wait the longest back-off.
-_SLOW = frozenset({"forbidden", "bad_request"})
+_SLOW = frozenset({SnapshotError.FORBIDDEN.value, SnapshotError.BAD_REQUEST.value})
 
 
 class Link:

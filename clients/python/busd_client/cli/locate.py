@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from busd_protocol.snapshots import DEFAULT_STATE_ENDPOINT
+
 __all__ = [
     "DISCOVERY",
     "ETC_CONFIG",
@@ -53,7 +55,7 @@ DEFAULT_METRICS = "127.0.0.1:7403"
 DEFAULT_ENDPOINTS = {
     "pub": "tcp://127.0.0.1:7401",
     "sub": "tcp://127.0.0.1:7402",
-    "state": "tcp://127.0.0.1:7404",
+    "state": DEFAULT_STATE_ENDPOINT,
 }
 
 DISCOVERY = """\

@@ -38,8 +38,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
+from busd_client.state_link import BACKOFF_MIN as _BACKOFF_MIN
+from busd_client.state_link import Link, Live
 from busd_client.state_table import Key, StateChange, StateTable, key_of
-from busd_protocol.messages import DecodeError, Message, decode_message
+from busd_protocol.messages import DecodeError, decode_message
 from busd_protocol.schemas.state import StateRule
 from busd_protocol.snapshots import (
     End,
@@ -55,52 +57,10 @@ from busd_protocol.stamps import read_stamp
 
 __all__ = ["Action", "Link", "StateCore"]
 
-Phase = Literal["waiting", "requesting", "live", "done"]
-Live = tuple[bytes, bytes, int, int]  # a live message: topic, envelope, epoch, seq
 Action = tuple[Literal["subscribe", "unsubscribe", "request"], "Link", bytes]
-_BACKOFF_MIN = 0.2
 _BACKOFF_MAX = 5.0
 # Fatal answers: asking again at once changes nothing, so they wait the longest back-off.
 _SLOW = frozenset({SnapshotError.FORBIDDEN.value, SnapshotError.BAD_REQUEST.value})
-
-
-class Link:
-    """One broker: its connections, its snapshot attempt and its place in its stream."""
-
-    def __init__(self, index: int, name: str) -> None:
-        self.index = index
-        self.name = name  # the state endpoint: how changes and statistics name the broker
-        self.phase: Phase = "waiting"
-        self.dealer_up = False
-        self.sub_up = False
-        self.sub_events = 0  # SUB connection events seen (an attempt spans none)
-        self.epoch: int | None = None  # the epoch the view is synced to
-        self.reported: int | None = None  # the last epoch seen (restarts reported once)
-        self.req = 0
-        self.token: bytes | None = None
-        self.mark = 0  # sub_events when the token was subscribed
-        self.progress = 0.0  # when the attempt last heard from busd
-        self.parts: list[tuple[Message, int, int]] = []
-        self.next_part = 0
-        self.buffer: list[Live] = []
-        self.positions: dict[bytes, int] = {}  # topic -> last seq applied (epoch ``epoch``)
-        self.retry_at = 0.0
-        self.backoff = _BACKOFF_MIN
-        self.snapshots = 0  # applied
-        self.failures = 0
-        self.error = ""  # the last failure, "" once synced again
-        self.refused = ""  # the code of a final refusal (forbidden, bad_request), "" after
-
-    def statistics(self) -> dict[str, object]:
-        return {
-            "broker": self.name,
-            "phase": self.phase,
-            "epoch": self.epoch,
-            "connected": self.dealer_up and self.sub_up,
-            "snapshots": self.snapshots,
-            "failures": self.failures,
-            "error": self.error,
-        }
 
 
 class StateCore:

@@ -12,15 +12,23 @@ from typing import Any
 import pytest
 import zmq
 from conftest import BusdProcess, wait_for
-from stateclient import RawStateView
+from stateclient import RawStateView, request
 
 from busd_client import Publisher
+from busd_protocol.messages import decode_envelope
+from busd_protocol.snapshots import End
 
 pytestmark = pytest.mark.timeout(120)
 
 KEYS = 20_000
-UPDATES = 60_000
+UPDATES = 40_000
 APPS = 40
+
+
+def json_key(envelope: bytes) -> str:
+    env = decode_envelope(envelope)
+    assert type(env) is dict
+    return str(env["id"])
 
 
 @pytest.mark.parametrize("live_first", [False, True], ids=["request-at-once", "live-first"])
@@ -93,5 +101,10 @@ def test_a_snapshot_synced_mid_stream_converges_to_the_publishers_final_map(
         assert view.live_applied > 0
         if live_first:
             assert view.dropped >= 100  # received live before the cut: in the snapshot
+        # A narrow prefix: busd scans the cut in slices and sends only what is under it.
+        parts, narrow = request(zctx, b.state_endpoint, "instance.app7")
+        assert isinstance(narrow, End) and set(narrow.topics) == {"instance.app7"}
+        got = {json_key(e.envelope): e.topic for p in parts for e in p.entries}
+        assert got == {id_: "instance.app7" for (a, _), id_ in expected.items() if a == "app7"}
     finally:
         view.close()

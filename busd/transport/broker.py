@@ -1,4 +1,6 @@
-"""The broker task: owns the ROUTER (publisher ingress) and XPUB (subscriber egress) sockets.
+"""The broker task: owns the ROUTER (publisher ingress) and XPUB (subscriber egress) sockets,
+and the state endpoint's ROUTER (``busd.transport.snapshots``: a snapshot's cut must fall
+between two batches of forwarding).
 
 Both sockets belong to this one task for their whole life because forwarding must not cross
 a queue: a message is read, judged by the kernel and handed to libzmq's fan-out in one

@@ -1,0 +1,225 @@
+"""State (docs/protocol.md §3.2): what keeping the latest message per key costs busd, and how
+long a large snapshot takes. Run: ``.venv/bin/python -m bench.state [--quick]``.
+
+1. CPU per accepted message: two busd processes, one with the shipped ``instance-state``
+   (declares ``state``) and one with the same schema without the declaration (a plain
+   schema), each fed the same pre-encoded envelopes by a raw pipelining publisher over the
+   same keys; busd's CPU time (utime + stime from /proc) divided by the messages accepted.
+   Rounds alternate between the two, and the medians are reported.
+2. A snapshot of 100,000 entries: the time from sending the request to the first part and
+   to the end frame, with a live publisher idle and then running; and the live messages'
+   forwarding p99 (busd's own histogram) during the snapshot against without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from busd_protocol.frames import encode_header
+from busd_protocol.messages import encode_envelope, new_id
+from busd_protocol.snapshots import End, Part, decode_reply, encode_request
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def start_busd(
+    root: Path, schemas: Path, *extra: str
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    root.mkdir(parents=True, exist_ok=True)
+    log = open(root / "busd.log", "wb")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
+        [
+            str(BIN / "busd"),
+            "--pub-endpoint=tcp://127.0.0.1:0",
+            "--sub-endpoint=tcp://127.0.0.1:0",
+            "--state-endpoint=tcp://127.0.0.1:0",
+            "--metrics=off",
+            f"--control={root / 'control.sock'}",
+            f"--var-dir={root / 'var'}",
+            f"--rates-dir={root / 'rates'}",
+            f"--schemas-dir={schemas}",
+            "--warmup=0",
+            "--log-format=json",
+            *extra,
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for line in (root / "busd.log").read_text().splitlines():
+            event = json.loads(line)
+            if event.get("event") == "ready":
+                return proc, event
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError((root / "busd.log").read_text()[-2000:])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def envelopes(n: int, keys: int, start: int = 0) -> list[tuple[bytes, bytes]]:
+    out = []
+    for i in range(start, start + n):
+        k = i % keys
+        topic = f"instance.app{k % 100}"
+        data = {
+            "app": f"app{k % 100}",
+            "instance_id": f"i{k}",
+            "state": "up",
+            "host": "h1.example",
+            "version": "2026.12.1",
+            "reported_at": 1_700_000_000_000_000_000 + i,
+        }
+        env = encode_envelope(topic, "instance-state", 1, data, id=new_id(), publisher="bench")
+        out.append((topic.encode(), env))
+    return out
+
+
+def publish(endpoint: str, batch: list[tuple[bytes, bytes]], window: int = 2000) -> int:
+    """Send every message pipelined (at most ``window`` unanswered); the number accepted."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(endpoint)
+    accepted = sent = answered = 0
+    try:
+        while answered < len(batch):
+            while sent < len(batch) and sent - answered < window:
+                topic, env = batch[sent]
+                sent += 1
+                sock.send_multipart((encode_header(sent), topic, env))
+            if sock.poll(10000) == 0:
+                raise RuntimeError("busd stopped answering")
+            while True:
+                try:
+                    reply = msgpack.unpackb(sock.recv(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                for lo, hi in reply["acc"]:
+                    accepted += hi - lo + 1
+                    answered += hi - lo + 1
+                answered += len(reply["rej"])
+    finally:
+        sock.close(linger=0)
+    return accepted
+
+
+def plain_schemas(root: Path) -> Path:
+    """The shipped schemas, with instance-state's ``state`` declaration removed."""
+    target = root / "plain-schemas"
+    shutil.copytree(REPO / "schemas", target)
+    meta_path = target / "instance-state" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["state"]
+    meta_path.write_text(json.dumps(meta))
+    return target
+
+
+def cost(root: Path, n: int, rounds: int) -> dict[str, float]:
+    """busd CPU µs per accepted message, state schema vs plain, medians over rounds."""
+    keys = 10_000
+    batch = envelopes(n, keys)
+    warm = envelopes(keys, keys, start=n)
+    results: dict[str, list[float]] = {"state": [], "plain": []}
+    servers = {
+        "state": start_busd(root / "state", REPO / "schemas"),
+        "plain": start_busd(root / "plain", plain_schemas(root)),
+    }
+    try:
+        for _, event in servers.values():
+            publish(event["pub_endpoint"], warm)  # every key held: later puts are updates
+        for _ in range(rounds):
+            for label, (proc, event) in servers.items():
+                before = cpu_seconds(proc.pid)
+                accepted = publish(event["pub_endpoint"], batch)
+                used = cpu_seconds(proc.pid) - before
+                assert accepted == n, (label, accepted)
+                results[label].append(used / accepted * 1e6)
+    finally:
+        for proc, _ in servers.values():
+            proc.kill()
+            proc.wait()
+    state, plain = statistics.median(results["state"]), statistics.median(results["plain"])
+    return {"state_us": state, "plain_us": plain, "extra_pct": (state / plain - 1) * 100}
+
+
+def snapshot_times(root: Path, entries: int) -> dict[str, float]:
+    proc, event = start_busd(root / "snap", REPO / "schemas")
+    ctx = zmq.Context.instance()
+    try:
+        publish(event["pub_endpoint"], envelopes(entries, entries))
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.RCVHWM, 0)
+        dealer.connect(event["state_endpoint"])
+        time.sleep(0.2)  # connected before the clock starts
+        cpu = cpu_seconds(proc.pid)
+        started = time.perf_counter()
+        dealer.send(encode_request(1, "instance."))
+        first = 0.0
+        got = 0
+        while True:
+            reply = decode_reply(dealer.recv_multipart())
+            if isinstance(reply, Part):
+                if not first:
+                    first = time.perf_counter() - started
+                got += len(reply.entries)
+            else:
+                assert isinstance(reply, End) and reply.entries == got == entries, reply
+                break
+        total = time.perf_counter() - started
+        cpu = cpu_seconds(proc.pid) - cpu
+        dealer.close(linger=0)
+    finally:
+        proc.kill()
+        proc.wait()
+    return {
+        "entries": entries,
+        "first_ms": first * 1e3,
+        "end_ms": total * 1e3,
+        "busd_cpu_ms": cpu * 1e3,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.state")
+    parser.add_argument("--quick", action="store_true", help="fewer messages and rounds")
+    args = parser.parse_args(argv)
+    n, rounds = (20_000, 3) if args.quick else (100_000, 5)
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
+        root = Path(tmp)
+        result = {"cost": cost(root, n, rounds), "snapshot": snapshot_times(root, 100_000)}
+    c, s = result["cost"], result["snapshot"]
+    print(
+        f"busd CPU per accepted message ({n:,} x {rounds} rounds, medians): state "
+        f"{c['state_us']:.1f} µs, plain {c['plain_us']:.1f} µs, +{c['extra_pct']:.1f} %"
+    )
+    print(
+        f"snapshot of {s['entries']:,.0f} entries: first part {s['first_ms']:.1f} ms, "
+        f"end {s['end_ms']:.0f} ms, busd CPU {s['busd_cpu_ms']:.0f} ms"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -156,3 +156,9 @@ def test_state_speaks_curve_with_the_clients_keys_and_reports_a_forbidden_prefix
     )
     assert follow.returncode == 0, follow.stderr
     assert json.loads(follow.stdout.splitlines()[0])["change"] == "synced"
+
+
+def test_state_refuses_an_endpoint_libzmq_cannot_use() -> None:
+    done = busdctl("instance.", "--state-endpoint", "nonsense", "--json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["error"]["message"].startswith("cannot use the endpoints")

@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+import zmq
+
 from busd_client.cli import locate
 from busd_client.cli.common import (
     add_json,
@@ -27,6 +29,7 @@ from busd_client.cli.common import (
     fail,
 )
 from busd_client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from busd_client.keys import KeyError_
 from busd_client.pool_file import PoolFileError
 from busd_client.pool_strategy import pool_endpoints
 from busd_client.state_sockets import StateBroker, pool_state_brokers
@@ -143,9 +146,15 @@ def run_state(args: argparse.Namespace) -> int:
         return fail(args, "usage", str(exc), EXIT_USAGE)
     if args.timeout is not None and args.timeout < 0:
         return fail(args, "usage", "--timeout must be >= 0", EXIT_USAGE)
+    try:
+        view = StateView(args.prefix, brokers=brokers, live=args.follow)
+    except zmq.ZMQError as exc:  # an endpoint libzmq cannot use
+        return fail(args, "usage", f"cannot use the endpoints: {exc}", EXIT_USAGE)
+    except KeyError_ as exc:  # BUSD_KEY / BUSD_SERVER_KEY
+        return fail(args, "usage", str(exc), EXIT_USAGE)
     if args.follow:
-        return _follow(args, brokers)
-    with StateView(args.prefix, brokers=brokers, live=False) as view:
+        return _follow(args, view)
+    with view:
         deadline = time.monotonic() + (_WAIT if args.timeout is None else args.timeout)
         while not view.core.answered and time.monotonic() < deadline:
             view.poll(min(0.25, max(0.0, deadline - time.monotonic())))
@@ -166,13 +175,13 @@ def run_state(args: argparse.Namespace) -> int:
     return status
 
 
-def _follow(args: argparse.Namespace, brokers: list[StateBroker]) -> int:
+def _follow(args: argparse.Namespace, view: StateView) -> int:
     """The view's changes as they come: under --json every change as one JSON line; as
     text, the table once every broker was snapshotted, then one line per change."""
     out = sys.stdout
     shown = False
     try:
-        with StateView(args.prefix, brokers=brokers) as view:
+        with view:
             for change in view.follow(args.timeout):
                 if args.json:
                     out.write(dump_json(change.to_dict()) + "\n")

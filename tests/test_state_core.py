@@ -294,3 +294,27 @@ def test_a_late_copy_numbered_1_is_told_from_a_topic_busd_forgot_by_the_entrys_s
     later = WALL + 900
     core.on_live(link, live(envelope("a", "idle", 9), E, 1), NOW + 900, later)
     assert state_of(core) == {"a": "idle"}
+
+
+def test_a_second_snapshot_applies_its_parts_as_they_come_and_never_an_older_epoch_over_them() -> (
+    None
+):
+    core = StateCore("instance.", ["b1"])
+    link = core.links[0]
+    connected(core, link)
+    req = started(core, link)["req"]
+    core.on_reply(link, part(req, 0, (envelope("a", "up", 1), E, 1)), NOW, WALL)
+    assert core.take_changes() == []  # the first snapshot: no rules before its end
+    core.on_reply(link, end(req, E, 1, {"instance.shop.a": 1}), NOW, WALL)
+    core.take_changes()
+    core.on_sub(link, False, NOW, WALL)  # busd restarts meanwhile
+    core.on_sub(link, True, NOW, WALL)
+    assert kinds(core.take_changes()) == [("lost", "connection lost")]
+    core.tick(NOW, WALL)
+    req = started(core, link)["req"]
+    core.on_live(link, live(envelope("a", "crashed", 2), E, 2), NOW, WALL)  # the old busd's
+    core.on_reply(link, part(req, 0, (envelope("a", "idle", 3), E2, 1)), NOW, WALL)
+    assert kinds(core.take_changes()) == [("updated", "a")]  # before the end
+    core.on_reply(link, end(req, E2, 1, {"instance.shop.a": 1}), NOW, WALL)
+    assert [c.kind for c in core.take_changes()] == ["restarted", "synced"]
+    assert state_of(core) == {"a": "idle"}

@@ -13,9 +13,11 @@ The protocol (docs/protocol.md "State snapshots"), per broker (a ``Link``):
    once (they are all older than any cut to come). Once both connections are up (and
    ``retry_at`` passed) an attempt starts: subscribe ``SYNC_PREFIX + token`` (so busd cuts
    only once the live subscription before it is in force), then send the request.
-2. ``requesting``: live messages are buffered; parts are decoded and held. At ``end``
-   (epoch E, positions P): the entries are applied (a key the view took from this broker
-   in epoch E that the snapshot lacks is removed), then each buffered message on topic T
+2. ``requesting``: live messages are buffered; parts are decoded and applied, or held
+   until the ``end`` when their schema's rule is not known yet. At ``end`` (epoch E,
+   positions P): the rest of the entries are applied (a key the view took from this
+   broker in epoch E that the snapshot lacks is removed), buffered messages of an earlier
+   epoch never replace this epoch's entries, then each buffered message on topic T
    with seq s: covered by the cut when s <= P[T] in epoch E, and then dropped (except an
    ``ends`` whose key the snapshot lacks: it removes an entry kept from before), else
    applied. Then ``live``.
@@ -40,8 +42,8 @@ from typing import Literal
 
 from busd_client.state_link import BACKOFF_MIN as _BACKOFF_MIN
 from busd_client.state_link import Link, Live
-from busd_client.state_table import Key, StateChange, StateTable, key_of
-from busd_protocol.messages import DecodeError, decode_message
+from busd_client.state_table import StateChange, StateTable, key_of
+from busd_protocol.messages import DecodeError, Message, decode_message
 from busd_protocol.schemas.state import StateRule
 from busd_protocol.snapshots import (
     End,
@@ -208,6 +210,8 @@ class StateCore:
         link.phase = "requesting"
         link.progress = now
         link.parts = []
+        link.present = set()
+        link.received = 0
         link.next_part = 0
         link.buffer = []
         sync = None
@@ -224,12 +228,31 @@ class StateCore:
             self._fail(link, f"part {part.part} came when {link.next_part} was due", now, wall)
             return
         link.next_part += 1
+        link.received += len(part.entries)
         for entry in part.entries:
             try:
                 message = decode_message(entry.topic.encode(), entry.envelope)
-                link.parts.append((message, entry.epoch, entry.seq))
             except DecodeError:
                 self.bad += 1
+                continue
+            if message.schema in self.rules:  # known from an earlier end: applied now
+                self._snapshot_entry(link, message, (entry.epoch, entry.seq), now, wall)
+            else:
+                link.parts.append((message, entry.epoch, entry.seq))
+
+    def _snapshot_entry(
+        self, link: Link, message: Message, stamp: tuple[int, int], now: float, wall: float
+    ) -> None:
+        rule = self.rules.get(message.schema)
+        key = None if rule is None else key_of(message, rule)
+        if key is None:
+            self.table.unkeyed += 1
+            return
+        link.present.add(key)
+        where = (stamp[0], stamp[1], link.name)
+        change = self.table.offer(message, rule, where, now, wall, snapshot=True, key=key)
+        if change is not None:
+            self.changes.append(change)
 
     def _end(self, link: Link, end: End, now: float, wall: float) -> None:
         if self.live and link.sub_events != link.mark:
@@ -246,28 +269,18 @@ class StateCore:
         early, self._early = self._early, []
         for other, item in early:
             self._apply(other, item, now, wall)
-        # From an earlier epoch (read before the new connection's): older than the cut.
+        for message, epoch, seq in link.parts:
+            self._snapshot_entry(link, message, (epoch, seq), now, wall)
+        # From an earlier epoch (read before the new connection's): older than the cut, so
+        # never over an entry of this epoch.
         later = []
         for item in link.buffer:
             if item[2] == end.epoch:
                 later.append(item)
             else:
-                self._apply(link, item, now, wall)
-        table, changes = self.table, self.changes
-        present: set[Key] = set()
-        for message, epoch, seq in link.parts:
-            rule = self.rules.get(message.schema)
-            key = None if rule is None else key_of(message, rule)
-            if key is None:
-                table.unkeyed += 1
-                continue
-            present.add(key)
-            stamp = (epoch, seq, name)
-            change = table.offer(message, rule, stamp, now, wall, snapshot=True, key=key)
-            if change is not None:
-                changes.append(change)
-        changes.extend(table.drop_missing(name, end.epoch, present))
-        count = len(link.parts)
+                self._apply(link, item, now, wall, below=end.epoch)
+        self.changes.extend(self.table.drop_missing(name, end.epoch, link.present))
+        count = link.received
         positions = {topic.encode(): seq for topic, seq in end.topics.items()}
         gap = ""
         for item in later:
@@ -282,7 +295,7 @@ class StateCore:
             self._apply(link, item, now, wall)
         link.positions = positions
         link.epoch = end.epoch
-        link.parts, link.buffer = [], []
+        link.parts, link.buffer, link.present = [], [], set()
         link.phase = "live" if self.live else "done"
         link.snapshots += 1
         link.backoff = _BACKOFF_MIN
@@ -323,6 +336,7 @@ class StateCore:
 
     def _fail(self, link: Link, why: str, now: float, wall: float, at_once: bool = False) -> None:
         buffered, parts = link.buffer, link.parts
+        link.present = set()
         link.phase = "waiting"
         link.parts, link.buffer = [], []
         link.failures += 1
@@ -359,7 +373,11 @@ class StateCore:
             StateChange("restarted", broker=link.name, detail=f"epoch {was:016x} -> {epoch:016x}")
         )
 
-    def _apply(self, link: Link, item: Live, now: float, wall: float) -> None:
+    def _apply(
+        self, link: Link, item: Live, now: float, wall: float, below: int | None = None
+    ) -> None:
+        """Apply a live message; ``below``: an epoch it is older than (one broker: it does
+        not replace that epoch's entry from this broker)."""
         topic, envelope, epoch, seq = item
         if not self.rules:
             return  # no snapshot yet: the first one holds what this message did
@@ -369,6 +387,12 @@ class StateCore:
             self.bad += 1
             return
         rule = self.rules.get(message.schema)
+        if below is not None and rule is not None and not self.table.merge:
+            key = key_of(message, rule)
+            entry = None if key is None else self.table.entries.get(key)
+            if entry is not None and entry.broker == link.name and entry.epoch == below:
+                self.table.stale += 1
+                return
         change = self.table.offer(message, rule, (epoch, seq, link.name), now, wall)
         if change is not None:
             self.changes.append(change)

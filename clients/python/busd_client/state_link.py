@@ -30,7 +30,9 @@ class Link:
         self.token: bytes | None = None
         self.mark = 0  # sub_events when the token was subscribed
         self.progress = 0.0  # when the attempt last heard from busd
-        self.parts: list[tuple[Message, int, int]] = []
+        self.parts: list[tuple[Message, int, int]] = []  # held until the end gives rules
+        self.present: set[tuple[str | int, ...]] = set()  # keys this attempt's parts hold
+        self.received = 0  # entries in this attempt's parts
         self.next_part = 0
         self.buffer: list[Live] = []
         self.positions: dict[bytes, int] = {}  # topic -> last seq applied (epoch ``epoch``)

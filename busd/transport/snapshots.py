@@ -55,7 +55,7 @@ _MORE = _NOBLOCK | _SNDMORE
 # The backend's send skips the sugar layer's per-call checks (as the broker's forwarding).
 _send = zmq.backend.Socket.send
 _REQUESTS_PER_WAKE = 64
-_PARTS_PER_WAKE = 8
+_PARTS_PER_WAKE = 2  # 512 entries at the default part size: under 1 ms of the loop
 _TOKENS_MAX = 4096  # sync tokens remembered (seen, not yet used by a request)
 _TOKEN_KEEP = 60.0  # seconds a seen token is remembered
 _RETRY = 0.005  # seconds before trying a blocked send again

@@ -93,8 +93,8 @@ t busdctl pub t --schema s --version 2 --pub-endpoint x --j
     lines = done.stdout.splitlines()
     assert lines[0] == "complete -F _busdctl busdctl"
     assert set(lines[1].split()) == {
-        "status", "ping", "pub", "sub", "rates", "rate", "schemas", "stats", "top", "pool",
-        "keys", "acl", "completion",
+        "status", "ping", "pub", "sub", "state", "rates", "rate", "schemas", "stats", "top",
+        "pool", "keys", "acl", "completion",
     }  # fmt: skip
     assert lines[2:] == [
         "rates rate",

@@ -3,6 +3,7 @@
 from busd_client.aio import AsyncPublisher, AsyncSubscriber
 from busd_client.aio_driver import AsyncReceipt
 from busd_client.aio_pool import AsyncPoolPublisher, AsyncPoolReceipt, AsyncPoolSubscriber
+from busd_client.aio_state import AsyncStateView
 from busd_client.errors import (
     BusError,
     ClosedError,
@@ -16,6 +17,9 @@ from busd_client.gaps import Gap
 from busd_client.pool import PoolPublisher, PoolReceipt, PoolSubscriber
 from busd_client.publisher import Publisher, Receipt
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+from busd_client.state_sockets import StateBroker
+from busd_client.state_table import StateChange, StateEntry
+from busd_client.state_view import StateView
 from busd_client.subscriber import Subscriber
 from busd_protocol.messages import DecodeError, Message, decode_message, new_id
 
@@ -29,6 +33,7 @@ __all__ = [
     "AsyncPoolSubscriber",
     "AsyncPublisher",
     "AsyncReceipt",
+    "AsyncStateView",
     "AsyncSubscriber",
     "BusError",
     "ClosedError",
@@ -45,6 +50,10 @@ __all__ = [
     "RateLimited",
     "Receipt",
     "Rejected",
+    "StateBroker",
+    "StateChange",
+    "StateEntry",
+    "StateView",
     "Subscriber",
     "decode_message",
     "new_id",

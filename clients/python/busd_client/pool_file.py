@@ -4,6 +4,7 @@
     name = "bus1"                                    # required, unique, [A-Za-z0-9._-]{1,64}
     pub_endpoint = "tcp://10.0.0.1:7401"             # required
     sub_endpoint = "tcp://10.0.0.1:7402"             # required
+    state_endpoint = "tcp://10.0.0.1:7404"           # snapshots of keyed state (StateView)
     metrics = "10.0.0.1:7403"                        # host:port of /metrics and /readyz
     control = "/run/busd/control.sock"               # control socket on this host
     restart = "ssh bus1 sudo systemctl restart busd" # shell command for a rolling restart
@@ -42,6 +43,7 @@ class PoolEntry:
     metrics: str | None = None
     control: str | None = None
     restart: str | None = None
+    state_endpoint: str | None = None
 
 
 _FIELDS = tuple(f.name for f in fields(PoolEntry))
@@ -67,7 +69,7 @@ def _check_value(key: str, value: str) -> str | None:
         return "is empty"
     if key == "name" and not _NAME.fullmatch(value):
         return "must be 1-64 characters of A-Z a-z 0-9 . _ -"
-    if key in ("pub_endpoint", "sub_endpoint") and not _ENDPOINT.fullmatch(value):
+    if key in ("pub_endpoint", "sub_endpoint", "state_endpoint") and not _ENDPOINT.fullmatch(value):
         return "must be a ZeroMQ endpoint such as tcp://HOST:PORT or ipc://PATH"
     if key == "metrics":
         match = _HOST_PORT.fullmatch(value)
@@ -127,7 +129,7 @@ def load_pool(path: str | os.PathLike[str]) -> list[PoolEntry]:
         raise PoolFileError(file, "no brokers: add at least one [[broker]] table")
     entries = [_entry(i, table, file) for i, table in enumerate(tables)]
     # Two entries for one broker would double-count it (and restart it twice): refuse.
-    for key in ("name", "pub_endpoint", "sub_endpoint", "metrics", "control"):
+    for key in ("name", "pub_endpoint", "sub_endpoint", "state_endpoint", "metrics", "control"):
         seen: dict[str, int] = {}
         for i, entry in enumerate(entries):
             value = getattr(entry, key)

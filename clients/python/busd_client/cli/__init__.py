@@ -24,7 +24,17 @@ from busd_protocol.frames import PROTOCOL_VERSION
 
 PROG = "busdctl"
 # Command modules, in the order `busdctl --help` lists them.
-_COMMAND_MODULES = ("status", "pubsub", "control", "stats", "top", "pool", "keys", "completion")
+_COMMAND_MODULES = (
+    "status",
+    "pubsub",
+    "state",
+    "control",
+    "stats",
+    "top",
+    "pool",
+    "keys",
+    "completion",
+)
 
 
 class UsageError(Exception):

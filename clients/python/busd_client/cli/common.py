@@ -16,6 +16,7 @@ __all__ = [
     "add_json",
     "add_metrics",
     "add_pub_endpoint",
+    "add_state_endpoint",
     "add_sub_endpoint",
     "dump_json",
     "error",
@@ -39,6 +40,15 @@ def add_sub_endpoint(parser: argparse.ArgumentParser) -> None:
         "--sub-endpoint",
         metavar="ENDPOINT",
         help=f"subscriber egress endpoint (env BUSD_SUB_ENDPOINT; {_FOUND})",
+    )
+    _add_config_once(parser)
+
+
+def add_state_endpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-endpoint",
+        metavar="ENDPOINT",
+        help=f"state snapshot endpoint (env BUSD_STATE_ENDPOINT; {_FOUND})",
     )
     _add_config_once(parser)
 

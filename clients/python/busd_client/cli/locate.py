@@ -3,15 +3,18 @@ message endpoints, so that on a host installed per deploy/README.md no flag is n
 
 The order, for each address (``DISCOVERY`` says the same in ``busdctl --help``):
 
-1. its flag: ``--control``, ``--metrics``, ``--pub-endpoint``, ``--sub-endpoint``;
+1. its flag: ``--control``, ``--metrics``, ``--pub-endpoint``, ``--sub-endpoint``,
+   ``--state-endpoint``;
 2. its environment variable: ``BUSD_CONTROL``, ``BUSD_METRICS``, ``BUSD_PUB_ENDPOINT``,
-   ``BUSD_SUB_ENDPOINT`` (the names busd itself reads);
+   ``BUSD_SUB_ENDPOINT``, ``BUSD_STATE_ENDPOINT`` (the names busd itself reads);
 3. busd's configuration file: ``--config FILE``, else ``$BUSD_CONFIG``, else
    ``/etc/busd/busd.toml`` when it exists; its ``control`` key (or ``VAR_DIR/run/control.sock``
-   when it sets only ``var_dir``), ``metrics``, ``pub_endpoint``, ``sub_endpoint``;
+   when it sets only ``var_dir``), ``metrics``, ``pub_endpoint``, ``sub_endpoint``,
+   ``state_endpoint``;
 4. the control socket only: ``/run/busd/control.sock`` when it exists (the systemd unit's);
 5. the built-in defaults, those of ``make run``: ``./var/run/control.sock``,
-   ``127.0.0.1:7403``, ``tcp://127.0.0.1:7401``, ``tcp://127.0.0.1:7402``.
+   ``127.0.0.1:7403``, ``tcp://127.0.0.1:7401``, ``tcp://127.0.0.1:7402``,
+   ``tcp://127.0.0.1:7404``.
 
 The configuration file is read here with ``tomllib``, for those few keys only: busd_client
 never imports busd, so this module knows busd.config's key names and defaults, not its code
@@ -31,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from busd_protocol.snapshots import DEFAULT_STATE_ENDPOINT
+
 __all__ = [
     "DISCOVERY",
     "ETC_CONFIG",
@@ -47,18 +52,23 @@ ETC_CONFIG = "/etc/busd/busd.toml"
 RUN_CONTROL = "/run/busd/control.sock"
 DEFAULT_CONTROL = "./var/run/control.sock"
 DEFAULT_METRICS = "127.0.0.1:7403"
-DEFAULT_ENDPOINTS = {"pub": "tcp://127.0.0.1:7401", "sub": "tcp://127.0.0.1:7402"}
+DEFAULT_ENDPOINTS = {
+    "pub": "tcp://127.0.0.1:7401",
+    "sub": "tcp://127.0.0.1:7402",
+    "state": DEFAULT_STATE_ENDPOINT,
+}
 
 DISCOVERY = """\
 finding busd (first found wins, for each address):
-  1  --control, --metrics, --pub-endpoint, --sub-endpoint
-  2  $BUSD_CONTROL, $BUSD_METRICS, $BUSD_PUB_ENDPOINT, $BUSD_SUB_ENDPOINT
+  1  --control, --metrics, --pub-endpoint, --sub-endpoint, --state-endpoint
+  2  $BUSD_CONTROL, $BUSD_METRICS, $BUSD_PUB_ENDPOINT, $BUSD_SUB_ENDPOINT,
+     $BUSD_STATE_ENDPOINT
   3  busd's configuration file: --config FILE, else $BUSD_CONFIG, else /etc/busd/busd.toml
      if it exists; its keys control (else VAR_DIR/run/control.sock), metrics, pub_endpoint,
-     sub_endpoint
+     sub_endpoint, state_endpoint
   4  /run/busd/control.sock if it exists (the control socket of the systemd unit)
-  5  ./var/run/control.sock, 127.0.0.1:7403, tcp://127.0.0.1:7401, tcp://127.0.0.1:7402
-     (make run)"""
+  5  ./var/run/control.sock, 127.0.0.1:7403, tcp://127.0.0.1:7401, tcp://127.0.0.1:7402,
+     tcp://127.0.0.1:7404 (make run)"""
 
 
 class LocateError(Exception):
@@ -155,7 +165,7 @@ def metrics(args: argparse.Namespace) -> Found:
 
 
 def endpoint(args: argparse.Namespace, which: str) -> Found:
-    """The ``pub`` or ``sub`` endpoint (or comma-separated list) to connect to."""
+    """The ``pub``, ``sub`` or ``state`` endpoint (or comma-separated list) to connect to."""
     given = _given(args, f"{which}_endpoint", f"BUSD_{which.upper()}_ENDPOINT")
     if given is not None:
         return given

@@ -69,7 +69,9 @@ def test_messages_queued_when_busd_drains_are_answered_shutting_down(
     shutting_down, and every message ends accepted, refused or timed out, none silently."""
     busd = busd_factory(extra_args=("--drain-timeout", "0"))
     count = 5000
-    spec = {"endpoint": busd.pub_endpoint, "count": count, "timeout": 3.0, "data": _RELEASE}
+    # A deadline well past what sending 5,000 messages takes on a loaded machine (at 3 s all
+    # of them once timed out before busd was let go); answers come soon after SIGCONT.
+    spec = {"endpoint": busd.pub_endpoint, "count": count, "timeout": 15.0, "data": _RELEASE}
     with rubyproc.script(
         "drain", spec, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:

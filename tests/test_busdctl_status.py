@@ -10,8 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zmq
 from conftest import BusdProcess, wait_for
 from opshttp import get
+from stateclient import request
+
+from busd_client import Publisher
+from busd_protocol.snapshots import End
 
 BUSDCTL = str(Path(sys.executable).parent / "busdctl")
 pytestmark = pytest.mark.timeout(40)
@@ -118,3 +123,22 @@ def test_without_metrics_ping_and_status_ask_the_control_socket(
     assert status.returncode == 0, status.stdout
     assert status.stdout.splitlines()[0] == "busd: running"
     assert "  rates       0 limit(s) in " in status.stdout
+
+
+def test_status_shows_the_state_held_and_the_snapshots_served(busd: BusdProcess) -> None:
+    data = {"app": "web", "state": "up", "host": "h", "version": "1", "reported_at": 1}
+    with Publisher(busd.pub_endpoint, name="reporter", timeout=20) as pub:
+        for n in range(2):
+            pub.publish("instance.web", "instance-state", 1, {**data, "instance_id": str(n)})
+        assert pub.flush() == []
+    with zmq.Context() as ctx:
+        _parts, end = request(ctx, busd.state_endpoint, "instance.")
+    assert isinstance(end, End) and end.entries == 2
+    status = busdctl("status", *at(busd))
+    assert status.returncode == 0, status.stdout + status.stderr
+    line = next(x for x in status.stdout.splitlines() if x.split()[:1] == ["state"])
+    assert line.split()[1:3] == ["2", "key(s),"]
+    assert line.endswith("0 evicted; 1 snapshot(s) served, 0 failed, 0 active")
+    answer = json.loads(busdctl("status", *at(busd), "--json").stdout)
+    state = answer["stats"]["state"]
+    assert (state["entries"], state["snapshots"]["requests"]["ok"]) == (2, 1)

@@ -13,11 +13,16 @@ from pathlib import Path
 
 import msgpack
 import pytest
+import zmq
 from conftest import BIN, BusdProcess, TrackedContext, wait_for
 from opshttp import scrape, value
 from rawproto import collect, dealer, envelope, publish
+from stateclient import request
 
-from busd_client.cli.stats import Summary, parse_exposition, render_frame
+from busd_client import Publisher
+from busd_client.cli.exposition import parse_exposition
+from busd_client.cli.stats import Summary, render_frame
+from busd_protocol.snapshots import End
 
 
 def busdctl(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
@@ -201,3 +206,65 @@ def test_a_frame_shows_rates_over_the_interval_and_throttles_by_key() -> None:
     assert latency[1:5] == ["p50", "<=50", "ms", "p99"]  # the window saw only slow ones
     throttles = lines.index(next(x for x in lines if x.startswith("throttles by rate key")))
     assert lines[throttles + 1].split() == ["publish.release", "50.0", "500"]
+
+
+def instance(n: int, state: str = "up") -> dict[str, object]:
+    return {
+        "app": "web",
+        "instance_id": str(n),
+        "state": state,
+        "host": "h1.example",
+        "version": "1",
+        "reported_at": n,
+    }
+
+
+@pytest.mark.timeout(40)
+def test_stats_reports_the_state_held_its_evictions_and_the_snapshots_served(
+    busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
+) -> None:
+    """Five keys into a cache of three (two evicted at the bound), one ended by ``down``,
+    one snapshot served and one malformed request: `busdctl stats` shows each figure."""
+    busd = busd_factory(extra_args=("--state-max-entries", "3"))
+    with Publisher(busd.pub_endpoint, name="reporter", timeout=20) as pub:
+        for n in range(5):
+            pub.publish("instance.web", "instance-state", 1, instance(n))
+        pub.publish("instance.web", "instance-state", 1, instance(4, "down"))
+        assert pub.flush() == []
+    _parts, end = request(zctx, busd.state_endpoint, "instance.")
+    assert isinstance(end, End) and end.entries == 2
+    state_dealer = zctx.socket(zmq.DEALER)
+    state_dealer.connect(busd.state_endpoint)
+    state_dealer.send(b"\xc1")
+    assert state_dealer.poll(5000)
+    assert msgpack.unpackb(state_dealer.recv())["error"] == "bad_request"
+    state_dealer.close()
+    held_bytes = value(scrape(busd.metrics), "busd_state_bytes")
+    assert held_bytes is not None and held_bytes > 0
+
+    result = busdctl("stats", "--json", "--metrics", busd.metrics)
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)["state"]
+    assert (state["entries"], state["bytes"], state["ended"]) == (2, held_bytes, 1)
+    assert state["evicted"] == {"bound": 2, "ttl": 0}
+    snapshots = state["snapshots"]
+    assert {k: n for k, n in snapshots["requests"].items() if n} == {"ok": 1, "bad_request": 1}
+    assert snapshots["active"] == 0
+    assert snapshots["duration_ms"]["p99"] is not None and snapshots["duration_ms"]["p99"] > 0
+
+    text = busdctl("stats", "--metrics", busd.metrics)
+    assert text.returncode == 0, text.stderr
+    rows = {line.split()[0]: line.split() for line in text.stdout.splitlines() if line.strip()}
+    assert rows["state"][:3] == ["state", "keys", "2"] and rows["state"][-2:] == ["ended", "1"]
+    assert rows["evicted"] == ["evicted", "bound", "2", "ttl", "0"]
+    snap = rows["snapshots"]
+    assert snap[:3] == ["snapshots", "ok", "1"] and snap[-4:] == ["failed", "1", "active", "0"]
+    assert snap[4].startswith("<=")
+
+
+def test_a_busd_that_exports_no_state_figures_shows_no_state_rows() -> None:
+    """A busd older than the state cache: no state rows, and ``state`` null in the JSON."""
+    summary = Summary.of(parse_exposition("busd_ready 1\nbusd_messages_received_total 5\n"), 1.0)
+    assert summary.state is None and summary.as_dict()["state"] is None
+    frame = render_frame(summary, None, "bus:7403", wall=0.0)
+    assert not any(line.split()[:1] in (["state"], ["snapshots"]) for line in frame.splitlines())

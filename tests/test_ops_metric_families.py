@@ -35,7 +35,7 @@ from test_trust import Keys
 from busd.ops.metric_families import FAMILIES, Family, Scrape
 from busd.ops.metrics import StatsCollector
 from busd.statistics import ConnectionStatistics, Statistics
-from busd.transport.broker import BrokerStats
+from busd.transport.broker_stats import BrokerStats
 from busd_client.control import ControlClient
 
 DATA = Path(__file__).parent / "data"

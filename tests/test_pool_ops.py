@@ -514,3 +514,31 @@ def test_an_installed_rolling_restart_runs_the_busdctl_next_to_it_through_a_syml
     # which a rolling restart refuses to count as restarted (so it waits the 1 s out).
     assert marker.exists(), done.stderr
     assert "b1: restarting: touch" in done.stdout
+
+
+@pytest.mark.timeout(40)
+def test_pool_stats_shows_the_keys_each_broker_holds_and_sums_them(
+    three: tuple[list[BusdProcess], Path],
+) -> None:
+    """Each broker holds what it accepted: a key reported to two brokers counts once on each."""
+    brokers, pool = three
+    data = {"app": "web", "state": "up", "host": "h", "version": "1", "reported_at": 1}
+    for b, ids in zip(brokers, (["0", "1"], ["1", "2", "3"], []), strict=True):
+        with Publisher(b.pub_endpoint, name="reporter", timeout=10) as pub:
+            for i in ids:
+                pub.publish("instance.web", "instance-state", 1, {**data, "instance_id": i})
+            assert pub.flush() == []
+    done = busdctl(pool, "stats", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [b["stats"]["state"]["entries"] for b in report["brokers"]] == [2, 3, 0]
+    total = report["total"]["state"]
+    assert total["entries"] == 5
+    assert total["bytes"] == sum(b["stats"]["state"]["bytes"] for b in report["brokers"])
+    text = busdctl(pool, "stats")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    keys = lines[0].split().index("KEYS")
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert [rows[name][keys] for name in ("b1", "b2", "b3")] == ["2", "3", "0"]
+    assert rows["TOTAL"][keys + 1] == "5"  # its STATE column is two words ("3/3 ready")

@@ -12,6 +12,12 @@ then sends one reply per publisher for the whole wake-up (docs/protocol.md §2).
 may carry a batch of up to ``max_batch`` messages (``busd.transport.ingress`` reads it and
 says which frames make which message); each is judged, forwarded and answered on its own.
 
+Around that loop, each in its own module: the counters (``broker_stats.BrokerStats``), the
+answers and replies to publishers and the cut of deaf ones (``answers.Answers``), the
+warm-up's ``not_ready`` (``warmup.Warmup``), the over-long publish discarded across
+wake-ups (``overlong.Overlong``), the subscribe permission (``subscriptions``), the
+sockets' options (``sockets.broker_sockets``).
+
 Error handling: bad input is not an error but an answer (a stable code, counted, logged at
 a limited rate with who sent it). An exception while judging one message is a bug in a
 check: ``_judge`` answers that message ``internal``, it is counted, its traceback is logged
@@ -23,7 +29,6 @@ they end the task, and the app ends the process (exit 70) so the service manager
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -37,17 +42,17 @@ from busd.kernel.fences import Fences
 from busd.kernel.sequences import TopicSequences
 from busd.kernel.state import StateCache
 from busd.logs import RateLimitedLog, get
-from busd.statistics import BrokerStatistics
 from busd.transport import heap, sockets
+from busd.transport.answers import Answers, OnDenied, Replies
+from busd.transport.broker_stats import BrokerStats
 from busd.transport.ingress import culprit, read_body, shape
 from busd.transport.overlong import Overlong
-from busd.transport.peers import DeafPublishers, Endpoint
+from busd.transport.peers import Endpoint
 from busd.transport.readiness import Readiness
 from busd.transport.snapshots import Snapshots
-from busd.transport.subscriptions import Subscriptions
-from busd_protocol.codes import ROUTINE, Code, Reject
-from busd_protocol.histogram import Histogram
-from busd_protocol.replies import encode_reply, reject_entry
+from busd.transport.subscriptions import SubscribePermit, Subscriptions
+from busd.transport.warmup import Warmup
+from busd_protocol.codes import Code, Reject
 from busd_protocol.schemas.state import StateRule
 from busd_protocol.stamps import encode_stamp
 
@@ -57,93 +62,6 @@ _SNDMORE = zmq.SNDMORE
 # The backend's send skips the sugar layer's per-call checks (~0.2 µs a frame).
 _send = zmq.backend.Socket.send
 _QUIET = 0.1  # draining ends after this long without input
-# Rejections not logged as "message rejected": routine refusals (rate limits, warm-up,
-# shutdown) are counted only; an internal error is logged by _judge, with its traceback.
-_NOT_LOGGED = ROUTINE | {Code.INTERNAL}
-
-
-class BrokerStats:
-    """Plain-int counters, written only by the broker task; read via ``statistics()``."""
-
-    __slots__ = (
-        "accepted",
-        "batches",
-        "bytes_accepted",
-        "bytes_in",
-        "fences",
-        "frames_discarded",
-        "latency",
-        "overlong_messages",
-        "publishers_cut",
-        "received",
-        "rejected",
-        "replies_dropped",
-        "replies_sent",
-        "sequences",
-        "snapshots",
-        "state",
-        "subscribe_total",
-        "subscribers_cut",
-        "subscriptions",
-        "subscriptions_denied",
-        "subscriptions_forbidden",
-        "unsubscribe_total",
-    )
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.accepted = 0
-        self.bytes_in = 0
-        self.bytes_accepted = 0
-        self.rejected: dict[Code, int] = dict.fromkeys(Code, 0)
-        self.replies_sent = 0
-        self.replies_dropped = 0
-        self.subscriptions = 0
-        self.subscribe_total = 0
-        self.unsubscribe_total = 0
-        self.subscriptions_denied = 0  # never applied: over a cap (docs/protocol.md §5)
-        self.subscriptions_forbidden = 0  # denied by the permissions file (docs/security.md)
-        self.subscribers_cut = 0  # subscriber connections closed for asking too much
-        self.batches = 0
-        self.frames_discarded = 0  # frames past the third, read and dropped
-        self.overlong_messages = 0  # messages too long to discard in one wake-up
-        self.publishers_cut = 0  # publisher connections closed for not reading replies
-        self.latency = Histogram()  # receive -> forward, seconds (upper bound: batch time)
-        self.sequences: TopicSequences | None = None  # set by the Broker that owns these
-        self.fences: Fences | None = None
-        self.state: StateCache | None = None
-        self.snapshots: Snapshots | None = None
-
-    def statistics(self) -> BrokerStatistics:
-        seqs = self.sequences.statistics() if self.sequences is not None else None
-        fences = self.fences
-        return BrokerStatistics(
-            received=self.received,
-            accepted=self.accepted,
-            bytes_in=self.bytes_in,
-            bytes_accepted=self.bytes_accepted,
-            rejected=dict(self.rejected),
-            replies_sent=self.replies_sent,
-            replies_dropped=self.replies_dropped,
-            subscriptions=self.subscriptions,
-            subscribe_total=self.subscribe_total,
-            unsubscribe_total=self.unsubscribe_total,
-            subscriptions_denied=self.subscriptions_denied,
-            subscriptions_forbidden=self.subscriptions_forbidden,
-            subscribers_cut=self.subscribers_cut,
-            batches=self.batches,
-            frames_discarded=self.frames_discarded,
-            overlong_messages=self.overlong_messages,
-            publishers_cut=self.publishers_cut,
-            latency=self.latency.snapshot(),
-            epoch=seqs.epoch if seqs is not None else 0,
-            sequence_topics=seqs.topics if seqs is not None else 0,
-            sequence_topics_expired=seqs.expired if seqs is not None else 0,
-            fences=len(fences) if fences is not None else 0,
-            fenced=fences.refused if fences is not None else 0,
-            state=self.state.statistics() if self.state is not None else None,
-            snapshots=self.snapshots.statistics() if self.snapshots is not None else None,
-        )
 
 
 class Broker:
@@ -169,14 +87,17 @@ class Broker:
         self.clock = clock  # monotonic seconds; the rate buckets share it
         self._log = RateLimitedLog(_log)  # per-message problems: bounded whatever the input
         self._draining = False
-        self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
+        self._warmup = Warmup(clock)  # publishes before its end are answered not_ready
         self._ready: Readiness | None = None
         self._frame_slice = config.frame_slice
         self._max_batch = config.max_batch  # messages per publish (docs/protocol.md §1)
         self._max_body = 2 * config.max_batch  # frames after the header
         self._overlong: Overlong | None = None  # a message being discarded across wake-ups
-        self._deaf = DeafPublishers()  # publishers not reading their replies
-        self._hwm = config.reply_hwm
+        # Refusals, replies, deaf publishers (busd.transport.answers).
+        self._answers = Answers(
+            self.stats, self._log, max_batch=config.max_batch, hwm=config.reply_hwm
+        )
+        self._permit = SubscribePermit(admission)  # with authentication on (bind)
         self.subscriptions = Subscriptions(
             self.stats, max_per_peer=config.max_subscriptions, budget=config.subscription_batch
         )
@@ -189,9 +110,16 @@ class Broker:
         # The server's CURVE key pair (public, secret); None: authentication off. With it,
         # every message is judged for the identity its connection's key proved.
         self.curve: tuple[bytes, bytes] | None = None
-        # Told of every forbidden publish and subscription (identity, what, topic or prefix):
-        # the trust control keeps the last ones for `busdctl acl`.
-        self.on_denied: Callable[[str, str, str], None] | None = None
+
+    @property
+    def on_denied(self) -> OnDenied | None:
+        """Told of every forbidden publish and subscription (identity, what, topic or
+        prefix): the trust control keeps the last ones for `busdctl acl`."""
+        return self._answers.on_denied
+
+    @on_denied.setter
+    def on_denied(self, told: OnDenied | None) -> None:
+        self._answers.on_denied = self._permit.on_denied = told
 
     @property
     def bound(self) -> bool:
@@ -202,38 +130,20 @@ class Broker:
         return self._draining
 
     def warming_up(self) -> float:
-        """Seconds of warm-up left (0.0 once over); see ``_warmup_refusal``."""
-        return max(0.0, self._warm_until - self.clock())
+        """Seconds of warm-up left (0.0 once over; ``busd.transport.warmup``)."""
+        return self._warmup.left()
 
     def bind(self, before: Callable[[], None] | None = None) -> None:
-        """Create both sockets with explicit limits and bind them; raises on failure.
+        """Create the three sockets with explicit limits (``sockets.broker_sockets``) and bind
+        them; raises on failure.
 
-        ``before`` runs once the sockets exist and before either is bound: the monitors attach
+        ``before`` runs once the sockets exist and before any is bound: the monitors attach
         there, so no connection is accepted before its monitor can report it."""
         cfg = self.config
-        linger = int(cfg.linger * 1000)
-        guards = sockets.PeerGuards(
-            handshake_ms=round(cfg.handshake_timeout * 1000),
-            heartbeat_ms=round(cfg.heartbeat_interval * 1000),
-            heartbeat_timeout_ms=round(cfg.heartbeat_timeout * 1000),
-        )
-        self._router = sockets.router(
-            self._ctx,
-            hwm=cfg.pub_hwm,
-            reply_hwm=cfg.reply_hwm,
-            max_frame=cfg.max_frame_bytes,
-            linger_ms=linger,
-            guards=guards,
-        )
-        self._xpub = sockets.xpub(self._ctx, hwm=cfg.sub_hwm, linger_ms=linger, guards=guards)
-        sockets.guard(self._router, self.curve)
-        state = self.snapshots.socket = sockets.state_router(
-            self._ctx, linger_ms=linger, guards=guards
-        )
-        sockets.guard(self._xpub, self.curve)
-        sockets.guard(state, self.curve)
+        self._router, self._xpub, state = sockets.broker_sockets(self._ctx, cfg, self.curve)
+        self.snapshots.socket = state
         if self.curve is not None:
-            self.subscriptions.permit = self.snapshots.permit = self._subscribe_refusal
+            self.subscriptions.permit = self.snapshots.permit = self._permit
         try:
             if before is not None:
                 before()
@@ -241,11 +151,11 @@ class Broker:
             self.sub_endpoint = sockets.bind(self._xpub, cfg.sub_endpoint)
             self.subscriptions.bound(self.sub_endpoint)
             self.state_endpoint = self.snapshots.endpoint = sockets.bind(state, cfg.state_endpoint)
-            self._deaf.endpoint = Endpoint(self.pub_endpoint)
+            self._answers.deaf.endpoint = Endpoint(self.pub_endpoint)
         except Exception:
             self.close(linger=0)
             raise
-        self._warm_until = self.clock() + cfg.warmup
+        self._warmup.start(cfg.warmup)
 
     def monitor_socket(self, which: str, events: int) -> zmq.Socket[bytes]:
         """A PAIR socket receiving ``which`` socket's monitor events (owned by the caller)."""
@@ -278,7 +188,7 @@ class Broker:
         batch = self.config.batch
         try:
             while not self._draining:
-                handled = self._pump(batch, self._warmup_refusal())
+                handled = self._pump(batch, self._warmup.refusal())
                 more = self.subscriptions.read(self._xpub)
                 more = snaps.serve(self.clock()) or more
                 if handled >= batch or more or self._overlong is not None:
@@ -289,27 +199,6 @@ class Broker:
         finally:
             ready.close()
             self._ready = None
-
-    def _warmup_refusal(self) -> Reject | None:
-        """While warming up, every publish is refused with ``not_ready``.
-
-        A restarted broker of a pool would otherwise accept messages before its subscribers
-        have reconnected (their reconnect interval is up to a second) and those messages
-        would reach nobody. Refusing sends them to the pool's other brokers instead.
-        """
-        if self._warm_until == 0.0:
-            return None
-        left = self.warming_up()
-        if not left:
-            self._warm_until = 0.0  # over: later wake-ups skip the clock read
-            return None
-        ms = max(1, round(left * 1000))
-        return Reject(
-            Code.NOT_READY,
-            f"busd is warming up for {ms} ms more: subscribers "
-            "are reconnecting; retry then, or publish to another broker",
-            {"retry_after_ms": ms},
-        )
 
     async def _drain(self, ready: Readiness, batch: int) -> None:
         """Keep answering until input is quiet or ``drain_timeout`` passes, then refuse
@@ -322,7 +211,7 @@ class Broker:
         deadline = self.clock() + self.config.drain_timeout
         answered = 0
         while (left := deadline - self.clock()) > 0:
-            handled = self._pump(batch, self._warmup_refusal())  # SIGTERM while warming
+            handled = self._pump(batch, self._warmup.refusal())  # SIGTERM while warming
             answered += handled
             more = self.subscriptions.read(self._xpub)
             more = self.snapshots.serve(self.clock(), draining=True) or more
@@ -354,17 +243,18 @@ class Broker:
         if self._overlong is not None:
             return self._continue_overlong(router)
         recv, xsend = router.recv, _send
-        judge, refused = self._judge, self._refused
+        answers = self._answers
+        judge, refused = self._judge, answers.refused
         fences = self.fences
         seqs = self.sequences
         numbers, epoch, stamp = seqs.current, seqs.epoch, encode_stamp
         authenticated = self.curve is not None
         admission, state = self.admission, self.state
         identity: str | None = None
-        unread = self._deaf.unread
+        unread = answers.deaf.unread
         cap = self._max_body
         st = self.stats
-        replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
+        replies: Replies = {}
         now = self.clock()
         started = time.perf_counter()
         handled = accepted = bytes_in = bytes_accepted = 0
@@ -375,7 +265,7 @@ class Broker:
                 break
             head = recv(copy=False)
             if unread and ident in unread:
-                self._cut_publisher(ident, head)
+                answers.cut(ident, head)
             body, ended = read_body(recv, head.more, cap)
             entry = replies.get(ident)
             if entry is None:
@@ -390,7 +280,7 @@ class Broker:
                     if not (entry[0] or entry[1]):
                         del replies[ident]
                     break
-                handled += self._answer_overlong(entry[1], over.verdict())
+                handled += answers.overlong(entry[1], over.verdict())
                 continue
             seq, count, tail = shape(head.bytes, len(body))
             handled += count + (tail is not None)
@@ -463,60 +353,8 @@ class Broker:
             st.batches += 1
             if accepted:
                 st.latency.observe(time.perf_counter() - started, accepted)
-            self._reply(router, replies)
+            answers.send(router, replies, self._draining)
         return handled
-
-    def _refused(
-        self,
-        rejects: list[dict[str, Any]],
-        seq: int | None,
-        reject: Reject,
-        *,
-        identity: str | None,
-        topic_b: bytes | None,
-        env_b: bytes | None,
-    ) -> None:
-        """Count, answer (in ``rejects``, a reply's list) and maybe log one refusal."""
-        self.stats.rejected[reject.code] += 1
-        rejects.append(reject_entry(seq, reject))
-        if reject.code is Code.FORBIDDEN and self.on_denied is not None and topic_b is not None:
-            self.on_denied(identity or "", "publish", topic_b.decode(errors="replace"))
-        if reject.code not in _NOT_LOGGED:
-            suppressed = self._log.allow(reject.code)
-            if suppressed is not None:
-                fields: dict[str, object] = {
-                    "code": reject.code.value,
-                    "reason": reject.reason,
-                    "seq": seq,
-                }
-                fields.update(culprit(topic_b, env_b))
-                self._log.write(logging.WARNING, "message rejected", suppressed, fields)
-
-    def _answer_overlong(
-        self, rejects: list[dict[str, Any]], refusals: list[tuple[int | None, Reject]]
-    ) -> int:
-        """Count and answer an over-long publish's refusals; log it once."""
-        rejected = self.stats.rejected
-        for seq, reject in refusals:
-            rejected[reject.code] += 1
-            rejects.append(reject_entry(seq, reject))
-        seq, reject = refusals[0]
-        self._log.warning(
-            reject.code,
-            "message rejected",
-            code=reject.code.value,
-            reason=reject.reason,
-            seq=seq,
-            messages=len(refusals),
-        )
-        return len(refusals)
-
-    def _cut_publisher(self, ident: bytes, frame: zmq.Frame) -> None:
-        if self._deaf.cut(ident, frame):
-            self.stats.publishers_cut += 1
-            self._log.warning(
-                "replies", "publisher disconnected: not reading its replies", limit=self._hwm
-            )
 
     def _continue_overlong(self, router: zmq.Socket[bytes]) -> int:
         """Read one more slice of the over-long message (``busd.transport.overlong``); answer
@@ -531,26 +369,13 @@ class Broker:
         self._overlong = None
         heap.release()
         rejects: list[dict[str, Any]] = []
-        answered = self._answer_overlong(rejects, over.verdict())
+        answered = self._answers.overlong(rejects, over.verdict())
         st.received += answered
-        self._reply(router, {over.ident: ([], rejects)})
+        self._answers.send(router, {over.ident: ([], rejects)}, self._draining)
         return answered
 
     def _state_rules(self) -> dict[str, StateRule]:
         return self.admission.state_rules
-
-    def _subscribe_refusal(self, identity: str, prefix: bytes) -> str | None:
-        """Why ``identity`` may not subscribe to ``prefix`` under the permissions in force."""
-        trust = self.admission.trust
-        try:
-            text = prefix.decode()
-        except UnicodeDecodeError:
-            return "a subscription prefix must be UTF-8, as topics are"
-        if trust is not None and trust.may_subscribe(identity, text):
-            return None
-        if self.on_denied is not None:
-            self.on_denied(identity, "subscribe", text)
-        return f"identity {identity or '(none)'} may not subscribe to {text[:64]!r}"
 
     def _judge(
         self, topic_b: bytes, env_b: bytes, now: float, identity: str | None
@@ -564,23 +389,3 @@ class Broker:
             name = type(exc).__name__
             self._log.error(f"internal.{name}", "check failed", exc, **culprit(topic_b, env_b))
             return Reject(Code.INTERNAL, f"busd failed while checking this message ({name})")
-
-    def _reply(
-        self,
-        router: zmq.Socket[bytes],
-        replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]],
-    ) -> None:
-        st = self.stats
-        draining, batch = self._draining, self._max_batch
-        for ident, (acc, rej) in replies.items():
-            try:
-                router.send(ident, _NOBLOCK | _SNDMORE)
-                router.send(encode_reply(acc, rej, draining, batch), _NOBLOCK)
-                st.replies_sent += 1
-            except zmq.Again:
-                # Not reading its replies: reply_hwm of them are queued. Its connection is
-                # cut when its next message is read (``_cut_publisher``).
-                st.replies_dropped += 1
-                self._deaf.not_reading(ident)
-            except zmq.ZMQError:
-                st.replies_dropped += 1  # publisher gone (EHOSTUNREACH)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import zmq
 
+from busd.config import Config
 from busd.transport.zap import ZAP_DOMAIN
 
 
@@ -146,6 +147,32 @@ def guard(sock: zmq.Socket[bytes], curve: tuple[bytes, bytes] | None) -> None:
         sock.setsockopt(zmq.CURVE_SERVER, 1)
         sock.setsockopt(zmq.CURVE_PUBLICKEY, curve[0])
         sock.setsockopt(zmq.CURVE_SECRETKEY, curve[1])
+
+
+def broker_sockets(
+    ctx: zmq.Context[zmq.Socket[bytes]], cfg: Config, curve: tuple[bytes, bytes] | None
+) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """The broker task's ROUTER (ingress), XPUB (egress) and state ROUTER, with the limits
+    and peer guards of ``cfg``, each through ZAP (``guard``); not bound yet."""
+    linger = int(cfg.linger * 1000)
+    guards = PeerGuards(
+        handshake_ms=round(cfg.handshake_timeout * 1000),
+        heartbeat_ms=round(cfg.heartbeat_interval * 1000),
+        heartbeat_timeout_ms=round(cfg.heartbeat_timeout * 1000),
+    )
+    ingress = router(
+        ctx,
+        hwm=cfg.pub_hwm,
+        reply_hwm=cfg.reply_hwm,
+        max_frame=cfg.max_frame_bytes,
+        linger_ms=linger,
+        guards=guards,
+    )
+    egress = xpub(ctx, hwm=cfg.sub_hwm, linger_ms=linger, guards=guards)
+    state = state_router(ctx, linger_ms=linger, guards=guards)
+    for sock in (ingress, egress, state):
+        guard(sock, curve)
+    return ingress, egress, state
 
 
 def _tcp_keepalive(sock: zmq.Socket[bytes]) -> None:

@@ -27,6 +27,9 @@ subscription: it is handed to ``on_sync`` and never applied, and its unsubscribe
 One SUB connection's subscriptions are read in the order it sent them, so seeing the marker
 proves the subscriptions it sent before are in force (docs/protocol.md §3.2).
 
+With authentication on, ``SubscribePermit`` (below) judges each prefix for the identity its
+connection's key proved; the state endpoint asks it about a snapshot's prefix too.
+
 Disconnecting is ``busd.transport.peers`` (there is no per-peer close for XPUB).
 
 Error handling: nothing here raises on a peer's input; a failed shutdown (the connection
@@ -41,6 +44,7 @@ from typing import Protocol
 
 import zmq
 
+from busd.kernel.admission import Admission
 from busd.logs import RateLimitedLog, get
 from busd.transport import heap
 from busd.transport.peers import Endpoint
@@ -230,3 +234,26 @@ class Subscriptions:
         self._release(peer)
         peer.cut = True  # kept until the monitor reports the fd closed (``forget``)
         self._endpoint.cut(fd, peer.address)
+
+
+class SubscribePermit:
+    """The ``Permit`` of an authenticated busd, for subscriptions and snapshot requests alike:
+    why an identity may not subscribe to a prefix under the permissions in force now
+    (``Admission.trust``, replaced on each reload), and a denial told to ``on_denied``."""
+
+    def __init__(self, admission: Admission):
+        self.admission = admission
+        # The trust control keeps the last denials for `busdctl acl` (the broker sets it).
+        self.on_denied: Callable[[str, str, str], None] | None = None
+
+    def __call__(self, identity: str, prefix: bytes) -> str | None:
+        trust = self.admission.trust
+        try:
+            text = prefix.decode()
+        except UnicodeDecodeError:
+            return "a subscription prefix must be UTF-8, as topics are"
+        if trust is not None and trust.may_subscribe(identity, text):
+            return None
+        if self.on_denied is not None:
+            self.on_denied(identity, "subscribe", text)
+        return f"identity {identity or '(none)'} may not subscribe to {text[:64]!r}"

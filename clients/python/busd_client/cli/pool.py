@@ -28,7 +28,8 @@ from typing import Any
 from busd_client.cli.common import add_json, dump_json, error
 from busd_client.cli.control import number, table
 from busd_client.cli.exits import EXIT_FAILED, EXIT_USAGE, EXIT_WARNING
-from busd_client.cli.stats import Summary, quantile_ms, readyz, reason, scrape
+from busd_client.cli.exposition import quantile_ms, readyz, reason, scrape
+from busd_client.cli.stats import StateFigures, Summary
 from busd_client.control import ControlClient, ControlError, ControlUnavailable
 from busd_client.pool_file import POOL_ENV, PoolEntry, PoolFileError, pool_from_args
 
@@ -316,6 +317,7 @@ def run_stats(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
             "THROTTLED",
             "PUBS",
             "SUBS",
+            "KEYS",
             "P99",
         ]
 
@@ -330,6 +332,7 @@ def run_stats(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
                 sum(d["throttled"].values()),
                 d["publishers_connected"],
                 d["subscribers_connected"],
+                "-" if d["state"] is None else d["state"]["entries"],
                 "-" if p99 is None else f"<={p99:g}ms",
             ]
 
@@ -340,7 +343,7 @@ def run_stats(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
                 o.data.as_dict(),
             )
             if o.ok
-            else [o.name, "DOWN", *["-"] * 7]
+            else [o.name, "DOWN", *["-"] * 8]
             for o in outcomes
         ]
         rows.append(row("TOTAL", f"{total['brokers_ready']}/{len(pool)} ready", total))
@@ -353,7 +356,8 @@ def run_stats(args: argparse.Namespace, pool: list[PoolEntry]) -> int:
 
 def pool_total(summaries: list[Summary]) -> dict[str, Any]:
     """Counters summed over the brokers read; latency quantiles from the merged histogram
-    (every busd uses the same buckets), so the pool p99 is a real p99, not an average."""
+    (every busd uses the same buckets), so the pool p99 is a real p99, not an average. The
+    state figures are summed too (``StateFigures.total``): each broker holds its own."""
     dicts = [s.as_dict() for s in summaries]
     total: dict[str, Any] = {
         "brokers_read": len(dicts),
@@ -384,6 +388,8 @@ def pool_total(summaries: list[Summary]) -> dict[str, Any]:
         "p50": quantile_ms(merged_latency, 0.5),
         "p99": quantile_ms(merged_latency, 0.99),
     }
+    states = [s.state for s in summaries if s.state is not None]
+    total["state"] = StateFigures.total(states).as_dict() if states else None
     return total
 
 

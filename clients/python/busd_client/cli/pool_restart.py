@@ -29,6 +29,7 @@ from typing import Any
 
 from busd_client.cli.common import dump_json, error
 from busd_client.cli.exits import EXIT_FAILED
+from busd_client.cli.exposition import readyz
 from busd_client.cli.pool import (
     EXIT_POOL_FILE,
     BrokerFailed,
@@ -38,7 +39,7 @@ from busd_client.cli.pool import (
     reason,
     with_pool,
 )
-from busd_client.cli.stats import Summary, readyz
+from busd_client.cli.stats import Summary
 from busd_client.pool_file import PoolEntry
 
 __all__ = ["register_restart", "run_restart"]

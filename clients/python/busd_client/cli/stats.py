@@ -1,10 +1,12 @@
-"""busdctl stats [--json]: busd's figures from its metrics endpoint, and the scrape parsing and
-frame rendering that ``busdctl top`` (cli/top.py), ``status`` and ``pool`` share.
+"""busdctl stats [--json]: busd's figures from its metrics endpoint (``Summary``), and the frame
+rendering that ``busdctl top`` (cli/top.py) shares; ``status`` and ``pool`` read ``Summary``
+too. Reading the endpoint itself is cli/exposition.py.
 
 They read busd's Prometheus endpoint (``--metrics HOST:PORT``, else found as cli/locate.py
 says) over plain HTTP: it is the one interface that carries every counter, works with the
 control socket locked down to busd's own user, and needs nothing beyond the standard
-library. ``stats`` prints totals since busd started.
+library. ``stats`` prints totals since busd started, the state cache's and the snapshot
+endpoint's figures among them (``StateFigures``; docs/operations.md §4).
 
 Exit status: 0 done, 2 a configuration file that cannot be read, 3 busd's metrics endpoint
 could not be reached or read (or busd serves none).
@@ -14,77 +16,118 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-import urllib.error
-import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from busd_client.cli import locate
 from busd_client.cli.common import add_json, add_metrics, fail
 from busd_client.cli.exits import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from busd_client.cli.exposition import (
+    Samples,
+    delta_buckets,
+    fmt_bytes,
+    fmt_ms,
+    histogram,
+    quantile_ms,
+    reason,
+    scrape,
+)
 
-__all__ = [
-    "Summary",
-    "metrics_address",
-    "parse_exposition",
-    "read_summary",
-    "readyz",
-    "reason",
-    "register",
-    "render_frame",
-    "scrape",
-]
-_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+__all__ = ["StateFigures", "Summary", "metrics_address", "read_summary", "register", "render_frame"]
 _CLEAR = "\x1b[H\x1b[2J"
 
-Samples = dict[str, list[tuple[dict[str, str], float]]]
 
+@dataclass
+class StateFigures:
+    """The state cache and the snapshot endpoint (docs/operations.md §11), from one scrape."""
 
-def parse_exposition(text: str) -> Samples:
-    """Prometheus text format -> metric name -> [(labels, value)]; comments skipped."""
-    out: Samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.fullmatch(line.strip())
-        if match is None:
-            continue
-        labels = {
-            k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
-            for k, v in _LABEL.findall(match.group(2) or "")
+    entries: float = 0.0  # keys held now
+    bytes: float = 0.0  # topic + envelope bytes held now
+    evicted: dict[str, float] = field(default_factory=dict)  # by reason: bound, ttl
+    ended: float = 0.0  # entries removed by a message that ends them
+    requests: dict[str, float] = field(default_factory=dict)  # snapshots by outcome
+    active: float = 0.0  # snapshots parked or being sent now
+    duration: list[tuple[float, float]] = field(default_factory=list)  # (le s, cumulative)
+
+    @classmethod
+    def of(cls, samples: Samples) -> StateFigures | None:
+        """None when busd exports no state figures (a busd older than the state cache)."""
+        if "busd_state_entries" not in samples:
+            return None
+
+        def one(name: str) -> float:
+            return (samples.get(name) or [({}, 0.0)])[0][1]
+
+        def by(name: str, label: str) -> dict[str, float]:
+            return {labels.get(label, ""): v for labels, v in samples.get(name, [])}
+
+        return cls(
+            entries=one("busd_state_entries"),
+            bytes=one("busd_state_bytes"),
+            evicted=by("busd_state_evictions_total", "reason"),
+            ended=one("busd_state_ended_total"),
+            requests=by("busd_snapshot_requests_total", "outcome"),
+            active=one("busd_snapshots_active"),
+            duration=histogram(samples, "busd_snapshot_duration_seconds"),
+        )
+
+    @classmethod
+    def total(cls, parts: list[StateFigures]) -> StateFigures:
+        """Summed over brokers (a key held by two brokers counts twice: each holds its own);
+        the durations from the merged histogram (every busd uses the same buckets)."""
+        evicted: Counter[str] = Counter()
+        requests: Counter[str] = Counter()
+        buckets: Counter[float] = Counter()
+        for part in parts:
+            evicted.update(part.evicted)
+            requests.update(part.requests)
+            buckets.update(dict(part.duration))
+        return cls(
+            entries=sum(p.entries for p in parts),
+            bytes=sum(p.bytes for p in parts),
+            evicted=dict(evicted),
+            ended=sum(p.ended for p in parts),
+            requests=dict(requests),
+            active=sum(p.active for p in parts),
+            duration=sorted(buckets.items()),
+        )
+
+    @property
+    def failed(self) -> float:
+        """Snapshot requests not answered with a whole snapshot (an error, or abandoned)."""
+        return sum(n for outcome, n in self.requests.items() if outcome != "ok")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts as ints, for the ``state`` object of `busdctl stats --json`."""
+        return {
+            "entries": int(self.entries),
+            "bytes": int(self.bytes),
+            "evicted": {k: int(v) for k, v in sorted(self.evicted.items())},
+            "ended": int(self.ended),
+            "snapshots": {
+                "requests": {k: int(v) for k, v in sorted(self.requests.items())},
+                "active": int(self.active),
+                "duration_ms": {
+                    "p50": quantile_ms(self.duration, 0.5),
+                    "p99": quantile_ms(self.duration, 0.99),
+                },
+            },
         }
-        try:
-            value = float(match.group(3))
-        except ValueError:
-            continue
-        out.setdefault(match.group(1), []).append((labels, value))
-    return out
 
-
-def scrape(address: str, timeout: float = 5.0) -> Samples:
-    """GET http://ADDRESS/metrics; raises OSError (including URLError) when it fails."""
-    url = f"http://{address}/metrics"
-    if not url.startswith("http://"):
-        raise OSError(f"bad address {address!r}")
-    # No proxy: the metrics port is usually loopback, and a proxy would hide which busd answers.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=timeout) as resp:
-        return parse_exposition(resp.read().decode("utf-8", errors="replace"))
-
-
-def readyz(address: str, timeout: float) -> tuple[int, str]:
-    """(status, first line of the body) of GET http://ADDRESS/readyz; OSError if no answer."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"http://{address}/readyz", timeout=timeout) as resp:
-            return int(resp.status), resp.read(512).decode("utf-8", "replace").strip()
-    except urllib.error.HTTPError as exc:  # 503 while starting, draining or warming up
-        with exc:
-            return exc.code, exc.read(512).decode("utf-8", "replace").strip()
+    def rows(self) -> list[str]:
+        """Its lines of a `busdctl stats` / `top` frame (totals since busd started)."""
+        p99 = quantile_ms(self.duration, 0.99)
+        return [
+            f"{'state':14}{'keys':>6} {self.entries:10.0f}   {'held':>4} "
+            f"{fmt_bytes(self.bytes):>10}   {'ended':>8} {self.ended:10.0f}",
+            f"{'  evicted':14}{'bound':>6} {self.evicted.get('bound', 0.0):10.0f}   "
+            f"{'ttl':>4} {self.evicted.get('ttl', 0.0):10.0f}",
+            f"{'snapshots':14}{'ok':>6} {self.requests.get('ok', 0.0):10.0f}   {'p99':>4} "
+            f"{fmt_ms(p99):>10}   {'failed':>8} {self.failed:10.0f}   active {self.active:.0f}",
+        ]
 
 
 @dataclass
@@ -108,6 +151,7 @@ class Summary:
     throttled: dict[str, float] = field(default_factory=dict)
     latency: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative)
     assertions: dict[str, bool] = field(default_factory=dict)
+    state: StateFigures | None = None  # None: this busd exports no state figures
 
     @classmethod
     def of(cls, samples: Samples, at: float) -> Summary:
@@ -119,11 +163,7 @@ class Summary:
             return {labels.get(label, ""): v for labels, v in samples.get(name, [])}
 
         info = (samples.get("busd_build_info") or [({}, 0.0)])[0][0]
-        buckets = sorted(
-            (float(labels["le"]), v)
-            for labels, v in samples.get("busd_processing_latency_seconds_bucket", [])
-            if "le" in labels
-        )
+        buckets = histogram(samples, "busd_processing_latency_seconds")
         throttled = by("busd_rate_key_throttled_total", "key")
         for key, n in by("busd_rate_key_disabled_total", "key").items():
             throttled[key] = throttled.get(key, 0.0) + n
@@ -145,6 +185,7 @@ class Summary:
             throttled=throttled,
             latency=buckets,
             assertions={k: v == 1.0 for k, v in by("busd_assertion_ok", "name").items()},
+            state=StateFigures.of(samples),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -168,40 +209,8 @@ class Summary:
                 "p99": quantile_ms(self.latency, 0.99),
             },
             "assertions": self.assertions,
+            "state": None if self.state is None else self.state.as_dict(),
         }
-
-
-def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """Upper bound (ms) of the bucket holding quantile ``q``; None without observations."""
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0:
-        return None
-    for bound, cumulative in buckets:
-        if cumulative >= q * total:
-            return bound * 1000.0
-    return None
-
-
-def _delta_buckets(
-    now: list[tuple[float, float]], then: list[tuple[float, float]]
-) -> list[tuple[float, float]]:
-    if [b for b, _ in now] != [b for b, _ in then]:
-        return now
-    return [(b, c - c0) for (b, c), (_, c0) in zip(now, then, strict=True)]
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "inf" if value == float("inf") else f"<={value:g} ms"
-
-
-def _bytes(value: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{value:.0f} B"
-        value /= 1000
-    return f"{value:.1f} GB"
 
 
 def render_frame(
@@ -215,12 +224,12 @@ def render_frame(
         return f"{(cur - old) / span:10.1f}" if span > 0 else f"{'-':>10}"
 
     def byte_rate(cur: float, old: float) -> str:
-        return f"{_bytes((cur - old) / span):>10}" if span > 0 else f"{'-':>10}"
+        return f"{fmt_bytes((cur - old) / span):>10}" if span > 0 else f"{'-':>10}"
 
     wall = time.time() if wall is None else wall
     up = max(0, int(wall - now.started)) if now.started else 0
     state = "draining" if now.draining else ("ready" if now.ready else "NOT READY")
-    window = _delta_buckets(now.latency, base.latency)
+    window = delta_buckets(now.latency, base.latency)
     rejected_now, rejected_then = sum(now.rejected.values()), sum(base.rejected.values())
     lines = [
         f"busd {now.version} at {address}   {state}   up {up // 3600:d}:{up // 60 % 60:02d}:"
@@ -238,11 +247,12 @@ def render_frame(
     lines += [
         f"{'totals':14}{'in':>6} {now.received:10.0f}   {'out':>4} {now.accepted:10.0f}"
         f"   {'rejected':>8} {rejected_now:10.0f}",
-        f"{'latency':14}{'p50':>6} {_ms(quantile_ms(window, 0.5)):>10}"
-        f"   {'p99':>4} {_ms(quantile_ms(window, 0.99)):>10}"
-        f"   (since start: p99 {_ms(quantile_ms(now.latency, 0.99))})",
+        f"{'latency':14}{'p50':>6} {fmt_ms(quantile_ms(window, 0.5)):>10}"
+        f"   {'p99':>4} {fmt_ms(quantile_ms(window, 0.99)):>10}"
+        f"   (since start: p99 {fmt_ms(quantile_ms(now.latency, 0.99))})",
         f"{'connections':14}{'pubs':>6} {now.publishers:10.0f}   {'subs':>4} "
         f"{now.subscribers:10.0f}   {'subscriptions':>8} {now.subscriptions:.0f}",
+        *(now.state.rows() if now.state is not None else []),
         "",
         f"{'rejects by code':24}{'per s':>10}{'total':>12}",
     ]
@@ -301,12 +311,6 @@ def read_summary(found: locate.Found, timeout: float = 5.0) -> Summary:
     except OSError as exc:
         where = found.value if found.source.startswith("--") else found.where()
         raise OSError(f"cannot read metrics from {where}: {reason(exc)}") from None
-
-
-def reason(exc: BaseException) -> str:
-    """What went wrong, for people: "Connection refused", not a repr."""
-    why = getattr(exc, "reason", None) or exc
-    return str(getattr(why, "strerror", None) or why)
 
 
 def run_stats(args: argparse.Namespace) -> int:

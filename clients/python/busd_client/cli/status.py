@@ -35,7 +35,8 @@ from busd_client.cli.exits import (
     EXIT_USAGE,
     EXIT_WARNING,
 )
-from busd_client.cli.stats import Summary, read_summary, readyz, reason
+from busd_client.cli.exposition import fmt_bytes, readyz, reason
+from busd_client.cli.stats import Summary, read_summary
 from busd_client.control import ControlClient, ControlError, ControlUnavailable
 
 __all__ = ["Verdict", "register"]
@@ -244,6 +245,13 @@ def _text(
             f"rejected {rejected}; {summary.publishers:.0f} publisher(s), "
             f"{summary.subscribers:.0f} subscriber(s)"
         )
+        if summary.state is not None:
+            st = summary.state
+            lines.append(
+                f"  state       {st.entries:.0f} key(s), {fmt_bytes(st.bytes)} held, "
+                f"{sum(st.evicted.values()):.0f} evicted; {st.requests.get('ok', 0.0):.0f} "
+                f"snapshot(s) served, {st.failed:.0f} failed, {st.active:.0f} active"
+            )
         held = sum(summary.assertions.values())
         if summary.assertions:
             lines.append(f"  assertions  {held} of {len(summary.assertions)} hold")

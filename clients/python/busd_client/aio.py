@@ -14,6 +14,7 @@ from types import TracebackType
 
 import zmq
 import zmq.asyncio
+import zmq.backend
 
 from busd_client.aio_driver import AsyncDriver, AsyncReceipt
 from busd_client.core import DEFAULT_MAX_BATCH
@@ -21,13 +22,16 @@ from busd_client.gaps import Gap, GapTracker
 from busd_client.latency import LatencyRecorder
 from busd_client.single_broker import single_broker_core
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT, configure_sub
-from busd_client.subscriber import Subscriptions
+from busd_client.subscriber import Subscriber, Subscriptions
 from busd_protocol.messages import Message
 from busd_protocol.schemas import SchemaSet
 
 __all__ = ["AsyncPublisher", "AsyncSubscriber"]
 
 _monotonic = time.monotonic
+_recv_frame = zmq.backend.Socket.recv
+_NOBLOCK = zmq.NOBLOCK
+_Again = zmq.Again
 
 
 class AsyncPublisher(AsyncDriver[AsyncReceipt]):
@@ -89,9 +93,10 @@ class AsyncSubscriber(Subscriptions):
         self.tracker = GapTracker(1, on_gap)
         self.latency = LatencyRecorder()  # receive time - publisher's ts, every message
         self._sock: zmq.asyncio.Socket = ctx.socket(zmq.SUB)
-        configure_sub(
-            zmq.Socket.shadow(self._sock.underlying), rcvhwm, reconnect_ivl, reconnect_ivl_max
-        )
+        # Frames are read through a sync view without a future per message; the asyncio
+        # socket is only awaited when nothing is queued.
+        self._view: zmq.Socket[bytes] = zmq.Socket.shadow(self._sock.underlying)
+        configure_sub(self._view, rcvhwm, reconnect_ivl, reconnect_ivl_max)
         self._sock.connect(endpoint)
         self.subscribe(prefixes)
 
@@ -103,13 +108,20 @@ class AsyncSubscriber(Subscriptions):
         closed, reaches the caller).
         """
         deadline = None if timeout is None else _monotonic() + timeout
+        view = self._view
         while True:
-            if deadline is not None:
-                remaining = deadline - _monotonic()
-                events = await self._sock.poll(max(0, math.ceil(remaining * 1000)))
-                if not events:
-                    return None
-            message = self._frames(await self._sock.recv_multipart())
+            try:
+                topic = _recv_frame(view, _NOBLOCK)
+            except _Again:
+                if deadline is None:
+                    await self._sock.poll()
+                else:
+                    remaining = deadline - _monotonic()
+                    events = await self._sock.poll(max(0, math.ceil(remaining * 1000)))
+                    if not events:
+                        return None
+                continue
+            message = self._frames(Subscriber._rest(view, topic))
             if message is not None:
                 self.latency.observe_ns(time.time_ns() - message.ts)
                 return message

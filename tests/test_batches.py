@@ -4,6 +4,7 @@ its own, ``batch`` in every reply, and each malformed shape refused with its rul
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import msgpack
 import pytest
 import zmq
 from conftest import BusdProcess, TrackedContext, wait_for
+from inproc import app_config, serving
 from rawproto import (
     collect,
     dealer,
@@ -24,8 +26,11 @@ from rawproto import (
     wait_subscribed,
 )
 
+from busd.app import App
+from busd.transport import ingress
 from busd_client.control import ControlClient
 from busd_client.keys import ClientKeys, new_key_pair
+from busd_protocol.frames import MAX_SEQ
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -191,29 +196,42 @@ def test_rate_limits_and_fences_apply_per_message_inside_a_batch(
     busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
 ) -> None:
     """A bucket of 2 takes the first two messages of a batch and refuses the third, which
-    fences its topic: in the next batch a later message of that topic gets the same refusal
-    though tokens are back, and the refused one, resent, is accepted."""
+    fences its topic at once: the fourth, in the same batch, is held back by that fence; in
+    the next batch a later message of the topic still is, though tokens are back, another
+    topic is not, and the refused one, resent, is accepted and lifts the fence."""
     busd = busd_factory(start=False)
     (busd.rates_dir / "publish.release.rl").write_text("1000 2\n")
     busd.start()
     pub = dealer(zctx, busd.pub_endpoint)
-    a1, a2, a3, a4 = (envelope("release.rl", id=f"a{i}") for i in range(1, 5))
+    a = [envelope("release.rl", id=f"a{i}") for i in range(7)]
     other = envelope("release.other", id="o1")
-    sent = publish_batch(pub, 1, [("release.rl", a1), ("release.rl", a2), ("release.rl", a3)])
-    first = collect(pub, 3)
-    assert [first[s]["code"] for s in (1, 2, 3)] == ["accepted", "accepted", "rate_limited"]
+    sent = publish_batch(pub, 1, [("release.rl", a[i]) for i in (1, 2, 3, 4)])
+    first = collect(pub, 4)
+    codes = [first[s]["code"] for s in (1, 2, 3, 4)]
+    assert codes == ["accepted", "accepted", "rate_limited", "rate_limited"]
     refusal = first[3]
     assert refusal["key"] == "publish.release.rl"
+    assert _broker(busd)["fenced"] == 1  # seq 4: held back by seq 3's fence
     wait_until = time.monotonic() + refusal["retry_after_ms"] / 1000 + 0.005
     wait_for(lambda: time.monotonic() > wait_until, timeout=2, what="a token back")
-    publish_batch(pub, 4, [("release.rl", a4), ("release.other", other), ("release.rl", sent[2])])
-    second = collect(pub, 3)
-    assert second[4]["code"] == "rate_limited"  # fenced: the same refusal as seq 3
-    assert (second[4]["key"], second[4]["retry_after_ms"]) == (
+    publish_batch(
+        pub,
+        5,
+        [
+            ("release.rl", a[5]),
+            ("release.other", other),
+            ("release.rl", sent[2]),
+            ("release.rl", a[6]),
+        ],
+    )
+    second = collect(pub, 4)
+    assert second[5]["code"] == "rate_limited"  # fenced: the same refusal as seq 3
+    assert (second[5]["key"], second[5]["retry_after_ms"]) == (
         "publish.release.rl",
         refusal["retry_after_ms"],
     )
-    assert [second[s]["code"] for s in (5, 6)] == ["accepted", "accepted"]
+    assert [second[s]["code"] for s in (6, 7, 8)] == ["accepted"] * 3
+    assert _broker(busd)["fenced"] == 2
     pub.close()
 
 
@@ -266,3 +284,58 @@ def test_permissions_apply_per_message_inside_a_batch(
         "accepted",
     ]
     pub.close()
+
+
+@pytest.mark.parametrize(
+    ("seq", "frames", "expected"),
+    [
+        (5, 0, (5, 0, ingress.HEADER_ONLY)),
+        (5, 1, (5, 0, ingress.NO_ENVELOPE)),
+        (5, 2, (5, 1, None)),
+        (5, 3, (5, 1, ingress.NO_ENVELOPE)),
+        (5, 2000, (5, 1000, None)),
+        (MAX_SEQ, 2, (MAX_SEQ, 1, None)),
+        (MAX_SEQ, 1, (MAX_SEQ, 0, ingress.NO_ENVELOPE)),
+        (MAX_SEQ, 3, (MAX_SEQ, 0, ingress.PAST_MAX_SEQ)),
+        (MAX_SEQ - 1, 4, (MAX_SEQ - 1, 2, None)),
+        (MAX_SEQ - 1, 6, (MAX_SEQ - 1, 0, ingress.PAST_MAX_SEQ)),
+    ],
+)
+def test_the_shape_of_a_publish_is_its_first_seq_its_messages_and_a_refused_seq(
+    seq: int, frames: int, expected: ingress.Shape
+) -> None:
+    """``ingress.shape`` from a good header and the number of frames after it."""
+    assert ingress.shape(header(seq), frames) == expected
+
+
+def test_an_unreadable_header_gives_no_messages_whatever_follows() -> None:
+    seq, count, refusal = ingress.shape(b"B\x01\x00", 4)
+    assert (seq, count) == (None, 0) and refusal is not None and refusal.code == "bad_frame"
+    seq, count, refusal = ingress.shape(header(9, version=2), 4)
+    assert (seq, count) == (9, 0) and refusal is not None
+    assert refusal.code == "unsupported_protocol"
+
+
+@pytest.mark.timeout(30)
+async def test_a_batch_still_queued_when_the_drain_ends_is_answered_shutting_down_per_message(
+    tmp_path: Path, zctx: TrackedContext
+) -> None:
+    """The real App with no drain time: a batch already in busd's queue when it is told to
+    shut down is answered shutting_down, message by message, each under its own seq."""
+    app = App(app_config(tmp_path, drain_timeout=0.0))
+    async with serving(app):
+        pub = dealer(zctx, app.broker.pub_endpoint)
+        publish(pub, 1)
+        assert (await asyncio.to_thread(collect, pub, 1))[1]["code"] == "accepted"
+        publish_batch(pub, 2, [("release.shop", envelope())] * 3)
+        # The loop is not yielded to before the batch is in busd's queue (libzmq's I/O
+        # thread puts it there), so the broker cannot judge it before the drain.
+        router = app.broker._router
+        assert router is not None and router.poll(5000), "the batch never reached busd"
+        app.begin_drain()
+        reply = await asyncio.to_thread(replies, pub)
+        pub.close()
+    assert reply["acc"] == [] and reply["draining"] is True
+    assert [(r["seq"], r["code"]) for r in reply["rej"]] == [
+        (s, "shutting_down") for s in (2, 3, 4)
+    ]

@@ -371,13 +371,16 @@ class Broker:
                 assert seq is not None, "a batch has a readable header"
                 if authenticated:
                     identity = str(head.get("User-Id"))
+                # Once per batch, not per message (Fences.__len__ is a Python call); only
+                # a refusal can set a fence, and then this is read again.
+                fenced = bool(fences)
                 pairs = iter(body)  # a lone last topic is left out: it is ``tail``
                 for topic_f, env_f in zip(pairs, pairs, strict=False):
                     topic_b, env_b = topic_f.bytes, env_f.bytes
                     size = len(env_b)
                     bytes_in += size
                     reject = refuse
-                    if reject is None and fences:
+                    if reject is None and fenced:
                         reject = fences.check(ident, topic_b, env_b, now)
                         if reject is not None:
                             self.admission.fenced(reject, now)
@@ -393,7 +396,7 @@ class Broker:
                         xsend(xpub, topic_b, _SNDMORE)
                         xsend(xpub, env_b, _SNDMORE)
                         xsend(xpub, stamp(epoch, n))
-                        if fences:
+                        if fenced:
                             fences.accepted(ident, topic_b)
                         accepted += 1
                         bytes_accepted += size
@@ -405,6 +408,7 @@ class Broker:
                             acc.append(seq)
                     else:
                         fences.refused_with(ident, topic_b, env_b, reject, now)
+                        fenced = bool(fences)
                         refused(
                             entry[1], seq, reject, identity=identity, topic_b=topic_b, env_b=env_b
                         )

@@ -94,3 +94,19 @@ def test_subscriber_reads_every_frame_shape_without_losing_its_place(
         assert sub.recv(0.05) is None
         assert msgpack.unpackb(got[0].envelope if got[0] else b"\x80")["id"] == "1"
     xpub.close(0)
+
+
+@pytest.mark.timeout(10)
+def test_decode_message_gives_the_message_its_constructor_gives() -> None:
+    """decode_message fills Message's slots directly: the value is equal to (and hashes,
+    compares and stays frozen like) one built by Message(...)."""
+    import dataclasses
+
+    from busd_protocol.messages import Message, decode_message
+
+    body = encode_envelope("t.x", "s", 3, {"a": [1]}, id="i", publisher="p", ts=9)
+    got = decode_message(b"t.x", body)
+    assert got == Message("t.x", "s", 3, "i", "p", 9, {"a": [1]}, body)
+    assert type(got) is Message and got.to_dict()["data"] == {"a": [1]}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.topic = "other"  # type: ignore[misc]

@@ -12,13 +12,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import busd_only, pool_clients, profile, report, ruby_publisher, systems, workloads
+from bench import (
+    batches,
+    busd_only,
+    cores,
+    pool_clients,
+    profile,
+    report,
+    ruby_publisher,
+    systems,
+    workloads,
+)
 from bench.session import Progress, Session, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS: dict[str, Callable[[Session], None]] = {
     "flat": workloads.flat,
     "flat1k": workloads.flat1k,
+    "batch": batches.batch,
     "paced": workloads.paced,
     "fanout": workloads.fanout,
     "fanin": workloads.fanin,
@@ -27,10 +38,12 @@ WORKLOADS: dict[str, Callable[[Session], None]] = {
     "checks": busd_only.checks,
     "memory": busd_only.memory,
     "pool": pool_clients.pool,
+    "cores": cores.cores,
     "ruby": ruby_publisher.ruby,
 }
-# Need busd: "checks", "memory" and "pool" start their own instances, "ruby" the shared one.
-BUSD_ONLY = ("checks", "memory", "pool", "ruby")
+# Need busd: "checks", "memory", "pool" and "cores" start their own instances, "ruby" the
+# shared one ("batch" runs only on busd systems but is not busd-only: it needs none of its own).
+BUSD_ONLY = ("checks", "memory", "pool", "cores", "ruby")
 
 
 def _names(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -150,6 +163,7 @@ def machine() -> dict[str, Any]:
         "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
         "kernel": platform.release(),
+        "loadavg": list(os.getloadavg()),  # other work on the shared machine, at the start
     }
 
 
@@ -157,6 +171,7 @@ def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
     per = {
         "flat": s.repeat * n_systems,
         "flat1k": s.repeat * n_systems,
+        "batch": batches.steps(s.repeat, n_systems),
         "paced": s.repeat * n_systems * s.paced_steps,
         "fanout": s.repeat * n_systems,
         "fanin": s.repeat * n_systems,
@@ -165,6 +180,7 @@ def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
         "checks": 5 * s.repeat,
         "memory": 2,
         "pool": pool_clients.STEPS_PER_REPEAT * s.repeat,
+        "cores": cores.STEPS_PER_REPEAT * s.repeat,
         "ruby": 2 * s.repeat,
     }
     return sum(per[w] for w in only) + (1 if s.profile else 0)

@@ -82,9 +82,12 @@ def clients(session: Session, brokers: list[Server], expected_s: float) -> dict[
             w.end()
     accepted = sum(r["accepted"] for r in results)
     used = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    # pool: the measured messages each broker accepted, all publishers together
     shares = [
-        [b["accepted"] for b in r["brokers"]] for r in results if "brokers" in r
-    ]  # pool: messages each broker accepted, per publisher
+        sum(r["brokers"][k]["accepted"] - r["brokers_before"][k]["accepted"] for r in results)
+        for k in range(len(brokers))
+        if all("brokers" in r for r in results)
+    ]
     return {
         "delivered": metrics.window_rate([got]),
         "published": sum(settled_rate(r) for r in results),

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="py-spy profile of busd under 1→1 flat-out (default: on, off with --quick)",
     )
     p.add_argument(
+        "--profile-duration",
+        type=float,
+        metavar="SECONDS",
+        help="how long py-spy samples busd under load (default 3; whole seconds, at least 1)",
+    )
+    p.add_argument(
         "--profile-native",
         action="store_true",
         default=None,
@@ -134,6 +140,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "topics",
         "stall_count",
         "profile",
+        "profile_duration",
         "profile_native",
         "probe_timeout",
     ):

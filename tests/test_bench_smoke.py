@@ -428,6 +428,8 @@ def test_profile_writes_its_stacks_into_an_output_directory_that_did_not_exist(
             "--repeat",
             "1",
             "--profile",
+            "--profile-duration",
+            "1",
             "--busd-flag=--warmup=0",
             "--out",
             str(out),

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from busd_protocol.frames import DEFAULT_MAX_BATCH, MAX_BATCH_LIMIT
+
 
 class ConfigError(ValueError):
     """A setting is missing, mistyped or out of range; the message names it."""
@@ -83,6 +85,14 @@ class Config:
     batch: int = field(
         default=256,
         metadata=_opt("messages handled per wake-up before yielding to other tasks", "messages"),
+    )
+    max_batch: int = field(
+        default=DEFAULT_MAX_BATCH,
+        metadata=_opt(
+            "messages a publisher may send in one batch (one ZeroMQ message of 1 + 2K frames; "
+            f"announced in every reply as `batch`); 1 to {MAX_BATCH_LIMIT}",
+            "messages",
+        ),
     )
     handshake_timeout: float = field(
         default=5.0,
@@ -229,6 +239,7 @@ class Config:
             "reply_hwm",
             "sub_hwm",
             "batch",
+            "max_batch",
             "frame_slice",
             "max_subscriptions",
             "subscription_batch",
@@ -236,6 +247,8 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected an integer >= 1")
+        if self.max_batch > MAX_BATCH_LIMIT:
+            raise ConfigError(f"max_batch: expected an integer from 1 to {MAX_BATCH_LIMIT}")
         if self.max_message_bytes > self.max_frame_bytes:
             raise ConfigError("max_message_bytes must not exceed max_frame_bytes")
         for name in (

@@ -128,3 +128,24 @@ def wait_subscribed(
         raise AssertionError(f"subscription to {topic!r} never took effect")
     finally:
         probe.close()
+
+
+def publish_batch(
+    sock: zmq.Socket[bytes], seq: int, messages: list[tuple[str, dict[str, Any] | bytes]]
+) -> list[bytes]:
+    """One batch (docs/protocol.md §1): the header of ``seq``, then topic and envelope per
+    message (numbered seq, seq + 1, ...). Returns the envelope bytes sent, in order."""
+    bodies = [env if isinstance(env, bytes) else msgpack.packb(env) for _, env in messages]
+    frames = [header(seq)]
+    for (topic, _), body in zip(messages, bodies, strict=True):
+        frames += [topic.encode(), body]
+    sock.send_multipart(frames)
+    return bodies
+
+
+def replies(sock: zmq.Socket[bytes], timeout: float = 10.0) -> dict[str, Any]:
+    """The next reply map, raw."""
+    if not sock.poll(int(timeout * 1000)):
+        raise AssertionError("no reply")
+    reply: dict[str, Any] = msgpack.unpackb(sock.recv())
+    return reply

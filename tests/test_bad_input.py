@@ -65,7 +65,9 @@ def _with_raw(key: str, raw: bytes) -> bytes:
 CASES: list[tuple[str, list[bytes], str, int | None]] = [
     ("one frame", [header(1)], "bad_frame", 1),
     ("two frames", [header(2), GOOD_TOPIC], "bad_frame", 2),
-    ("four frames", [header(3), GOOD_TOPIC, _env(), b"extra"], "bad_frame", 3),
+    # A batch whose last topic has no envelope: seq 34 is judged as usual (bad_envelope,
+    # so that nothing is forwarded), seq 35 is bad_frame (docs/protocol.md §1).
+    ("four frames", [header(34), GOOD_TOPIC, _env(version=0), b"extra"], "bad_frame", 35),
     ("short header", [b"B\x01\x00", GOOD_TOPIC, _env()], "bad_frame", None),
     ("header not B", [b"X" * 10, GOOD_TOPIC, _env()], "bad_frame", None),
     ("protocol v2", [header(4, version=2), GOOD_TOPIC, _env()], "unsupported_protocol", 4),

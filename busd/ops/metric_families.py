@@ -195,7 +195,8 @@ FAMILIES: tuple[Family, ...] = (
            "Publisher connections closed for not reading their replies.",
            _core(lambda st: st.broker.publishers_cut)),
     Family("busd_frames_discarded_total", "counter",
-           "Frames past the third of a publish, read and dropped (the message is bad_frame).",
+           "Frames past the 1 + 2 * max_batch a publish may have, read and dropped "
+           "(every seq it could have meant is bad_frame).",
            _core(lambda st: st.broker.frames_discarded)),
     Family("busd_overlong_messages_total", "counter",
            "Messages with more than frame_slice frames, discarded over several wake-ups.",

@@ -6,7 +6,9 @@ synchronous step, and libzmq copies it to every matching subscriber. There are n
 per-subscriber queues in Python; each subscriber's queue is its XPUB pipe, bounded by SNDHWM.
 
 Each wake-up handles up to ``batch`` messages with frame-level non-blocking ``recv``/``send``,
-then sends one reply per publisher for the whole batch (docs/protocol.md §2).
+then sends one reply per publisher for the whole wake-up (docs/protocol.md §2). A publish
+may carry a batch of up to ``max_batch`` messages (``busd.transport.ingress`` reads it and
+says which frames make which message); each is judged, forwarded and answered on its own.
 
 Error handling: bad input is not an error but an answer (a stable code, counted, logged at
 a limited rate with who sent it). An exception while judging one message is a bug in a
@@ -34,12 +36,12 @@ from busd.kernel.sequences import TopicSequences
 from busd.logs import RateLimitedLog, get
 from busd.statistics import BrokerStatistics
 from busd.transport import heap, sockets
+from busd.transport.ingress import overlong_refusals, read_body, shape
 from busd.transport.overlong import Overlong, discard
 from busd.transport.peers import DeafPublishers, Endpoint
 from busd.transport.readiness import Readiness
 from busd.transport.subscriptions import Subscriptions
 from busd_protocol.codes import ROUTINE, Code, Reject
-from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, INGRESS_FRAMES, read_header
 from busd_protocol.histogram import Histogram
 from busd_protocol.messages import decode_envelope
 from busd_protocol.replies import encode_reply, reject_entry
@@ -176,6 +178,8 @@ class Broker:
         self._warm_until = 0.0  # monotonic; publishes before it are answered not_ready
         self._ready: Readiness | None = None
         self._frame_slice = config.frame_slice
+        self._max_batch = config.max_batch  # messages per publish (docs/protocol.md §1)
+        self._max_body = 2 * config.max_batch  # frames after the header
         self._overlong: Overlong | None = None  # a message being discarded across wake-ups
         self._deaf = DeafPublishers()  # publishers not reading their replies
         self._hwm = config.reply_hwm
@@ -338,123 +342,100 @@ class Broker:
         self._router = self._xpub = None
 
     def _pump(self, limit: int, refuse: Reject | None = None) -> int:
-        """Read, judge, forward and answer up to ``limit`` messages without blocking."""
+        """Read, judge, forward and answer up to ``limit`` messages without blocking (a
+        batch is read whole: one call may handle up to ``limit + max_batch - 1``)."""
         router, xpub = self._router, self._xpub
         assert router is not None and xpub is not None
+        if self._overlong is not None:
+            return self._continue_overlong(router)
         recv, xsend = router.recv, _send
-        judge = self._judge
+        judge, refused = self._judge, self._refused
         fences = self.fences
         seqs = self.sequences
         numbers, epoch, stamp = seqs.current, seqs.epoch, encode_stamp
         authenticated = self.curve is not None
         identity: str | None = None
         unread = self._deaf.unread
+        cap = self._max_body
         st = self.stats
-        rejected = st.rejected
         replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]] = {}
         now = self.clock()
         started = time.perf_counter()
         handled = accepted = bytes_in = bytes_accepted = 0
-        if self._overlong is not None:
-            return self._continue_overlong(router)
         while handled < limit:
             try:
                 ident = recv(_NOBLOCK)
             except zmq.Again:
                 break
-            handled += 1
-            entry = replies.get(ident)
-            if entry is None:
-                entry = replies[ident] = ([], [])
-            # The rest of a multipart message is already here, so recv never blocks. Frames
-            # (copy=False) carry `more` for free; getsockopt(RCVMORE) costs ~0.6 µs a call.
-            n_frames = 1
             head = recv(copy=False)
             if unread and ident in unread:
                 self._cut_publisher(ident, head)
-            if head.more:
-                n_frames = 2
-                topic_f = recv(copy=False)
-                if topic_f.more:
-                    n_frames = 3
-                    env_f = recv(copy=False)
-                    if env_f.more:
-                        extra, ended = discard(router, self._frame_slice)
-                        n_frames += extra
-                        st.frames_discarded += extra
-                        if not ended:  # the rest is read in later wake-ups
-                            self._overlong = Overlong(ident, head.bytes, n_frames)
-                            st.overlong_messages += 1
-                            handled -= 1
-                            if not (entry[0] or entry[1]):
-                                del replies[ident]
-                            break
-            header = head.bytes
-            seq: int | None = None
-            reject: Reject | None = None
-            if len(header) == HEADER_LEN and header[:2] == GOOD_PREFIX:
-                seq = int.from_bytes(header[2:], "big")
-                if n_frames != INGRESS_FRAMES:
-                    reject = Reject(
-                        Code.BAD_FRAME, f"expected {INGRESS_FRAMES} frames, got {n_frames}"
-                    )
-            else:
-                seq, reject = read_header(header)
-            if reject is None:
-                topic_b, env_b = topic_f.bytes, env_f.bytes
-                size = len(env_b)
-                bytes_in += size
+            body, ended = read_body(recv, head.more, cap)
+            entry = replies.get(ident)
+            if entry is None:
+                entry = replies[ident] = ([], [])
+            if not ended:
+                answered = self._overlong_started(router, ident, head.bytes, entry)
+                if not answered:  # the rest is read in later wake-ups
+                    if not (entry[0] or entry[1]):
+                        del replies[ident]
+                    break
+                handled += answered
+                continue
+            seq, count, tail = shape(head.bytes, len(body))
+            handled += count + (tail is not None)
+            if count:
+                assert seq is not None, "a batch has a readable header"
                 if authenticated:
                     identity = str(head.get("User-Id"))
-                reject = refuse
-                if reject is None and fences:
-                    reject = fences.check(ident, topic_b, env_b, now)
-                    if reject is not None:
-                        self.admission.fenced(reject, now)
-                if reject is None:
-                    reject = judge(topic_b, env_b, now, identity)
-                if reject is None:
-                    n = numbers.get(topic_b)
-                    if n is None:
-                        n = seqs.revive(topic_b)
-                        numbers = seqs.current
-                    n += 1
-                    numbers[topic_b] = n
-                    xsend(xpub, topic_b, _SNDMORE)
-                    xsend(xpub, env_b, _SNDMORE)
-                    xsend(xpub, stamp(epoch, n))
-                    if fences:
-                        fences.accepted(ident, topic_b)
-                    accepted += 1
-                    bytes_accepted += size
-                    acc = entry[0]
-                    if acc and acc[-1] == seq - 1:  # type: ignore[operator]
-                        acc[-1] = seq  # type: ignore[assignment]
+                pairs = iter(body)  # a lone last topic is left out: it is ``tail``
+                for topic_f, env_f in zip(pairs, pairs, strict=False):
+                    topic_b, env_b = topic_f.bytes, env_f.bytes
+                    size = len(env_b)
+                    bytes_in += size
+                    reject = refuse
+                    if reject is None and fences:
+                        reject = fences.check(ident, topic_b, env_b, now)
+                        if reject is not None:
+                            self.admission.fenced(reject, now)
+                    if reject is None:
+                        reject = judge(topic_b, env_b, now, identity)
+                    if reject is None:
+                        n = numbers.get(topic_b)
+                        if n is None:
+                            n = seqs.revive(topic_b)
+                            numbers = seqs.current
+                        n += 1
+                        numbers[topic_b] = n
+                        xsend(xpub, topic_b, _SNDMORE)
+                        xsend(xpub, env_b, _SNDMORE)
+                        xsend(xpub, stamp(epoch, n))
+                        if fences:
+                            fences.accepted(ident, topic_b)
+                        accepted += 1
+                        bytes_accepted += size
+                        acc = entry[0]
+                        if acc and acc[-1] == seq - 1:
+                            acc[-1] = seq
+                        else:
+                            acc.append(seq)
+                            acc.append(seq)
                     else:
-                        acc.append(seq)  # type: ignore[arg-type]
-                        acc.append(seq)  # type: ignore[arg-type]
-                    continue
-                else:
-                    fences.refused_with(ident, topic_b, env_b, reject, now)
-            rejected[reject.code] += 1
-            entry[1].append(reject_entry(seq, reject))
-            if reject.code is Code.FORBIDDEN and self.on_denied is not None:
-                self.on_denied(identity or "", "publish", topic_b.decode(errors="replace"))
-            if reject.code not in _NOT_LOGGED:
-                suppressed = self._log.allow(reject.code)
-                if suppressed is not None:
-                    fields: dict[str, object] = {
-                        "code": reject.code.value,
-                        "reason": reject.reason,
-                        "seq": seq,
-                    }
-                    fields.update(
-                        culprit(
-                            topic_f.bytes if n_frames > 1 else None,
-                            env_f.bytes if n_frames > 2 else None,
+                        fences.refused_with(ident, topic_b, env_b, reject, now)
+                        refused(
+                            entry[1], seq, reject, identity=identity, topic_b=topic_b, env_b=env_b
                         )
-                    )
-                    self._log.write(logging.WARNING, "message rejected", suppressed, fields)
+                    seq += 1
+            if tail is not None:
+                rest = body[2 * count : 2 * count + 2]
+                refused(
+                    entry[1],
+                    seq,
+                    tail,
+                    identity=identity,
+                    topic_b=rest[0].bytes if rest else None,
+                    env_b=rest[1].bytes if len(rest) > 1 else None,
+                )
         if handled:
             seqs.tick(now)
             if fences:
@@ -468,6 +449,71 @@ class Broker:
                 st.latency.observe(time.perf_counter() - started, accepted)
             self._reply(router, replies)
         return handled
+
+    def _refused(
+        self,
+        rejects: list[dict[str, Any]],
+        seq: int | None,
+        reject: Reject,
+        *,
+        identity: str | None,
+        topic_b: bytes | None,
+        env_b: bytes | None,
+    ) -> None:
+        """Count, answer (in ``rejects``, a reply's list) and maybe log one refusal."""
+        self.stats.rejected[reject.code] += 1
+        rejects.append(reject_entry(seq, reject))
+        if reject.code is Code.FORBIDDEN and self.on_denied is not None and topic_b is not None:
+            self.on_denied(identity or "", "publish", topic_b.decode(errors="replace"))
+        if reject.code not in _NOT_LOGGED:
+            suppressed = self._log.allow(reject.code)
+            if suppressed is not None:
+                fields: dict[str, object] = {
+                    "code": reject.code.value,
+                    "reason": reject.reason,
+                    "seq": seq,
+                }
+                fields.update(culprit(topic_b, env_b))
+                self._log.write(logging.WARNING, "message rejected", suppressed, fields)
+
+    def _overlong_started(
+        self,
+        router: zmq.Socket[bytes],
+        ident: bytes,
+        header: bytes,
+        entry: tuple[list[int], list[dict[str, Any]]],
+    ) -> int:
+        """A publish with more frames than a batch may have: drop up to ``frame_slice`` more
+        frames now. If it ended, answer every seq it could have meant and return how many;
+        else remember it (``busd.transport.overlong``) and return 0."""
+        st = self.stats
+        extra, ended = discard(router, self._frame_slice)
+        st.frames_discarded += extra
+        frames = 1 + self._max_body + extra
+        if not ended:
+            self._overlong = Overlong(ident, header, frames, self._max_batch)
+            st.overlong_messages += 1
+            return 0
+        return self._answer_overlong(entry[1], overlong_refusals(header, frames, self._max_batch))
+
+    def _answer_overlong(
+        self, rejects: list[dict[str, Any]], refusals: list[tuple[int | None, Reject]]
+    ) -> int:
+        """Count and answer an over-long publish's refusals; log it once."""
+        rejected = self.stats.rejected
+        for seq, reject in refusals:
+            rejected[reject.code] += 1
+            rejects.append(reject_entry(seq, reject))
+        seq, reject = refusals[0]
+        self._log.warning(
+            reject.code,
+            "message rejected",
+            code=reject.code.value,
+            reason=reject.reason,
+            seq=seq,
+            messages=len(refusals),
+        )
+        return len(refusals)
 
     def _cut_publisher(self, ident: bytes, frame: zmq.Frame) -> None:
         if self._deaf.cut(ident, frame):
@@ -488,14 +534,11 @@ class Broker:
             return 0
         self._overlong = None
         heap.release()
-        seq, reject = over.verdict()
-        st.received += 1
-        st.rejected[reject.code] += 1
-        self._log.warning(
-            reject.code, "message rejected", code=reject.code.value, reason=reject.reason, seq=seq
-        )
-        self._reply(router, {over.ident: ([], [reject_entry(seq, reject)])})
-        return 1
+        rejects: list[dict[str, Any]] = []
+        answered = self._answer_overlong(rejects, over.verdict())
+        st.received += answered
+        self._reply(router, {over.ident: ([], rejects)})
+        return answered
 
     def _subscribe_refusal(self, identity: str, prefix: bytes) -> str | None:
         """Why ``identity`` may not subscribe to ``prefix`` under the permissions in force."""
@@ -529,11 +572,11 @@ class Broker:
         replies: dict[bytes, tuple[list[int], list[dict[str, Any]]]],
     ) -> None:
         st = self.stats
-        draining = self._draining
+        draining, batch = self._draining, self._max_batch
         for ident, (acc, rej) in replies.items():
             try:
                 router.send(ident, _NOBLOCK | _SNDMORE)
-                router.send(encode_reply(acc, rej, draining), _NOBLOCK)
+                router.send(encode_reply(acc, rej, draining, batch), _NOBLOCK)
                 st.replies_sent += 1
             except zmq.Again:
                 # Not reading its replies: reply_hwm of them are queued. Its connection is

@@ -1,4 +1,4 @@
-"""A message with more frames than a publish has, read and dropped a slice at a time.
+"""A message with more frames than a batch may have, read and dropped a slice at a time.
 
 libzmq hands over a multipart message whole and in order, so no other message can be read
 before this one's last frame: reading at most ``frame_slice`` frames per wake-up bounds how
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import zmq
 
-from busd_protocol.codes import Code, Reject
-from busd_protocol.frames import INGRESS_FRAMES, read_header
+from busd.transport.ingress import overlong_refusals
+from busd_protocol.codes import Reject
 
 _recv = zmq.backend.Socket.recv
 
@@ -30,12 +30,13 @@ def discard(router: zmq.Socket[bytes], budget: int) -> tuple[int, bool]:
 class Overlong:
     """The message being discarded across wake-ups: who sent it, its header, frames so far."""
 
-    __slots__ = ("frames", "header", "ident")
+    __slots__ = ("frames", "header", "ident", "max_batch")
 
-    def __init__(self, ident: bytes, header: bytes, frames: int):
+    def __init__(self, ident: bytes, header: bytes, frames: int, max_batch: int):
         self.ident = ident
         self.header = header
         self.frames = frames
+        self.max_batch = max_batch
 
     def resume(self, router: zmq.Socket[bytes], budget: int) -> tuple[int, bool]:
         """One more slice: frames read now, and whether the message has ended."""
@@ -43,10 +44,7 @@ class Overlong:
         self.frames += extra
         return extra, ended
 
-    def verdict(self) -> tuple[int | None, Reject]:
-        """The sequence number and refusal once it has ended (malformed whatever the
-        broker's state, as any message of the wrong frame count)."""
-        seq, reject = read_header(self.header)
-        if reject is None:
-            reject = Reject(Code.BAD_FRAME, f"expected {INGRESS_FRAMES} frames, got {self.frames}")
-        return seq, reject
+    def verdict(self) -> list[tuple[int | None, Reject]]:
+        """The refusals once it has ended (malformed whatever the broker's state, as any
+        message of the wrong frame count): ``ingress.overlong_refusals``."""
+        return overlong_refusals(self.header, self.frames, self.max_batch)

@@ -1,10 +1,12 @@
 """The frames of protocol version 1 (docs/protocol.md §1-§3): what each socket carries.
 
-A publisher (DEALER) sends three frames per message: a 10-byte header (``B``, the protocol
-version, the sequence number as a big-endian uint64), the topic (UTF-8), the envelope (a
-msgpack map). busd's ROUTER sees the publisher's routing identity in front of them. A reply
-is one frame (``busd_protocol.replies``). A subscriber (SUB) receives two frames: the topic
-and the envelope bytes exactly as the publisher sent them.
+A publisher (DEALER) sends a batch of K >= 1 messages as one ZeroMQ message of 1 + 2K
+frames: a 10-byte header (``B``, the protocol version, the first message's sequence number
+as a big-endian uint64), then a topic (UTF-8) and an envelope (a msgpack map) per message;
+the messages are numbered seq, seq + 1, ..., seq + K - 1. K = 1 is the single message of
+three frames. busd's ROUTER sees the publisher's routing identity in front of them. A reply
+is one frame (``busd_protocol.replies``). A subscriber (SUB) receives three frames: the
+topic, the envelope bytes exactly as the publisher sent them, and the delivery stamp.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from typing import Final
 from busd_protocol.codes import Code, Reject
 
 __all__ = [
+    "DEFAULT_MAX_BATCH",
     "GOOD_PREFIX",
     "HEADER_LEN",
     "INGRESS_FRAMES",
     "MAGIC",
+    "MAX_BATCH_LIMIT",
+    "MAX_SEQ",
     "PROTOCOL_VERSION",
     "encode_header",
     "read_header",
@@ -29,8 +34,15 @@ PROTOCOL_VERSION: Final = 1
 HEADER_LEN: Final = 10
 # The first two bytes of every header this version accepts; the rest is the sequence number.
 GOOD_PREFIX: Final = bytes((MAGIC, PROTOCOL_VERSION))
-# Frames of one publish after the ROUTER's identity frame: header, topic, envelope.
+# Frames of one single-message publish after the ROUTER's identity frame: header, topic,
+# envelope. A batch of K messages has 1 + 2K.
 INGRESS_FRAMES: Final = 3
+# Messages per batch a broker takes by default (its `max_batch`, announced in every reply as
+# ``batch``), and the most any broker may be configured to take.
+DEFAULT_MAX_BATCH: Final = 1000
+MAX_BATCH_LIMIT: Final = 65536
+# The largest sequence number: a batch's last message must not pass it.
+MAX_SEQ: Final = (1 << 64) - 1
 _HEADER: Final = struct.Struct(">2sQ")
 
 

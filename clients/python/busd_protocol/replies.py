@@ -2,7 +2,9 @@
 
 busd answers every message it read: one reply frame per publisher per batch, holding ranges
 of accepted sequence numbers and a list of rejections (``seq``, ``code``, ``reason`` and the
-code's extra fields). ``draining: true`` says busd is shutting down.
+code's extra fields). ``draining: true`` says busd is shutting down. ``batch`` (every reply
+of a busd that takes batches) is the most messages it takes in one batch (docs/protocol.md
+§2): a client sends single messages until a reply has told it so.
 
 Reading is for the single and the pool publishers. Untrusted bytes in, plain values out:
 the ranges and rejections that are well formed and name sequence numbers this connection
@@ -20,17 +22,25 @@ import msgpack
 
 from busd_protocol.codes import Reject
 
-__all__ = ["Reply", "encode_reply", "read_reply", "reject_entry", "seqs_in"]
+__all__ = ["BATCH_KEY", "Reply", "encode_reply", "read_reply", "reject_entry", "seqs_in"]
+
+# The reply key announcing how many messages busd takes in one batch (docs/protocol.md §2).
+BATCH_KEY = "batch"
 
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
 
 
-def encode_reply(acc: list[int], rejects: list[dict[str, Any]], draining: bool = False) -> bytes:
+def encode_reply(
+    acc: list[int], rejects: list[dict[str, Any]], draining: bool = False, batch: int = 0
+) -> bytes:
     """One reply frame; ``acc`` is flat ``[lo, hi, lo, hi, ...]``. ``draining`` adds the
-    ``draining`` key: busd is shutting down, publish elsewhere."""
+    ``draining`` key: busd is shutting down, publish elsewhere. ``batch`` >= 1 adds the
+    ``batch`` key: the most messages the sender takes in one batch."""
     pairs = [acc[i : i + 2] for i in range(0, len(acc), 2)]
     reply: dict[str, Any] = {"acc": pairs, "rej": rejects}
+    if batch:
+        reply[BATCH_KEY] = batch
     if draining:
         reply["draining"] = True
     frame: bytes = _packb(reply)
@@ -50,6 +60,7 @@ class Reply(NamedTuple):
     rej: list[tuple[int, dict[str, Any]]]  # (seq, rejection map), seq sent on this socket
     bad: int  # protocol violations seen in the frame
     draining: bool  # busd said it is shutting down
+    batch: int = 0  # messages busd takes per batch (its reply's ``batch``); 0: not said
 
 
 _NOTHING = Reply([], [], 1, False)
@@ -92,7 +103,10 @@ def read_reply(frame: bytes, last_seq: int) -> Reply:
         if type(item.get("code")) is not str:
             bad += 1  # still a refusal: taken as `internal`, as the protocol says
         rej.append((seq, item))
-    return Reply(acc, rej, bad, reply.get("draining") is True)
+    batch = reply.get(BATCH_KEY, 0)
+    if type(batch) is not int or batch < 0:
+        bad, batch = bad + 1, 0
+    return Reply(acc, rej, bad, reply.get("draining") is True, batch)
 
 
 def seqs_in(lo: int, hi: int, *known: Collection[int]) -> Iterable[int]:

@@ -111,5 +111,5 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
-def steps(repeat: int, n_systems: int) -> int:
-    return repeat * len(SIZES) * min(n_systems, len(SYSTEMS))
+def steps(repeat: int, names: list[str]) -> int:
+    return repeat * len(SIZES) * len(set(names) & set(SYSTEMS))

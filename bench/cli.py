@@ -174,11 +174,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
+def planned_steps(s: Settings, only: list[str], names: list[str]) -> int:
+    n_systems = len(names)
     per = {
         "flat": s.repeat * n_systems,
         "flat1k": s.repeat * n_systems,
-        "batch": batches.steps(s.repeat, n_systems),
+        "batch": batches.steps(s.repeat, names),
         "paced": s.repeat * n_systems * s.paced_steps,
         "fanout": s.repeat * n_systems,
         "fanin": s.repeat * n_systems,
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not set(args.systems) & set(systems.BUSD_SYSTEMS):  # busd-only workloads need busd
         only = [w for w in only if w not in BUSD_ONLY]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    progress = Progress(planned_steps(settings, only, len(args.systems)))
+    progress = Progress(planned_steps(settings, only, list(args.systems)))
     session = Session(settings, list(args.systems), progress)
     meta: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

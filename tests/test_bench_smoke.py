@@ -445,3 +445,14 @@ def test_profile_writes_its_stacks_into_an_output_directory_that_did_not_exist(
     (record,) = out.glob("*.json")
     profile = json.loads(record.read_text())["results"]["profile"]
     assert profile["samples"] > 0 and Path(profile["file"]).exists()
+
+
+@pytest.mark.timeout(20)
+def test_two_zeromq_routers_share_one_port_and_the_kernel_splits_connections() -> None:
+    """ZMQ_USE_FD with SO_REUSEPORT listeners (docs/performance.md, "More than one core"):
+    every DEALER connection reaches one of the two ROUTERs, and both get some."""
+    _bench_package()
+    from bench.reuseport import split
+
+    got = split(routers=2, dealers=20)
+    assert sum(got) == 20 and all(n > 0 for n in got), got

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from busd.kernel.admission import Admission
+from busd_protocol import envelope as rules
 from busd_protocol.codes import Code, Reject
 from busd_protocol.envelope import check_envelope, check_topic, explain_envelope
 from busd_protocol.frames import read_header
@@ -295,3 +296,26 @@ def test_the_fast_envelope_check_agrees_with_the_explained_one(
     )
     if check_envelope("release.shop", e) is not None:
         assert check_envelope("release.shop", e) == explain_envelope("release.shop", e)
+
+
+def test_names_remembered_as_good_never_let_a_bad_name_pass_and_stay_bounded() -> None:
+    """check_envelope remembers schema and publisher names that passed their rules: a name
+    good for one rule is still judged by the other (``Release`` is a fine publisher, not a
+    schema), and past ``GOOD_NAMES_MAX`` names the memory starts again."""
+    good = {
+        "topic": "t",
+        "schema": "release",
+        "version": 1,
+        "id": "i",
+        "publisher": "Release",
+        "ts": 0,
+        "data": {},
+    }
+    assert rules.check_envelope("t", good) is None
+    swapped = dict(good, schema="Release", publisher="release")
+    reject = rules.check_envelope("t", swapped)
+    assert reject is not None and reject.reason.startswith("envelope.schema:")
+    for i in range(rules.GOOD_NAMES_MAX + 10):
+        assert rules.check_envelope("t", dict(good, publisher=f"p{i}")) is None
+    assert len(rules._GOOD_PUBLISHERS) <= rules.GOOD_NAMES_MAX
+    assert len(rules._GOOD_SCHEMAS) <= rules.GOOD_NAMES_MAX

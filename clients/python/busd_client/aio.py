@@ -16,6 +16,7 @@ import zmq
 import zmq.asyncio
 
 from busd_client.aio_driver import AsyncDriver, AsyncReceipt
+from busd_client.core import DEFAULT_MAX_BATCH
 from busd_client.gaps import Gap, GapTracker
 from busd_client.latency import LatencyRecorder
 from busd_client.single_broker import single_broker_core
@@ -50,6 +51,8 @@ class AsyncPublisher(AsyncDriver[AsyncReceipt]):
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 1.0,
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        linger: float = 0.0,
     ) -> None:
         self.endpoint = endpoint
         core = single_broker_core(
@@ -60,6 +63,8 @@ class AsyncPublisher(AsyncDriver[AsyncReceipt]):
             retry_deadline=retry_deadline,
             wait_when_disabled=wait_when_disabled,
             schemas=schemas,
+            max_batch=max_batch,
+            linger=linger,
         )
         super().__init__(core, AsyncReceipt, context, reconnect_ivl, reconnect_ivl_max)
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -69,12 +69,17 @@ class Progress:
 class AsyncReceipt(Pending):
     """The fate of one published message: ``await receipt`` (or ``result()``) raises its error."""
 
-    __slots__ = ()
+    __slots__ = ("_owner",)
     _WAITING: ClassVar[str] = "no reply yet"  # what a result() past its timeout says
+
+    _owner: AsyncDriver[Any] | None  # set by publish
 
     async def result(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait until it is settled; past ``timeout`` raise PublishTimeout (it stays pending)."""
         if not self._done:
+            owner = getattr(self, "_owner", None)
+            if owner is not None:
+                owner._hurry()  # someone waits for it: a lingering batch goes now
             if self._waiter is None:
                 self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -114,6 +119,7 @@ class AsyncDriver(CoreFacade[R]):
             poller=self._poller,
         )
         self._send = self._sockets.send  # bound once: it is called for every message
+        self._send_batch = self._sockets.send_batch
         self._pump_task: asyncio.Task[None] | None = None
         # The pump's current sleep (a poll future): cancelled to wake the pump early.
         self._sleep: asyncio.Future[Any] | None = None
@@ -150,31 +156,90 @@ class AsyncDriver(CoreFacade[R]):
             now,
             _time_ns(),
         )
+        p._owner = self
         ledger = self._ledger
+        strategy = self._strategy
         self._since_read += 1
         if ledger.count >= self.window or self._since_read >= READ_EVERY:
             self._since_read = 0
             self._pump()
             if ledger.count >= self.window:
                 await self._room(p)
+                # It waited for the window: so may others, woken by the same replies. They
+                # queue, and the pump (woken now, running next) sends them as one batch.
+                now = _monotonic()
+                p._deadline = now + self.timeout
+                strategy.enqueue(p, now)
+                self._ensure_pump(wake=True)
+                return await self._handed_over(p)
             now = _monotonic()
         p._deadline = now + self.timeout
         idle = ledger.count == 0
-        strategy = self._strategy
-        submit(strategy, p, now, self._send)
+        submit(strategy, p, now, self._send, self._send_batch)
         # The pump sleeps until the strategy's next wakeup as it was: a first message brings
         # an earlier one (its deadlines), and so may the first one left waiting.
         if idle or (not p.attempts and (p._held or len(strategy.waiting) == 1)):
             self._ensure_pump(wake=True)
         elif self._pump_task is None:
             self._ensure_pump()
-        if not p.attempts and strategy.send_in_publish:
+        if not p.attempts and strategy.send_in_publish and not self.core.linger:
+            return await self._handed_over(p)
+        return p
+
+    async def _handed_over(self, p: R) -> R:
+        """``p`` once the strategy sent it (or held it, or it failed); a failure before any
+        send is raised (a single broker: its connection did not take it in time)."""
+        if self._strategy.send_in_publish and not self.core.linger:
             while not p.attempts and not p._done and not p._held:
                 await self._progress.wait(math.inf)
             if p._error is not None and not p.attempts:
                 p._reported = True  # raised here, so flush does not list it again
                 raise p._error
         return p
+
+    async def publish_many(
+        self,
+        messages: Iterable[Sequence[Any]],
+        *,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> list[R]:
+        """Publish several messages given together; see SyncDriver.publish_many."""
+        if self._closed:
+            raise ClosedError("publisher is closed")
+        core, receipt = self.core, self._receipt
+        compose = core.compose
+        now = _monotonic()
+        ps = [
+            compose(
+                receipt,
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4] if len(m) > 4 else None,
+                retry_deadline,
+                wait_when_disabled,
+                now,
+                _time_ns(),
+            )
+            for m in messages
+        ]
+        strategy, ledger = self._strategy, self._ledger
+        for p in ps:
+            p._owner = self
+            if ledger.count >= self.window:
+                self._pump()
+                if ledger.count >= self.window:
+                    await self._room(p)
+                now = _monotonic()
+            p._deadline = now + self.timeout
+            strategy.enqueue(p, now)
+        self._pump()
+        self._ensure_pump(wake=True)
+        for p in ps:
+            await self._handed_over(p)
+        return ps
 
     async def publish_wait(
         self,
@@ -205,6 +270,7 @@ class AsyncDriver(CoreFacade[R]):
         previous flush. Past ``timeout`` raise PublishTimeout; messages stay pending."""
         ledger = self._ledger
         deadline = math.inf if timeout is None else _monotonic() + timeout
+        self._strategy.hurry()  # what lingers to fill a batch goes now
         self._pump()
         while ledger.count and not self._closed:
             self._ensure_pump()
@@ -242,6 +308,12 @@ class AsyncDriver(CoreFacade[R]):
         before = ledger.settled
         if self._sockets.pump(_monotonic()) or ledger.settled != before:
             self._progress.notify()
+
+    def _hurry(self) -> None:
+        """A caller waits for a message: what lingers to fill a batch goes now."""
+        self._strategy.hurry()
+        if self.core.linger and self._strategy.waiting:
+            self._ensure_pump(wake=True)
 
     def _pumped(self, cond: Callable[[], bool]) -> bool:
         """``cond()`` after one more pump: at a deadline, what fell due at the same moment

@@ -18,6 +18,7 @@ import zmq.asyncio
 
 from busd_client.aio import AsyncSubscriber
 from busd_client.aio_driver import AsyncDriver, AsyncReceipt
+from busd_client.core import DEFAULT_MAX_BATCH
 from busd_client.dedup import DedupWindow
 from busd_client.gaps import Gap
 from busd_client.pool import PoolMembership
@@ -62,6 +63,8 @@ class AsyncPoolPublisher(AsyncDriver[AsyncPoolReceipt]):
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 1.0,
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        linger: float = 0.0,
     ) -> None:
         core, self._pool = pool_core(
             endpoints,
@@ -72,6 +75,8 @@ class AsyncPoolPublisher(AsyncDriver[AsyncPoolReceipt]):
             retry_deadline=retry_deadline,
             wait_when_disabled=wait_when_disabled,
             schemas=schemas,
+            max_batch=max_batch,
+            linger=linger,
         )
         self.endpoint = ",".join(link.endpoint for link in self._pool.links)
         super().__init__(core, AsyncPoolReceipt, context, reconnect_ivl, reconnect_ivl_max)

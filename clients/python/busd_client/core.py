@@ -9,11 +9,20 @@ connection event or a passing deadline means for it: ``SingleBroker``
 here or in a strategy: time is monotonic seconds, passed in.
 
 A strategy returns what to send: ``add`` names the link a new message goes on at once
-(None: it waits in the strategy), ``next_send`` the next waiting message and its link. The
-driver writes the frames (header with ``link.next_seq``) and says how it went: ``sent`` or
-``blocked`` (the socket would not take it). What settled is on each message (``done()``,
-``error``) and counted in the strategy's ``Ledger``. ``submit`` and ``dispatch`` are those
-two exchanges, written once, over the driver's ``send``.
+(None: it waits in the strategy), ``next_batch`` the next waiting messages that go out
+together (one batch, docs/protocol.md §1.2) and their link. The driver writes the frames
+(header with ``link.next_seq``) and says how it went: ``sent`` (once per message, in batch
+order) or ``blocked`` (the socket would not take it). What settled is on each message
+(``done()``, ``error``) and counted in the strategy's ``Ledger``. ``submit`` and
+``dispatch`` are those two exchanges, written once, over the driver's ``send`` (one
+message) and ``send_batch`` (several in one ZeroMQ message).
+
+Natural batching (docs/client.md "Batches"): a message that can go at once goes alone, at
+once (``add`` names a link); messages that wait (the socket was full or down, the window
+was full, resends due together, ``enqueue`` from ``publish_many``) go out together, at most
+``max_batch`` and at most what the broker said it takes (``link.batch``, 1 until a reply
+said more). ``linger`` > 0 lets a new message wait up to that long for others to fill a
+batch; ``hurry`` (flush, result) sends what lingers at once.
 """
 
 from __future__ import annotations
@@ -30,10 +39,21 @@ import msgpack
 from busd_client.errors import PublishTimeout, Rejected
 from busd_client.ledger import Ledger, Link, Pending
 from busd_protocol.envelope import PUBLISHER_NAME, PUBLISHER_RULE
+from busd_protocol.frames import MAX_BATCH_LIMIT
 from busd_protocol.messages import encode_envelope
 from busd_protocol.schemas import SchemaSet
 
-__all__ = ["DEFAULT", "CoreFacade", "PublishCore", "Send", "Strategy", "dispatch", "submit"]
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_MAX_BATCH",
+    "CoreFacade",
+    "PublishCore",
+    "Send",
+    "SendBatch",
+    "Strategy",
+    "dispatch",
+    "submit",
+]
 
 _unpackb = msgpack.unpackb
 _TOPIC_FRAMES_MAX = 4096  # callers with unbounded topic sets: the cache stays bounded
@@ -42,6 +62,10 @@ P = TypeVar("P", bound=Pending)
 # The driver's non-blocking write of one message to ``link`` (header seq ``link.next_seq``):
 # True when libzmq took it.
 Send = Callable[[Link, Pending], bool]
+# The same for several messages in one ZeroMQ message (a batch, seqs from ``link.next_seq``):
+# all of them or none (libzmq refuses a multipart message only at its first frame).
+SendBatch = Callable[[Link, list[Pending]], bool]
+DEFAULT_MAX_BATCH = 100  # messages per batch a publisher sends at most, unless told
 
 
 class _Default(enum.Enum):
@@ -64,14 +88,31 @@ class Strategy(Protocol):
     waiting: deque[Pending]  # to be sent (again), oldest first
     monitored: bool  # connections are reported by socket monitors (else by writability)
     send_in_publish: bool  # publish returns only once its message went out (or failed)
+    max_batch: int  # messages per batch at most (1: no batches), set by PublishCore
+    linger: float  # seconds a new message may wait for others to fill a batch (0: none)
 
     def add(self, p: Pending, now: float) -> Link | None:
         """A new message (counted from here): the link to send it on now, or None (it
         waits)."""
         ...
 
+    def enqueue(self, p: Pending, now: float) -> None:
+        """A new message (counted from here) that waits to go out with others given
+        together with it (``publish_many``)."""
+        ...
+
     def next_send(self, now: float) -> tuple[Link, Pending] | None:
         """The next waiting message and the link to send it on now; None: nothing can go."""
+        ...
+
+    def next_batch(self, now: float) -> tuple[Link, list[Pending]] | None:
+        """The next waiting messages that go out together (at most ``max_batch`` and the
+        link's ``batch``, oldest first) and the link to send them on now; None: nothing
+        can go (or a lingering batch may still fill)."""
+        ...
+
+    def hurry(self) -> None:
+        """What lingers to fill a batch may go at once (a caller waits for it)."""
         ...
 
     def sent(self, link: Link, p: Pending, now: float) -> None:
@@ -101,29 +142,46 @@ class Strategy(Protocol):
         ...
 
 
-def submit(strategy: Strategy, p: Pending, now: float, send: Send) -> None:
-    """A new message: sent at once when the strategy names a link and the socket takes it;
-    otherwise it waits in the strategy, and what can go elsewhere goes."""
+def submit(
+    strategy: Strategy, p: Pending, now: float, send: Send, send_batch: SendBatch | None = None
+) -> None:
+    """A new message: sent at once, alone, when the strategy names a link and the socket
+    takes it; otherwise it waits in the strategy, and what can go goes."""
     link = strategy.add(p, now)
     if link is not None:
         if send(link, p):
             strategy.sent(link, p, now)
             return
         strategy.blocked(link, p, now)
-    dispatch(strategy, now, send)
+    dispatch(strategy, now, send, send_batch)
 
 
-def dispatch(strategy: Strategy, now: float, send: Send) -> int:
-    """Send waiting messages while the strategy names a link for them; return how many."""
+def dispatch(
+    strategy: Strategy, now: float, send: Send, send_batch: SendBatch | None = None
+) -> int:
+    """Send waiting messages while the strategy names a link for them; return how many.
+    With ``send_batch``, messages that go out together go as one batch."""
     count = 0
-    next_send, sent, blocked = strategy.next_send, strategy.sent, strategy.blocked
-    while (item := next_send(now)) is not None:
-        link, p = item
-        if send(link, p):
-            sent(link, p, now)
-            count += 1
+    sent, blocked = strategy.sent, strategy.blocked
+    if send_batch is None:
+        next_send = strategy.next_send
+        while (item := next_send(now)) is not None:
+            link, p = item
+            if send(link, p):
+                sent(link, p, now)
+                count += 1
+            else:
+                blocked(link, p, now)
+        return count
+    next_batch = strategy.next_batch
+    while (batch := next_batch(now)) is not None:
+        link, ps = batch
+        if send(link, ps[0]) if len(ps) == 1 else send_batch(link, ps):
+            for p in ps:
+                sent(link, p, now)
+            count += len(ps)
         else:
-            blocked(link, p, now)
+            blocked(link, ps[0], now)
     return count
 
 
@@ -140,6 +198,8 @@ class PublishCore:
         retry_deadline: float | None,
         wait_when_disabled: bool,
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        linger: float = 0.0,
     ) -> None:
         if PUBLISHER_NAME.fullmatch(name) is None:
             raise ValueError(f"publisher name {name!r}: expected {PUBLISHER_RULE}")
@@ -147,6 +207,14 @@ class PublishCore:
             raise ValueError("window must be at least 1")
         if not timeout > 0:
             raise ValueError("timeout must be > 0 seconds")
+        if type(max_batch) is not int or not 1 <= max_batch <= MAX_BATCH_LIMIT:
+            raise ValueError(f"max_batch must be an int from 1 to {MAX_BATCH_LIMIT}")
+        if not 0.0 <= linger < math.inf:
+            raise ValueError("linger must be >= 0 seconds")
+        strategy.max_batch = max_batch
+        strategy.linger = float(linger) if max_batch > 1 else 0.0
+        self.max_batch = max_batch
+        self.linger = strategy.linger
         self.strategy = strategy
         self.ledger = strategy.ledger
         self.name = name
@@ -262,6 +330,16 @@ class CoreFacade(Generic[R]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def max_batch(self) -> int:
+        """Messages per batch at most (1: every message goes alone)."""
+        return self.core.max_batch
+
+    @property
+    def linger(self) -> float:
+        """Seconds a message may wait for others to fill a batch (0: none)."""
+        return self.core.linger
 
     @property
     def schemas(self) -> SchemaSet | None:

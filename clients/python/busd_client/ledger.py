@@ -147,6 +147,9 @@ class Link:
         self.strikes = 0  # attempt timeouts since the last answer: the avoidance backoff
         self.probing = False  # after avoidance: one message at a time until an answer
         self.next_seq = 1
+        # Messages this broker takes in one batch: 1 until a reply of its says more
+        # (docs/protocol.md §2 ``batch``; a busd without batches never does).
+        self.batch = 1
         self.outstanding: dict[int, Pending] = {}
         # (attempt deadline, seq) in send order; deadlines grow with it (one constant
         # attempt_timeout). Entries of answered messages are dropped lazily at the head.

@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from busd_client.core import DEFAULT_MAX_BATCH
 from busd_client.dedup import DedupWindow
 from busd_client.gaps import Gap, GapTracker
 from busd_client.pool_strategy import pool_core, pool_endpoints
@@ -75,6 +76,8 @@ class PoolPublisher(SyncDriver[PoolReceipt]):
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 1.0,
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        linger: float = 0.0,
     ) -> None:
         core, self._pool = pool_core(
             endpoints,
@@ -85,6 +88,8 @@ class PoolPublisher(SyncDriver[PoolReceipt]):
             retry_deadline=retry_deadline,
             wait_when_disabled=wait_when_disabled,
             schemas=schemas,
+            max_batch=max_batch,
+            linger=linger,
         )
         self.endpoint = ",".join(link.endpoint for link in self._pool.links)
         super().__init__(core, PoolReceipt, context, reconnect_ivl, reconnect_ivl_max)

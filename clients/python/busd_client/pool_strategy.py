@@ -15,7 +15,11 @@ The rules (docs/pool.md):
   and the message goes elsewhere at once; every other rejection is final (``rate_limited``
   and ``disabled`` are retried only within the caller's retry deadline, like a publisher's);
 - a message is accepted when any broker accepted it, even an answer that arrives after the
-  message was sent elsewhere; it fails only at its deadline (``timeout``; none: never).
+  message was sent elsewhere; it fails only at its deadline (``timeout``; none: never);
+- batches (core.py "Natural batching"): what waits goes out together to one broker (the
+  round-robin moves on per batch), at most ``max_batch`` and that broker's ``batch`` from
+  its latest reply; a new connection starts again with single messages; a broker being
+  probed gets one message at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 from busd_client.core import PublishCore
@@ -64,6 +69,8 @@ class PoolStrategy:
 
     monitored = True  # the socket monitor reports connections made and lost
     send_in_publish = False  # publish queues the message for the pool
+    max_batch = 1  # PublishCore sets the publisher's
+    linger = 0.0
 
     def __init__(
         self,
@@ -89,6 +96,7 @@ class PoolStrategy:
         self._retries: list[tuple[float, int, Pending]] = []
         self._tie = itertools.count()
         self._rr = 0
+        self._linger_until = -math.inf  # a lingering batch goes out by then at the latest
         self.resent = 0  # sends of a message to a broker after another one failed it
         self.late_accepts = 0  # accepted by an answer that came after the message moved on
 
@@ -96,18 +104,27 @@ class PoolStrategy:
 
     def add(self, p: Pending, now: float) -> Link | None:
         """A new message: to a usable broker at once when none is waiting, else it waits."""
+        self._count(p)
+        if not self.waiting:
+            link = self.pick(now)
+            if link is not None:
+                if not self.linger or link.batch == 1:
+                    return link
+                self._linger_until = now + self.linger  # the first of a batch that may fill
+        self.waiting.append(p)
+        return None
+
+    def enqueue(self, p: Pending, now: float) -> None:
+        self._count(p)
+        self.waiting.append(p)
+
+    def _count(self, p: Pending) -> None:
         self.ledger.count += 1
         if p._deadline != math.inf:
             dq = self._deadlines
             if dq and p._deadline < dq[-1][0]:
                 p._deadline = dq[-1][0]  # kept in order: a shorter timeout waits a bit more
             dq.append((p._deadline, p))
-        if not self.waiting:
-            link = self.pick(now)
-            if link is not None:
-                return link
-        self.waiting.append(p)
-        return None
 
     def pick(self, now: float) -> Link | None:
         """The next usable broker, round-robin; None when none is usable now."""
@@ -131,6 +148,36 @@ class PoolStrategy:
             link = self.pick(now)
             return None if link is None else (link, p)
         return None
+
+    def next_batch(self, now: float) -> tuple[Link, list[Pending]] | None:
+        """The oldest waiting messages, as many as the next usable broker takes at once."""
+        waiting = self.waiting
+        while waiting and (waiting[0]._done or waiting[0]._link is not None):
+            waiting.popleft()
+        if not waiting:
+            return None
+        # Lingering: others may still join, unless no usable broker could take more anyway.
+        if (
+            now < self._linger_until
+            and len(waiting) < self.max_batch
+            and any(link.batch > len(waiting) for link in self.links if link.usable(now))
+        ):
+            return None
+        link = self.pick(now)
+        if link is None:
+            return None
+        limit = 1 if link.probing else min(self.max_batch, link.batch)
+        if limit == 1:
+            return link, [waiting[0]]
+        batch: list[Pending] = []
+        for p in islice(waiting, limit):
+            if p._done or p._link is not None:
+                break  # settled or in flight elsewhere: popped once it reaches the head
+            batch.append(p)
+        return link, batch
+
+    def hurry(self) -> None:
+        self._linger_until = -math.inf
 
     def sent(self, link: Link, p: Pending, now: float) -> None:
         seq = link.next_seq
@@ -165,6 +212,7 @@ class PoolStrategy:
         """The connection was lost: whatever was in flight on it goes to another broker."""
         link.connected = False
         link.disconnects += 1
+        link.batch = 1  # the next connection may reach another busd: single until it says
         self._move_all(link)
 
     def on_reply(self, link: Link, frame: bytes, now: float) -> None:
@@ -175,6 +223,7 @@ class PoolStrategy:
         """
         reply = read_reply(frame, link.next_seq - 1)
         bad = reply.bad
+        link.batch = reply.batch or 1  # each reply says it: a replaced busd may not batch
         if reply.draining:  # shutting down: it answers, but send no more
             self._avoid(link, now, self.avoid_max, "draining")
         alive = False
@@ -282,6 +331,8 @@ class PoolStrategy:
             times.extend(
                 link.avoid_until for link in self.links if link.connected and link.avoid_until > now
             )
+            if self._linger_until > now:
+                times.append(self._linger_until)
         return min(times) if times else None
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from busd_client.core import DEFAULT_MAX_BATCH
 from busd_client.single_broker import single_broker_core
 from busd_client.sockets import DEFAULT_PUB_ENDPOINT
 from busd_client.sync_driver import SyncDriver, SyncReceipt
@@ -56,7 +57,13 @@ class Publisher(SyncDriver[Receipt]):
     - ``context``: the zmq.Context to make the socket in (default: the shared instance);
     - ``reconnect_ivl``, ``reconnect_ivl_max``: libzmq's reconnect backoff, seconds;
     - ``schemas`` (a directory or a SchemaSet): every payload is checked locally, the way
-      busd will, before it is sent.
+      busd will, before it is sent;
+    - ``max_batch``: messages that are due together (``publish_many``, or waiting for the
+      socket) go out as one batch of at most this many, once busd said it takes batches
+      (1: never); a message that can go at once goes alone, at once;
+    - ``linger`` (seconds, default 0: never wait): let a message wait up to this long for
+      others to fill a batch, for throughput; ``publish`` then returns before it is sent,
+      and the batch goes when full, at the next call past ``linger``, or at ``flush``.
     """
 
     def __init__(
@@ -72,6 +79,8 @@ class Publisher(SyncDriver[Receipt]):
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 1.0,
         schemas: SchemaSet | str | os.PathLike[str] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        linger: float = 0.0,
     ) -> None:
         self.endpoint = endpoint
         core = single_broker_core(
@@ -82,5 +91,7 @@ class Publisher(SyncDriver[Receipt]):
             retry_deadline=retry_deadline,
             wait_when_disabled=wait_when_disabled,
             schemas=schemas,
+            max_batch=max_batch,
+            linger=linger,
         )
         super().__init__(core, Receipt, context, reconnect_ivl, reconnect_ivl_max)

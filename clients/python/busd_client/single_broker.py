@@ -14,12 +14,17 @@ No I/O and no clock reads (core.py says how a driver uses a strategy). The rules
   refusal is final. A resend that cannot go out before its deadline fails with the refusal;
 - order through retries (holds.py): a message awaiting a resend holds back every later
   message of its topic; they go after it, one at a time, in publish order. A held message
-  counts in the window; publish returns once it is held.
+  counts in the window; publish returns once it is held;
+- batches (core.py "Natural batching"): what waits goes out together, oldest first, at
+  most ``max_batch`` and the broker's ``batch`` from its latest reply (a reply without it:
+  an older busd, single messages again).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from itertools import islice
 from typing import Any
 
 from busd_client.core import PublishCore
@@ -45,6 +50,8 @@ class SingleBroker:
 
     monitored = False  # no socket monitor: writability says whether the socket takes more
     send_in_publish = True
+    max_batch = 1  # PublishCore sets the publisher's
+    linger = 0.0
 
     def __init__(self, ledger: Ledger, endpoint: str, timeout: float) -> None:
         self.ledger = ledger
@@ -57,6 +64,7 @@ class SingleBroker:
         # timeout is one constant. Entries of answered messages are dropped lazily at the head.
         self._deadlines: deque[tuple[float, int, Pending]] = deque()
         self.holds = TopicHolds()  # messages awaiting a resend, and those behind them
+        self._linger_until = -math.inf  # a lingering batch goes out by then at the latest
 
     # -- what a driver calls -------------------------------------------------------------------
 
@@ -67,10 +75,24 @@ class SingleBroker:
         if holds.holds and holds.holding(p.topic):
             holds.join(p)  # behind an earlier message of its topic awaiting a resend
             return None
-        if self.waiting or not self.link.connected:
-            self.waiting.append(p)  # behind the ones already waiting: order is kept
+        waiting = self.waiting
+        if waiting or not self.link.connected:
+            waiting.append(p)  # behind the ones already waiting: order is kept
+            return None
+        if self.linger and self.link.batch > 1:
+            self._linger_until = now + self.linger  # the first of a batch that may fill
+            waiting.append(p)
             return None
         return self.link
+
+    def enqueue(self, p: Pending, now: float) -> None:
+        self.ledger.count += 1
+        holds = self.holds
+        holds.number(p)
+        if holds.holds and holds.holding(p.topic):
+            holds.join(p)
+        else:
+            self.waiting.append(p)
 
     def next_send(self, now: float) -> tuple[Link, Pending] | None:
         waiting = self.waiting
@@ -79,6 +101,30 @@ class SingleBroker:
         if waiting and self.link.connected:
             return self.link, waiting[0]
         return None
+
+    def next_batch(self, now: float) -> tuple[Link, list[Pending]] | None:
+        waiting = self.waiting
+        while waiting and waiting[0]._done:
+            waiting.popleft()
+        link = self.link
+        if not waiting or not link.connected:
+            return None
+        limit = min(self.max_batch, link.batch)
+        if limit == 1 or len(waiting) == 1:
+            if self.linger and limit > 1 and now < self._linger_until:
+                return None  # one lingering message: others may join it
+            return link, [waiting[0]]
+        if len(waiting) < limit and now < self._linger_until:
+            return None
+        batch: list[Pending] = []
+        for p in islice(waiting, limit):
+            if p._done:
+                break  # settled while waiting: popped once it reaches the head
+            batch.append(p)
+        return link, batch
+
+    def hurry(self) -> None:
+        self._linger_until = -math.inf
 
     def sent(self, link: Link, p: Pending, now: float) -> None:
         seq = link.next_seq
@@ -113,6 +159,7 @@ class SingleBroker:
         reply = read_reply(frame, link.next_seq - 1)
         ledger = self.ledger
         ledger.bad_replies += reply.bad
+        link.batch = reply.batch or 1  # each reply says it: a replaced busd may not batch
         outstanding = link.outstanding
         for lo, hi in reply.acc:
             for seq in seqs_in(lo, hi, outstanding):
@@ -173,6 +220,8 @@ class SingleBroker:
                 t = due if t is None else min(t, due)
         if self.waiting:
             due = min(p._deadline for p in self.waiting)
+            if self._linger_until > now:
+                due = min(due, self._linger_until)
             t = due if t is None else min(t, due)
         return t
 

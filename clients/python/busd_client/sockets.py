@@ -143,6 +143,23 @@ class PublisherSockets:
             return False  # libzmq rolls back the parts of a message it could not finish
         return True
 
+    def send_batch(self, link: Link, ps: list[Pending]) -> bool:
+        """Hand ``ps`` to libzmq for ``link`` as one batch (docs/protocol.md §1.2: the
+        header with seq ``link.next_seq``, then topic and envelope per message) without
+        blocking; False when the socket would not take it (libzmq refuses a multipart
+        message only at its first frame, so it is all or nothing)."""
+        sock = self.dealers[link.index]
+        send = _send_frame
+        try:
+            send(sock, encode_header(link.next_seq), _NOBLOCK_MORE)
+        except _Again:
+            return False
+        last = ps[-1]
+        for p in ps:
+            send(sock, p.topic_frame, _NOBLOCK_MORE)
+            send(sock, p.envelope, _NOBLOCK if p is last else _NOBLOCK_MORE)
+        return True
+
     def pump(self, now: float) -> int:
         """Feed the strategy every reply and connection event already here, then let it
         apply its deadlines, then send what it names; return how many went out. Never
@@ -172,7 +189,7 @@ class PublisherSockets:
                 if not link.connected and int(sock.getsockopt(zmq.EVENTS)) & _POLLOUT:
                     strategy.on_connected(link)  # writable again
         strategy.expire(now)
-        return dispatch(strategy, now, self.send)
+        return dispatch(strategy, now, self.send, self.send_batch)
 
     def watch(self) -> None:
         """Keep the poller waiting for output on the DEALER of a link that is down, when no

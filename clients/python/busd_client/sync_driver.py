@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
 import zmq
 
-from busd_client.core import DEFAULT, CoreFacade, PublishCore, _Default, submit
+from busd_client.core import DEFAULT, CoreFacade, PublishCore, _Default, dispatch, submit
 from busd_client.errors import BusError, ClosedError, PublishTimeout
 from busd_client.ledger import Pending
 from busd_client.sockets import PublisherSockets
@@ -48,7 +48,9 @@ class SyncReceipt(Pending):
         it raises PublishTimeout and the message stays pending.
         """
         if not self._done:
-            self._owner._wait_for(lambda: self._done, timeout, self._WAITING)
+            owner = self._owner
+            owner._strategy.hurry()  # someone waits for it: a lingering batch goes now
+            owner._wait_for(lambda: self._done, timeout, self._WAITING)
         if self._error is not None:
             self._reported = True
             raise self._error
@@ -79,6 +81,7 @@ class SyncDriver(CoreFacade[R]):
             poller=self._poller,
         )
         self._send = self._sockets.send  # bound once: it is called for every message
+        self._send_batch = self._sockets.send_batch
 
     def publish(
         self,
@@ -121,13 +124,79 @@ class SyncDriver(CoreFacade[R]):
                 raise core.unsent(p, "the in-flight window stayed full")
             now = _monotonic()
         p._deadline = now + self.timeout
-        submit(self._strategy, p, now, self._send)
-        if not p.attempts and self._strategy.send_in_publish:
+        submit(self._strategy, p, now, self._send, self._send_batch)
+        if not p.attempts and self._strategy.send_in_publish and not core.linger:
             self._wait_for(lambda: p.attempts > 0 or p._done or p._held, None, None)
             if p._error is not None and not p.attempts:
                 p._reported = True  # raised here, so flush does not list it again
                 raise p._error
         return p
+
+    def publish_many(
+        self,
+        messages: Iterable[Sequence[Any]],
+        *,
+        retry_deadline: float | _Default | None = DEFAULT,
+        wait_when_disabled: bool | _Default = DEFAULT,
+    ) -> list[R]:
+        """Publish several messages given together; return their receipts, in order.
+
+        Each item is ``(topic, schema, version, data)`` or ``(topic, schema, version, data,
+        id)``. Every message is composed first (a payload msgpack cannot encode, or the
+        local schemas refuse, raises before anything is sent); then they go out as batches
+        of up to ``max_batch`` (docs/client.md "Batches"), each judged and answered on its
+        own. Waits, and raises, like ``publish``: at the first message that cannot be
+        published in time (the window stayed full, busd unreachable) it raises
+        PublishTimeout(sent=False); the messages before it are published.
+        """
+        if self._closed:
+            raise ClosedError("publisher is closed")
+        core, receipt = self.core, self._receipt
+        compose = core.compose
+        now = _monotonic()
+        ps = [
+            compose(
+                receipt,
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4] if len(m) > 4 else None,
+                retry_deadline,
+                wait_when_disabled,
+                now,
+                _time_ns(),
+            )
+            for m in messages
+        ]
+        strategy, ledger, send, send_batch = (
+            self._strategy,
+            self._ledger,
+            self._send,
+            self._send_batch,
+        )
+        for p in ps:
+            p._owner = self
+            if ledger.count >= self.window:
+                dispatch(strategy, now, send, send_batch)
+                if not self._make_room():
+                    raise core.unsent(p, "the in-flight window stayed full")
+                now = _monotonic()
+            p._deadline = now + self.timeout
+            strategy.enqueue(p, now)
+        self._since_read += len(ps)
+        dispatch(strategy, now, send, send_batch)
+        if strategy.send_in_publish and not core.linger:
+            unsent = [p for p in ps if not (p.attempts or p._done or p._held)]
+            if unsent:
+                self._wait_for(
+                    lambda: all(p.attempts or p._done or p._held for p in unsent), None, None
+                )
+            for p in unsent:
+                if p._error is not None and not p.attempts:
+                    p._reported = True  # raised here, so flush does not list it again
+                    raise p._error
+        return ps
 
     def publish_wait(
         self,
@@ -162,6 +231,7 @@ class SyncDriver(CoreFacade[R]):
         raises PublishTimeout, the messages stay pending.
         """
         ledger = self._ledger
+        self._strategy.hurry()  # what lingers to fill a batch goes now
         self._pump()
         if ledger.count:
             self._wait_for(lambda: ledger.count == 0, timeout, self._UNSETTLED)

@@ -77,13 +77,33 @@ def check_envelope(topic: str, env: dict[str, Any]) -> Reject | None:
             and type(publisher) is str
             and type(ts) is int
             and ts >= 0
-            and _SCHEMA.fullmatch(schema) is not None
-            and PUBLISHER_NAME.fullmatch(publisher) is not None
         ):
-            return None
+            if schema in _GOOD_SCHEMAS and publisher in _GOOD_PUBLISHERS:
+                return None
+            if (
+                _SCHEMA.fullmatch(schema) is not None
+                and PUBLISHER_NAME.fullmatch(publisher) is not None
+            ):
+                _remember(schema, publisher)
+                return None
     except KeyError:
         pass
     return explain_envelope(topic, env)
+
+
+# Schema and publisher names that passed their rules: a set lookup instead of two regex
+# matches per message (~0.5 µs, docs/performance.md). Bounded: past the cap a set starts
+# again, and a name only costs its regex match once more.
+_GOOD_SCHEMAS: set[str] = set()
+_GOOD_PUBLISHERS: set[str] = set()
+GOOD_NAMES_MAX = 4096
+
+
+def _remember(schema: str, publisher: str) -> None:
+    for good, name in ((_GOOD_SCHEMAS, schema), (_GOOD_PUBLISHERS, publisher)):
+        if len(good) >= GOOD_NAMES_MAX:
+            good.clear()
+        good.add(name)
 
 
 def explain_envelope(topic: str, env: dict[str, Any]) -> Reject | None:

@@ -10,7 +10,8 @@ Each row runs only where it can: the client's row needs busd_client's batching A
 (``bench.drivers_zmq.client_batching_missing``), the raw row a busd whose replies advertise
 ``batch`` >= N (found by the check probe, ``bench.probe.Probe.batch``); a row that cannot
 run says why in the table. Runs are interleaved by repeat like every workload; figures are
-medians, ratios are to N = 1 of the same run and to NATS 1→1 of the same run.
+medians, ratios are to the first size (N = 1 by default, ``--batch-sizes``) and to NATS 1→1,
+both of the same run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bench.drivers_zmq import client_batching_missing
 from bench.servers import Unavailable
 from bench.session import Session
 
-SIZES = (1, 10, 100)
+SIZES = (1, 10, 100)  # the default sweep (--batch-sizes)
 SYSTEMS = ("busd", "busd-raw")
 KEYS = ("delivered", "lost", "server_cpu_us_per_msg", "publisher_cpu_us_per_msg")
 
@@ -57,23 +58,24 @@ def _spec(name: str, size: int, client_why: str | None) -> dict[str, Any]:
 
 def batch(session: Session) -> None:
     s = session.settings
+    sizes = s.batch_sizes
     names = [n for n in session.available() if n in SYSTEMS]
     client_why = client_batching_missing()
     advertised = _advertised(session)
     out: dict[str, Any] = {
-        "sizes": list(SIZES),
+        "sizes": list(sizes),
         "advertised": advertised,
         "client_batching": client_why or "available",
         "unavailable": {},
-        "runs": {n: {str(k): [] for k in SIZES} for n in names},
+        "runs": {n: {str(k): [] for k in sizes} for n in names},
     }
     session.results["batch"] = out
     for name in names:
-        for size in SIZES:
+        for size in sizes:
             if (why := why_not(name, size, client_why, advertised)) is not None:
                 out["unavailable"].setdefault(name, {})[str(size)] = why
     for rep in range(s.repeat):
-        for size in SIZES:
+        for size in sizes:
             for name in names:
                 title = f"batch sweep · {name} · max_batch {size} · run {rep + 1}"
                 if str(size) in out["unavailable"].get(name, {}):
@@ -111,5 +113,5 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
-def steps(repeat: int, names: list[str]) -> int:
-    return repeat * len(SIZES) * len(set(names) & set(SYSTEMS))
+def steps(repeat: int, sizes: tuple[int, ...], names: list[str]) -> int:
+    return repeat * len(sizes) * len(set(names) & set(SYSTEMS))

@@ -54,6 +54,16 @@ def _names(value: str, known: Sequence[str], what: str) -> list[str]:
     return names
 
 
+def _sizes(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected batch sizes >= 1 like 1,10,100, got {value!r}")
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -127,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to prove a busd's checks on, its warm-up included (default 10); a busd "
         "whose checks cannot be proven is not measured and the run exits 1",
     )
+    p.add_argument(
+        "--batch-sizes",
+        type=_sizes,
+        metavar="N[,N]",
+        help="the batch sweep's publisher max_batch values, ratios to the first (default 1,10,100)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON file")
     return p
 
@@ -143,6 +159,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "profile_duration",
         "profile_native",
         "probe_timeout",
+        "batch_sizes",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -179,7 +196,7 @@ def planned_steps(s: Settings, only: list[str], names: list[str]) -> int:
     per = {
         "flat": s.repeat * n_systems,
         "flat1k": s.repeat * n_systems,
-        "batch": batches.steps(s.repeat, names),
+        "batch": batches.steps(s.repeat, s.batch_sizes, names),
         "paced": s.repeat * n_systems * s.paced_steps,
         "fanout": s.repeat * n_systems,
         "fanin": s.repeat * n_systems,

@@ -456,3 +456,25 @@ def test_two_zeromq_routers_share_one_port_and_the_kernel_splits_connections() -
 
     got = split(routers=2, dealers=20)
     assert sum(got) == 20 and all(n > 0 for n in got), got
+
+
+@pytest.mark.timeout(20)
+def test_targets_table_judges_the_runs_ratios_and_says_which_rows_did_not_run(
+    bench_run: tuple[str, dict[str, Any]],
+) -> None:
+    """bench.targets reads the JSON record: busd ÷ zmq.proxy from the same run's medians,
+    judged against issue 17's 0.8 times; workloads that did not run (NATS, latency) give '—'."""
+    _, doc = bench_run
+    _bench_package()
+    from bench.targets import render, rows
+
+    flat = doc["results"]["flat"]
+    ratio = flat["busd"]["median"]["delivered"] / flat["zmq.proxy"]["median"]["delivered"]
+    by_title = {r[0]: r for r in rows(doc, "busd")}
+    row = by_title["1→1 flat-out ÷ zmq.proxy"]
+    assert row[2] == f"{ratio:.2f}×"
+    assert row[3] == ("met" if ratio >= 0.8 else "**not met**")
+    assert by_title["1→1 flat-out ÷ NATS"][2:] == ("—", "—")
+    assert by_title["1→1: every publish answered, 0 loss"][2:] == ("yes", "met")
+    assert by_title["latency at 5,000 msg/s: p99.9"][2:] == ("—", "—")
+    assert "| busd-raw: target | goal | this run | |" in render(doc)

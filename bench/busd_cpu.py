@@ -130,8 +130,10 @@ def run(batch: int, count: int, extra: tuple[str, ...], profile: str = "") -> di
                 out = f.name
             spy = subprocess.Popen(
                 ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "500"]
-                + (["--native"] if profile == "native" else [])
-                + ["--output", out, "--nonblocking"],
+                # --native stops busd for each sample (py-spy cannot unwind C frames of a
+                # running process); Python frames alone are read without stopping it.
+                + (["--native"] if profile == "native" else ["--nonblocking"])
+                + ["--output", out],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

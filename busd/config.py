@@ -127,7 +127,8 @@ class Config:
     frame_slice: int = field(
         default=4096,
         metadata=_opt(
-            "frames of an over-long message (a publish has 3) read and dropped per wake-up; "
+            "frames of an over-long publish (a batch has at most 1 + 2 * max_batch) read and "
+            "dropped per wake-up; "
             "the rest is read in later wake-ups, so the event loop is never held longer",
             "frames",
         ),

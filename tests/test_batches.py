@@ -24,8 +24,10 @@ from rawproto import (
     wait_subscribed,
 )
 
+from busd.transport import ingress
 from busd_client.control import ControlClient
 from busd_client.keys import ClientKeys, new_key_pair
+from busd_protocol.frames import MAX_SEQ
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -266,3 +268,33 @@ def test_permissions_apply_per_message_inside_a_batch(
         "accepted",
     ]
     pub.close()
+
+
+@pytest.mark.parametrize(
+    ("seq", "frames", "expected"),
+    [
+        (5, 0, (5, 0, ingress.HEADER_ONLY)),
+        (5, 1, (5, 0, ingress.NO_ENVELOPE)),
+        (5, 2, (5, 1, None)),
+        (5, 3, (5, 1, ingress.NO_ENVELOPE)),
+        (5, 2000, (5, 1000, None)),
+        (MAX_SEQ, 2, (MAX_SEQ, 1, None)),
+        (MAX_SEQ, 1, (MAX_SEQ, 0, ingress.NO_ENVELOPE)),
+        (MAX_SEQ, 3, (MAX_SEQ, 0, ingress.PAST_MAX_SEQ)),
+        (MAX_SEQ - 1, 4, (MAX_SEQ - 1, 2, None)),
+        (MAX_SEQ - 1, 6, (MAX_SEQ - 1, 0, ingress.PAST_MAX_SEQ)),
+    ],
+)
+def test_the_shape_of_a_publish_is_its_first_seq_its_messages_and_a_refused_seq(
+    seq: int, frames: int, expected: ingress.Shape
+) -> None:
+    """``ingress.shape`` from a good header and the number of frames after it."""
+    assert ingress.shape(header(seq), frames) == expected
+
+
+def test_an_unreadable_header_gives_no_messages_whatever_follows() -> None:
+    seq, count, refusal = ingress.shape(b"B\x01\x00", 4)
+    assert (seq, count) == (None, 0) and refusal is not None and refusal.code == "bad_frame"
+    seq, count, refusal = ingress.shape(header(9, version=2), 4)
+    assert (seq, count) == (9, 0) and refusal is not None
+    assert refusal.code == "unsupported_protocol"

@@ -160,3 +160,12 @@ def test_an_unknown_flag_is_a_usage_error_with_2() -> None:
     checked = check_config("--no-such-flag")
     assert checked.returncode == 2
     assert "unrecognized arguments" in checked.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "65537"])
+def test_max_batch_outside_1_to_65536_is_refused(value: str) -> None:
+    """A batch of 0 messages means nothing; over 65,536 (busd_protocol.frames.MAX_BATCH_LIMIT)
+    an over-long publish's answer would grow without a bound."""
+    checked = check_config(f"--max-batch={value}", cwd=REPO)
+    assert checked.returncode == 78, checked.stderr
+    assert "max_batch" in checked.stderr

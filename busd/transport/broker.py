@@ -36,14 +36,13 @@ from busd.kernel.sequences import TopicSequences
 from busd.logs import RateLimitedLog, get
 from busd.statistics import BrokerStatistics
 from busd.transport import heap, sockets
-from busd.transport.ingress import overlong_refusals, read_body, shape
-from busd.transport.overlong import Overlong, discard
+from busd.transport.ingress import culprit, read_body, shape
+from busd.transport.overlong import Overlong
 from busd.transport.peers import DeafPublishers, Endpoint
 from busd.transport.readiness import Readiness
 from busd.transport.subscriptions import Subscriptions
 from busd_protocol.codes import ROUTINE, Code, Reject
 from busd_protocol.histogram import Histogram
-from busd_protocol.messages import decode_envelope
 from busd_protocol.replies import encode_reply, reject_entry
 from busd_protocol.stamps import encode_stamp
 
@@ -56,26 +55,6 @@ _QUIET = 0.1  # draining ends after this long without input
 # Rejections not logged as "message rejected": routine refusals (rate limits, warm-up,
 # shutdown) are counted only; an internal error is logged by _judge, with its traceback.
 _NOT_LOGGED = ROUTINE | {Code.INTERNAL}
-_CULPRIT_CHARS = 64  # each culprit field in a log line is cut to this many characters
-
-
-def culprit(topic_b: bytes | None, env_b: bytes | None) -> dict[str, object]:
-    """Who sent a refused message, for its log line: topic, publisher, schema and version
-    when they can be read (the envelope is decoded again: only for lines that get logged).
-    Every field is bounded, so a hostile message cannot make a long line."""
-    found: dict[str, object] = {}
-    if topic_b is not None:
-        found["topic"] = topic_b[: _CULPRIT_CHARS * 4].decode(errors="replace")[:_CULPRIT_CHARS]
-    env = decode_envelope(env_b) if env_b is not None else None
-    if type(env) is dict:
-        for name in ("publisher", "schema"):
-            value = env.get(name)
-            if type(value) is str:
-                found[name] = value[:_CULPRIT_CHARS]
-        version = env.get("version")
-        if type(version) is int:
-            found["version"] = version
-    return found
 
 
 class BrokerStats:
@@ -374,13 +353,17 @@ class Broker:
             entry = replies.get(ident)
             if entry is None:
                 entry = replies[ident] = ([], [])
-            if not ended:
-                answered = self._overlong_started(router, ident, head.bytes, entry)
-                if not answered:  # the rest is read in later wake-ups
+            if not ended:  # over-long: drop up to frame_slice more frames now
+                over = Overlong(ident, head.bytes, 1 + cap, self._max_batch)
+                extra, ended = over.resume(router, self._frame_slice)
+                st.frames_discarded += extra
+                if not ended:  # the rest is read in later wake-ups
+                    self._overlong = over
+                    st.overlong_messages += 1
                     if not (entry[0] or entry[1]):
                         del replies[ident]
                     break
-                handled += answered
+                handled += self._answer_overlong(entry[1], over.verdict())
                 continue
             seq, count, tail = shape(head.bytes, len(body))
             handled += count + (tail is not None)
@@ -388,13 +371,16 @@ class Broker:
                 assert seq is not None, "a batch has a readable header"
                 if authenticated:
                     identity = str(head.get("User-Id"))
+                # Once per batch, not per message (Fences.__len__ is a Python call); only
+                # a refusal can set a fence, and then this is read again.
+                fenced = bool(fences)
                 pairs = iter(body)  # a lone last topic is left out: it is ``tail``
                 for topic_f, env_f in zip(pairs, pairs, strict=False):
                     topic_b, env_b = topic_f.bytes, env_f.bytes
                     size = len(env_b)
                     bytes_in += size
                     reject = refuse
-                    if reject is None and fences:
+                    if reject is None and fenced:
                         reject = fences.check(ident, topic_b, env_b, now)
                         if reject is not None:
                             self.admission.fenced(reject, now)
@@ -410,7 +396,7 @@ class Broker:
                         xsend(xpub, topic_b, _SNDMORE)
                         xsend(xpub, env_b, _SNDMORE)
                         xsend(xpub, stamp(epoch, n))
-                        if fences:
+                        if fenced:
                             fences.accepted(ident, topic_b)
                         accepted += 1
                         bytes_accepted += size
@@ -422,6 +408,7 @@ class Broker:
                             acc.append(seq)
                     else:
                         fences.refused_with(ident, topic_b, env_b, reject, now)
+                        fenced = bool(fences)
                         refused(
                             entry[1], seq, reject, identity=identity, topic_b=topic_b, env_b=env_b
                         )
@@ -475,26 +462,6 @@ class Broker:
                 }
                 fields.update(culprit(topic_b, env_b))
                 self._log.write(logging.WARNING, "message rejected", suppressed, fields)
-
-    def _overlong_started(
-        self,
-        router: zmq.Socket[bytes],
-        ident: bytes,
-        header: bytes,
-        entry: tuple[list[int], list[dict[str, Any]]],
-    ) -> int:
-        """A publish with more frames than a batch may have: drop up to ``frame_slice`` more
-        frames now. If it ended, answer every seq it could have meant and return how many;
-        else remember it (``busd.transport.overlong``) and return 0."""
-        st = self.stats
-        extra, ended = discard(router, self._frame_slice)
-        st.frames_discarded += extra
-        frames = 1 + self._max_body + extra
-        if not ended:
-            self._overlong = Overlong(ident, header, frames, self._max_batch)
-            st.overlong_messages += 1
-            return 0
-        return self._answer_overlong(entry[1], overlong_refusals(header, frames, self._max_batch))
 
     def _answer_overlong(
         self, rejects: list[dict[str, Any]], refusals: list[tuple[int | None, Reject]]

@@ -25,8 +25,11 @@ import zmq
 
 from busd_protocol.codes import Code, Reject
 from busd_protocol.frames import GOOD_PREFIX, HEADER_LEN, MAX_SEQ, read_header
+from busd_protocol.messages import decode_envelope
 
-__all__ = ["Shape", "overlong_refusals", "read_body", "shape"]
+__all__ = ["Shape", "culprit", "overlong_refusals", "read_body", "shape"]
+
+_CULPRIT_CHARS = 64  # each culprit field in a log line is cut to this many characters
 
 _NO_FRAMES: list[zmq.Frame] = []
 HEADER_ONLY = Reject(
@@ -94,3 +97,22 @@ def overlong_refusals(
     )
     last = min(seq + max_batch - 1, MAX_SEQ)
     return [(s, over) for s in range(seq, last + 1)]
+
+
+def culprit(topic_b: bytes | None, env_b: bytes | None) -> dict[str, object]:
+    """Who sent a refused message, for its log line: topic, publisher, schema and version
+    when they can be read (the envelope is decoded again: only for lines that get logged).
+    Every field is bounded, so a hostile message cannot make a long line."""
+    found: dict[str, object] = {}
+    if topic_b is not None:
+        found["topic"] = topic_b[: _CULPRIT_CHARS * 4].decode(errors="replace")[:_CULPRIT_CHARS]
+    env = decode_envelope(env_b) if env_b is not None else None
+    if type(env) is dict:
+        for name in ("publisher", "schema"):
+            value = env.get(name)
+            if type(value) is str:
+                found[name] = value[:_CULPRIT_CHARS]
+        version = env.get("version")
+        if type(version) is int:
+            found["version"] = version
+    return found

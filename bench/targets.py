@@ -150,11 +150,16 @@ def render(doc: Doc) -> str:
         f"load average at start {load or '?'}",
         "",
     ]
-    for busd in ("busd", "busd-raw"):
-        if busd not in doc["systems"]:
-            continue
-        lines += [f"| {busd}: target | goal | this run | |", "|---|---|---|---|"]
-        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(doc, busd)]
+    shown = [b for b in ("busd", "busd-raw") if b in doc["systems"]]
+    if shown:
+        table = [rows(doc, b) for b in shown]
+        lines += [
+            "| target | goal | " + " | ".join(shown) + " |",
+            "|---|---|" + "---|" * len(shown),
+        ]
+        for i, (title, goal, _, _) in enumerate(table[0]):
+            cells = " | ".join(f"{t[i][2]} ({t[i][3]})" for t in table)
+            lines.append(f"| {title} | {goal} | {cells} |")
         lines.append("")
     return "\n".join(lines + others(doc)) + "\n"
 

@@ -193,29 +193,42 @@ def test_rate_limits_and_fences_apply_per_message_inside_a_batch(
     busd_factory: Callable[..., BusdProcess], zctx: TrackedContext
 ) -> None:
     """A bucket of 2 takes the first two messages of a batch and refuses the third, which
-    fences its topic: in the next batch a later message of that topic gets the same refusal
-    though tokens are back, and the refused one, resent, is accepted."""
+    fences its topic at once: the fourth, in the same batch, is held back by that fence; in
+    the next batch a later message of the topic still is, though tokens are back, another
+    topic is not, and the refused one, resent, is accepted and lifts the fence."""
     busd = busd_factory(start=False)
     (busd.rates_dir / "publish.release.rl").write_text("1000 2\n")
     busd.start()
     pub = dealer(zctx, busd.pub_endpoint)
-    a1, a2, a3, a4 = (envelope("release.rl", id=f"a{i}") for i in range(1, 5))
+    a = [envelope("release.rl", id=f"a{i}") for i in range(7)]
     other = envelope("release.other", id="o1")
-    sent = publish_batch(pub, 1, [("release.rl", a1), ("release.rl", a2), ("release.rl", a3)])
-    first = collect(pub, 3)
-    assert [first[s]["code"] for s in (1, 2, 3)] == ["accepted", "accepted", "rate_limited"]
+    sent = publish_batch(pub, 1, [("release.rl", a[i]) for i in (1, 2, 3, 4)])
+    first = collect(pub, 4)
+    codes = [first[s]["code"] for s in (1, 2, 3, 4)]
+    assert codes == ["accepted", "accepted", "rate_limited", "rate_limited"]
     refusal = first[3]
     assert refusal["key"] == "publish.release.rl"
+    assert _broker(busd)["fenced"] == 1  # seq 4: held back by seq 3's fence
     wait_until = time.monotonic() + refusal["retry_after_ms"] / 1000 + 0.005
     wait_for(lambda: time.monotonic() > wait_until, timeout=2, what="a token back")
-    publish_batch(pub, 4, [("release.rl", a4), ("release.other", other), ("release.rl", sent[2])])
-    second = collect(pub, 3)
-    assert second[4]["code"] == "rate_limited"  # fenced: the same refusal as seq 3
-    assert (second[4]["key"], second[4]["retry_after_ms"]) == (
+    publish_batch(
+        pub,
+        5,
+        [
+            ("release.rl", a[5]),
+            ("release.other", other),
+            ("release.rl", sent[2]),
+            ("release.rl", a[6]),
+        ],
+    )
+    second = collect(pub, 4)
+    assert second[5]["code"] == "rate_limited"  # fenced: the same refusal as seq 3
+    assert (second[5]["key"], second[5]["retry_after_ms"]) == (
         "publish.release.rl",
         refusal["retry_after_ms"],
     )
-    assert [second[s]["code"] for s in (5, 6)] == ["accepted", "accepted"]
+    assert [second[s]["code"] for s in (6, 7, 8)] == ["accepted"] * 3
+    assert _broker(busd)["fenced"] == 2
     pub.close()
 
 

@@ -36,7 +36,12 @@ from typing import Any
 
 from bench import message, servers
 
-KINDS = ("publisher", "async", "pool", "async_pool")
+KINDS = ("publisher", "async", "pool", "async_pool", "many", "linger", "async_linger")
+# Kinds that need a busd_client with batches (the baseline may predate them): skipped there.
+BATCH_KINDS = ("many", "linger", "async_linger")
+MANY = 100  # messages per publish_many call (kind "many")
+LINGER = 0.002  # seconds (kinds "linger", "async_linger"): batches fill flat out
+NATS = "nats"  # nats-py to nats-server, the same message encoded per message: same run
 SEGMENTS = 20
 FIGURES = {
     "cpu_us": "process CPU µs/msg",
@@ -55,8 +60,12 @@ def _make(kind: str, endpoint: str) -> Any:
     import busd_client as bc
 
     kw: dict[str, Any] = {"name": message.PUBLISHER, "window": WINDOW, "timeout": 60.0}
-    if kind == "publisher":
+    if kind in ("publisher", "many"):
         return bc.Publisher(endpoint, **kw)
+    if kind == "linger":
+        return bc.Publisher(endpoint, linger=LINGER, **kw)
+    if kind == "async_linger":
+        return bc.AsyncPublisher(endpoint, linger=LINGER, **kw)
     if kind == "async":
         return bc.AsyncPublisher(endpoint, **kw)
     if kind == "pool":
@@ -104,12 +113,43 @@ def _run_sync(kind: str, endpoint: str, n: int) -> dict[str, Any]:
                 raise
     publish = pub.publish
     clock = _Clock(n)
-    for _ in range(SEGMENTS):
-        for _ in range(clock.per_segment):
-            publish(topic, schema, version, data)
-        clock.segment()
+    if kind == "many":
+        chunk = [(topic, schema, version, data)] * MANY
+        publish_many = pub.publish_many
+        for _ in range(SEGMENTS):
+            for _ in range(clock.per_segment // MANY):
+                publish_many(chunk)
+            publish_many(chunk[: clock.per_segment % MANY])
+            clock.segment()
+    else:
+        for _ in range(SEGMENTS):
+            for _ in range(clock.per_segment):
+                publish(topic, schema, version, data)
+            clock.segment()
     out = clock.result(pub.flush(60.0))
     pub.close()
+    return out
+
+
+async def _run_nats(url: str, n: int) -> dict[str, Any]:
+    """nats-py as bench/drivers_nats.py drives it: ``publish`` per message, each a freshly
+    encoded envelope (new id and ts), ``flush`` at the end."""
+    import nats
+
+    nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0)
+    env = message.Envelopes()
+    topic = message.TOPIC
+    await nc.publish(topic, env.encode(topic))
+    await nc.flush()
+    publish, encode = nc.publish, env.encode
+    clock = _Clock(n)
+    for _ in range(SEGMENTS):
+        for _ in range(clock.per_segment):
+            await publish(topic, encode(topic))
+        clock.segment()
+    await nc.flush(timeout=60)
+    out = clock.result([])
+    await nc.close()
     return out
 
 
@@ -136,7 +176,12 @@ async def _run_async(kind: str, endpoint: str, n: int) -> dict[str, Any]:
 
 
 def worker(kind: str, endpoint: str, n: int) -> None:
-    if kind in ("async", "async_pool"):
+    if kind == NATS:
+        out = asyncio.run(_run_nats(endpoint, n))
+        out["client"] = "nats-py"
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+    if kind in ("async", "async_pool", "async_linger"):
         out = asyncio.run(_run_async(kind, endpoint, n))
     else:
         out = _run_sync(kind, endpoint, n)
@@ -177,7 +222,7 @@ def run_worker(tree: Path, kind: str, endpoint: str, n: int) -> dict[str, Any]:
     if out.returncode != 0:
         raise RuntimeError(f"worker {kind} ({tree}) failed: {out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["client"].startswith(str(tree)):
+    if kind != NATS and not result["client"].startswith(str(tree)):
         raise RuntimeError(f"worker imported {result['client']}, not the client of {tree}")
     return result
 
@@ -188,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5, help="runs per side and kind (median)")
     p.add_argument("--messages", type=int, default=50_000, help="messages per run")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"of {', '.join(KINDS)}")
+    p.add_argument(
+        "--no-nats",
+        action="store_true",
+        help="skip nats-py's figure (else measured in the same run when nats-server and "
+        "nats-py are installed: bash bench/install.sh)",
+    )
     p.add_argument("--worker", nargs=3, metavar=("KIND", "ENDPOINT", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -203,17 +254,38 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         k: {"baseline": [], "tree": []} for k in kinds
     }
+    nats_runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-client-cost-") as tmp:
         sides = {
             "baseline": extract(args.baseline, Path(tmp)),
             "tree": servers.REPO / "clients/python",
         }
+        driver = sides["baseline"] / "busd_client" / "sync_driver.py"
+        batches_in_baseline = driver.exists() and "def publish_many" in driver.read_text()
+        nats_server = None
+        if not args.no_nats:
+            try:
+                import nats  # noqa: F401
+
+                nats_server = servers.start_nats()
+            except (ImportError, servers.Unavailable) as exc:
+                sys.stderr.write(f"nats-py's figure skipped: {exc}\n")
         busd = servers.start_busd()
         try:
             for r in range(args.repeat):
+                if nats_server is not None:
+                    res = run_worker(sides["tree"], NATS, nats_server.pub_endpoint, args.messages)
+                    nats_runs.append(res)
+                    sys.stderr.write(
+                        f"repeat {r + 1} nats-py             {res['cpu_us']:.2f} µs CPU/msg"
+                        f" ({res['thread_us']:.2f} main thread, best segment "
+                        f"{res['best_us']:.2f})\n"
+                    )
                 for kind in kinds:
                     order = ["baseline", "tree"] if r % 2 == 0 else ["tree", "baseline"]
                     for side in order:
+                        if side == "baseline" and kind in BATCH_KINDS and not batches_in_baseline:
+                            continue
                         res = run_worker(sides[side], kind, busd.pub_endpoint, args.messages)
                         runs[kind][side].append(res)
                         sys.stderr.write(
@@ -223,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                         )
         finally:
             busd.stop()
+            if nats_server is not None:
+                nats_server.stop()
     print(
         f"baseline {args.baseline} ({head}) vs this tree; {args.repeat} repeats of "
         f"{args.messages} messages; medians; ratio: the median of tree/baseline pairs"
@@ -233,11 +307,28 @@ def main(argv: list[str] | None = None) -> int:
         for key, label in FIGURES.items():
             base = [x[key] for x in runs[kind]["baseline"]]
             tree = [x[key] for x in runs[kind]["tree"]]
+            if not base:
+                print(f"| {kind} | {label} | — | {statistics.median(tree):.2f} | |")
+                continue
             ratio = statistics.median(t / b for t, b in zip(tree, base, strict=True))
             print(
                 f"| {kind} | {label} | {statistics.median(base):.2f} | "
                 f"{statistics.median(tree):.2f} | {ratio:.3f}× |"
             )
+    if nats_runs:
+        print()
+        print("this tree against nats-py (same repeats; ratio: the median of tree/nats pairs)")
+        print("| publisher | figure | nats-py | tree | ratio |")
+        print("|---|---|---|---|---|")
+        for kind in kinds:
+            for key, label in FIGURES.items():
+                nats_x = [x[key] for x in nats_runs]
+                tree = [x[key] for x in runs[kind]["tree"]]
+                ratio = statistics.median(t / b for t, b in zip(tree, nats_x, strict=True))
+                print(
+                    f"| {kind} | {label} | {statistics.median(nats_x):.2f} | "
+                    f"{statistics.median(tree):.2f} | {ratio:.3f}× |"
+                )
     return 0
 
 

@@ -4,6 +4,7 @@ its own, ``batch`` in every reply, and each malformed shape refused with its rul
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import msgpack
 import pytest
 import zmq
 from conftest import BusdProcess, TrackedContext, wait_for
+from inproc import app_config, serving
 from rawproto import (
     collect,
     dealer,
@@ -24,6 +26,7 @@ from rawproto import (
     wait_subscribed,
 )
 
+from busd.app import App
 from busd.transport import ingress
 from busd_client.control import ControlClient
 from busd_client.keys import ClientKeys, new_key_pair
@@ -311,3 +314,28 @@ def test_an_unreadable_header_gives_no_messages_whatever_follows() -> None:
     seq, count, refusal = ingress.shape(header(9, version=2), 4)
     assert (seq, count) == (9, 0) and refusal is not None
     assert refusal.code == "unsupported_protocol"
+
+
+@pytest.mark.timeout(30)
+async def test_a_batch_still_queued_when_the_drain_ends_is_answered_shutting_down_per_message(
+    tmp_path: Path, zctx: TrackedContext
+) -> None:
+    """The real App with no drain time: a batch already in busd's queue when it is told to
+    shut down is answered shutting_down, message by message, each under its own seq."""
+    app = App(app_config(tmp_path, drain_timeout=0.0))
+    async with serving(app):
+        pub = dealer(zctx, app.broker.pub_endpoint)
+        publish(pub, 1)
+        assert (await asyncio.to_thread(collect, pub, 1))[1]["code"] == "accepted"
+        publish_batch(pub, 2, [("release.shop", envelope())] * 3)
+        # The loop is not yielded to before the batch is in busd's queue (libzmq's I/O
+        # thread puts it there), so the broker cannot judge it before the drain.
+        router = app.broker._router
+        assert router is not None and router.poll(5000), "the batch never reached busd"
+        app.begin_drain()
+        reply = await asyncio.to_thread(replies, pub)
+        pub.close()
+    assert reply["acc"] == [] and reply["draining"] is True
+    assert [(r["seq"], r["code"]) for r in reply["rej"]] == [
+        (s, "shutting_down") for s in (2, 3, 4)
+    ]

@@ -325,3 +325,29 @@ def test_pool_publisher_sends_messages_given_together_as_batches(
         assert pool.flush(10) == []
         assert all(r.accepted for r in receipts)
         assert relay.shapes()[before:] == [16, 16, 8]
+
+
+@pytest.mark.timeout(30)
+def test_async_linger_sends_a_batch_that_did_not_fill_once_linger_passed(
+    busd: Any, relay: Relay, zctx: zmq.Context[Any]
+) -> None:
+    """AsyncPublisher's pump sends a lingering batch by itself when linger has passed:
+    nobody flushes or awaits a receipt, and the three messages arrive as one batch."""
+
+    async def lingering() -> None:
+        import zmq.asyncio
+
+        actx = zmq.asyncio.Context.shadow(zctx.underlying)
+        async with AsyncPublisher(relay.endpoint, name="linger", linger=0.2, context=actx) as pub:
+            await pub.publish_wait(TOPIC, "release", 2, release())
+            before = len(relay.seen)
+            receipts = [await pub.publish(TOPIC, "release", 2, release(i)) for i in range(3)]
+            assert [r.attempts for r in receipts] == [0, 0, 0]
+            await asyncio.to_thread(  # the loop stays free for the pump meanwhile
+                wait_for, lambda: len(relay.seen) > before, timeout=5, what="the batch"
+            )
+            assert relay.shapes()[before:] == [3]
+            for r in receipts:
+                await r.result(5)
+
+    asyncio.run(lingering())

@@ -124,6 +124,7 @@ class AsyncDriver(CoreFacade[R]):
         # The pump's current sleep (a poll future): cancelled to wake the pump early.
         self._sleep: asyncio.Future[Any] | None = None
         self._progress = Progress()
+        self._room_waiters = 0  # publishes waiting for room in the window now
 
     async def publish(
         self,
@@ -164,18 +165,27 @@ class AsyncDriver(CoreFacade[R]):
             self._since_read = 0
             self._pump()
             if ledger.count >= self.window:
-                await self._room(p)
-                # It waited for the window: so may others, woken by the same replies. They
-                # queue, and the pump (woken now, running next) sends them as one batch.
-                now = _monotonic()
-                p._deadline = now + self.timeout
-                strategy.enqueue(p, now)
-                self._ensure_pump(wake=True)
-                return await self._handed_over(p)
+                self._room_waiters += 1
+                try:
+                    await self._room(p)
+                finally:
+                    self._room_waiters -= 1
+                if self._room_waiters:
+                    # Others wait for the window too, woken by the same replies: this one
+                    # queues, and the last of them (or the pump, woken now) sends the
+                    # queue as one batch.
+                    now = _monotonic()
+                    p._deadline = now + self.timeout
+                    strategy.enqueue(p, now)
+                    self._ensure_pump(wake=True)
+                    return await self._handed_over(p)
             now = _monotonic()
         p._deadline = now + self.timeout
         idle = ledger.count == 0
+        queued = len(strategy.waiting)
         submit(strategy, p, now, self._send, self._send_batch)
+        if queued and p.attempts:
+            self._progress.notify()  # it went out with those queued before it
         # The pump sleeps until the strategy's next wakeup as it was: a first message brings
         # an earlier one (its deadlines), and so may the first one left waiting.
         if idle or (not p.attempts and (p._held or len(strategy.waiting) == 1)):

@@ -40,7 +40,13 @@ from busd_client.errors import PublishTimeout, Rejected
 from busd_client.ledger import Ledger, Link, Pending
 from busd_protocol.envelope import PUBLISHER_NAME, PUBLISHER_RULE
 from busd_protocol.frames import MAX_BATCH_LIMIT
-from busd_protocol.messages import encode_envelope
+from busd_protocol.messages import (
+    ENVELOPE_DATA_KEY,
+    ENVELOPE_ID_KEY,
+    ENVELOPE_TS_KEY,
+    EnvelopeEncoder,
+    pack_uint64,
+)
 from busd_protocol.schemas import SchemaSet
 
 __all__ = [
@@ -56,6 +62,8 @@ __all__ = [
 ]
 
 _unpackb = msgpack.unpackb
+_join = b"".join
+_TS_END = 1 << 64
 _TOPIC_FRAMES_MAX = 4096  # callers with unbounded topic sets: the cache stays bounded
 
 P = TypeVar("P", bound=Pending)
@@ -222,13 +230,16 @@ class PublishCore:
         self.timeout = float(timeout)  # math.inf: a pool message that waits for ever
         self.retry_deadline = retry_deadline
         self.wait_when_disabled = wait_when_disabled
-        self._topics: dict[str, bytes] = {}
         # Ids: 64 random bits per publisher object, then a counter: unique, and cheaper than
         # 16 random bytes per message.
         self._id_prefix = os.urandom(8).hex()
         self._id_count = 0
-        # One publisher is used from one thread, so its envelopes can share one buffer.
-        self._pack: Callable[[Any], bytes] = msgpack.Packer().pack
+        # One publisher is used from one thread, so its envelopes can share one packer, and
+        # the fields it repeats are packed once per (topic, schema, version).
+        self._encoder = EnvelopeEncoder(name)
+        self._pack = self._encoder.pack
+        # (topic, schema, version) -> (topic frame, envelope head), both packed once.
+        self._heads: dict[tuple[str, str, int], tuple[bytes, bytes | None]] = {}
         # Optional local validation against the same schema files busd loads: a payload
         # busd would refuse raises here, with busd's code and reason, before it is sent.
         self.schemas = (
@@ -253,25 +264,28 @@ class PublishCore:
         """One message of class ``cls``, published at ``now`` (monotonic seconds) and
         stamped ``ts`` (wall-clock ns), encoded, not yet given to the strategy. Raises
         Rejected (``extra["local"]``) when the local schemas refuse it."""
-        frame = self._topics.get(topic)
-        if frame is None:
-            frame = topic.encode()
-            if len(self._topics) >= _TOPIC_FRAMES_MAX:
-                self._topics.clear()
-            self._topics[topic] = frame
+        entry = self._heads.get((topic, schema, version))
+        if entry is None or type(version) is not int:  # True == 1: the same key, not here
+            entry = self._head(topic, schema, version)
+        frame, head = entry
         if id is None:
             self._id_count += 1
             id = f"{self._id_prefix}{self._id_count:010x}"
-        envelope = encode_envelope(
-            topic,
-            schema,
-            version,
-            data,
-            id=id,
-            publisher=self.name,
-            ts=ts,
-            pack=self._pack,
-        )
+        pack = self._pack
+        if head is not None and 0 <= ts < _TS_END:
+            envelope = _join(
+                (
+                    head,
+                    ENVELOPE_ID_KEY,
+                    pack(id),
+                    ENVELOPE_TS_KEY,
+                    pack_uint64(ts),
+                    ENVELOPE_DATA_KEY,
+                    pack(data),
+                )
+            )
+        else:
+            envelope = self._encoder.encode(topic, schema, version, data, id, ts)
         if self.schemas is not None:
             # Judge the bytes busd will judge: the decoded payload, not the caller's object.
             verdict = self.schemas.check(topic, schema, version, _unpackb(envelope)["data"])
@@ -283,6 +297,15 @@ class PublishCore:
         wd = self.wait_when_disabled if wait_when_disabled is DEFAULT else wait_when_disabled
         retry_until = now + rd if rd else 0.0
         return cls(topic, frame, envelope, id, retry_until, wd)
+
+    def _head(self, topic: str, schema: str, version: int) -> tuple[bytes, bytes | None]:
+        """The topic frame and envelope head of (topic, schema, version), remembered."""
+        entry = (topic.encode(), self._encoder.head(topic, schema, version))
+        if type(version) is int:
+            if len(self._heads) >= _TOPIC_FRAMES_MAX:
+                self._heads.clear()
+            self._heads[(topic, schema, version)] = entry
+        return entry
 
     def unsent(self, p: Pending, why: str) -> PublishTimeout:
         """The error of a publish that could not hand ``p`` over within ``timeout``."""

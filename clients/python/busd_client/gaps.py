@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from busd_protocol.stamps import read_stamp
+from busd_protocol.stamps import STAMP_LEN, unpack_stamp
 
 __all__ = ["Gap", "GapTracker"]
 
@@ -79,14 +79,14 @@ class GapTracker:
         if stamp is None:
             self.unstamped += 1
             return True
-        read = read_stamp(stamp)
-        if read is None:
+        if len(stamp) != STAMP_LEN:
             return False
-        epoch, seq = read
+        epoch, seq = unpack_stamp(stamp)  # read_stamp's reading, without its call
         self._count += 1
-        if epoch not in self._epochs:
+        epochs = self._epochs
+        if epoch not in epochs:
             self._new_epoch(topic_b, epoch, seq)
-        self._epochs[epoch] = self._count
+        epochs[epoch] = self._count
         key = (epoch, topic_b)
         last = self._last.get(key)
         if last is None:

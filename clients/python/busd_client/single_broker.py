@@ -72,7 +72,7 @@ class SingleBroker:
         self.ledger.count += 1
         holds = self.holds
         holds.number(p)
-        if holds.holds and holds.holding(p.topic):
+        if holds.holds and p.topic in holds.holds:
             holds.join(p)  # behind an earlier message of its topic awaiting a resend
             return None
         waiting = self.waiting

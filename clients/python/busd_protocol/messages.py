@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
 from busd_protocol.codes import Code, Reject
 
 __all__ = [
+    "ENVELOPE_DATA_KEY",
+    "ENVELOPE_ID_KEY",
+    "ENVELOPE_TS_KEY",
     "DecodeError",
+    "EnvelopeEncoder",
     "Message",
     "decode_envelope",
     "decode_message",
     "encode_envelope",
     "new_id",
+    "pack_uint64",
 ]
 
 _packb = msgpack.packb
@@ -69,6 +75,84 @@ def encode_envelope(
         }
     )
     return frame
+
+
+# An envelope as a publisher in a hot loop writes it (``EnvelopeEncoder``): a *head* (the map
+# of seven's marker, then topic, schema, version and publisher, packed once per (topic,
+# schema, version)), then these keys, each followed by its packed value: id, ts (always
+# as a msgpack uint64), data. Valid like any other order of the seven fields (§1.1).
+ENVELOPE_ID_KEY: Final = b"\xa2id"  # msgpack str "id"
+ENVELOPE_TS_KEY: Final = b"\xa2ts\xcf"  # msgpack str "ts", then the uint64 marker
+ENVELOPE_DATA_KEY: Final = b"\xa4data"  # msgpack str "data"
+pack_uint64: Final = struct.Struct(">Q").pack  # ts after ENVELOPE_TS_KEY: 0 <= ts < 2**64
+_HEADS_MAX = 4096  # heads kept: callers with unbounded topic sets
+
+
+class EnvelopeEncoder:
+    """Envelopes for one publisher in one thread, about 0.3 µs cheaper per message than
+    ``encode_envelope`` (docs/performance.md, "Publisher cost"): the same seven fields in
+    the order topic, schema, version, publisher, id, ts, data.
+
+    ``head`` packs the fields a publisher repeats once per (topic, schema, version); the
+    caller then joins ``head``, ``ENVELOPE_ID_KEY``, ``pack(id)``, ``ENVELOPE_TS_KEY``,
+    ``pack_uint64(ts)``, ``ENVELOPE_DATA_KEY``, ``pack(data)`` (what ``encode`` does, and
+    what the client's core does inline). A topic or schema that is not a ``str`` or a
+    version that is not an ``int`` has no head (None): use ``encode_envelope``.
+    """
+
+    __slots__ = ("_heads", "pack", "publisher")
+
+    def __init__(self, publisher: str) -> None:
+        self.publisher = publisher
+        self.pack: Callable[[Any], bytes] = msgpack.Packer().pack  # one thread's packer
+        self._heads: dict[tuple[str, str, int], bytes] = {}
+
+    def head(self, topic: str, schema: str, version: int) -> bytes | None:
+        if type(topic) is not str or type(schema) is not str or type(version) is not int:
+            return None
+        key = (topic, schema, version)
+        head = self._heads.get(key)
+        if head is None:
+            pack = self.pack
+            head = b"".join(
+                (
+                    b"\x87",  # a map of seven
+                    pack("topic"),
+                    pack(topic),
+                    pack("schema"),
+                    pack(schema),
+                    pack("version"),
+                    pack(version),
+                    pack("publisher"),
+                    pack(self.publisher),
+                )
+            )
+            if len(self._heads) >= _HEADS_MAX:
+                self._heads.clear()
+            self._heads[key] = head
+        return head
+
+    def encode(  # noqa: PLR0917 (positional, like the hot path)
+        self, topic: str, schema: str, version: int, data: Mapping[str, Any], id: str, ts: int
+    ) -> bytes:
+        """One envelope: the head and the message's own fields."""
+        head = self.head(topic, schema, version)
+        pack = self.pack
+        if head is None or not 0 <= ts < 1 << 64:
+            return encode_envelope(
+                topic, schema, version, data, id=id, publisher=self.publisher, ts=ts, pack=pack
+            )
+        return b"".join(
+            (
+                head,
+                ENVELOPE_ID_KEY,
+                pack(id),
+                ENVELOPE_TS_KEY,
+                pack_uint64(ts),
+                ENVELOPE_DATA_KEY,
+                pack(data),
+            )
+        )
 
 
 class _ExtRefused(ValueError):
@@ -194,6 +278,27 @@ class Message:
         }
 
 
+_new_object = object.__new__
+_SLOT = Message.__dict__
+_set_topic = _SLOT["topic"].__set__
+_set_schema = _SLOT["schema"].__set__
+_set_version = _SLOT["version"].__set__
+_set_id = _SLOT["id"].__set__
+_set_publisher = _SLOT["publisher"].__set__
+_set_ts = _SLOT["ts"].__set__
+_set_data = _SLOT["data"].__set__
+_set_envelope = _SLOT["envelope"].__set__
+_FIELDS: tuple[tuple[str, type], ...] = (
+    ("topic", str),
+    ("schema", str),
+    ("version", int),
+    ("id", str),
+    ("publisher", str),
+    ("ts", int),
+    ("data", dict),
+)
+
+
 def _field(env: Mapping[str, Any], name: str, kind: type) -> Any:
     value = env.get(name)
     if type(value) is not kind:
@@ -213,16 +318,33 @@ def decode_message(topic: bytes, envelope: bytes) -> Message:
         raise DecodeError(f"undecodable message: {exc}") from exc
     if type(env) is not dict:
         raise DecodeError(f"envelope: expected map, got {type(env).__name__}")
-    env_topic = _field(env, "topic", str)
+    # The field checks inline (a call each cost ~0.1 µs a message); _field says what failed.
+    get: Callable[[str], Any] = env.get
+    env_topic, schema, version = get("topic"), get("schema"), get("version")
+    id, publisher, ts, data = get("id"), get("publisher"), get("ts"), get("data")
+    if (
+        type(env_topic) is not str
+        or type(schema) is not str
+        or type(version) is not int
+        or type(id) is not str
+        or type(publisher) is not str
+        or type(ts) is not int
+        or type(data) is not dict
+    ):
+        for name, kind in _FIELDS:
+            _field(env, name, kind)
     if env_topic != topic_s:
         raise DecodeError("envelope.topic differs from the topic frame")
-    return Message(
-        env_topic,
-        _field(env, "schema", str),
-        _field(env, "version", int),
-        _field(env, "id", str),
-        _field(env, "publisher", str),
-        _field(env, "ts", int),
-        _field(env, "data", dict),
-        envelope,
-    )
+    # Message's own slots filled directly: a frozen dataclass's __init__ goes through
+    # object.__setattr__ per field (0.87 -> 0.46 µs a message, measured); the value is the
+    # same Message (equal, hashable, immutable).
+    m = _new_object(Message)
+    _set_topic(m, env_topic)
+    _set_schema(m, schema)
+    _set_version(m, version)
+    _set_id(m, id)
+    _set_publisher(m, publisher)
+    _set_ts(m, ts)
+    _set_data(m, data)
+    _set_envelope(m, envelope)
+    return m

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["STAMP_LEN", "TOPIC_IDLE", "encode_stamp", "read_stamp"]
+__all__ = ["STAMP_LEN", "TOPIC_IDLE", "encode_stamp", "read_stamp", "unpack_stamp"]
 
 _LAYOUT: Final = struct.Struct(">QQ")  # epoch, sequence number
 STAMP_LEN: Final = _LAYOUT.size
@@ -26,6 +26,8 @@ TOPIC_IDLE: Final = 300.0
 
 # (epoch, seq) -> the frame; one struct call (busd calls it for every message it forwards).
 encode_stamp: Final[Callable[[int, int], bytes]] = _LAYOUT.pack
+# A frame of STAMP_LEN bytes -> (epoch, seq); read_stamp checks the length first.
+unpack_stamp: Final[Callable[[bytes], tuple[int, int]]] = _LAYOUT.unpack
 
 
 def read_stamp(frame: bytes) -> tuple[int, int] | None:

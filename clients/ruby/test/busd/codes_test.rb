@@ -37,11 +37,15 @@ class CodesTest < Minitest::Test
     sock&.close
   end
 
-  def test_a_message_without_three_frames_is_bad_frame_with_its_seq
+  # A publish is a header and a topic/envelope pair per message (docs/protocol.md §1.2): a
+  # topic without its envelope is bad_frame under the seq it would have had, and the
+  # complete pairs before it are judged as usual.
+  def test_a_topic_without_its_envelope_is_bad_frame_with_its_seq
     reply = raw_exchange(Busd::Wire.header(7), "release.codes")
     assert_equal [[7, "bad_frame"]], reply["rej"].map { |r| [r["seq"], r["code"]] }
     reply = raw_exchange(Busd::Wire.header(8), "release.codes", MessagePack.pack(GOOD_ENV), "x")
-    assert_equal [[8, "bad_frame"]], reply["rej"].map { |r| [r["seq"], r["code"]] }
+    assert_equal [[8, 8]], reply["acc"]
+    assert_equal [[9, "bad_frame"]], reply["rej"].map { |r| [r["seq"], r["code"]] }
   end
 
   def test_a_header_that_cannot_be_read_is_bad_frame_with_nil_seq

@@ -71,8 +71,8 @@ def test_encoder_envelopes_pass_busds_envelope_check() -> None:
 def test_subscriber_reads_every_frame_shape_without_losing_its_place(
     zctx: zmq.Context[Any],
 ) -> None:
-    """Three frames (busd), two (an older busd), four and one-too-few-stamp shapes: each
-    is read whole, the bad ones counted, and the next message is still read right."""
+    """Three frames (busd), two (an older busd), four, a bad stamp and one frame alone:
+    each is read whole, the bad ones counted, and the next message is still read right."""
     xpub: zmq.Socket[bytes] = zctx.socket(zmq.XPUB)
     xpub.setsockopt(zmq.LINGER, 0)
     port = xpub.bind_to_random_port("tcp://127.0.0.1")
@@ -87,10 +87,11 @@ def test_subscriber_reads_every_frame_shape_without_losing_its_place(
         xpub.send_multipart([b"t", env(2), encode_stamp(9, 2), b"extra"])  # four: bad
         xpub.send_multipart([b"t", env(3)])  # two: an older busd
         xpub.send_multipart([b"t", env(4), b"short"])  # not a stamp: bad
+        xpub.send(b"t")  # one frame: bad
         xpub.send_multipart([b"t", env(5), encode_stamp(9, 3)])
         got = [sub.recv(5) for _ in range(3)]
         assert [m.id for m in got if m is not None] == ["1", "3", "5"]
-        assert sub.bad_messages == 2
+        assert sub.bad_messages == 3
         assert sub.recv(0.05) is None
         assert msgpack.unpackb(got[0].envelope if got[0] else b"\x80")["id"] == "1"
     xpub.close(0)

@@ -125,10 +125,10 @@ class AsyncSubscriber(Subscriptions):
                         return None
                 continue
             try:
-                topic = _recv_frame(view, _NOBLOCK)
+                first = _recv_frame(view, _NOBLOCK, False)
             except _Again:
                 continue
-            message = self._frames(Subscriber._rest(view, topic))
+            message = self._frames(Subscriber._rest(view, first))
             if message is not None:
                 self.latency.observe_ns(time.time_ns() - message.ts)
                 return message

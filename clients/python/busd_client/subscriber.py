@@ -19,7 +19,7 @@ from busd_protocol.messages import DecodeError, Message, decode_message
 __all__ = ["Subscriber", "prefix_bytes"]
 
 # The backend's recv skips pyzmq's sugar layer (recv_multipart asks RCVMORE with a
-# getsockopt per frame): a message costs ~1.3 µs instead of ~3.8 (docs/performance.md).
+# getsockopt per frame): a message costs ~2 µs instead of ~3.8 (docs/performance.md).
 _recv_frame = zmq.backend.Socket.recv
 # zmq_poll on a prepared list: Socket.poll builds a Poller per call (~1 µs more per wait).
 _zmq_poll = zmq.backend.zmq_poll
@@ -134,7 +134,7 @@ class Subscriber(Subscriptions):
             # message is there), until a poll finds one already queued again.
             if self._backlog:
                 try:
-                    topic = _recv_frame(sock, _NOBLOCK)
+                    first = _recv_frame(sock, _NOBLOCK, False)
                 except _Again:
                     self._backlog = False
                     continue
@@ -146,22 +146,20 @@ class Subscriber(Subscriptions):
                     return None
                 self._backlog = _monotonic() - began < _QUEUED
                 try:
-                    topic = _recv_frame(sock, _NOBLOCK)
+                    first = _recv_frame(sock, _NOBLOCK, False)
                 except _Again:  # polled in, yet gone: never block on it
                     continue
-            message = self._decode(self._rest(sock, topic))
+            message = self._decode(self._rest(sock, first))
             if message is not None:
                 return message
 
     @staticmethod
-    def _rest(sock: zmq.Socket[bytes], topic: bytes) -> list[bytes]:
-        """The frames of the message whose first frame was ``topic``. busd sends three
-        (an older one two, docs/protocol.md §3), so the second is always there; the second
-        and third are read as frames to see whether more follow (a message of another shape
-        is read whole, and refused by ``_frames``)."""
-        envelope = _recv_frame(sock, 0, False)
-        frames = [topic, envelope.bytes]
-        more = envelope.more
+    def _rest(sock: zmq.Socket[bytes], first: zmq.Frame) -> list[bytes]:
+        """The frames of the message whose first frame is ``first``, every one read as a
+        frame to see whether more follow (busd sends three, an older one two: any other
+        shape is read whole, and refused by ``_frames``, never mistaken for the next)."""
+        frames = [first.bytes]
+        more = first.more
         while more:
             frame = _recv_frame(sock, 0, False)
             frames.append(frame.bytes)

@@ -12,13 +12,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import busd_only, pool_clients, profile, report, ruby_publisher, systems, workloads
+from bench import (
+    batches,
+    busd_only,
+    cores,
+    pool_clients,
+    profile,
+    report,
+    ruby_publisher,
+    systems,
+    workloads,
+)
 from bench.session import Progress, Session, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS: dict[str, Callable[[Session], None]] = {
     "flat": workloads.flat,
     "flat1k": workloads.flat1k,
+    "batch": batches.batch,
     "paced": workloads.paced,
     "fanout": workloads.fanout,
     "fanin": workloads.fanin,
@@ -27,10 +38,12 @@ WORKLOADS: dict[str, Callable[[Session], None]] = {
     "checks": busd_only.checks,
     "memory": busd_only.memory,
     "pool": pool_clients.pool,
+    "cores": cores.cores,
     "ruby": ruby_publisher.ruby,
 }
-# Need busd: "checks", "memory" and "pool" start their own instances, "ruby" the shared one.
-BUSD_ONLY = ("checks", "memory", "pool", "ruby")
+# Need busd: "checks", "memory", "pool" and "cores" start their own instances, "ruby" the
+# shared one ("batch" runs only on busd systems but is not busd-only: it needs none of its own).
+BUSD_ONLY = ("checks", "memory", "pool", "cores", "ruby")
 
 
 def _names(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -39,6 +52,16 @@ def _names(value: str, known: Sequence[str], what: str) -> list[str]:
         if n not in known:
             raise argparse.ArgumentTypeError(f"unknown {what} {n!r}; known: {', '.join(known)}")
     return names
+
+
+def _sizes(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected batch sizes >= 1 like 1,10,100, got {value!r}")
+    return sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="py-spy profile of busd under 1→1 flat-out (default: on, off with --quick)",
     )
     p.add_argument(
+        "--profile-duration",
+        type=float,
+        metavar="SECONDS",
+        help="how long py-spy samples busd under load (default 3; whole seconds, at least 1)",
+    )
+    p.add_argument(
         "--profile-native",
         action="store_true",
         default=None,
@@ -108,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to prove a busd's checks on, its warm-up included (default 10); a busd "
         "whose checks cannot be proven is not measured and the run exits 1",
     )
+    p.add_argument(
+        "--batch-sizes",
+        type=_sizes,
+        metavar="N[,N]",
+        help="the batch sweep's publisher max_batch values, ratios to the first (default 1,10,100)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON file")
     return p
 
@@ -121,8 +156,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "topics",
         "stall_count",
         "profile",
+        "profile_duration",
         "profile_native",
         "probe_timeout",
+        "batch_sizes",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -150,13 +187,16 @@ def machine() -> dict[str, Any]:
         "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
         "kernel": platform.release(),
+        "loadavg": list(os.getloadavg()),  # other work on the shared machine, at the start
     }
 
 
-def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
+def planned_steps(s: Settings, only: list[str], names: list[str]) -> int:
+    n_systems = len(names)
     per = {
         "flat": s.repeat * n_systems,
         "flat1k": s.repeat * n_systems,
+        "batch": batches.steps(s.repeat, s.batch_sizes, names),
         "paced": s.repeat * n_systems * s.paced_steps,
         "fanout": s.repeat * n_systems,
         "fanin": s.repeat * n_systems,
@@ -165,6 +205,7 @@ def planned_steps(s: Settings, only: list[str], n_systems: int) -> int:
         "checks": 5 * s.repeat,
         "memory": 2,
         "pool": pool_clients.STEPS_PER_REPEAT * s.repeat,
+        "cores": cores.STEPS_PER_REPEAT * s.repeat,
         "ruby": 2 * s.repeat,
     }
     return sum(per[w] for w in only) + (1 if s.profile else 0)
@@ -177,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not set(args.systems) & set(systems.BUSD_SYSTEMS):  # busd-only workloads need busd
         only = [w for w in only if w not in BUSD_ONLY]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    progress = Progress(planned_steps(settings, only, len(args.systems)))
+    progress = Progress(planned_steps(settings, only, list(args.systems)))
     session = Session(settings, list(args.systems), progress)
     meta: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -2,7 +2,9 @@
 
 Publishers: ``zmq-bind`` (a PUB that binds: PUB -> SUB with no broker), ``zmq-connect``
 (a PUB connected to zmq.proxy's XSUB), ``busd-raw`` (a DEALER speaking protocol v1 from
-docs/protocol.md, reading every reply) and ``busd-client`` (busd_client.Publisher).
+docs/protocol.md, reading every reply; ``batch`` K > 1 in its spec: K messages per ZeroMQ
+message, docs/protocol.md §1) and ``busd-client`` (busd_client.Publisher; ``max_batch`` N in
+its spec: ``Publisher(max_batch=N, linger=0.0)`` fed by ``publish_many`` N at a time).
 All send with frame-level ``send``/``SNDMORE``, the cheapest pyzmq path.
 """
 
@@ -18,6 +20,8 @@ import zmq
 from bench import message
 from bench.worker import Control, Spec, Tally, idle_done, run_sync_publisher
 from busd_protocol.frames import encode_header
+
+NO_CLIENT_BATCHING = "batching not available in this client"
 
 _SNDMORE = zmq.SNDMORE
 _NOBLOCK = zmq.NOBLOCK
@@ -85,6 +89,7 @@ class BusdRawPub(ZmqPub):
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self.warm_answered = 0
+        self.batch = int(spec.get("batch", 1))
 
     def warmup(self) -> None:
         self.seq += 1
@@ -100,6 +105,9 @@ class BusdRawPub(ZmqPub):
         self.first_measured = self.seq + 1
 
     def send(self, start: int, n: int) -> None:
+        if self.batch > 1:
+            self._send_batches(start, n)
+            return
         send, encode, topics, frames = self.sock.send, self.env.encode, self.topics, self.frames
         pack = encode_header
         nt = len(topics)
@@ -116,6 +124,23 @@ class BusdRawPub(ZmqPub):
                 while self.seq - self.first_measured + 1 - self.answered > WINDOW:
                     self._read_replies(100)
         self.seq = seq
+
+    def _send_batches(self, start: int, n: int) -> None:
+        """Messages ``start .. start+n-1`` as batches of ``self.batch``: one ZeroMQ message
+        [header(first seq), topic, envelope, topic, envelope, ...] each."""
+        encode, topics, frames, k = self.env.encode, self.topics, self.frames, self.batch
+        nt = len(topics)
+        end = start + n
+        for first in range(start, end, k):
+            parts: list[bytes] = [encode_header(self.seq + 1)]
+            for i in range(first, min(first + k, end)):
+                t = i % nt
+                parts += (frames[t], encode(topics[t]))
+            self.sock.send_multipart(parts)
+            self.seq += (len(parts) - 1) // 2
+            self._read_replies(0)
+            while self.seq - self.first_measured + 1 - self.answered > WINDOW:
+                self._read_replies(100)
 
     def _read_replies(self, wait_ms: int) -> None:
         sock = self.sock
@@ -161,11 +186,18 @@ class BusdClientPub:
     def __init__(self, spec: Spec) -> None:
         from busd_client import Publisher
 
+        self.max_batch = int(spec.get("max_batch", 0))  # 0: the constructor's default
+        batching: dict[str, Any] = {}
+        if self.max_batch:
+            if why := client_batching_missing():
+                raise SystemExit(why)
+            batching = {"max_batch": self.max_batch, "linger": 0.0}
         self.pub = Publisher(
             spec["endpoint"],
             name=spec.get("publisher", message.PUBLISHER),
             timeout=FINISH_TIMEOUT,
             context=zmq.Context(),
+            **batching,
         )
         self.topics = message.topics(spec.get("topics", 1))
         self.warm = message.warmup_topic(spec["index"])
@@ -178,11 +210,25 @@ class BusdClientPub:
         self.pub.flush(FINISH_TIMEOUT)  # warm-up fates are not part of the measurement
 
     def send(self, start: int, n: int) -> None:
+        if self.max_batch > 1:
+            self._send_many(start, n)
+            return
         publish, topics, data = self.pub.publish, self.topics, self.data
         schema, version = message.SCHEMA, message.VERSION
         nt = len(topics)
         for i in range(start, start + n):
             publish(topics[i % nt], schema, version, data)
+
+    def _send_many(self, start: int, n: int) -> None:
+        """``publish_many`` with ``max_batch`` messages at a time: due together, one batch."""
+        many, topics, data, k = self.pub.publish_many, self.topics, self.data, self.max_batch
+        schema, version = message.SCHEMA, message.VERSION
+        nt = len(topics)
+        end = start + n
+        for first in range(start, end, k):
+            many(
+                [(topics[i % nt], schema, version, data) for i in range(first, min(first + k, end))]
+            )
 
     def finish(self) -> dict[str, Any]:
         failures = self.pub.flush()
@@ -198,6 +244,22 @@ class BusdClientPub:
 
     def close(self) -> None:
         self.pub.close(timeout=0.1)
+
+
+def client_batching_missing() -> str | None:
+    """Why busd_client.Publisher cannot batch here (``max_batch``, ``linger``,
+    ``publish_many``: issue 17's client API), or None when it can."""
+    import inspect
+
+    from busd_client import Publisher
+
+    params = inspect.signature(Publisher.__init__).parameters
+    lacks = [p for p in ("max_batch", "linger") if p not in params]
+    if not hasattr(Publisher, "publish_many"):
+        lacks.append("publish_many")
+    if lacks:
+        return f"{NO_CLIENT_BATCHING} (busd_client.Publisher has no {', '.join(lacks)})"
+    return None
 
 
 def run_sub(spec: Spec, control: Control) -> None:

@@ -114,6 +114,7 @@ def run_publisher(spec: Spec, control: Control) -> None:
         result["resent"] = after["resent"] - before["resent"]
         result["late_accepts"] = after["late_accepts"] - before["late_accepts"]
         result["brokers"] = after["brokers"]
+        result["brokers_before"] = before["brokers"]  # the warm-up's share, to subtract
     control.say(json.dumps(result))
     control.exit.wait(120)
     pub.close(timeout=0.5)

@@ -56,6 +56,7 @@ class Probe:
     rounds: int = 0
     waited_ms: int = 0
     gave_up: str = ""  # why the probe stopped before proving anything, or ""
+    batch: int = 0  # the ``batch`` busd's replies advertise (most messages per batch); 0: none
 
     def proves(self, expect: Expect) -> bool:
         return (
@@ -95,9 +96,10 @@ def _cases() -> dict[str, tuple[str, bytes]]:
 
 def _round(
     socks: dict[str, zmq.Socket[bytes]], first_seq: int, deadline: float
-) -> tuple[dict[str, str], int]:
+) -> tuple[dict[str, str], int, int]:
     """Send the three cases (seqs from ``first_seq``), each on its publisher's socket; their
-    codes and the longest ``retry_after_ms`` among ``not_ready`` answers."""
+    codes, the longest ``retry_after_ms`` among ``not_ready`` answers and the largest
+    ``batch`` a reply advertised (docs/protocol.md §2; 0 when none did)."""
     by_seq: dict[int, str] = {}
     for i, (case, (publisher, body)) in enumerate(_cases().items()):
         by_seq[first_seq + i] = case
@@ -108,7 +110,7 @@ def _round(
     for sock in set(socks.values()):
         poller.register(sock, zmq.POLLIN)
     codes: dict[str, str] = {}
-    retry_ms = 0
+    retry_ms = batch = 0
     while by_seq:
         wait = min(REPLY_WAIT_MS, max(1, int((deadline - time.monotonic()) * 1000)))
         ready = poller.poll(wait)
@@ -116,6 +118,9 @@ def _round(
             break
         for sock, _ in ready:
             reply = msgpack.unpackb(sock.recv())
+            advertised = reply.get("batch")
+            if isinstance(advertised, int) and not isinstance(advertised, bool):
+                batch = max(batch, advertised)
             for lo, hi in reply["acc"]:
                 for s in range(lo, hi + 1):
                     if s in by_seq:
@@ -127,7 +132,7 @@ def _round(
                         retry_ms = max(retry_ms, int(rej.get("retry_after_ms", 0)))
     for case in by_seq.values():
         codes[case] = "no answer"
-    return codes, retry_ms
+    return codes, retry_ms, batch
 
 
 def _sockets(
@@ -172,11 +177,12 @@ def probe_busd(
     started = time.monotonic()
     deadline = started + timeout
     codes: dict[str, str] = {}
-    rounds = waited_ms = 0
+    rounds = waited_ms = batch = 0
     gave_up = ""
     try:
         while True:
-            codes, retry_ms = _round(socks, 1 + 3 * rounds, deadline)
+            codes, retry_ms, advertised = _round(socks, 1 + 3 * rounds, deadline)
+            batch = max(batch, advertised)
             rounds += 1
             probe = Probe(
                 codes.get("schema") == "invalid",
@@ -185,6 +191,7 @@ def probe_busd(
                 codes,
                 rounds,
                 waited_ms,
+                batch=batch,
             )
             if probe.proves(expect):
                 return probe
@@ -215,6 +222,7 @@ def probe_busd(
         rounds,
         waited_ms,
         gave_up,
+        batch,
     )
 
 
@@ -231,10 +239,35 @@ def start_checked(
     if keys is not None:
         opts = replace(opts, extra=opts.extra + keys.busd_flags())
     server = servers.start_busd(opts, name=name)
+    _prove(server, expect, timeout, keys)
+    return server
+
+
+def _prove(server: Server, expect: Expect, timeout: float, keys: CurveKeys | None) -> None:
     probe = probe_busd(server, expect, timeout, keys)
     server.notes["checks"] = probe.as_dict()
     server.notes["expected_checks"] = asdict(expect)
     if not probe.proves(expect):
         server.stop()
-        raise Unproven(f"{name}: {probe.why_not(expect)}")
-    return server
+        raise Unproven(f"{server.name}: {probe.why_not(expect)}")
+
+
+def start_checked_all(
+    names: list[str],
+    opts: BusdOptions = DEFAULT_OPTIONS,
+    expect: Expect = ALL_ON,
+    timeout: float = PROBE_TIMEOUT,
+) -> list[Server]:
+    """Like ``start_checked`` for several busd at once: all started, then each proven (their
+    warm-ups overlap); on ``Unproven`` every one of them is stopped."""
+    started: list[Server] = []
+    try:
+        for name in names:
+            started.append(servers.start_busd(opts, name=name))
+        for server in started:
+            _prove(server, expect, timeout, None)
+    except Unavailable:
+        for server in started:
+            server.stop()
+        raise
+    return started

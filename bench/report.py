@@ -274,21 +274,107 @@ def pool_lines(session: Session) -> list[str]:
     ]
 
 
+def _us(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def batch_lines(session: Session) -> list[str]:
+    """The batch sweep (bench.batches): by publisher max_batch, ratios from the same run."""
+    b = session.results.get("batch")
+    if not b or not b.get("runs"):
+        return []
+    sizes = [str(n) for n in b["sizes"]]
+    nats = _median(session, "flat", "nats").get("delivered")
+    head = " | ".join(f"max_batch {n}" for n in sizes)
+    lines = [
+        f"1→1 flat-out by publisher batch size (checks on; busd advertises batch="
+        f"{b['advertised'] or 'none'}; client batching: {b['client_batching']}):",
+        "",
+        f"| publisher | figure | {head} |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
+    for name, by_size in b["median"].items():
+        why = b["unavailable"].get(name, {})
+        med = {n: by_size.get(n) or {} for n in sizes}
+        base = med[sizes[0]].get("delivered")
+        rows: list[tuple[str, Any]] = [
+            ("delivered msg/s", lambda m: rate(m.get("delivered"))),
+            (f"÷ max_batch {sizes[0]}", lambda m, base=base: _ratio(m.get("delivered"), base)),
+            ("÷ NATS 1→1 (same run)", lambda m: _ratio(m.get("delivered"), nats)),
+            ("busd CPU µs/msg", lambda m: _us(m.get("server_cpu_us_per_msg"))),
+            ("publisher CPU µs/msg", lambda m: _us(m.get("publisher_cpu_us_per_msg"))),
+            ("every publish answered, 0 loss", lambda m: _yes(m) if m else "—"),
+        ]
+        for i, (figure, get) in enumerate(rows):
+            label = systems.SYSTEMS[name].label if i == 0 else ""
+            cells = " | ".join("not run" if n in why else get(med[n]) for n in sizes)
+            lines.append(f"| {label} | {figure} | {cells} |")
+    for name, why in b["unavailable"].items():
+        for n, text in why.items():
+            lines.append(f"- {name}, max_batch {n}: not run: {text}")
+    return lines
+
+
+def _yes(m: dict[str, Any]) -> str:
+    ok = m.get("every_publish_answered") and m.get("zero_loss_all_runs")
+    return "yes" if ok else "NO"
+
+
+def cores_lines(session: Session) -> list[str]:
+    """The cores workload (bench.cores): two busd as a pool against one, same run."""
+    c = session.results.get("cores")
+    if not c or "median" not in c:
+        return []
+    from bench.cores import KINDS
+
+    m, r = c["median"], c["median"]["ratios"]
+    lines = [
+        f"one busd against two as a pool on this host ({c['publishers']} publishers flat out, "
+        "1 subscriber, checks on and proven on both; medians; ratio: median of two ÷ one "
+        "from the same repeat):",
+        "",
+        "| clients | setup | delivered msg/s | busd CPU µs per delivered msg (all busd) | lost |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, title in KINDS.items():
+        side = "busd_client" if kind.startswith("client") else "raw publishers"
+        f = m[kind]
+        lines.append(
+            f"| {side} | {title} | {rate(f['delivered'])} | {_us(f['busd_cpu_us_per_msg'])} | "
+            f"{_fig(f['lost'], '.0f')} |"
+        )
+        if kind.endswith("_2"):
+            pre = kind.split("_")[0]
+            lines.append(
+                f"| | **two ÷ one** | {_times(r[f'{pre}_delivered'])} | "
+                f"{_times(r[f'{pre}_busd_cpu_us_per_msg'])} | |"
+            )
+    lines.append(
+        "- load average (1, 5, 15 min) at start / end: "
+        f"{' '.join(f'{x:.1f}' for x in c['loadavg_start'])} / "
+        f"{' '.join(f'{x:.1f}' for x in c.get('loadavg_end', ()))}"
+    )
+    return lines
+
+
 def render(session: Session, meta: dict[str, Any]) -> str:
     parts = [
         f"busd benchmark, {meta['date']} — `{meta['command']}`",
         f"machine: {meta['machine']['nproc']} cores, {meta['machine']['cpu']}; "
         f"Python {meta['machine']['python']}, pyzmq {meta['machine']['pyzmq']} / libzmq "
-        f"{meta['machine']['libzmq']}; medians of {session.settings.repeat} run(s)",
+        f"{meta['machine']['libzmq']}; medians of {session.settings.repeat} run(s); load "
+        f"average at start {' '.join(f'{x:.1f}' for x in meta['machine'].get('loadavg', ()))}",
         "",
     ]
     parts += main_table(session)
     for section in (
         busd_lines(session),
         cpu_lines(session),
+        batch_lines(session),
         checks_lines(session),
         memory_lines(session),
         pool_lines(session),
+        cores_lines(session),
         ruby_publisher.lines(session),
         profile_lines(session),
     ):

@@ -33,6 +33,7 @@ class Settings:
     profile_duration: float = 3.0
     busd_flags: tuple[str, ...] = ()  # more flags for every busd the session starts
     probe_timeout: float = 10.0  # seconds to prove a busd's checks on (warm-up included)
+    batch_sizes: tuple[int, ...] = (1, 10, 100)  # the batch sweep's publisher max_batch values
 
     @classmethod
     def quick(cls) -> Settings:

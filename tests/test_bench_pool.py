@@ -1,9 +1,10 @@
-"""The benchmark's ``pool`` workload runs end to end on a tiny load and its counts add up.
+"""The benchmark's ``pool`` and ``cores`` workloads run end to end on a tiny load and their
+counts add up.
 
-No timed assertions: only that `python -m bench --only pool` starts its own brokers, runs
-every trial once, prints the pool table with same-run ratios, and that what publishers were
+No timed assertions: only that `python -m bench --only pool,cores` starts its own brokers,
+runs every trial once, prints the tables with same-run ratios, and that what publishers were
 told was accepted reached the subscribers (the kill -9 included: the killed broker had
-carried messages and its connection dropped).
+carried messages and its connection dropped; two brokers: both carried messages).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ def pool_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, A
             "bench",
             "--quick",
             "--only",
-            "pool",
+            "pool,cores",
             "--systems",
             "busd",
             "--messages",
             str(MESSAGES),
             "--no-profile",
+            "--busd-flag=--warmup=0",  # the cores brokers; the pool's keep their warm-up
             "--out",
             str(out),
         ],
@@ -113,3 +115,34 @@ def test_pool_table_prints_ratios_to_the_same_run_baseline(
     assert "| figure | baseline | pool | ratio |" in table
     assert f"{ratios['publish_pool_3']:.2f}×" in table
     assert "kill -9 of 1 of 3" in table
+
+
+CORES = ("client_1", "client_2", "raw_1", "raw_2")
+
+
+@pytest.mark.timeout(60)
+def test_cores_runs_one_and_two_busd_with_checks_proven_and_nothing_lost(
+    pool_run: tuple[str, dict[str, Any]],
+) -> None:
+    """Both brokers' checks are proven; every trial ran once; each publisher's messages
+    (two publishers) reached the subscriber once; with two brokers both carried traffic."""
+    table, doc = pool_run
+    cores = doc["results"]["cores"]
+    assert [c["codes"]["schema"] for c in cores["checks"]] == ["invalid", "invalid"]
+    assert {k: len(cores["runs"][k]) for k in CORES} == dict.fromkeys(CORES, 1)
+    for kind in ("client_1", "client_2"):
+        (run,) = cores["runs"][kind]
+        assert run["sent"] == run["accepted"] == run["received"] == 2 * MESSAGES, kind
+        assert run["lost"] == 0 and run["duplicates"] == 0 and run["failed"] == 0, kind
+    (two,) = cores["runs"]["client_2"]
+    pooled = two["per_broker_accepted"]  # measured messages only, warm-up subtracted
+    assert len(pooled) == 2 and all(n > 0 for n in pooled), pooled  # round robin: both used
+    assert sum(pooled) == two["accepted"], pooled
+    for kind in ("raw_1", "raw_2"):
+        (run,) = cores["runs"][kind]
+        assert run["sent"] == run["received"] == 2 * MESSAGES, kind
+        assert run["busd"]["zero_loss"] and run["busd"]["every_publish_answered"], kind
+    ratios = cores["median"]["ratios"]
+    assert ratios["client_delivered"] > 0 and ratios["raw_delivered"] > 0
+    assert "one busd against two as a pool on this host" in table
+    assert f"| | **two ÷ one** | {ratios['raw_delivered']:.2f}× |" in table

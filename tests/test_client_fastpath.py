@@ -4,7 +4,6 @@ frame-level receive."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgpack
@@ -21,7 +20,7 @@ from busd_protocol.stamps import encode_stamp
 
 DATA: dict[str, Any] = {"slug": "https://apps.example/x", "cmd": "bin/web", "env": {"A": "é"}}
 CASES: list[tuple[Any, Any, Any, Any, str, int]] = [
-    ("release.shop", "release", 2, DATA, "0123456789abcdef0000000001", time.time_ns()),
+    ("release.shop", "release", 2, DATA, "0123456789abcdef0000000001", 1_796_183_368_090_120_938),
     ("release.shöp", "release", 2, {}, "x" * 128, 0),  # a long id: str8
     ("t", "s", 2**40, {"n": [1, 2.5, None, True]}, "id", 2**64 - 1),
     ("t", "s", True, DATA, "id", 5),  # not an int version: the plain encoding

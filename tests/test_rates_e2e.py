@@ -134,6 +134,10 @@ def test_rate_1000_burst_100_offered_5000_per_second_accepts_rate_plus_burst(
     with ControlClient(busd.control) as control:
         control.call("rates.set", key="publish", rate=1000, burst=100)
     sock = dealer(zctx, busd.pub_endpoint)
+    # Replies are read after the last send: with libzmq's default receive queue (1,000) a
+    # busy machine's many small wake-ups could fill busd's reply queue to this publisher, and
+    # busd cuts a publisher that does not read its replies (docs/protocol.md §2.5).
+    sock.setsockopt(zmq.RCVHWM, 0)
     body = msgpack.packb(envelope())
     topic = b"release.shop"
     count, per_ms = 10_000, 5

@@ -176,36 +176,58 @@ class StateCache:
 def keyer(schema: str, rule: StateRule, checked: bool) -> Keyer:
     """``schema``'s key function: the key is (schema, *the key fields' values). ``checked``:
     payloads were validated against the schema, so the key fields are present strings or
-    integers (the declaration requires it, docs/schemas.md §7); otherwise (schema checks
-    off) each is checked, and a payload without a usable key is not held. On the hot path:
-    one call per accepted message of a state schema."""
+    integers (the loader refuses a declaration whose key fields are not required strings or
+    integers of every active and deprecated version, docs/schemas.md §7); otherwise (schema
+    checks off) each is checked, and a payload without a usable key is not held.
+
+    On the hot path: one call per accepted message of a state schema. The checked one is
+    generated for the rule (as the schema checks are, ``busd_protocol.schemas.codegen``): the
+    key tuple built from subscripts of the decoded payload, the ``ends`` test only when the
+    rule has one, and the expiry computed once per ``now`` (the broker passes one clock
+    reading per wake-up, so a batch shares one float instead of allocating one a message)."""
+    if not checked:
+        return _checked_keyer(schema, rule)
+    values = ", ".join(f"data[{name!r}]" for name in rule.key)
+    lines = ["def key_of(data, now):"]
+    if rule.ttl_s is None:
+        expires = "_INF"  # never expires
+    else:
+        lines += [
+            "    global _now, _expires",
+            "    if now is not _now:",
+            "        _now, _expires = now, now + _TTL",
+        ]
+        expires = "_expires"
+    end = "False"
+    if rule.ends is not None:
+        lines += [
+            f"    value = data.get({rule.ends.field!r})",
+            "    try:",  # the values are strings or integers: not True for 1, nor 1.0
+            "        end = value in _ENDS and (type(value) is str or type(value) is int)",
+            "    except TypeError:",  # an unhashable value (list, map) ends nothing
+            "        end = False",
+        ]
+        end = "end"
+    lines.append(f"    return ({schema!r}, {values}), {end}, {expires}")
+    source = "\n".join(lines) + "\n"
+    namespace: dict[str, Any] = {
+        "_INF": _INF,
+        "_TTL": rule.ttl_s,
+        "_ENDS": rule.ends.values if rule.ends is not None else frozenset(),
+        "_now": None,
+        "_expires": _INF,
+    }
+    exec(compile(source, f"<state key of {schema}>", "exec"), namespace)  # noqa: S102
+    key_of: Keyer = namespace["key_of"]
+    key_of.__doc__ = source  # the generated code is its own description
+    return key_of
+
+
+def _checked_keyer(schema: str, rule: StateRule) -> Keyer:
+    """Schema checks off: each key field must be a string or an integer, else no key."""
     fields = rule.key
     ttl = _INF if rule.ttl_s is None else rule.ttl_s  # now + inf is inf: never expires
-    ends = rule.ends
-    end_field = ends.field if ends is not None else ""
-    end_values = ends.values if ends is not None else frozenset()
-
-    def ended(data: dict[str, Any]) -> bool:
-        value = data.get(end_field)
-        kind = type(value)
-        return (kind is str or kind is int) and value in end_values
-
-    if checked and ends is None:
-
-        def plain_key(data: dict[str, Any], now: float) -> StateKey | None:
-            return (schema, *map(data.get, fields)), False, now + ttl
-
-        return plain_key
-
-    if checked:
-
-        def key_and_end(data: dict[str, Any], now: float) -> StateKey | None:
-            value = data.get(end_field)
-            kind = type(value)
-            end = (kind is str or kind is int) and value in end_values
-            return (schema, *map(data.get, fields)), end, now + ttl
-
-        return key_and_end
+    is_end = rule.is_end
 
     def checked_key(data: dict[str, Any], now: float) -> StateKey | None:
         values = tuple(map(data.get, fields))
@@ -213,6 +235,6 @@ def keyer(schema: str, rule: StateRule, checked: bool) -> Keyer:
             kind = type(value)
             if kind is not str and kind is not int:
                 return None
-        return (schema, *values), ends is not None and ended(data), now + ttl
+        return (schema, *values), is_end(data), now + ttl
 
     return checked_key

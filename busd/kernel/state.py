@@ -4,8 +4,9 @@ A state schema's meta.json names the payload fields that form its key
 (``busd_protocol.schemas.state``); ``Admission`` records the key of each message it accepts
 (``Admission.state_key``) and the broker, once it has stamped and forwarded the message,
 calls ``put`` (or ``end`` for a message that ends its entry). An entry is an immutable tuple
-(topic bytes, envelope bytes, epoch, seq, expires_at): the original frames, never
-re-encoded, and the stamp they were forwarded with.
+(topic bytes, envelope bytes, epoch, seq, expires_at, key): the original frames, never
+re-encoded, the stamp they were forwarded with, and the key object the dict holds (an
+update re-inserts that one, so the held key and an equal topic stay put).
 
 Entries live in one dict in update order (an update pops and re-inserts its key), so the
 front is the least recently updated entry. Bounds: ``max_entries`` entries and ``max_bytes``
@@ -30,9 +31,9 @@ from busd_protocol.schemas.state import StateRule
 
 __all__ = ["Entry", "Keyer", "StateCache", "StateKey", "StateStatistics", "keyer"]
 
-# (topic bytes, envelope bytes, epoch, seq, expires_at monotonic seconds or inf)
-Entry = tuple[bytes, bytes, int, int, float]
 Key = tuple[Any, ...]  # (schema name, *the key fields' values)
+# (topic bytes, envelope bytes, epoch, seq, expires_at monotonic seconds or inf, its key)
+Entry = tuple[bytes, bytes, int, int, float, Key]
 # (key, whether the message ends its entry, when the entry expires: monotonic or inf)
 StateKey = tuple[Key, bool, float]
 # A schema's key function: (payload, now) -> its StateKey, or None when it has no usable key
@@ -96,7 +97,7 @@ class StateCache:
         size = len(topic_b) + len(env_b)
         if old is not None:
             self.bytes -= len(old[0]) + len(old[1])
-        entries[key] = (topic_b, env_b, epoch, seq, expires_at)
+        entries[key] = (topic_b, env_b, epoch, seq, expires_at, key)
         self.bytes += size
         self.stored += 1
         if len(entries) > self.max_entries or self.bytes > self.max_bytes:
@@ -106,7 +107,9 @@ class StateCache:
         self, state_key: StateKey, topic_b: bytes, env_b: bytes, epoch: int, seq: int
     ) -> None:
         """An accepted, forwarded message of a state schema (``Admission.state_key``); on the
-        hot path: ``put`` and ``end`` inlined."""
+        hot path: ``put`` and ``end`` inlined. An update keeps the key and topic objects it
+        already holds (the new message's are freed while still in the CPU's cache, and
+        fewer cold objects are freed and reused: holding is what costs, not the dict)."""
         key, ends, expires_at = state_key
         entries = self.entries
         old = entries.pop(key, None)
@@ -115,9 +118,15 @@ class StateCache:
                 self.bytes -= len(old[0]) + len(old[1])
                 self.ended += 1
             return
-        entries[key] = (topic_b, env_b, epoch, seq, expires_at)
-        size = len(topic_b) + len(env_b)
-        held = self.bytes = self.bytes + (size if old is None else size - len(old[0]) - len(old[1]))
+        if old is None:
+            entries[key] = (topic_b, env_b, epoch, seq, expires_at, key)
+            held = self.bytes = self.bytes + len(topic_b) + len(env_b)
+        else:
+            key, was = old[5], old[0]
+            if was == topic_b:
+                topic_b = was
+            held = self.bytes = self.bytes + len(topic_b) + len(env_b) - len(was) - len(old[1])
+            entries[key] = (topic_b, env_b, epoch, seq, expires_at, key)
         self.stored += 1
         if held > self.max_bytes or len(entries) > self.max_entries:
             self._evict()

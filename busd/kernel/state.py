@@ -4,8 +4,9 @@ A state schema's meta.json names the payload fields that form its key
 (``busd_protocol.schemas.state``); ``Admission`` records the key of each message it accepts
 (``Admission.state_key``) and the broker, once it has stamped and forwarded the message,
 calls ``put`` (or ``end`` for a message that ends its entry). An entry is an immutable tuple
-(topic bytes, envelope bytes, epoch, seq, expires_at): the original frames, never
-re-encoded, and the stamp they were forwarded with.
+(topic bytes, envelope bytes, epoch, seq, expires_at, key): the original frames, never
+re-encoded, the stamp they were forwarded with, and the key object the dict holds (an
+update re-inserts that one, so the held key and an equal topic stay put).
 
 Entries live in one dict in update order (an update pops and re-inserts its key), so the
 front is the least recently updated entry. Bounds: ``max_entries`` entries and ``max_bytes``
@@ -30,9 +31,9 @@ from busd_protocol.schemas.state import StateRule
 
 __all__ = ["Entry", "Keyer", "StateCache", "StateKey", "StateStatistics", "keyer"]
 
-# (topic bytes, envelope bytes, epoch, seq, expires_at monotonic seconds or inf)
-Entry = tuple[bytes, bytes, int, int, float]
 Key = tuple[Any, ...]  # (schema name, *the key fields' values)
+# (topic bytes, envelope bytes, epoch, seq, expires_at monotonic seconds or inf, its key)
+Entry = tuple[bytes, bytes, int, int, float, Key]
 # (key, whether the message ends its entry, when the entry expires: monotonic or inf)
 StateKey = tuple[Key, bool, float]
 # A schema's key function: (payload, now) -> its StateKey, or None when it has no usable key
@@ -96,7 +97,7 @@ class StateCache:
         size = len(topic_b) + len(env_b)
         if old is not None:
             self.bytes -= len(old[0]) + len(old[1])
-        entries[key] = (topic_b, env_b, epoch, seq, expires_at)
+        entries[key] = (topic_b, env_b, epoch, seq, expires_at, key)
         self.bytes += size
         self.stored += 1
         if len(entries) > self.max_entries or self.bytes > self.max_bytes:
@@ -106,7 +107,9 @@ class StateCache:
         self, state_key: StateKey, topic_b: bytes, env_b: bytes, epoch: int, seq: int
     ) -> None:
         """An accepted, forwarded message of a state schema (``Admission.state_key``); on the
-        hot path: ``put`` and ``end`` inlined."""
+        hot path: ``put`` and ``end`` inlined. An update keeps the key and topic objects it
+        already holds (the new message's are freed while still in the CPU's cache, and
+        fewer cold objects are freed and reused: holding is what costs, not the dict)."""
         key, ends, expires_at = state_key
         entries = self.entries
         old = entries.pop(key, None)
@@ -115,9 +118,15 @@ class StateCache:
                 self.bytes -= len(old[0]) + len(old[1])
                 self.ended += 1
             return
-        entries[key] = (topic_b, env_b, epoch, seq, expires_at)
-        size = len(topic_b) + len(env_b)
-        held = self.bytes = self.bytes + (size if old is None else size - len(old[0]) - len(old[1]))
+        if old is None:
+            entries[key] = (topic_b, env_b, epoch, seq, expires_at, key)
+            held = self.bytes = self.bytes + len(topic_b) + len(env_b)
+        else:
+            key, was = old[5], old[0]
+            if was == topic_b:
+                topic_b = was
+            held = self.bytes = self.bytes + len(topic_b) + len(env_b) - len(was) - len(old[1])
+            entries[key] = (topic_b, env_b, epoch, seq, expires_at, key)
         self.stored += 1
         if held > self.max_bytes or len(entries) > self.max_entries:
             self._evict()
@@ -176,36 +185,58 @@ class StateCache:
 def keyer(schema: str, rule: StateRule, checked: bool) -> Keyer:
     """``schema``'s key function: the key is (schema, *the key fields' values). ``checked``:
     payloads were validated against the schema, so the key fields are present strings or
-    integers (the declaration requires it, docs/schemas.md §7); otherwise (schema checks
-    off) each is checked, and a payload without a usable key is not held. On the hot path:
-    one call per accepted message of a state schema."""
+    integers (the loader refuses a declaration whose key fields are not required strings or
+    integers of every active and deprecated version, docs/schemas.md §7); otherwise (schema
+    checks off) each is checked, and a payload without a usable key is not held.
+
+    On the hot path: one call per accepted message of a state schema. The checked one is
+    generated for the rule (as the schema checks are, ``busd_protocol.schemas.codegen``): the
+    key tuple built from subscripts of the decoded payload, the ``ends`` test only when the
+    rule has one, and the expiry computed once per ``now`` (the broker passes one clock
+    reading per wake-up, so a batch shares one float instead of allocating one a message)."""
+    if not checked:
+        return _checked_keyer(schema, rule)
+    values = ", ".join(f"data[{name!r}]" for name in rule.key)
+    lines = ["def key_of(data, now):"]
+    if rule.ttl_s is None:
+        expires = "_INF"  # never expires
+    else:
+        lines += [
+            "    global _now, _expires",
+            "    if now is not _now:",
+            "        _now, _expires = now, now + _TTL",
+        ]
+        expires = "_expires"
+    end = "False"
+    if rule.ends is not None:
+        lines += [
+            f"    value = data.get({rule.ends.field!r})",
+            "    try:",  # the values are strings or integers: not True for 1, nor 1.0
+            "        end = value in _ENDS and (type(value) is str or type(value) is int)",
+            "    except TypeError:",  # an unhashable value (list, map) ends nothing
+            "        end = False",
+        ]
+        end = "end"
+    lines.append(f"    return ({schema!r}, {values}), {end}, {expires}")
+    source = "\n".join(lines) + "\n"
+    namespace: dict[str, Any] = {
+        "_INF": _INF,
+        "_TTL": rule.ttl_s,
+        "_ENDS": rule.ends.values if rule.ends is not None else frozenset(),
+        "_now": None,
+        "_expires": _INF,
+    }
+    exec(compile(source, f"<state key of {schema}>", "exec"), namespace)  # noqa: S102
+    key_of: Keyer = namespace["key_of"]
+    key_of.__doc__ = source  # the generated code is its own description
+    return key_of
+
+
+def _checked_keyer(schema: str, rule: StateRule) -> Keyer:
+    """Schema checks off: each key field must be a string or an integer, else no key."""
     fields = rule.key
     ttl = _INF if rule.ttl_s is None else rule.ttl_s  # now + inf is inf: never expires
-    ends = rule.ends
-    end_field = ends.field if ends is not None else ""
-    end_values = ends.values if ends is not None else frozenset()
-
-    def ended(data: dict[str, Any]) -> bool:
-        value = data.get(end_field)
-        kind = type(value)
-        return (kind is str or kind is int) and value in end_values
-
-    if checked and ends is None:
-
-        def plain_key(data: dict[str, Any], now: float) -> StateKey | None:
-            return (schema, *map(data.get, fields)), False, now + ttl
-
-        return plain_key
-
-    if checked:
-
-        def key_and_end(data: dict[str, Any], now: float) -> StateKey | None:
-            value = data.get(end_field)
-            kind = type(value)
-            end = (kind is str or kind is int) and value in end_values
-            return (schema, *map(data.get, fields)), end, now + ttl
-
-        return key_and_end
+    is_end = rule.is_end
 
     def checked_key(data: dict[str, Any], now: float) -> StateKey | None:
         values = tuple(map(data.get, fields))
@@ -213,6 +244,6 @@ def keyer(schema: str, rule: StateRule, checked: bool) -> Keyer:
             kind = type(value)
             if kind is not str and kind is not int:
                 return None
-        return (schema, *values), ends is not None and ended(data), now + ttl
+        return (schema, *values), is_end(data), now + ttl
 
     return checked_key

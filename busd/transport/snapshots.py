@@ -326,7 +326,7 @@ class Snapshots:
         stop = min(n, i + _SCAN) if prefix else n
         stamp = encode_stamp
         while i < stop and count < size:
-            topic_b, env_b, epoch, seq, expires = entries[i]
+            topic_b, env_b, epoch, seq, expires, _key = entries[i]
             i += 1
             if expires > now and topic_b.startswith(prefix):
                 frames += (topic_b, env_b, stamp(epoch, seq))

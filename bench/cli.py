@@ -20,6 +20,7 @@ from bench import (
     profile,
     report,
     ruby_publisher,
+    state,
     systems,
     workloads,
 )
@@ -40,10 +41,11 @@ WORKLOADS: dict[str, Callable[[Session], None]] = {
     "pool": pool_clients.pool,
     "cores": cores.cores,
     "ruby": ruby_publisher.ruby,
+    "state": state.workload,
 }
-# Need busd: "checks", "memory", "pool" and "cores" start their own instances, "ruby" the
+# Need busd: "checks", "memory", "pool", "cores" and "state" start their own instances, "ruby" the
 # shared one ("batch" runs only on busd systems but is not busd-only: it needs none of its own).
-BUSD_ONLY = ("checks", "memory", "pool", "cores", "ruby")
+BUSD_ONLY = ("checks", "memory", "pool", "cores", "ruby", "state")
 
 
 def _names(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -207,6 +209,7 @@ def planned_steps(s: Settings, only: list[str], names: list[str]) -> int:
         "pool": pool_clients.STEPS_PER_REPEAT * s.repeat,
         "cores": cores.STEPS_PER_REPEAT * s.repeat,
         "ruby": 2 * s.repeat,
+        "state": 3,
     }
     return sum(per[w] for w in only) + (1 if s.profile else 0)
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import ruby_publisher, systems
+from bench import ruby_publisher, state, systems
 from bench.session import Session
 
 RATE_COLUMNS = (
@@ -376,6 +376,7 @@ def render(session: Session, meta: dict[str, Any]) -> str:
         pool_lines(session),
         cores_lines(session),
         ruby_publisher.lines(session),
+        state.lines(session),
         profile_lines(session),
     ):
         if section:

@@ -32,6 +32,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from bench.session import Session
 from busd.kernel.admission import Admission
 from busd.kernel.schemas import SchemaGate
 from busd.kernel.state import StateCache
@@ -367,6 +368,60 @@ def _live_data(seq: int) -> dict[str, Any]:
         "version": "1",
         "reported_at": seq,
     }
+
+
+def workload(session: Session) -> None:
+    """The ``state`` row of ``make bench`` (three steps: cost, snapshot, live p99); with
+    ``--quick`` (one repeat) 20,000 messages x 3 rounds and 2 s of live traffic."""
+    quick = session.settings.repeat == 1
+    n, rounds = (20_000, 3) if quick else (100_000, 7)
+    out: dict[str, Any] = {"messages": n, "rounds": rounds}
+    session.results["state"] = out
+    steps = {
+        "cost": lambda root: cost(root, n, rounds),
+        "snapshot": lambda root: snapshot_times(root, 100_000),
+        "live": lambda root: live_p99(root, 100_000, 2.0 if quick else 5.0),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
+        for name, run in steps.items():
+            try:
+                out[name] = run(Path(tmp) / name)
+            except (AssertionError, OSError, RuntimeError, zmq.ZMQError) as exc:
+                session.error("state", name, exc)
+                session.progress.step(f"state · {name}: failed")
+                continue
+            session.progress.step(f"state · {name}: done")
+
+
+def lines(session: Session) -> list[str]:
+    """The report's state section: what holding the latest message per key costs."""
+    out = session.results.get("state")
+    if not out:
+        return []
+    said = ["State (docs/protocol.md §3.2; raw publisher, 10,000 keys, checks on):"]
+    c = out.get("cost")
+    if c:
+        said.append(
+            f"- busd CPU per accepted message ({out['messages']:,} x {out['rounds']} rounds): "
+            f"state {c['state_us']:.1f} µs, plain {c['plain_us']:.1f} µs (lowest rounds); "
+            f"state ÷ plain, median of the rounds' paired ratios: "
+            f"{c['paired_extra_pct']:+.1f} % (target ≤ +10 %)"
+        )
+    snap = out.get("snapshot")
+    if snap:
+        said.append(
+            f"- snapshot of {snap['entries']:,.0f} entries: first part {snap['first_ms']:.1f} ms, "
+            f"end {snap['end_ms']:.0f} ms, busd CPU {snap['busd_cpu_ms']:.0f} ms; busd RSS "
+            f"{snap['rss_mb_empty']:.0f} MB empty, {snap['rss_mb_full']:.0f} MB holding them"
+        )
+    live = out.get("live")
+    if live:
+        said.append(
+            f"- live 1,000 msg/s, publish -> subscriber p99: {live['quiet_p99_ms']:.2f} ms "
+            f"without snapshots, {live['snapshot_p99_ms']:.2f} ms during "
+            f"{live['snapshots']:.0f} back-to-back 100,000-entry snapshots"
+        )
+    return said
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,24 +217,10 @@ class AsyncDriver(CoreFacade[R]):
         """Publish several messages given together; see SyncDriver.publish_many."""
         if self._closed:
             raise ClosedError("publisher is closed")
-        core, receipt = self.core, self._receipt
-        compose = core.compose
         now = _monotonic()
-        ps = [
-            compose(
-                receipt,
-                m[0],
-                m[1],
-                m[2],
-                m[3],
-                m[4] if len(m) > 4 else None,
-                retry_deadline,
-                wait_when_disabled,
-                now,
-                _time_ns(),
-            )
-            for m in messages
-        ]
+        ps = self.core.compose_many(
+            self._receipt, messages, retry_deadline, wait_when_disabled, now, _time_ns
+        )
         strategy, ledger = self._strategy, self._ledger
         for p in ps:
             p._owner = self

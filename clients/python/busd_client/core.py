@@ -31,7 +31,7 @@ import enum
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import msgpack
@@ -297,6 +297,34 @@ class PublishCore:
         wd = self.wait_when_disabled if wait_when_disabled is DEFAULT else wait_when_disabled
         retry_until = now + rd if rd else 0.0
         return cls(topic, frame, envelope, id, retry_until, wd)
+
+    def compose_many(  # noqa: PLR0917 (internal, like compose)
+        self,
+        cls: type[P],
+        messages: Iterable[Sequence[Any]],
+        retry_deadline: float | _Default | None,
+        wait_when_disabled: bool | _Default,
+        now: float,
+        wall_ns: Callable[[], int],
+    ) -> list[P]:
+        """``compose`` for each of ``messages`` — (topic, schema, version, data[, id]) —
+        stamped by ``wall_ns()`` one by one; publish_many of both drivers."""
+        compose = self.compose
+        return [
+            compose(
+                cls,
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4] if len(m) > 4 else None,
+                retry_deadline,
+                wait_when_disabled,
+                now,
+                wall_ns(),
+            )
+            for m in messages
+        ]
 
     def _head(self, topic: str, schema: str, version: int) -> tuple[bytes, bytes | None]:
         """The topic frame and envelope head of (topic, schema, version), remembered."""

@@ -197,6 +197,29 @@ def test_a_message_that_can_go_at_once_goes_alone_without_waiting_for_another(
 
 
 @pytest.mark.timeout(30)
+def test_a_paced_stream_hands_every_message_to_the_socket_inside_its_publish_call(
+    busd: Any, relay: Relay, zctx: zmq.Context[Any]
+) -> None:
+    """Paced publishing (each message published once the one before is on its way to busd, replies
+    arriving in between and read every READ_EVERY calls): every message is handed to the
+    socket inside its own publish() call and goes alone; none waits for a later call."""
+    with Publisher(relay.endpoint, name="paced", context=zctx) as pub:
+        pub.publish_wait(TOPIC, "release", 2, release())
+        assert pub._strategy.link.batch > 1  # busd said it takes batches
+        before = len(relay.seen)
+        receipts = []
+        for i in range(100):  # past READ_EVERY (32) three times: the reply-reading path too
+            r = pub.publish(TOPIC, "release", 2, release(i))
+            assert r.attempts == 1, f"message {i} left publish() unsent"
+            receipts.append(r)
+            n = before + i + 1
+            wait_for(lambda n=n: len(relay.seen) >= n, timeout=5, what=f"message {i} at busd")
+        assert pub.flush(10) == []
+        assert relay.seen[before:] == [(3, r.seq) for r in receipts]
+        assert all(r.accepted for r in receipts)
+
+
+@pytest.mark.timeout(30)
 def test_async_and_pool_publishers_send_a_lone_message_at_once(
     busd: Any, relay: Relay, zctx: zmq.Context[Any]
 ) -> None:

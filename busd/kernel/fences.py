@@ -36,10 +36,12 @@ _CAP = 65536
 class Fences:
     """The fences of every connection, keyed by (ROUTER identity, topic frame)."""
 
-    __slots__ = ("_fences", "_next_sweep", "cap", "full", "lifted", "refused", "set_total")
+    __slots__ = ("_next_sweep", "cap", "full", "lifted", "refused", "set_total", "table")
 
     def __init__(self, cap: int = _CAP) -> None:
-        self._fences: dict[tuple[bytes, bytes], tuple[bytes, float, Reject]] = {}
+        # (connection, topic) -> (the refused envelope, until, the refusal). Never replaced:
+        # the broker reads its emptiness once per batch, a dict's truth test, not a call.
+        self.table: dict[tuple[bytes, bytes], tuple[bytes, float, Reject]] = {}
         self.cap = cap
         self.set_total = 0  # fences set
         self.lifted = 0  # fences lifted by their message's acceptance
@@ -48,18 +50,18 @@ class Fences:
         self._next_sweep = 0.0
 
     def __len__(self) -> int:
-        return len(self._fences)
+        return len(self.table)
 
     def check(self, ident: bytes, topic_b: bytes, env_b: bytes, now: float) -> Reject | None:
         """The refusal for a message held back by a fence, or None (judge it as usual).
         Call only when the table is not empty."""
         key = (ident, topic_b)
-        fence = self._fences.get(key)
+        fence = self.table.get(key)
         if fence is None:
             return None
         env, until, reject = fence
         if now >= until:
-            del self._fences[key]
+            del self.table[key]
             return None
         if env_b == env:
             return None  # the refused message itself: judged again
@@ -74,7 +76,7 @@ class Fences:
         if reject.code not in FENCING:
             return
         key = (ident, topic_b)
-        fences = self._fences
+        fences = self.table
         fence = fences.get(key)
         if fence is not None and fence[0] != env_b:
             return  # held back by the fence: the fence's own message is still the one
@@ -91,7 +93,7 @@ class Fences:
 
     def accepted(self, ident: bytes, topic_b: bytes) -> None:
         """A message was accepted: a fence on its (connection, topic) was its own."""
-        if self._fences.pop((ident, topic_b), None) is not None:
+        if self.table.pop((ident, topic_b), None) is not None:
             self.lifted += 1
 
     def sweep(self, now: float) -> None:
@@ -103,7 +105,7 @@ class Fences:
 
     def expire(self, now: float) -> int:
         """Drop fences past their time; return how many."""
-        gone = [k for k, (_, until, _) in self._fences.items() if now >= until]
+        gone = [k for k, (_, until, _) in self.table.items() if now >= until]
         for k in gone:
-            del self._fences[k]
+            del self.table[k]
         return len(gone)

@@ -3,7 +3,8 @@
 A state schema's meta.json names the payload fields that form its key
 (``busd_protocol.schemas.state``); ``Admission`` records the key of each message it accepts
 (``Admission.state_key``) and the broker, once it has stamped and forwarded the message,
-calls ``put`` (or ``end`` for a message that ends its entry). An entry is an immutable tuple
+calls ``StateCache.record`` (which also removes the entry a message ends). An
+entry is an immutable tuple
 (topic bytes, envelope bytes, epoch, seq, expires_at, key): the original frames, never
 re-encoded, the stamp they were forwarded with, and the key object the dict holds (an
 update re-inserts that one, so the held key and an equal topic stay put).
@@ -81,33 +82,11 @@ class StateCache:
         self.ended = 0
         self._next_sweep = 0.0
 
-    def put(
-        self,
-        key: Key,
-        topic_b: bytes,
-        env_b: bytes,
-        epoch: int,
-        seq: int,
-        *,
-        expires_at: float = _INF,
-    ) -> None:
-        """Hold this message as ``key``'s entry (the newest update goes to the back)."""
-        entries = self.entries
-        old = entries.pop(key, None)
-        size = len(topic_b) + len(env_b)
-        if old is not None:
-            self.bytes -= len(old[0]) + len(old[1])
-        entries[key] = (topic_b, env_b, epoch, seq, expires_at, key)
-        self.bytes += size
-        self.stored += 1
-        if len(entries) > self.max_entries or self.bytes > self.max_bytes:
-            self._evict()
-
     def record(
         self, state_key: StateKey, topic_b: bytes, env_b: bytes, epoch: int, seq: int
     ) -> None:
         """An accepted, forwarded message of a state schema (``Admission.state_key``); on the
-        hot path: ``put`` and ``end`` inlined. An update keeps the key and topic objects it
+        hot path, the one way in. An update keeps the key and topic objects it
         already holds (the new message's are freed while still in the CPU's cache, and
         fewer cold objects are freed and reused: holding is what costs, not the dict)."""
         key, ends, expires_at = state_key
@@ -130,13 +109,6 @@ class StateCache:
         self.stored += 1
         if held > self.max_bytes or len(entries) > self.max_entries:
             self._evict()
-
-    def end(self, key: Key) -> None:
-        """A message ended ``key``'s entry: remove it."""
-        old = self.entries.pop(key, None)
-        if old is not None:
-            self.bytes -= len(old[0]) + len(old[1])
-            self.ended += 1
 
     def _evict(self) -> None:
         entries = self.entries

@@ -246,6 +246,7 @@ class Broker:
         answers = self._answers
         judge, refused = self._judge, answers.refused
         fences = self.fences
+        fence_table = fences.table
         seqs = self.sequences
         numbers, epoch, stamp = seqs.current, seqs.epoch, encode_stamp
         authenticated = self.curve is not None
@@ -288,9 +289,9 @@ class Broker:
                 assert seq is not None, "a batch has a readable header"
                 if authenticated:
                     identity = str(head.get("User-Id"))
-                # Once per batch, not per message (Fences.__len__ is a Python call); only
-                # a refusal can set a fence, and then this is read again.
-                fenced = bool(fences)
+                # Once per batch, and a dict's truth test (Fences.table), not a call to
+                # Fences.__len__; only a refusal can set a fence, and then this is read again.
+                fenced = bool(fence_table)
                 pairs = iter(body)  # a lone last topic is left out: it is ``tail``
                 for topic_f, env_f in zip(pairs, pairs, strict=False):
                     topic_b, env_b = topic_f.bytes, env_f.bytes
@@ -327,7 +328,7 @@ class Broker:
                             acc.append(seq)
                     else:
                         fences.refused_with(ident, topic_b, env_b, reject, now)
-                        fenced = bool(fences)
+                        fenced = bool(fence_table)
                         refused(
                             entry[1], seq, reject, identity=identity, topic_b=topic_b, env_b=env_b
                         )

@@ -134,16 +134,7 @@ def test_state_speaks_curve_with_the_clients_keys_and_reports_a_forbidden_prefix
     keys = Keys(tmp_path / "trust")
     keys.client("reader")  # may subscribe to release. only
     (tmp_path / "acl.toml").write_text(ACL)
-    secure = busd_factory(
-        extra_args=(
-            "--curve-secret",
-            str(keys.server_secret),
-            "--keys-dir",
-            str(keys.dir),
-            "--acl",
-            str(tmp_path / "acl.toml"),
-        )
-    )
+    secure = busd_factory(extra_args=keys.busd_args(tmp_path / "acl.toml"))
     where = ["--state-endpoint", secure.state_endpoint, "--sub-endpoint", secure.sub_endpoint]
     allowed = busdctl("release.", "--json", *where, env=keys.env("reader"))
     assert allowed.returncode == 0, allowed.stderr

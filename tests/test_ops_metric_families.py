@@ -187,16 +187,7 @@ def test_with_authentication_on_the_stats_reply_and_the_families_are_as_recorded
     keys.client("deployer")
     acl = keys.root / "acl.toml"
     acl.write_text('[identities.deployer]\npublish = ["release."]\n')
-    busd = busd_factory(
-        extra_args=(
-            "--curve-secret",
-            str(keys.server_secret),
-            "--keys-dir",
-            str(keys.dir),
-            "--acl",
-            str(acl),
-        )
-    )
+    busd = busd_factory(extra_args=keys.busd_args(acl))
     with ControlClient(busd.control) as control:
         got = shape(control.call("stats"))
     declared = {(f["name"], f["type"]) for f in families(scrape_text(busd.metrics))}

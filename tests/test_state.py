@@ -347,16 +347,7 @@ def test_a_prefix_the_identity_may_not_subscribe_to_is_forbidden(
     keys = Keys(tmp_path / "trust")
     reader = keys.client("reader")
     (tmp_path / "acl.toml").write_text(ACL)
-    b = busd_factory(
-        extra_args=(
-            "--curve-secret",
-            str(keys.server_secret),
-            "--keys-dir",
-            str(keys.dir),
-            "--acl",
-            str(tmp_path / "acl.toml"),
-        )
-    )
+    b = busd_factory(extra_args=keys.busd_args(tmp_path / "acl.toml"))
     for prefix, outcome in (("instance.", "forbidden"), ("", "forbidden"), ("release.", "ok")):
         _, end = request(zctx, b.state_endpoint, prefix, setup=reader.apply)
         if outcome == "ok":

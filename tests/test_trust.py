@@ -59,6 +59,17 @@ class Keys:
             (self.dir / public.name).write_bytes(public.read_bytes())
         return ClientKeys.load(secret, self.server_public)
 
+    def busd_args(self, acl: Path) -> tuple[str, ...]:
+        """busd's command-line arguments for these keys and the permissions file ``acl``."""
+        return (
+            "--curve-secret",
+            str(self.server_secret),
+            "--keys-dir",
+            str(self.dir),
+            "--acl",
+            str(acl),
+        )
+
     def env(self, name: str) -> dict[str, str]:
         return {
             "BUSD_KEY": str(self.clients / f"{name}.key_secret"),
@@ -80,16 +91,7 @@ def secure_busd(busd_factory: Callable[..., BusdProcess], keys: Keys) -> BusdPro
     acl = keys.root / "acl.toml"
     acl.write_text(ACL)
     keys.dir.mkdir(exist_ok=True)
-    return busd_factory(
-        extra_args=(
-            "--curve-secret",
-            str(keys.server_secret),
-            "--keys-dir",
-            str(keys.dir),
-            "--acl",
-            str(acl),
-        )
-    )
+    return busd_factory(extra_args=keys.busd_args(acl))
 
 
 @pytest.fixture
